@@ -1,0 +1,158 @@
+//! The pluggable agent logic of a turn ([`TurnExecutor`]) and the deterministic
+//! [`EchoExecutor`] shipped for demos and tests.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::{
+    PluginError, SessionAppendNode, SessionSnapshot, SessionTurnInput, TokenUsage, TraceContext, TraceEvent,
+    TurnFinish, TurnOutcome,
+};
+
+/// Where a turn's trace events go; hosts provide it (durable on the bus, in memory, ...).
+#[async_trait::async_trait]
+pub trait TraceSink: Send + Sync {
+    /// Records one event; `Ok` means it is recorded as durably as the host promises.
+    async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError>;
+}
+
+/// Everything an executor gets for one run of a turn.
+pub struct TurnContext {
+    /// The turn: session, stable turn id, input.
+    pub turn: SessionTurnInput,
+    /// The session as it was when the turn started.
+    pub snapshot: SessionSnapshot,
+    trace: Arc<dyn TraceSink>,
+}
+
+impl TurnContext {
+    /// A context whose trace events go to `trace`.
+    pub fn new(turn: SessionTurnInput, snapshot: SessionSnapshot, trace: Arc<dyn TraceSink>) -> Self {
+        Self { turn, snapshot, trace }
+    }
+
+    /// The trace context of this turn (session, turn, turn index, the turn's graph node).
+    pub fn trace_context(&self) -> TraceContext {
+        TraceContext {
+            session_id: Some(self.turn.session_id.clone()),
+            turn_id: Some(self.turn.turn_id.clone()),
+            graph_node_id: Some(format!("turn:{}:{}", self.turn.session_id, self.turn.turn_id)),
+            parent_graph_node_id: Some(format!("session:{}", self.turn.session_id)),
+            turn_index: Some(self.snapshot.turn_index),
+            ..TraceContext::default()
+        }
+    }
+
+    /// Emits a trace event of this turn.
+    pub async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        self.trace.emit(context, event).await
+    }
+}
+
+/// What a turn produced; the host commits it atomically (nodes, ledger, turn index,
+/// usage) or not at all.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TurnOutput {
+    /// Nodes to chain onto the session's leaf at commit.
+    pub nodes: Vec<SessionAppendNode>,
+    /// How the turn ended.
+    pub outcome: TurnOutcome,
+    /// Tokens the turn used.
+    pub token_usage: TokenUsage,
+    /// The assistant's visible output.
+    pub assistant_output: Option<Value>,
+    /// LLM call records.
+    pub llm_calls: Vec<Value>,
+    /// Tool call records.
+    pub tool_calls: Vec<Value>,
+    /// Errors met.
+    pub errors: Vec<Value>,
+}
+
+/// The agent logic behind `start_turn`, supplied by the host application.
+///
+/// A turn runs at least once (a retry after a worker's death runs it again) and
+/// commits at most once, so an executor's side effects outside the session should be
+/// idempotent by turn id.
+#[async_trait::async_trait]
+pub trait TurnExecutor: Send + Sync {
+    /// Runs one turn.
+    async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError>;
+}
+
+/// A deterministic executor: appends the user's message and an assistant reply
+/// `echo: <text>`, emits `turn_started` and `turn_completed`, and finishes with that
+/// reply. Token usage counts words.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EchoExecutor;
+
+impl EchoExecutor {
+    /// The reply the executor gives to `text`.
+    pub fn reply_to(text: &str) -> String {
+        format!("echo: {text}")
+    }
+}
+
+#[async_trait::async_trait]
+impl TurnExecutor for EchoExecutor {
+    async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
+        let trace_context = context.trace_context();
+        context.emit(trace_context.clone(), TraceEvent::turn_started()).await?;
+        let text = context.turn.input.joined_text();
+        let reply = Self::reply_to(&text);
+        let words = |s: &str| s.split_whitespace().count() as u64;
+        let token_usage =
+            TokenUsage { input_tokens: words(&text), output_tokens: words(&reply), ..TokenUsage::default() };
+        let caused_by = json!({
+            "type": "turn",
+            "session_id": context.turn.session_id,
+            "turn_id": context.turn.turn_id,
+        });
+        let nodes = vec![
+            with_cause(SessionAppendNode::message("User", text), &caused_by),
+            with_cause(SessionAppendNode::message("Assistant", reply.clone()), &caused_by),
+        ];
+        context.emit(trace_context, TraceEvent::turn_completed("completed")).await?;
+        Ok(TurnOutput {
+            nodes,
+            outcome: TurnOutcome::Finished(TurnFinish::AssistantMessage { text: reply.clone() }),
+            token_usage,
+            assistant_output: Some(json!({ "safe_text": reply, "raw_text": reply, "state": "usable" })),
+            llm_calls: Vec::new(),
+            tool_calls: Vec::new(),
+            errors: Vec::new(),
+        })
+    }
+}
+
+fn with_cause(mut node: SessionAppendNode, cause: &Value) -> SessionAppendNode {
+    if let SessionAppendNode::Message { caused_by, .. } = &mut node {
+        *caused_by = Some(cause.clone());
+    }
+    node
+}
+
+impl TurnOutput {
+    /// The `AssembledTurn` of this output, once committed: `state` is the session after
+    /// the commit.
+    pub fn assemble(self, state: SessionSnapshot, started_at_ms: u64, duration_ms: u64) -> crate::AssembledTurn {
+        crate::AssembledTurn {
+            state,
+            outcome: self.outcome,
+            assistant_output: self.assistant_output,
+            execution: json!({
+                "had_tool_calls": !self.tool_calls.is_empty(),
+                "had_code_execution": false,
+                "started_at_ms": started_at_ms,
+                "duration_ms": duration_ms,
+            }),
+            token_usage: self.token_usage,
+            children_usage: Vec::new(),
+            llm_calls: self.llm_calls,
+            tool_calls: self.tool_calls,
+            errors: self.errors,
+            extra: serde_json::Map::new(),
+        }
+    }
+}

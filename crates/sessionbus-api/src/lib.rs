@@ -1,0 +1,48 @@
+//! The sessionbus contract.
+//!
+//! - the three session service traits of the lash plugin contract ([`SessionStateService`],
+//!   [`SessionLifecycleService`], [`SessionGraphService`]);
+//! - their DTOs, whose JSON is exactly what the lash runtime writes;
+//! - [`PluginError`] and its [`ErrorKind`];
+//! - the id rules of the bus ([`ids`]);
+//! - [`memory::InMemoryHost`], a complete in-process reference implementation;
+//! - with feature `conformance`, the suite every implementation must pass.
+//!
+//! This crate does no I/O beyond tokio's in-process primitives and has no NATS dependency.
+
+#![deny(missing_docs)]
+
+pub mod clock;
+mod error;
+mod executor;
+mod graph;
+pub mod ids;
+pub mod memory;
+mod service;
+mod session;
+mod tools;
+mod trace;
+mod turn;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use error::{ErrorKind, PluginError};
+pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutput};
+pub use graph::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, PluginMessage, ProtocolEvent, SessionAppendNode, SessionGraph,
+    SessionNode, SessionNodeBody, assign_node_ids,
+};
+pub use service::{
+    MEMBERSHIP_ATTEMPTS, SessionGraphService, SessionHost, SessionLifecycleService, SessionStateService,
+    set_membership_with_retry, toggle_membership,
+};
+pub use session::{
+    SessionCreateRequest, SessionHandle, SessionRelation, SessionSnapshot, SessionStartPoint, default_policy,
+};
+pub use tools::{ToolActivation, ToolEntry, ToolManifest, ToolState, ToolStateError};
+pub use trace::{TRACE_SCHEMA_VERSION, TraceContext, TraceEvent, TraceRecord, claim_trace_context};
+pub use turn::{
+    AssembledTurn, DirectCompletion, DirectLlmCompletion, ExecutionScope, InputItem, SessionTurnInput,
+    SessionTurnRequest, TokenUsage, TurnFinish, TurnInput, TurnOutcome, TurnStop,
+};

@@ -1,0 +1,392 @@
+//! [`InMemoryHost`]: a complete in-process implementation of the three traits, the
+//! reference every other host is checked against.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionAppendNode,
+    SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService, SessionNode,
+    SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState,
+    TraceContext, TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids,
+    claim_trace_context, clock, default_policy, ids, set_membership_with_retry,
+};
+
+type TurnResult = Result<AssembledTurn, PluginError>;
+
+enum TurnRecord {
+    Running { input: TurnInput, done: watch::Receiver<Option<TurnResult>> },
+    Completed { input: TurnInput, result: Box<AssembledTurn> },
+}
+
+struct Session {
+    snapshot: SessionSnapshot,
+    closed: bool,
+    running_turn: Option<String>,
+    turns: HashMap<String, TurnRecord>,
+}
+
+#[derive(Default)]
+struct State {
+    sessions: HashMap<String, Session>,
+    tools: HashMap<String, ToolState>,
+    tool_revision: u64,
+    catalogs: HashMap<String, (u64, Arc<Vec<Value>>)>,
+    traces: Vec<TraceRecord>,
+}
+
+struct Inner {
+    state: Mutex<State>,
+    executor: Arc<dyn TurnExecutor>,
+}
+
+/// An in-process host with every rule of the contract. Clones share state; a clone
+/// made with [`InMemoryHost::bound_to`] answers `snapshot_current` for its session.
+#[derive(Clone)]
+pub struct InMemoryHost {
+    inner: Arc<Inner>,
+    bound: Option<String>,
+}
+
+impl InMemoryHost {
+    /// An empty host whose turns run on `executor`.
+    pub fn new(executor: Arc<dyn TurnExecutor>) -> Self {
+        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), executor }), bound: None }
+    }
+
+    /// A view of the same host bound to `session_id`.
+    pub fn bound_to(&self, session_id: impl Into<String>) -> Self {
+        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+    }
+
+    /// Every trace record emitted so far, in order.
+    pub fn trace_records(&self) -> Vec<TraceRecord> {
+        self.lock().traces.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied write: every
+        // mutation below validates first and then writes, so the data stays usable.
+        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn record_trace(&self, session_id: &str, mut context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        claim_trace_context(&mut context, session_id)?;
+        self.lock().traces.push(TraceRecord::new(context, event));
+        Ok(())
+    }
+}
+
+fn session<'a>(state: &'a State, session_id: &str) -> Result<&'a Session, PluginError> {
+    state.sessions.get(session_id).ok_or_else(|| PluginError::unknown_session(session_id))
+}
+
+fn session_mut<'a>(state: &'a mut State, session_id: &str) -> Result<&'a mut Session, PluginError> {
+    state.sessions.get_mut(session_id).ok_or_else(|| PluginError::unknown_session(session_id))
+}
+
+fn closed_error(session_id: &str) -> PluginError {
+    PluginError::Session(format!("session `{session_id}` is closed"))
+}
+
+/// Chains `nodes` onto the graph's leaf, assigning ids by the contract's rules.
+fn chain_nodes(graph: &mut SessionGraph, nodes: Vec<SessionAppendNode>) -> Vec<String> {
+    let ids = assign_node_ids(&nodes, |id| graph.nodes.iter().any(|n| n.node_id == id), |_| uuid::Uuid::new_v4());
+    let timestamp = clock::now_rfc3339();
+    for (node, id) in nodes.into_iter().zip(&ids) {
+        let parent = graph.leaf_node_id.take();
+        graph.nodes.push(SessionNode::from_append(node, id.clone(), parent, timestamp.clone()));
+        graph.leaf_node_id = Some(id.clone());
+    }
+    ids
+}
+
+fn validate_session_id(session_id: &str) -> Result<(), PluginError> {
+    ids::validate_id("session id", session_id)
+}
+
+#[async_trait::async_trait]
+impl SessionStateService for InMemoryHost {
+    async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
+        match &self.bound {
+            Some(session_id) => self.snapshot_session(session_id).await,
+            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
+        }
+    }
+
+    async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        validate_session_id(session_id)?;
+        let state = self.lock();
+        let mut snapshot = session(&state, session_id)?.snapshot.clone();
+        snapshot.tool_state_generation = state.tools.get(session_id).map(|tools| tools.generation);
+        Ok(snapshot)
+    }
+
+    async fn tool_catalog(&self, session_id: &str) -> Result<Vec<Value>, PluginError> {
+        Ok(self.tool_state(session_id).await?.catalog())
+    }
+
+    async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<Value>>, PluginError> {
+        validate_session_id(session_id)?;
+        let mut state = self.lock();
+        let generation = state.tools.get(session_id).map_or(0, |tools| tools.generation);
+        if let Some((cached, catalog)) = state.catalogs.get(session_id)
+            && *cached == generation
+        {
+            return Ok(Arc::clone(catalog));
+        }
+        let catalog = Arc::new(state.tools.get(session_id).map(ToolState::catalog).unwrap_or_default());
+        state.catalogs.insert(session_id.to_owned(), (generation, Arc::clone(&catalog)));
+        Ok(catalog)
+    }
+
+    async fn tool_state(&self, session_id: &str) -> Result<ToolState, PluginError> {
+        validate_session_id(session_id)?;
+        Ok(self.lock().tools.get(session_id).cloned().unwrap_or_default())
+    }
+
+    async fn apply_tool_state(&self, session_id: &str, mut snapshot: ToolState) -> Result<u64, PluginError> {
+        validate_session_id(session_id)?;
+        let mut state = self.lock();
+        let actual = state.tools.get(session_id).map_or(0, |tools| tools.generation);
+        if snapshot.generation != actual {
+            return Err(PluginError::Conflict(format!(
+                "generation mismatch: expected {}, actual {actual}",
+                snapshot.generation
+            )));
+        }
+        state.tool_revision += 1;
+        snapshot.generation = state.tool_revision;
+        state.tools.insert(session_id.to_owned(), snapshot);
+        Ok(state.tool_revision)
+    }
+
+    async fn set_tool_membership(
+        &self,
+        session_id: &str,
+        tool_names: &[String],
+        present: bool,
+    ) -> Result<u64, PluginError> {
+        set_membership_with_retry(self, session_id, tool_names, present).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionLifecycleService for InMemoryHost {
+    async fn create_session(&self, request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
+        let session_id = match request.session_id {
+            Some(id) => id,
+            None => uuid::Uuid::new_v4().to_string(),
+        };
+        validate_session_id(&session_id)?;
+        let mut state = self.lock();
+        if state.sessions.contains_key(&session_id) {
+            return Err(PluginError::Session(format!("session `{session_id}` already exists")));
+        }
+        let parent_session_id = match &request.relation {
+            SessionRelation::Root => None,
+            SessionRelation::Child { parent_session_id, .. } => {
+                session(&state, parent_session_id)?;
+                Some(parent_session_id.clone())
+            }
+        };
+        let policy = request.policy.unwrap_or_else(|| default_policy(&session_id));
+        let mut snapshot = SessionSnapshot::new(session_id.clone(), policy.clone());
+        match request.start {
+            SessionStartPoint::Empty => {}
+            SessionStartPoint::CurrentSession => {
+                let current = self.bound.as_deref().ok_or_else(|| {
+                    PluginError::InvalidRequest(
+                        "a `current_session` start point needs a service bound to a session".to_string(),
+                    )
+                })?;
+                snapshot.session_graph = session(&state, current)?.snapshot.session_graph.clone();
+            }
+            SessionStartPoint::ExistingSession { session_id: source } => {
+                snapshot.session_graph = session(&state, &source)?.snapshot.session_graph.clone();
+            }
+            SessionStartPoint::Snapshot { snapshot: source } => {
+                snapshot.session_graph = source.session_graph;
+                snapshot.agent_frames = source.agent_frames;
+                snapshot.current_agent_frame_id = source.current_agent_frame_id;
+            }
+        }
+        chain_nodes(&mut snapshot.session_graph, request.initial_nodes);
+        let handle = SessionHandle { session_id: session_id.clone(), parent_session_id, policy };
+        state
+            .sessions
+            .insert(session_id, Session { snapshot, closed: false, running_turn: None, turns: HashMap::new() });
+        Ok(handle)
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {
+        validate_session_id(session_id)?;
+        let mut state = self.lock();
+        let Some(session) = state.sessions.get_mut(session_id) else { return Ok(()) };
+        if let Some(turn_id) = &session.running_turn {
+            return Err(PluginError::Conflict(format!(
+                "session `{session_id}` has a running turn `{turn_id}`; close it after the turn completes"
+            )));
+        }
+        session.closed = true;
+        Ok(())
+    }
+
+    async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        let session_id = request.session_id().to_owned();
+        let turn_id = request.turn_id().to_owned();
+        validate_session_id(&session_id)?;
+        ids::validate_id("turn id", &turn_id)?;
+        let (mut done, start) = {
+            let mut state = self.lock();
+            let session = session_mut(&mut state, &session_id)?;
+            match session.turns.get(&turn_id) {
+                Some(TurnRecord::Completed { input, result }) => {
+                    return if input == request.input() {
+                        Ok((**result).clone())
+                    } else {
+                        Err(other_input_conflict(&turn_id))
+                    };
+                }
+                Some(TurnRecord::Running { input, done }) => {
+                    if input != request.input() {
+                        return Err(other_input_conflict(&turn_id));
+                    }
+                    (done.clone(), None)
+                }
+                None => {
+                    if session.closed {
+                        return Err(closed_error(&session_id));
+                    }
+                    if session.running_turn.is_some() {
+                        return Err(PluginError::Conflict(format!(
+                            "session `{session_id}` already has a running turn"
+                        )));
+                    }
+                    let (sender, done) = watch::channel(None);
+                    session.running_turn = Some(turn_id.clone());
+                    session.turns.insert(
+                        turn_id.clone(),
+                        TurnRecord::Running { input: request.input().clone(), done: done.clone() },
+                    );
+                    let mut snapshot = session.snapshot.clone();
+                    snapshot.tool_state_generation = state.tools.get(&session_id).map(|tools| tools.generation);
+                    (done, Some((sender, snapshot)))
+                }
+            }
+        };
+        if let Some((sender, snapshot)) = start {
+            // The run is its own task: a caller that goes away does not strand the turn.
+            let host = self.clone();
+            let (turn, _scope) = request.into_parts();
+            tokio::spawn(async move {
+                let result = host.run_turn(turn, snapshot).await;
+                let _ = sender.send(Some(result));
+            });
+        }
+        let result = done.wait_for(Option::is_some).await;
+        match result {
+            Ok(result) => result.clone().unwrap_or_else(|| Err(turn_lost(&turn_id))),
+            Err(_) => Err(turn_lost(&turn_id)),
+        }
+    }
+}
+
+fn other_input_conflict(turn_id: &str) -> PluginError {
+    PluginError::Conflict(format!("turn `{turn_id}` was already started with a different input"))
+}
+
+fn turn_lost(turn_id: &str) -> PluginError {
+    PluginError::Unavailable(format!("turn `{turn_id}` ended without a result; retry it with the same turn id"))
+}
+
+struct MemoryTraceSink {
+    host: InMemoryHost,
+    session_id: String,
+}
+
+#[async_trait::async_trait]
+impl TraceSink for MemoryTraceSink {
+    async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        self.host.record_trace(&self.session_id, context, event)
+    }
+}
+
+impl InMemoryHost {
+    /// Runs the executor, then commits its output atomically under the lock: nodes,
+    /// turn index, usage and the ledger record become visible together. A failed run
+    /// commits nothing and frees the turn id for a retry.
+    async fn run_turn(&self, turn: crate::SessionTurnInput, snapshot: SessionSnapshot) -> TurnResult {
+        let started_at_ms = clock::now_unix_ms();
+        let sink = Arc::new(MemoryTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
+        let session_id = turn.session_id.clone();
+        let turn_id = turn.turn_id.clone();
+        let input = turn.input.clone();
+        let outcome = self.inner.executor.run(TurnContext::new(turn, snapshot, sink)).await;
+        let mut state = self.lock();
+        let tool_generation = state.tools.get(&session_id).map(|tools| tools.generation);
+        let session = session_mut(&mut state, &session_id)?;
+        session.running_turn = None;
+        let output = match outcome {
+            Ok(output) => output,
+            Err(err) => {
+                session.turns.remove(&turn_id);
+                return Err(err);
+            }
+        };
+        chain_nodes(&mut session.snapshot.session_graph, output.nodes.clone());
+        session.snapshot.turn_index += 1;
+        session.snapshot.token_usage.add(&output.token_usage);
+        let mut state_after = session.snapshot.clone();
+        state_after.tool_state_generation = tool_generation;
+        let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
+        let assembled = output.assemble(state_after, started_at_ms, duration_ms);
+        session.turns.insert(turn_id, TurnRecord::Completed { input, result: Box::new(assembled.clone()) });
+        Ok(assembled)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionGraphService for InMemoryHost {
+    async fn append_session_nodes(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        validate_session_id(session_id)?;
+        if request.nodes.is_empty() {
+            return Err(PluginError::InvalidRequest("an append needs at least one node".to_string()));
+        }
+        let mut state = self.lock();
+        let session = session_mut(&mut state, session_id)?;
+        if session.closed {
+            return Err(closed_error(session_id));
+        }
+        let graph = &mut session.snapshot.session_graph;
+        if let Some(ancestor) = &request.requires_ancestor_node_id
+            && !graph.is_on_active_path(ancestor)
+        {
+            return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: graph.leaf_node_id.clone() });
+        }
+        let node_ids = chain_nodes(graph, request.nodes);
+        let leaf_node_id = graph.leaf_node_id.clone().unwrap_or_default();
+        Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id })
+    }
+
+    async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        let session_id = match (&self.bound, &context.session_id) {
+            (Some(bound), _) => bound.clone(),
+            (None, Some(named)) => named.clone(),
+            (None, None) => {
+                return Err(PluginError::InvalidRequest(
+                    "a trace context must name its session (or the service must be bound to one)".to_string(),
+                ));
+            }
+        };
+        validate_session_id(&session_id)?;
+        self.record_trace(&session_id, context, event)
+    }
+}

@@ -1,0 +1,182 @@
+//! Tool manifests, the per-session [`ToolState`] and the catalog projection.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// When a tool is offered to the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ToolActivation {
+    /// Offered whenever the tool is a member.
+    #[default]
+    Always,
+    /// Used by the runtime only, never offered to the model.
+    Internal,
+}
+
+/// A tool's description as lash writes it. Unknown fields are kept, not rejected, so
+/// a manifest from a newer runtime survives a round trip through sessionbus.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolManifest {
+    /// Stable tool id (`tool:bash`).
+    pub id: String,
+    /// Name the model calls the tool by.
+    pub name: String,
+    /// What the tool does; may be empty.
+    #[serde(default)]
+    pub description: String,
+    /// Runtime bindings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bindings: Option<Map<String, Value>>,
+    /// When the tool is offered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ToolActivation>,
+    /// The tool's full contract, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<Value>,
+    /// Every other field, kept verbatim.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ToolManifest {
+    /// A manifest with only id, name and description set.
+    pub fn new(id: impl Into<String>, name: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            name: name.into(),
+            description: description.into(),
+            bindings: None,
+            activation: None,
+            contract: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The catalog entry: `{"id","name","description","bindings","activation"}` plus
+    /// `"contract"` when present.
+    pub fn catalog_entry(&self) -> Value {
+        let mut entry = Map::with_capacity(6);
+        entry.insert("id".into(), Value::String(self.id.clone()));
+        entry.insert("name".into(), Value::String(self.name.clone()));
+        entry.insert("description".into(), Value::String(self.description.clone()));
+        entry.insert("bindings".into(), Value::Object(self.bindings.clone().unwrap_or_default()));
+        let activation = self.activation.unwrap_or_default();
+        entry.insert("activation".into(), serde_json::to_value(activation).unwrap_or(Value::Null));
+        if let Some(contract) = &self.contract {
+            entry.insert("contract".into(), contract.clone());
+        }
+        Value::Object(entry)
+    }
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn is_true(value: &bool) -> bool {
+    *value
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One tool in a session's [`ToolState`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ToolEntry {
+    manifest: ToolManifest,
+    #[serde(default, skip_serializing_if = "is_false")]
+    orphaned: bool,
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    member: bool,
+}
+
+impl ToolEntry {
+    /// A member, non-orphaned entry for `manifest`.
+    pub fn new(manifest: ToolManifest) -> Self {
+        Self { manifest, orphaned: false, member: true }
+    }
+
+    /// The tool's manifest.
+    pub fn manifest(&self) -> &ToolManifest {
+        &self.manifest
+    }
+
+    /// True when the provider that registered the tool is gone.
+    pub fn is_orphaned(&self) -> bool {
+        self.orphaned
+    }
+
+    /// True when the tool is offered in this session.
+    pub fn is_member(&self) -> bool {
+        self.member
+    }
+
+    /// Marks the entry orphaned (its provider is gone).
+    pub fn set_orphaned(&mut self, orphaned: bool) {
+        self.orphaned = orphaned;
+    }
+}
+
+/// Why a [`ToolState`] edit was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ToolStateError {
+    /// No tool has this id.
+    #[error("unknown tool id `{0}`")]
+    UnknownTool(String),
+    /// An orphaned tool cannot become a member again.
+    #[error("tool `{0}` is orphaned and cannot be enabled")]
+    Orphaned(String),
+}
+
+/// A session's tools and their membership, at one `generation`.
+///
+/// `generation` is the compare-and-set token of `apply_tool_state`: 0 means "create",
+/// any other value must equal the stored revision.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolState {
+    /// The revision this state was read at (0 for a state never stored).
+    pub generation: u64,
+    /// The tools, by id.
+    #[serde(default)]
+    pub tools: BTreeMap<String, ToolEntry>,
+}
+
+impl ToolState {
+    /// Every tool with its id, members or not.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &ToolEntry)> {
+        self.tools.iter()
+    }
+
+    /// Adds or replaces a tool as a member.
+    pub fn insert(&mut self, manifest: ToolManifest) {
+        self.tools.insert(manifest.id.clone(), ToolEntry::new(manifest));
+    }
+
+    /// Sets whether tool `id` is a member. An orphaned tool cannot be enabled.
+    pub fn set_membership(&mut self, id: &str, present: bool) -> Result<(), ToolStateError> {
+        let entry = self.tools.get_mut(id).ok_or_else(|| ToolStateError::UnknownTool(id.to_owned()))?;
+        if present && entry.orphaned {
+            return Err(ToolStateError::Orphaned(id.to_owned()));
+        }
+        entry.member = present;
+        Ok(())
+    }
+
+    /// The manifests of member tools that are not orphaned.
+    pub fn tool_manifests(&self) -> Vec<ToolManifest> {
+        self.members().cloned().collect()
+    }
+
+    /// The catalog of this state: one entry per member, non-orphaned tool.
+    pub fn catalog(&self) -> Vec<Value> {
+        self.members().map(ToolManifest::catalog_entry).collect()
+    }
+
+    fn members(&self) -> impl Iterator<Item = &ToolManifest> {
+        self.tools.values().filter(|entry| entry.member && !entry.orphaned).map(|entry| &entry.manifest)
+    }
+}
