@@ -34,13 +34,13 @@ pub use graph::{
     SessionNode, SessionNodeBody, assign_node_ids,
 };
 pub use service::{
-    MEMBERSHIP_ATTEMPTS, SessionGraphService, SessionHost, SessionLifecycleService, SessionStateService,
+    MEMBERSHIP_ATTEMPTS, SessionGraphService, SessionHost, SessionLifecycleService, SessionStateService, retry_pause,
     set_membership_with_retry, toggle_membership,
 };
 pub use session::{
     SessionCreateRequest, SessionHandle, SessionRelation, SessionSnapshot, SessionStartPoint, default_policy,
 };
-pub use tools::{ToolActivation, ToolEntry, ToolManifest, ToolState, ToolStateError};
+pub use tools::{CatalogCache, ToolActivation, ToolEntry, ToolManifest, ToolState, ToolStateError};
 pub use trace::{TRACE_SCHEMA_VERSION, TraceContext, TraceEvent, TraceRecord, claim_trace_context};
 pub use turn::{
     AssembledTurn, DirectCompletion, DirectLlmCompletion, ExecutionScope, InputItem, SessionTurnInput,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionAppendNode,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionAppendNode,
     SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService, SessionNode,
     SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState,
     TraceContext, TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids,
@@ -34,12 +34,12 @@ struct State {
     sessions: HashMap<String, Session>,
     tools: HashMap<String, ToolState>,
     tool_revision: u64,
-    catalogs: HashMap<String, (u64, Arc<Vec<Value>>)>,
     traces: Vec<TraceRecord>,
 }
 
 struct Inner {
     state: Mutex<State>,
+    catalogs: CatalogCache,
     executor: Arc<dyn TurnExecutor>,
 }
 
@@ -54,7 +54,10 @@ pub struct InMemoryHost {
 impl InMemoryHost {
     /// An empty host whose turns run on `executor`.
     pub fn new(executor: Arc<dyn TurnExecutor>) -> Self {
-        Self { inner: Arc::new(Inner { state: Mutex::new(State::default()), executor }), bound: None }
+        Self {
+            inner: Arc::new(Inner { state: Mutex::new(State::default()), catalogs: CatalogCache::new(4096), executor }),
+            bound: None,
+        }
     }
 
     /// A view of the same host bound to `session_id`.
@@ -130,17 +133,8 @@ impl SessionStateService for InMemoryHost {
     }
 
     async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<Value>>, PluginError> {
-        validate_session_id(session_id)?;
-        let mut state = self.lock();
-        let generation = state.tools.get(session_id).map_or(0, |tools| tools.generation);
-        if let Some((cached, catalog)) = state.catalogs.get(session_id)
-            && *cached == generation
-        {
-            return Ok(Arc::clone(catalog));
-        }
-        let catalog = Arc::new(state.tools.get(session_id).map(ToolState::catalog).unwrap_or_default());
-        state.catalogs.insert(session_id.to_owned(), (generation, Arc::clone(&catalog)));
-        Ok(catalog)
+        let state = self.tool_state(session_id).await?;
+        Ok(self.inner.catalogs.get_or_build(session_id, state.generation, || state.catalog()))
     }
 
     async fn tool_state(&self, session_id: &str) -> Result<ToolState, PluginError> {

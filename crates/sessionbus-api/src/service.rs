@@ -134,15 +134,16 @@ pub async fn set_membership_with_retry<S: SessionStateService + ?Sized>(
                         "{message} (gave up after {attempt} attempts: too many concurrent writers)"
                     )));
                 }
-                tokio::time::sleep(jitter(attempt)).await;
+                tokio::time::sleep(retry_pause(attempt)).await;
             }
             other => return other,
         }
     }
 }
 
-/// A random pause that grows with `attempt`, at most about 20 ms.
-fn jitter(attempt: u32) -> std::time::Duration {
+/// A random pause before retry `attempt` of a lost compare-and-set: grows with the
+/// attempt, at most about 20 ms, so competing writers spread out.
+pub fn retry_pause(attempt: u32) -> std::time::Duration {
     let random = (uuid::Uuid::new_v4().as_u128() & 0xffff) as u64;
     let ceiling_us = 250u64 * u64::from(attempt.min(80));
     std::time::Duration::from_micros(random % ceiling_us.max(1))

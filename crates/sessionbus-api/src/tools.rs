@@ -180,3 +180,42 @@ impl ToolState {
         self.tools.values().filter(|entry| entry.member && !entry.orphaned).map(|entry| &entry.manifest)
     }
 }
+
+/// Catalogs shared per session while the tool-state generation is unchanged: what
+/// makes `shared_tool_catalog` reuse one `Arc` instead of rebuilding. Bounded: when
+/// `capacity` sessions are cached, the cache starts over.
+pub struct CatalogCache {
+    capacity: usize,
+    entries: std::sync::Mutex<std::collections::HashMap<String, CachedCatalog>>,
+}
+
+/// A catalog and the generation it was built at.
+type CachedCatalog = (u64, std::sync::Arc<Vec<Value>>);
+
+impl CatalogCache {
+    /// An empty cache of at most `capacity` sessions.
+    pub fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), entries: Default::default() }
+    }
+
+    /// The cached catalog of `session_id` at `generation`, or `build()`'s, cached.
+    pub fn get_or_build(
+        &self,
+        session_id: &str,
+        generation: u64,
+        build: impl FnOnce() -> Vec<Value>,
+    ) -> std::sync::Arc<Vec<Value>> {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((cached, catalog)) = entries.get(session_id)
+            && *cached == generation
+        {
+            return std::sync::Arc::clone(catalog);
+        }
+        if entries.len() >= self.capacity {
+            entries.clear();
+        }
+        let catalog = std::sync::Arc::new(build());
+        entries.insert(session_id.to_owned(), (generation, std::sync::Arc::clone(&catalog)));
+        catalog
+    }
+}

@@ -1,0 +1,364 @@
+//! Raw JetStream API access with full error codes: conditional publishes, atomic
+//! batches and leader reads (`$JS.API.STREAM.MSG.GET`).
+//!
+//! async-nats maps publish errors to a few kinds; sessionbus must tell 10071 (a real
+//! conflict) from 10164/10158 (re-read and retry) and 10201 (a batch that may already
+//! be committed), so acks are parsed here.
+
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use bytes::Bytes;
+use serde::Deserialize;
+use sessionbus_api::PluginError;
+
+/// Wrong last sequence: the condition did not hold.
+pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
+/// Another write to the subject is in flight.
+pub(crate) const ERR_SUBJECT_IN_FLIGHT: u64 = 10164;
+/// The same message id is in flight.
+pub(crate) const ERR_MSG_ID_IN_FLIGHT: u64 = 10158;
+/// A batch holds an already-seen message id.
+pub(crate) const ERR_BATCH_DUPLICATE: u64 = 10201;
+/// No message found.
+const ERR_NO_MESSAGE: u64 = 10037;
+
+/// What went wrong talking to JetStream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum JsError {
+    /// 10071: the expected-sequence condition failed; `actual` when the server said.
+    WrongLastSequence { actual: Option<u64> },
+    /// 10164 / 10158: a concurrent write is in flight; re-read and retry.
+    InFlight,
+    /// 10201: the batch repeats a seen message id (it may already be committed).
+    BatchDuplicate,
+    /// No stream answered (no leader yet, or the stream is missing).
+    NoStream,
+    /// No answer in time.
+    TimedOut,
+    /// The message is larger than the server accepts.
+    TooLarge(String),
+    /// Any other API error.
+    Other(String),
+}
+
+impl JsError {
+    /// True for errors that a bounded backoff and retry can fix (leader elections).
+    pub(crate) fn is_transient(&self) -> bool {
+        matches!(self, JsError::NoStream | JsError::TimedOut | JsError::InFlight)
+    }
+
+    /// The contract error for a failure that could not be retried away.
+    pub(crate) fn into_plugin(self, what: &str) -> PluginError {
+        match self {
+            JsError::WrongLastSequence { .. } => PluginError::Conflict(format!("{what}: a concurrent write won")),
+            JsError::TooLarge(message) => PluginError::InvalidRequest(message),
+            JsError::NoStream => PluginError::Unavailable(format!(
+                "{what}: JetStream has no leader for the sessionbus streams (is JetStream enabled, and is the \
+                 cluster electing a leader?)"
+            )),
+            JsError::TimedOut => PluginError::Unavailable(format!("{what}: JetStream did not answer in time")),
+            other => PluginError::Unavailable(format!("{what}: JetStream error {other:?}")),
+        }
+    }
+}
+
+/// One write: subject, body, idempotency key and optional condition.
+#[derive(Clone, Debug)]
+pub(crate) struct Write {
+    pub(crate) subject: String,
+    pub(crate) payload: Bytes,
+    pub(crate) msg_id: String,
+    /// `Nats-Expected-Last-Subject-Sequence` (and its `-Subject` when set).
+    pub(crate) expect: Option<(u64, Option<String>)>,
+    /// `Nats-Rollup: sub`: this message replaces the subject's earlier ones.
+    pub(crate) rollup: bool,
+}
+
+impl Write {
+    pub(crate) fn new(subject: String, payload: Bytes, msg_id: String) -> Self {
+        Self { subject, payload, msg_id, expect: None, rollup: false }
+    }
+
+    pub(crate) fn expect(mut self, sequence: u64, on_subject: Option<String>) -> Self {
+        self.expect = Some((sequence, on_subject));
+        self
+    }
+
+    pub(crate) fn rollup(mut self) -> Self {
+        self.rollup = true;
+        self
+    }
+
+    fn headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert("Nats-Msg-Id", self.msg_id.as_str());
+        if let Some((sequence, subject)) = &self.expect {
+            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
+            if let Some(subject) = subject {
+                headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", subject.as_str());
+            }
+        }
+        if self.rollup {
+            headers.insert("Nats-Rollup", "sub");
+        }
+        headers
+    }
+}
+
+/// A successful publish.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// The stream sequence of the stored message (the last one, for a batch).
+    pub(crate) seq: u64,
+    /// The server had already stored this message id.
+    pub(crate) duplicate: bool,
+}
+
+/// A message read back from a stream.
+#[derive(Clone, Debug)]
+pub(crate) struct StoredMessage {
+    pub(crate) seq: u64,
+    pub(crate) msg_id: Option<String>,
+    pub(crate) payload: Bytes,
+    /// `KV-Operation` (`DEL`, `PURGE`) for KV delete markers.
+    pub(crate) kv_operation: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    #[serde(default)]
+    err_code: u64,
+    #[serde(default)]
+    description: String,
+}
+
+#[derive(Deserialize)]
+struct AckBody {
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    seq: u64,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+#[derive(Deserialize)]
+struct GetBody {
+    #[serde(default)]
+    error: Option<ApiError>,
+    #[serde(default)]
+    message: Option<RawStored>,
+}
+
+#[derive(Deserialize)]
+struct RawStored {
+    seq: u64,
+    #[serde(default)]
+    hdrs: Option<String>,
+    #[serde(default)]
+    data: Option<String>,
+}
+
+fn api_error(error: ApiError) -> JsError {
+    match error.err_code {
+        ERR_WRONG_LAST_SEQUENCE => JsError::WrongLastSequence {
+            actual: error
+                .description
+                .rsplit(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())
+                .and_then(|s| s.parse().ok()),
+        },
+        ERR_SUBJECT_IN_FLIGHT | ERR_MSG_ID_IN_FLIGHT => JsError::InFlight,
+        ERR_BATCH_DUPLICATE => JsError::BatchDuplicate,
+        10059 => JsError::NoStream,
+        10054 => JsError::TooLarge(format!("payload too large: {}", error.description)),
+        code => JsError::Other(format!("{} (error {code})", error.description)),
+    }
+}
+
+/// Raw JetStream access over one client.
+#[derive(Clone)]
+pub(crate) struct JetStreamApi {
+    client: Client,
+    timeout: Duration,
+    /// How long transient failures (leader elections) are retried.
+    retry_budget: Duration,
+}
+
+impl JetStreamApi {
+    pub(crate) fn new(client: Client, timeout: Duration, retry_budget: Duration) -> Self {
+        Self { client, timeout, retry_budget }
+    }
+
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    async fn request(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<Bytes, JsError> {
+        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.timeout));
+        match self.client.send_request(subject, request).await {
+            Ok(message) => Ok(message.payload),
+            Err(err) => Err(match err.kind() {
+                async_nats::RequestErrorKind::NoResponders => JsError::NoStream,
+                async_nats::RequestErrorKind::TimedOut => JsError::TimedOut,
+                async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                    JsError::TooLarge(format!("payload too large for the server: {err}"))
+                }
+                _ => JsError::Other(err.to_string()),
+            }),
+        }
+    }
+
+    /// Retries `attempt` on transient errors with a bounded exponential backoff.
+    pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, JsError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, JsError>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.retry_budget;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            match attempt().await {
+                Err(err) if err.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(?err, ?pause, "transient JetStream failure, retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Publishes one write and parses its ack (no retry).
+    pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
+        let reply = self.request(write.subject.clone(), write.headers(), write.payload.clone()).await?;
+        parse_ack(&reply)
+    }
+
+    /// Publishes one write, retrying transient failures with the same message id (the
+    /// server's dedupe makes the retry apply once).
+    pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
+        self.retrying(|| self.publish_once(write)).await
+    }
+
+    /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
+    /// commit may have been applied, so the caller decides from what is stored.
+    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<Ack, JsError> {
+        let Some((last, staged)) = writes.split_last() else {
+            return Err(JsError::Other("an empty batch".into()));
+        };
+        if staged.is_empty() {
+            return self.publish_once(last).await;
+        }
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        for (index, write) in staged.iter().enumerate() {
+            let mut headers = write.headers();
+            headers.insert("Nats-Batch-Id", batch_id.as_str());
+            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+            self.client
+                .publish_with_headers(write.subject.clone(), headers, write.payload.clone())
+                .await
+                .map_err(|err| JsError::Other(format!("staging a batch message failed: {err}")))?;
+        }
+        let mut headers = last.headers();
+        headers.insert("Nats-Batch-Id", batch_id.as_str());
+        headers.insert("Nats-Batch-Sequence", writes.len().to_string().as_str());
+        headers.insert("Nats-Batch-Commit", "1");
+        let reply = self.request(last.subject.clone(), headers, last.payload.clone()).await?;
+        parse_ack(&reply)
+    }
+
+    async fn get_once(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
+        let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+        let payload = Bytes::from(body.to_string());
+        let reply = self.request(subject, HeaderMap::new(), payload).await?;
+        let body: GetBody =
+            serde_json::from_slice(&reply).map_err(|err| JsError::Other(format!("malformed MSG.GET reply: {err}")))?;
+        if let Some(error) = body.error {
+            return if error.err_code == ERR_NO_MESSAGE { Ok(None) } else { Err(api_error(error)) };
+        }
+        let raw = body.message.ok_or_else(|| JsError::Other("MSG.GET reply without a message".into()))?;
+        let decode = |field: Option<String>| -> Result<Vec<u8>, JsError> {
+            field
+                .map(|text| {
+                    STANDARD.decode(text).map_err(|err| JsError::Other(format!("bad base64 in MSG.GET: {err}")))
+                })
+                .transpose()
+                .map(Option::unwrap_or_default)
+        };
+        let headers = decode(raw.hdrs)?;
+        let header = |name: &str| header_value(&headers, name);
+        Ok(Some(StoredMessage {
+            seq: raw.seq,
+            msg_id: header("Nats-Msg-Id"),
+            kv_operation: header("KV-Operation"),
+            payload: Bytes::from(decode(raw.data)?),
+        }))
+    }
+
+    /// The last message on `subject` (may be a wildcard), read from the stream leader.
+    pub(crate) async fn last(&self, stream: &str, subject: &str) -> Result<Option<StoredMessage>, JsError> {
+        self.retrying(|| self.get_once(stream, serde_json::json!({ "last_by_subj": subject }))).await
+    }
+
+    /// The first message on `subject` at or after `from_seq`, read from the leader.
+    pub(crate) async fn next(
+        &self,
+        stream: &str,
+        subject: &str,
+        from_seq: u64,
+    ) -> Result<Option<StoredMessage>, JsError> {
+        self.retrying(|| self.get_once(stream, serde_json::json!({ "seq": from_seq.max(1), "next_by_subj": subject })))
+            .await
+    }
+}
+
+fn parse_ack(reply: &[u8]) -> Result<Ack, JsError> {
+    let body: AckBody =
+        serde_json::from_slice(reply).map_err(|err| JsError::Other(format!("malformed publish ack: {err}")))?;
+    match body.error {
+        Some(error) => Err(api_error(error)),
+        None => Ok(Ack { seq: body.seq, duplicate: body.duplicate }),
+    }
+}
+
+/// Reads one header from a raw `NATS/1.0` header block.
+fn header_value(block: &[u8], name: &str) -> Option<String> {
+    let text = std::str::from_utf8(block).ok()?;
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (key, value) = line.split_once(':')?;
+        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_acks_and_error_codes() {
+        assert_eq!(parse_ack(br#"{"stream":"S","seq":7}"#), Ok(Ack { seq: 7, duplicate: false }));
+        assert_eq!(parse_ack(br#"{"stream":"S","seq":7,"duplicate":true}"#), Ok(Ack { seq: 7, duplicate: true }));
+        assert_eq!(
+            parse_ack(br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
+            Err(JsError::WrongLastSequence { actual: Some(42) })
+        );
+        assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10164,"description":"x"}}"#), Err(JsError::InFlight));
+        assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10158,"description":"x"}}"#), Err(JsError::InFlight));
+        assert_eq!(
+            parse_ack(br#"{"error":{"code":400,"err_code":10201,"description":"x"}}"#),
+            Err(JsError::BatchDuplicate)
+        );
+    }
+
+    #[test]
+    fn reads_headers_from_a_raw_block() {
+        let block = b"NATS/1.0\r\nNats-Msg-Id: abc/0\r\nKV-Operation: DEL\r\n\r\n";
+        assert_eq!(header_value(block, "nats-msg-id").as_deref(), Some("abc/0"));
+        assert_eq!(header_value(block, "KV-Operation").as_deref(), Some("DEL"));
+        assert_eq!(header_value(block, "Missing"), None);
+    }
+}

@@ -1,0 +1,113 @@
+//! The JetStream layout: the tools bucket and the state and trace streams, created
+//! (or updated) idempotently by every worker at start.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream};
+use sessionbus_api::PluginError;
+
+use crate::subjects::Subjects;
+
+/// The KV bucket holding tool state; its revision is the tool-state generation.
+pub const TOOLS_BUCKET: &str = "SESSIONBUS_TOOLS";
+/// The stream behind [`TOOLS_BUCKET`].
+pub const TOOLS_STREAM: &str = "KV_SESSIONBUS_TOOLS";
+/// The stream holding every session's meta, lease, graph and turn ledger.
+pub const STATE_STREAM: &str = "SESSIONBUS_STATE";
+/// The stream holding trace records.
+pub const TRACE_STREAM: &str = "SESSIONBUS_TRACE";
+
+/// How the streams are created.
+#[derive(Clone, Debug)]
+pub struct LayoutConfig {
+    /// Replicas of every stream and bucket (1 on a single node, 3 in a cluster).
+    pub replicas: usize,
+    /// How long the state stream remembers message ids for dedupe.
+    pub duplicate_window: Duration,
+    /// Tool-state history kept per session (older revisions are dropped).
+    pub tool_history: i64,
+    /// How long trace records are kept.
+    pub trace_max_age: Duration,
+}
+
+impl Default for LayoutConfig {
+    fn default() -> Self {
+        Self {
+            replicas: 1,
+            duplicate_window: Duration::from_secs(600),
+            tool_history: 64,
+            trace_max_age: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> PluginError {
+    PluginError::Unavailable(format!(
+        "could not create or update {what}: {err} (is JetStream enabled on the server, and the server 2.12 or newer?)"
+    ))
+}
+
+/// Creates or updates the bucket and streams under `subjects`' prefix.
+pub async fn ensure_layout(
+    context: &jetstream::Context,
+    subjects: &Subjects,
+    config: &LayoutConfig,
+) -> Result<(), PluginError> {
+    let prefix = subjects.prefix();
+    context
+        .create_or_update_key_value(kv::Config {
+            bucket: TOOLS_BUCKET.to_owned(),
+            description: "sessionbus tool state; the revision is the generation".to_owned(),
+            history: config.tool_history,
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            republish: Some(stream::Republish {
+                source: format!("$KV.{TOOLS_BUCKET}.*"),
+                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.tools"),
+                headers_only: false,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable("the SESSIONBUS_TOOLS bucket", err))?;
+    context
+        .create_or_update_stream(stream::Config {
+            name: STATE_STREAM.to_owned(),
+            description: Some("sessionbus session meta, leases, graphs and turn ledgers".to_owned()),
+            subjects: vec![subjects.state_all()],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            allow_rollup: true,
+            allow_direct: true,
+            allow_atomic_publish: true,
+            republish: Some(stream::Republish {
+                source: format!("{prefix}.state.*.>"),
+                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.>"),
+                headers_only: false,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable("the SESSIONBUS_STATE stream", err))?;
+    context
+        .create_or_update_stream(stream::Config {
+            name: TRACE_STREAM.to_owned(),
+            description: Some("sessionbus trace records".to_owned()),
+            subjects: vec![subjects.trace_all()],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            max_age: config.trace_max_age,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            republish: Some(stream::Republish {
+                source: format!("{prefix}.trace.*"),
+                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.trace"),
+                headers_only: false,
+            }),
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable("the SESSIONBUS_TRACE stream", err))?;
+    Ok(())
+}

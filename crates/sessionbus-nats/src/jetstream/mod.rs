@@ -1,0 +1,212 @@
+//! [`JetStreamHost`]: the durable host. Tool state lives in the `SESSIONBUS_TOOLS` KV
+//! bucket, each session's meta, lease, graph and turn ledger in the
+//! `SESSIONBUS_STATE` stream, trace records in `SESSIONBUS_TRACE`. Every write is a
+//! conditional publish or an atomic batch, so no update is lost and any worker can die.
+//!
+//! - `tools.rs`: tool state (compare-and-set on the KV revision);
+//! - `sessions.rs`: create, close, snapshot, append (graph chained by expected sequence);
+//! - `turns.rs`: leases, the ledger and the atomic turn commit;
+//! - `api.rs`: raw JetStream publishes, batches and leader reads with full error codes;
+//! - `view.rs`: the bounded per-session cache;
+//! - `layout.rs`: the bucket and streams.
+
+mod api;
+mod layout;
+mod records;
+mod sessions;
+mod tools;
+mod turns;
+mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use sessionbus_api::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
+    SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
+};
+
+pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
+
+use crate::subjects::Subjects;
+use api::JetStreamApi;
+use view::ViewCache;
+
+/// Settings of a [`JetStreamHost`].
+#[derive(Clone, Debug)]
+pub struct JetStreamHostConfig {
+    /// The subject prefix.
+    pub subjects: Subjects,
+    /// Stream and bucket settings.
+    pub layout: LayoutConfig,
+    /// How long a turn's lease lasts without renewal (at least 3x the worst
+    /// leader-election stall).
+    pub lease_ttl: Duration,
+    /// How often a running turn renews its lease.
+    pub lease_renew_every: Duration,
+    /// The longest a turn may run before it is stopped (and not committed).
+    pub max_turn_duration: Duration,
+    /// Sessions whose materialised state a host keeps in memory.
+    pub cached_sessions: usize,
+    /// Timeout of one JetStream API call.
+    pub api_timeout: Duration,
+    /// How long transient JetStream failures (leader elections) are retried.
+    pub retry_budget: Duration,
+}
+
+impl Default for JetStreamHostConfig {
+    fn default() -> Self {
+        Self {
+            subjects: Subjects::default(),
+            layout: LayoutConfig::default(),
+            lease_ttl: Duration::from_secs(30),
+            lease_renew_every: Duration::from_secs(5),
+            max_turn_duration: Duration::from_secs(3600),
+            cached_sessions: 1024,
+            api_timeout: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(15),
+        }
+    }
+}
+
+struct Inner {
+    api: JetStreamApi,
+    context: async_nats::jetstream::Context,
+    config: JetStreamHostConfig,
+    executor: Arc<dyn TurnExecutor>,
+    /// This host's identity as a lease holder.
+    holder: String,
+    views: ViewCache,
+    catalogs: CatalogCache,
+}
+
+/// The durable host: implements the three traits on JetStream. Cheap to clone; clones
+/// share the connection and caches.
+#[derive(Clone)]
+pub struct JetStreamHost {
+    inner: Arc<Inner>,
+    bound: Option<String>,
+}
+
+impl JetStreamHost {
+    /// Creates (or updates) the JetStream layout and returns a host whose turns run on
+    /// `executor`.
+    pub async fn connect(
+        client: async_nats::Client,
+        executor: Arc<dyn TurnExecutor>,
+        config: JetStreamHostConfig,
+    ) -> Result<Self, PluginError> {
+        let context = async_nats::jetstream::new(client.clone());
+        ensure_layout(&context, &config.subjects, &config.layout).await?;
+        let api = JetStreamApi::new(client, config.api_timeout, config.retry_budget);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                api,
+                context,
+                views: ViewCache::new(config.cached_sessions),
+                catalogs: CatalogCache::new(config.cached_sessions),
+                holder: uuid::Uuid::new_v4().to_string(),
+                executor,
+                config,
+            }),
+            bound: None,
+        })
+    }
+
+    /// A view of the same host bound to `session_id` (answers `snapshot_current`,
+    /// resolves `current_session` start points and trace contexts naming no session).
+    pub fn bound_to(&self, session_id: impl Into<String>) -> Self {
+        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+    }
+
+    /// The subjects this host writes under.
+    pub fn subjects(&self) -> &Subjects {
+        &self.inner.config.subjects
+    }
+
+    /// How many sessions' state is cached in memory (bounded by the config).
+    pub fn cached_sessions(&self) -> usize {
+        self.inner.views.len()
+    }
+
+    fn max_payload(&self) -> usize {
+        self.inner.api.client().server_info().max_payload
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStateService for JetStreamHost {
+    async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
+        match &self.bound {
+            Some(session_id) => self.snapshot(session_id).await,
+            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
+        }
+    }
+
+    async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        self.snapshot(session_id).await
+    }
+
+    async fn tool_catalog(&self, session_id: &str) -> Result<Vec<Value>, PluginError> {
+        Ok(self.read_tool_state(session_id).await?.catalog())
+    }
+
+    async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<Value>>, PluginError> {
+        self.cached_catalog(session_id).await
+    }
+
+    async fn tool_state(&self, session_id: &str) -> Result<ToolState, PluginError> {
+        self.read_tool_state(session_id).await
+    }
+
+    async fn apply_tool_state(&self, session_id: &str, snapshot: ToolState) -> Result<u64, PluginError> {
+        let msg_id = format!("{}/0", crate::request_context::current_request_id());
+        self.write_tool_state(session_id, snapshot, msg_id).await
+    }
+
+    async fn set_tool_membership(
+        &self,
+        session_id: &str,
+        tool_names: &[String],
+        present: bool,
+    ) -> Result<u64, PluginError> {
+        self.toggle_tools(session_id, tool_names, present).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionLifecycleService for JetStreamHost {
+    async fn create_session(&self, request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
+        self.create(request, self.bound.as_deref()).await
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {
+        self.close(session_id).await
+    }
+
+    async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        self.turn(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionGraphService for JetStreamHost {
+    async fn append_session_nodes(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        self.append(session_id, request).await
+    }
+
+    async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        let session_id = self.bound.clone().or_else(|| context.session_id.clone()).ok_or_else(|| {
+            PluginError::InvalidRequest(
+                "a trace context must name its session (or the service must be bound to one)".to_string(),
+            )
+        })?;
+        self.publish_trace(&session_id, context, event).await
+    }
+}

@@ -1,0 +1,75 @@
+//! What the state stream stores, one type per subject.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sessionbus_api::{AssembledTurn, PluginError, SessionHandle, SessionNode, TokenUsage, TurnInput};
+
+/// `<prefix>.state.<sid>.meta`: the latest message wins (written with `Nats-Rollup: sub`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct MetaRecord {
+    pub(crate) handle: SessionHandle,
+    pub(crate) closed: bool,
+    pub(crate) turn_index: u64,
+    pub(crate) token_usage: TokenUsage,
+    #[serde(default)]
+    pub(crate) agent_frames: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) current_agent_frame_id: Option<String>,
+    pub(crate) created_at: String,
+}
+
+/// `<prefix>.state.<sid>.lease`: who may run a turn. Every turn write is fenced on the
+/// sequence of the lease message its writer holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub(crate) enum LeaseRecord {
+    /// No turn runs.
+    Free,
+    /// `turn_id` runs on `holder` until `expires_at_ms` unless renewed.
+    Held { turn_id: String, holder: String, run_id: String, expires_at_ms: u64 },
+    /// The session is closed.
+    Closed,
+}
+
+/// `<prefix>.state.<sid>.graph`: one message per append or turn commit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct GraphRecord {
+    pub(crate) request_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) turn_id: Option<String>,
+    pub(crate) nodes: Vec<SessionNode>,
+    /// The session's leaf after this record.
+    pub(crate) leaf: Option<String>,
+}
+
+/// `<prefix>.state.<sid>.turn.<tid>`: the turn ledger.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub(crate) enum LedgerRecord {
+    /// The turn runs under the lease run `run_id`.
+    Running { input: TurnInput, run_id: String },
+    /// The turn committed. `result.state.session_graph` is stored empty and rebuilt
+    /// from the graph as of the commit's graph record (`graph_request_id`) when read.
+    Completed { input: TurnInput, result: Box<AssembledTurn>, graph_request_id: String },
+    /// The run failed; nothing was committed and the turn id may be run again.
+    Failed { input: TurnInput, error: PluginError },
+}
+
+impl LedgerRecord {
+    pub(crate) fn input(&self) -> &TurnInput {
+        match self {
+            LedgerRecord::Running { input, .. }
+            | LedgerRecord::Completed { input, .. }
+            | LedgerRecord::Failed { input, .. } => input,
+        }
+    }
+}
+
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(what: &str, payload: &[u8]) -> Result<T, PluginError> {
+    serde_json::from_slice(payload)
+        .map_err(|err| PluginError::Session(format!("stored {what} record is unreadable: {err}")))
+}
+
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<bytes::Bytes, PluginError> {
+    crate::wire::encode(value)
+}

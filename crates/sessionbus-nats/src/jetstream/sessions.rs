@@ -1,0 +1,470 @@
+//! Sessions on the state stream: create, close, snapshot and appends.
+//!
+//! Appends are conditioned on the session's last sequence (`Nats-Expected-Last-Subject-
+//! Sequence` with the wildcard `-Subject` `<prefix>.state.<sid>.>`): an append lands
+//! only on the state its writer read, so the graph never forks, and no append lands
+//! after a close. On a conflict the writer re-reads, re-checks the ancestor and retries.
+
+use futures::StreamExt as _;
+use sessionbus_api::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, PluginError, SessionAppendNode, SessionCreateRequest,
+    SessionHandle, SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint, TraceContext, TraceEvent,
+    TraceRecord, assign_node_ids, claim_trace_context, clock, default_policy, ids,
+};
+
+use super::JetStreamHost;
+use super::api::{JsError, StoredMessage, Write};
+use super::layout::STATE_STREAM;
+use super::records::{GraphRecord, LeaseRecord, MetaRecord, decode, encode};
+use super::view::SessionView;
+use crate::request_context::current_request_id;
+use crate::subjects::session_token;
+
+/// How many times an append re-reads and retries after losing a race.
+const APPEND_ATTEMPTS: usize = 200;
+/// Graph records copied at create are split at about this many bytes.
+const COPY_CHUNK_BYTES: usize = 256 * 1024;
+/// Room left in a message for headers.
+const HEADER_ROOM: usize = 1024;
+/// Above this many sequences to catch up, a view is loaded through a consumer.
+const CONSUMER_THRESHOLD: u64 = 16;
+
+/// The namespace of node ids derived from request ids (UUID v5).
+pub(crate) const NODE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10b0_5000_4e0d_9c1d_0000_0000_0001);
+
+/// The uuid of the `index`-th node written by request `request_id`.
+pub(crate) fn node_uuid(request_id: &str, index: usize) -> uuid::Uuid {
+    uuid::Uuid::new_v5(&NODE_ID_NAMESPACE, format!("{request_id}/{index}").as_bytes())
+}
+
+fn js(what: &'static str) -> impl Fn(JsError) -> PluginError {
+    move |err| err.into_plugin(what)
+}
+
+fn closed_error(session_id: &str) -> PluginError {
+    PluginError::Session(format!("session `{session_id}` is closed"))
+}
+
+/// Turns appended nodes into stored ones chained onto `leaf`, with ids by the contract's
+/// rules (uuids derived from `request_id`, so a retry builds the same ids).
+pub(crate) fn build_nodes(
+    view: &SessionView,
+    nodes: Vec<SessionAppendNode>,
+    request_id: &str,
+    leaf: Option<String>,
+) -> (Vec<SessionNode>, Option<String>) {
+    let node_ids = assign_node_ids(&nodes, |id| view.contains_node(id), |i| node_uuid(request_id, i));
+    let timestamp = clock::now_rfc3339();
+    let mut parent = leaf;
+    let mut stored = Vec::with_capacity(nodes.len());
+    for (node, id) in nodes.into_iter().zip(node_ids) {
+        stored.push(SessionNode::from_append(node, id.clone(), parent.take(), timestamp.clone()));
+        parent = Some(id);
+    }
+    (stored, parent)
+}
+
+impl JetStreamHost {
+    fn payload_limit(&self) -> usize {
+        self.max_payload().saturating_sub(HEADER_ROOM)
+    }
+
+    pub(super) fn too_large(&self, what: &str, size: usize) -> PluginError {
+        PluginError::InvalidRequest(format!(
+            "payload too large: {what} is {size} bytes; the server's max_payload is {} bytes",
+            self.max_payload()
+        ))
+    }
+
+    /// Reads meta, lease and graph from the stream leader into `view`. `session_seq` is
+    /// read first, so a write racing this refresh makes the next fenced write fail.
+    pub(super) async fn refresh(&self, token: &str, view: &mut SessionView) -> Result<(), PluginError> {
+        let subjects = &self.inner.config.subjects;
+        let api = &self.inner.api;
+        let session_last =
+            api.last(STATE_STREAM, &subjects.state_session(token)).await.map_err(js("reading a session"))?;
+        let (meta_subject, lease_subject, graph_subject) =
+            (subjects.meta(token), subjects.lease(token), subjects.graph(token));
+        let (meta, lease, graph_last) = tokio::join!(
+            api.last(STATE_STREAM, &meta_subject),
+            api.last(STATE_STREAM, &lease_subject),
+            api.last(STATE_STREAM, &graph_subject),
+        );
+        view.meta = meta
+            .map_err(js("reading session meta"))?
+            .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
+            .transpose()?;
+        view.lease = lease
+            .map_err(js("reading a lease"))?
+            .map(|m| decode("lease", &m.payload).map(|r| (m.seq, r)))
+            .transpose()?;
+        if let Some(last) = graph_last.map_err(js("reading a graph"))? {
+            self.catch_up_graph(token, view, last).await?;
+        }
+        view.session_seq = session_last.map_or(0, |m| m.seq);
+        view.loaded = true;
+        Ok(())
+    }
+
+    /// Applies every graph record up to and including `last`.
+    pub(super) async fn catch_up_graph(
+        &self,
+        token: &str,
+        view: &mut SessionView,
+        last: StoredMessage,
+    ) -> Result<(), PluginError> {
+        if last.seq <= view.graph_seq {
+            return Ok(());
+        }
+        let subject = self.inner.config.subjects.graph(token);
+        if last.seq - view.graph_seq > CONSUMER_THRESHOLD {
+            self.load_graph_with_consumer(&subject, view, last.seq).await?;
+        }
+        while view.graph_seq < last.seq {
+            let next = self
+                .inner
+                .api
+                .next(STATE_STREAM, &subject, view.graph_seq + 1)
+                .await
+                .map_err(js("reading a graph"))?
+                .ok_or_else(|| PluginError::Unavailable("a graph record vanished while being read".into()))?;
+            let record: GraphRecord = decode("graph", &next.payload)?;
+            view.apply_graph(next.seq, record);
+        }
+        Ok(())
+    }
+
+    async fn load_graph_with_consumer(
+        &self,
+        subject: &str,
+        view: &mut SessionView,
+        until: u64,
+    ) -> Result<(), PluginError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        let unavailable =
+            |err: &dyn std::fmt::Display| PluginError::Unavailable(format!("loading a session graph failed: {err}"));
+        let stream = self.inner.context.get_stream_no_info(STATE_STREAM).await.map_err(|e| unavailable(&e))?;
+        let consumer = stream
+            .create_consumer(OrderedConfig {
+                filter_subject: subject.to_owned(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: view.graph_seq + 1 },
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
+        while view.graph_seq < until {
+            let message = tokio::time::timeout(self.inner.config.api_timeout, messages.next())
+                .await
+                .map_err(|_| PluginError::Unavailable("loading a session graph timed out".into()))?
+                .ok_or_else(|| PluginError::Unavailable("the graph consumer ended early".into()))?
+                .map_err(|e| unavailable(&e))?;
+            let seq = message.info().map_err(|e| unavailable(&e))?.stream_sequence;
+            let record: GraphRecord = decode("graph", &message.payload)?;
+            view.apply_graph(seq, record);
+        }
+        Ok(())
+    }
+
+    /// `snapshot_session`: meta and graph from the leader, caught up incrementally.
+    pub(super) async fn snapshot(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        let token = session_token(session_id)?;
+        let view_lock = self.inner.views.get(&token);
+        let mut view = view_lock.lock().await;
+        let subjects = &self.inner.config.subjects;
+        let api = &self.inner.api;
+        let (state, tools) = tokio::join!(
+            async {
+                if !view.loaded {
+                    return self.refresh(&token, &mut view).await;
+                }
+                let (meta_subject, graph_subject) = (subjects.meta(&token), subjects.graph(&token));
+                let (meta, graph_last) =
+                    tokio::join!(api.last(STATE_STREAM, &meta_subject), api.last(STATE_STREAM, &graph_subject));
+                view.meta = meta
+                    .map_err(js("reading session meta"))?
+                    .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
+                    .transpose()?;
+                if let Some(last) = graph_last.map_err(js("reading a graph"))? {
+                    self.catch_up_graph(&token, &mut view, last).await?;
+                }
+                Ok(())
+            },
+            self.read_tool_state(session_id)
+        );
+        state?;
+        let generation = tools?.generation;
+        let Some((_, meta)) = &view.meta else { return Err(PluginError::unknown_session(session_id)) };
+        let mut snapshot = SessionSnapshot::new(session_id, meta.handle.policy.clone());
+        snapshot.agent_frames = meta.agent_frames.clone();
+        snapshot.current_agent_frame_id = meta.current_agent_frame_id.clone();
+        snapshot.turn_index = meta.turn_index;
+        snapshot.token_usage = meta.token_usage;
+        snapshot.tool_state_generation = (generation > 0).then_some(generation);
+        snapshot.session_graph = view.graph();
+        Ok(snapshot)
+    }
+
+    /// `append_session_nodes`.
+    pub(super) async fn append(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        let token = session_token(session_id)?;
+        if request.nodes.is_empty() {
+            return Err(PluginError::InvalidRequest("an append needs at least one node".to_string()));
+        }
+        let request_id = current_request_id();
+        let view_lock = self.inner.views.get(&token);
+        let mut view = view_lock.lock().await;
+        let subjects = &self.inner.config.subjects;
+        for _ in 0..APPEND_ATTEMPTS {
+            if !view.loaded {
+                self.refresh(&token, &mut view).await?;
+            }
+            if let Some((node_ids, leaf_node_id)) = view.result_of(&request_id) {
+                return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
+            }
+            if !view.exists() {
+                return Err(PluginError::unknown_session(session_id));
+            }
+            if view.is_closed() {
+                return Err(closed_error(session_id));
+            }
+            if let Some(ancestor) = &request.requires_ancestor_node_id
+                && !view.is_on_active_path(ancestor)
+            {
+                return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: view.leaf.clone() });
+            }
+            let (nodes, leaf) = build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone());
+            let record = GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf };
+            let payload = encode(&record)?;
+            if payload.len() > self.payload_limit() {
+                return Err(self.too_large("the appended nodes", payload.len()));
+            }
+            let write = Write::new(subjects.graph(&token), payload, format!("{request_id}/0"))
+                .expect(view.session_seq, Some(subjects.state_session(&token)));
+            match self.inner.api.publish(&write).await {
+                Ok(ack) if !ack.duplicate => {
+                    let node_ids = record.nodes.iter().map(|n| n.node_id.clone()).collect();
+                    let leaf_node_id = record.leaf.clone().unwrap_or_default();
+                    view.apply_graph(ack.seq, record);
+                    view.session_seq = ack.seq;
+                    return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
+                }
+                Ok(_) | Err(JsError::WrongLastSequence { .. }) => view.loaded = false,
+                Err(err) => return Err(err.into_plugin("appending to a session graph")),
+            }
+        }
+        Err(PluginError::Conflict(format!(
+            "append to session `{session_id}` lost {APPEND_ATTEMPTS} races in a row; retry later"
+        )))
+    }
+
+    /// `create_session`; `bound` resolves a `current_session` start point.
+    pub(super) async fn create(
+        &self,
+        request: SessionCreateRequest,
+        bound: Option<&str>,
+    ) -> Result<SessionHandle, PluginError> {
+        let session_id = request.session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        ids::validate_id("session id", &session_id)?;
+        let token = session_token(&session_id)?;
+        let request_id = current_request_id();
+        let subjects = &self.inner.config.subjects;
+        let parent_session_id = match &request.relation {
+            SessionRelation::Root => None,
+            SessionRelation::Child { parent_session_id, .. } => {
+                let parent_token = session_token(parent_session_id)?;
+                let parent = self
+                    .inner
+                    .api
+                    .last(STATE_STREAM, &subjects.meta(&parent_token))
+                    .await
+                    .map_err(js("reading session meta"))?;
+                if parent.is_none() {
+                    return Err(PluginError::unknown_session(parent_session_id));
+                }
+                Some(parent_session_id.clone())
+            }
+        };
+        let mut meta = MetaRecord {
+            handle: SessionHandle {
+                session_id: session_id.clone(),
+                parent_session_id,
+                policy: request.policy.clone().unwrap_or_else(|| default_policy(&session_id)),
+            },
+            closed: false,
+            turn_index: 0,
+            token_usage: Default::default(),
+            agent_frames: Vec::new(),
+            current_agent_frame_id: None,
+            created_at: clock::now_rfc3339(),
+        };
+        let mut copy = SessionView::default();
+        let source = match request.start {
+            SessionStartPoint::Empty => None,
+            SessionStartPoint::CurrentSession => Some(
+                bound
+                    .ok_or_else(|| {
+                        PluginError::InvalidRequest(
+                            "a `current_session` start point needs a service bound to a session".to_string(),
+                        )
+                    })?
+                    .to_owned(),
+            ),
+            SessionStartPoint::ExistingSession { session_id } => Some(session_id),
+            SessionStartPoint::Snapshot { snapshot } => {
+                meta.agent_frames = snapshot.agent_frames;
+                meta.current_agent_frame_id = snapshot.current_agent_frame_id;
+                let graph = snapshot.session_graph;
+                copy.apply_graph(
+                    1,
+                    GraphRecord {
+                        request_id: String::new(),
+                        turn_id: None,
+                        nodes: graph.nodes,
+                        leaf: graph.leaf_node_id,
+                    },
+                );
+                None
+            }
+        };
+        if let Some(source) = source {
+            let graph = self.snapshot(&source).await?.session_graph;
+            copy.apply_graph(
+                1,
+                GraphRecord { request_id: String::new(), turn_id: None, nodes: graph.nodes, leaf: graph.leaf_node_id },
+            );
+        }
+        let (initial, leaf) = build_nodes(&copy, request.initial_nodes, &request_id, copy.leaf.clone());
+        let mut nodes = std::mem::take(&mut copy.nodes);
+        nodes.extend(initial);
+        let leaf = if nodes.is_empty() { None } else { leaf };
+
+        let mut writes =
+            vec![Write::new(subjects.meta(&token), encode(&meta)?, format!("{request_id}/0")).expect(0, None)];
+        let chunks = chunk_nodes(nodes);
+        let last_chunk = chunks.len().saturating_sub(1);
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            let chunk_leaf = if index == last_chunk { leaf.clone() } else { chunk.last().map(|n| n.node_id.clone()) };
+            let record = GraphRecord {
+                request_id: format!("{request_id}#{index}"),
+                turn_id: None,
+                nodes: chunk,
+                leaf: chunk_leaf,
+            };
+            writes.push(Write::new(subjects.graph(&token), encode(&record)?, format!("{request_id}/{}", index + 1)));
+        }
+        if writes.len() > 1000 {
+            return Err(PluginError::InvalidRequest(format!(
+                "payload too large: the start point's graph needs {} messages; a create batch holds at most 1000",
+                writes.len()
+            )));
+        }
+        if let Some(write) = writes.iter().find(|w| w.payload.len() > self.payload_limit()) {
+            return Err(self.too_large("a graph record of the new session", write.payload.len()));
+        }
+        match self.inner.api.publish_batch(&writes).await {
+            Ok(_) => Ok(meta.handle),
+            Err(JsError::WrongLastSequence { .. } | JsError::BatchDuplicate) => {
+                let stored = self
+                    .inner
+                    .api
+                    .last(STATE_STREAM, &subjects.meta(&token))
+                    .await
+                    .map_err(js("reading session meta"))?;
+                match stored {
+                    Some(stored) if stored.msg_id.as_deref() == Some(format!("{request_id}/0").as_str()) => {
+                        Ok(decode::<MetaRecord>("meta", &stored.payload)?.handle)
+                    }
+                    _ => Err(PluginError::Session(format!("session `{session_id}` already exists"))),
+                }
+            }
+            Err(err) => Err(err.into_plugin("creating a session")),
+        }
+    }
+
+    /// `close_session`: refused while a turn holds the lease; fenced on the lease so a
+    /// turn cannot start under it.
+    pub(super) async fn close(&self, session_id: &str) -> Result<(), PluginError> {
+        let token = session_token(session_id)?;
+        let request_id = current_request_id();
+        let subjects = &self.inner.config.subjects;
+        let view_lock = self.inner.views.get(&token);
+        let mut view = view_lock.lock().await;
+        for _ in 0..APPEND_ATTEMPTS {
+            self.refresh(&token, &mut view).await?;
+            let Some((_, meta)) = view.meta.clone() else { return Ok(()) };
+            let lease_seq = match &view.lease {
+                Some((_, LeaseRecord::Closed)) => return Ok(()),
+                Some((_, LeaseRecord::Held { turn_id, expires_at_ms, .. }))
+                    if *expires_at_ms > clock::now_unix_ms() =>
+                {
+                    return Err(PluginError::Conflict(format!(
+                        "session `{session_id}` has a running turn `{turn_id}`; close it after the turn completes"
+                    )));
+                }
+                Some((seq, _)) => *seq,
+                None => 0,
+            };
+            let closed = MetaRecord { closed: true, ..meta };
+            let writes = [
+                Write::new(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
+                    .expect(lease_seq, None),
+                Write::new(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1")).rollup(),
+            ];
+            match self.inner.api.publish_batch(&writes).await {
+                Ok(_) => {
+                    view.loaded = false;
+                    return Ok(());
+                }
+                Err(JsError::WrongLastSequence { .. } | JsError::BatchDuplicate | JsError::InFlight) => {
+                    view.loaded = false
+                }
+                Err(err) => return Err(err.into_plugin("closing a session")),
+            }
+        }
+        Err(PluginError::Conflict(format!("closing session `{session_id}` kept losing races; retry later")))
+    }
+
+    /// `emit_trace_event`: `Ok` once the record is stored in `SESSIONBUS_TRACE`.
+    pub(super) async fn publish_trace(
+        &self,
+        session_id: &str,
+        mut context: TraceContext,
+        event: TraceEvent,
+    ) -> Result<(), PluginError> {
+        let token = session_token(session_id)?;
+        claim_trace_context(&mut context, session_id)?;
+        let record = TraceRecord::new(context, event);
+        let payload = encode(&record)?;
+        if payload.len() > self.payload_limit() {
+            return Err(self.too_large("the trace record", payload.len()));
+        }
+        let write = Write::new(self.inner.config.subjects.trace(&token), payload, record.id.clone());
+        self.inner.api.publish(&write).await.map_err(js("storing a trace record"))?;
+        Ok(())
+    }
+}
+
+/// Splits nodes into records of about [`COPY_CHUNK_BYTES`].
+fn chunk_nodes(nodes: Vec<SessionNode>) -> Vec<Vec<SessionNode>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for node in nodes {
+        let node_size = serde_json::to_vec(&node).map_or(0, |bytes| bytes.len());
+        if !current.is_empty() && size + node_size > COPY_CHUNK_BYTES {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += node_size;
+        current.push(node);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}

@@ -1,0 +1,449 @@
+//! Turns: at most one running turn per session across the cluster, through the lease.
+//!
+//! - start: an atomic batch writes the lease (conditioned on the lease sequence read)
+//!   and the ledger's `running` record (conditioned on the ledger sequence read);
+//! - while the executor runs, the lease is renewed with the same condition; a renewal
+//!   that fails means another worker took the turn over: the run stops, uncommitted;
+//! - commit: one atomic batch releases the lease (conditioned on the sequence held),
+//!   appends the turn's graph record (conditioned on the graph), writes the ledger's
+//!   `completed` record and the new meta. All visible or none; a fenced worker's commit
+//!   is refused as a whole.
+//! - a retry of a running turn id attaches (waits for the ledger); of a completed one
+//!   returns the stored result; a turn whose lease expired is taken over.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use sessionbus_api::{
+    AssembledTurn, PluginError, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext, TraceEvent,
+    TraceSink, TurnContext, TurnInput, TurnOutput, clock, ids,
+};
+
+use super::JetStreamHost;
+use super::api::{JsError, StoredMessage, Write};
+use super::layout::STATE_STREAM;
+use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
+use super::sessions::build_nodes;
+use crate::subjects::{session_token, turn_token};
+
+/// Rounds of read-decide-write before `start_turn` gives up.
+const DECISION_ROUNDS: usize = 100;
+/// How often an attached caller re-reads the ledger when no event arrives.
+const ATTACH_POLL: Duration = Duration::from_millis(500);
+
+/// What the lease and ledger say about a turn, read from the stream leader.
+struct TurnState {
+    meta: Option<(u64, MetaRecord)>,
+    lease: Option<(u64, LeaseRecord)>,
+    ledger: Option<(u64, LedgerRecord)>,
+}
+
+/// A lease this host holds for one run of a turn.
+struct HeldLease {
+    run_id: String,
+    lease_seq: u64,
+    ledger_seq: u64,
+    meta: MetaRecord,
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(
+    what: &str,
+    message: Option<StoredMessage>,
+) -> Result<Option<(u64, T)>, PluginError> {
+    message.map(|m| decode(what, &m.payload).map(|record| (m.seq, record))).transpose()
+}
+
+fn other_input(turn_id: &str) -> PluginError {
+    PluginError::Conflict(format!("turn `{turn_id}` was already started with a different input"))
+}
+
+impl JetStreamHost {
+    /// `start_turn`. The run is its own task, so a caller that goes away does not
+    /// strand the turn half-way.
+    pub(super) async fn turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        ids::validate_id("turn id", request.turn_id())?;
+        session_token(request.session_id())?;
+        let (turn, _scope) = request.into_parts();
+        let host = self.clone();
+        tokio::spawn(async move { host.drive_turn(turn).await })
+            .await
+            .map_err(|err| PluginError::Unavailable(format!("the turn task failed: {err}")))?
+    }
+
+    async fn read_turn_state(&self, token: &str, turn_subject: &str) -> Result<TurnState, PluginError> {
+        let subjects = &self.inner.config.subjects;
+        let api = &self.inner.api;
+        let (meta_subject, lease_subject) = (subjects.meta(token), subjects.lease(token));
+        let (meta, lease, ledger) = tokio::join!(
+            api.last(STATE_STREAM, &meta_subject),
+            api.last(STATE_STREAM, &lease_subject),
+            api.last(STATE_STREAM, turn_subject),
+        );
+        let read = |err: JsError| err.into_plugin("reading a turn's state");
+        Ok(TurnState {
+            meta: decoded("meta", meta.map_err(read)?)?,
+            lease: decoded("lease", lease.map_err(read)?)?,
+            ledger: decoded("ledger", ledger.map_err(read)?)?,
+        })
+    }
+
+    async fn drive_turn(&self, turn: SessionTurnInput) -> Result<AssembledTurn, PluginError> {
+        let session_id = turn.session_id.clone();
+        let turn_id = turn.turn_id.clone();
+        let token = session_token(&session_id)?;
+        let turn_subject = self.inner.config.subjects.turn(&token, &turn_token(&turn_id)?);
+        let mut attached: Option<async_nats::Subscriber> = None;
+        for _ in 0..DECISION_ROUNDS {
+            let state = self.read_turn_state(&token, &turn_subject).await?;
+            let Some((_, meta)) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
+            let now = clock::now_unix_ms();
+            let ledger_seq = state.ledger.as_ref().map_or(0, |(seq, _)| *seq);
+            match &state.ledger {
+                Some((_, record)) if record.input() != &turn.input => return Err(other_input(&turn_id)),
+                Some((_, LedgerRecord::Completed { result, graph_request_id, .. })) => {
+                    return self.stored_result(&token, result, graph_request_id).await;
+                }
+                Some((_, LedgerRecord::Running { run_id, .. })) => {
+                    let live = matches!(&state.lease, Some((_, LeaseRecord::Held { run_id: held, expires_at_ms, .. }))
+                        if held == run_id && *expires_at_ms > now);
+                    if live {
+                        self.wait_for_ledger(&token, &turn_subject, &mut attached).await?;
+                        continue;
+                    }
+                }
+                Some((_, LedgerRecord::Failed { .. })) | None => {}
+            }
+            let lease_seq = match &state.lease {
+                Some((_, LeaseRecord::Closed)) => {
+                    return Err(PluginError::Session(format!("session `{session_id}` is closed")));
+                }
+                Some((_, LeaseRecord::Held { turn_id: running, expires_at_ms, .. }))
+                    if *expires_at_ms > now && running != &turn_id =>
+                {
+                    return Err(PluginError::Conflict(format!("session `{session_id}` already has a running turn")));
+                }
+                Some((seq, _)) => *seq,
+                None => 0,
+            };
+            if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq, meta).await? {
+                return self.run_and_commit(&token, &turn_subject, turn, held).await;
+            }
+        }
+        Err(PluginError::Conflict(format!("turn `{turn_id}` kept losing races for the session's lease; retry later")))
+    }
+
+    /// Takes the lease and marks the turn running, as one batch. `None` when another
+    /// writer got there first (the caller re-reads and decides again).
+    async fn acquire(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        turn: &SessionTurnInput,
+        lease_seq: u64,
+        ledger_seq: u64,
+        meta: MetaRecord,
+    ) -> Result<Option<HeldLease>, PluginError> {
+        let run_id = uuid::Uuid::new_v4().to_string();
+        let subjects = &self.inner.config.subjects;
+        let lease = LeaseRecord::Held {
+            turn_id: turn.turn_id.clone(),
+            holder: self.inner.holder.clone(),
+            run_id: run_id.clone(),
+            expires_at_ms: clock::now_unix_ms() + duration_ms(self.inner.config.lease_ttl),
+        };
+        let running = LedgerRecord::Running { input: turn.input.clone(), run_id: run_id.clone() };
+        let writes = [
+            Write::new(subjects.lease(token), encode(&lease)?, format!("{run_id}/0")).expect(lease_seq, None),
+            Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1")).expect(ledger_seq, None),
+        ];
+        match self.inner.api.publish_batch(&writes).await {
+            Ok(ack) => Ok(Some(HeldLease { run_id, lease_seq: ack.seq - 1, ledger_seq: ack.seq, meta })),
+            Err(JsError::WrongLastSequence { .. } | JsError::InFlight | JsError::BatchDuplicate) => Ok(None),
+            Err(err) if err.is_transient() => Ok(None),
+            Err(err) => Err(err.into_plugin("taking a session's turn lease")),
+        }
+    }
+
+    /// Waits until the turn's ledger may have changed (an event, or a poll interval).
+    async fn wait_for_ledger(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        attached: &mut Option<async_nats::Subscriber>,
+    ) -> Result<(), PluginError> {
+        let Some(subscriber) = attached else {
+            let prefix = self.inner.config.subjects.prefix();
+            let events = turn_subject.replacen(&format!("{prefix}.state."), &format!("{prefix}.events."), 1);
+            let _ = token;
+            *attached = Some(
+                self.inner
+                    .api
+                    .client()
+                    .subscribe(events)
+                    .await
+                    .map_err(|err| PluginError::Unavailable(format!("could not watch a running turn: {err}")))?,
+            );
+            // Re-read right away: the turn may have completed before the subscription.
+            return Ok(());
+        };
+        let _ = tokio::time::timeout(ATTACH_POLL, subscriber.next()).await;
+        Ok(())
+    }
+
+    /// A completed turn's stored result, with its state's graph rebuilt as of the commit.
+    async fn stored_result(
+        &self,
+        token: &str,
+        result: &AssembledTurn,
+        graph_request_id: &str,
+    ) -> Result<AssembledTurn, PluginError> {
+        let view_lock = self.inner.views.get(token);
+        let mut view = view_lock.lock().await;
+        if view.graph_as_of(graph_request_id).is_none() {
+            self.refresh(token, &mut view).await?;
+        }
+        let graph = view.graph_as_of(graph_request_id).ok_or_else(|| {
+            PluginError::Session(format!("the graph record of a completed turn (`{graph_request_id}`) is missing"))
+        })?;
+        let mut result = result.clone();
+        result.state.session_graph = graph;
+        Ok(result)
+    }
+
+    async fn run_and_commit(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        turn: SessionTurnInput,
+        mut held: HeldLease,
+    ) -> Result<AssembledTurn, PluginError> {
+        let started_at_ms = clock::now_unix_ms();
+        let snapshot = self.snapshot(&turn.session_id).await?;
+        let sink = Arc::new(HostTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
+        let input = turn.input.clone();
+        let turn_id = turn.turn_id.clone();
+        let outcome =
+            self.run_under_lease(token, &turn_id, TurnContext::new(turn, snapshot.clone(), sink), &mut held).await;
+        let output = match outcome {
+            Ok(output) => output,
+            Err(RunError::LeaseLost(err)) => return Err(err),
+            Err(RunError::Executor(err)) => {
+                self.release_failed(token, turn_subject, &input, &held, &err).await;
+                return Err(err);
+            }
+        };
+        let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
+        self.commit(token, turn_subject, &turn_id, input, output, held, snapshot, started_at_ms, duration_ms).await
+    }
+
+    /// Runs the executor while renewing the lease; stops (without committing) when a
+    /// renewal is refused or the maximum turn duration passes.
+    async fn run_under_lease(
+        &self,
+        token: &str,
+        turn_id: &str,
+        context: TurnContext,
+        held: &mut HeldLease,
+    ) -> Result<TurnOutput, RunError> {
+        let config = &self.inner.config;
+        let executor = Arc::clone(&self.inner.executor);
+        let mut run = std::pin::pin!(async move { executor.run(context).await });
+        let deadline = tokio::time::sleep(config.max_turn_duration);
+        tokio::pin!(deadline);
+        let mut renewals =
+            tokio::time::interval_at(tokio::time::Instant::now() + config.lease_renew_every, config.lease_renew_every);
+        let mut renewal = 0u64;
+        loop {
+            tokio::select! {
+                output = &mut run => return output.map_err(RunError::Executor),
+                _ = &mut deadline => {
+                    return Err(RunError::Executor(PluginError::Unavailable(format!(
+                        "turn `{turn_id}` ran longer than the maximum of {:?} and was stopped", config.max_turn_duration
+                    ))));
+                }
+                _ = renewals.tick() => {
+                    renewal += 1;
+                    self.renew(token, turn_id, held, renewal).await?;
+                }
+            }
+        }
+    }
+
+    async fn renew(&self, token: &str, turn_id: &str, held: &mut HeldLease, renewal: u64) -> Result<(), RunError> {
+        let lease = LeaseRecord::Held {
+            turn_id: turn_id.to_owned(),
+            holder: self.inner.holder.clone(),
+            run_id: held.run_id.clone(),
+            expires_at_ms: clock::now_unix_ms() + duration_ms(self.inner.config.lease_ttl),
+        };
+        let payload = encode(&lease).map_err(RunError::Executor)?;
+        let write =
+            Write::new(self.inner.config.subjects.lease(token), payload, format!("{}/renew/{renewal}", held.run_id))
+                .expect(held.lease_seq, None);
+        match self.inner.api.publish(&write).await {
+            Ok(ack) => {
+                held.lease_seq = ack.seq;
+                Ok(())
+            }
+            Err(err) => {
+                tracing::warn!(turn_id, ?err, "lease renewal refused; stopping the turn without committing");
+                Err(RunError::LeaseLost(PluginError::Unavailable(format!(
+                    "turn `{turn_id}` lost its lease (renewal refused: {err:?}); nothing was committed; retry with the \
+                     same turn id"
+                ))))
+            }
+        }
+    }
+
+    /// Marks a failed run in the ledger and frees the lease, so the turn id can run again.
+    async fn release_failed(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        input: &TurnInput,
+        held: &HeldLease,
+        error: &PluginError,
+    ) {
+        let subjects = &self.inner.config.subjects;
+        let failed = LedgerRecord::Failed { input: input.clone(), error: error.clone() };
+        let writes = match (encode(&LeaseRecord::Free), encode(&failed)) {
+            (Ok(free), Ok(failed)) => [
+                Write::new(subjects.lease(token), free, format!("{}/f0", held.run_id)).expect(held.lease_seq, None),
+                Write::new(turn_subject.to_owned(), failed, format!("{}/f1", held.run_id))
+                    .expect(held.ledger_seq, None),
+            ],
+            _ => return,
+        };
+        if let Err(err) = self.inner.api.publish_batch(&writes).await {
+            tracing::warn!(?err, "could not record a failed turn; its lease will expire instead");
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn commit(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        turn_id: &str,
+        input: TurnInput,
+        output: TurnOutput,
+        held: HeldLease,
+        before: SessionSnapshot,
+        started_at_ms: u64,
+        duration_ms: u64,
+    ) -> Result<AssembledTurn, PluginError> {
+        let subjects = &self.inner.config.subjects;
+        let mut meta = held.meta.clone();
+        meta.turn_index += 1;
+        meta.token_usage.add(&output.token_usage);
+        let view_lock = self.inner.views.get(token);
+        let mut view = view_lock.lock().await;
+        for _ in 0..DECISION_ROUNDS {
+            if let Some(last) = self
+                .inner
+                .api
+                .last(STATE_STREAM, &subjects.graph(token))
+                .await
+                .map_err(|e| e.into_plugin("reading a graph"))?
+            {
+                self.catch_up_graph(token, &mut view, last).await?;
+            }
+            let (nodes, leaf) = build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone());
+            let record =
+                GraphRecord { request_id: held.run_id.clone(), turn_id: Some(turn_id.to_owned()), nodes, leaf };
+            let mut state = before.clone();
+            state.turn_index = meta.turn_index;
+            state.token_usage = meta.token_usage;
+            state.session_graph = view.graph();
+            state.session_graph.nodes.extend(record.nodes.iter().cloned());
+            state.session_graph.leaf_node_id = record.leaf.clone().or(state.session_graph.leaf_node_id);
+            let result = output.clone().assemble(state, started_at_ms, duration_ms);
+            let mut stored = result.clone();
+            stored.state.session_graph = Default::default();
+            let completed = LedgerRecord::Completed {
+                input: input.clone(),
+                result: Box::new(stored),
+                graph_request_id: held.run_id.clone(),
+            };
+            let writes = [
+                Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))
+                    .expect(held.lease_seq, None),
+                Write::new(subjects.graph(token), encode(&record)?, format!("{}/c1", held.run_id))
+                    .expect(view.graph_seq, None),
+                Write::new(turn_subject.to_owned(), encode(&completed)?, format!("{}/c2", held.run_id))
+                    .expect(held.ledger_seq, None),
+                Write::new(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id)).rollup(),
+            ];
+            if let Some(write) = writes.iter().find(|w| w.payload.len() > self.max_payload().saturating_sub(1024)) {
+                return Err(self.too_large("a turn's commit record", write.payload.len()));
+            }
+            match self.inner.api.publish_batch(&writes).await {
+                Ok(ack) => {
+                    view.apply_graph(ack.seq - 2, record);
+                    view.loaded = false;
+                    return Ok(result);
+                }
+                Err(JsError::WrongLastSequence { .. } | JsError::InFlight) => {
+                    let lease = self
+                        .inner
+                        .api
+                        .last(STATE_STREAM, &subjects.lease(token))
+                        .await
+                        .map_err(|e| e.into_plugin("reading a lease"))?;
+                    if lease.map(|m| m.seq) != Some(held.lease_seq) {
+                        return Err(PluginError::Unavailable(format!(
+                            "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with \
+                             the same turn id"
+                        )));
+                    }
+                    // The graph moved under the turn: chain onto the new leaf and retry.
+                }
+                Err(err) => {
+                    // The commit may have been applied (a lost ack, a duplicate batch): the ledger decides.
+                    tracing::debug!(?err, turn_id, "turn commit failed; reading the ledger to decide");
+                    let ledger = self
+                        .inner
+                        .api
+                        .last(STATE_STREAM, turn_subject)
+                        .await
+                        .map_err(|e| e.into_plugin("reading a ledger"))?;
+                    if let Some((_, LedgerRecord::Completed { .. })) = decoded::<LedgerRecord>("ledger", ledger)? {
+                        drop(view);
+                        return self.stored_result(token, &result, &held.run_id).await;
+                    }
+                    if !err.is_transient() {
+                        return Err(err.into_plugin("committing a turn"));
+                    }
+                }
+            }
+        }
+        Err(PluginError::Conflict(format!(
+            "turn `{turn_id}` could not commit: the graph kept moving; retry with the same turn id"
+        )))
+    }
+}
+
+enum RunError {
+    /// The lease was taken over; the run stopped without committing.
+    LeaseLost(PluginError),
+    /// The executor failed (or ran too long).
+    Executor(PluginError),
+}
+
+fn duration_ms(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Trace events of turns run by this host go to `SESSIONBUS_TRACE`.
+struct HostTraceSink {
+    host: JetStreamHost,
+    session_id: String,
+}
+
+#[async_trait::async_trait]
+impl TraceSink for HostTraceSink {
+    async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        self.host.publish_trace(&self.session_id, context, event).await
+    }
+}

@@ -1,0 +1,153 @@
+//! A worker's bounded cache of sessions' materialised state: the graph with its node
+//! index and active path, plus the last known meta and lease. Only an optimisation:
+//! every write is fenced by a JetStream condition, so a stale view makes a write fail
+//! and be retried after a refresh, never succeed wrongly.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use sessionbus_api::{SessionGraph, SessionNode};
+
+use super::records::{GraphRecord, LeaseRecord, MetaRecord};
+
+/// One session's materialised state as of `graph_seq` / `session_seq`.
+#[derive(Default)]
+pub(crate) struct SessionView {
+    /// False until the first full load (and after an invalidation of everything).
+    pub(crate) loaded: bool,
+    /// Last known sequence of any write to the session: the fence of appends.
+    pub(crate) session_seq: u64,
+    /// Sequence of the last graph record applied.
+    pub(crate) graph_seq: u64,
+    pub(crate) meta: Option<(u64, MetaRecord)>,
+    pub(crate) lease: Option<(u64, LeaseRecord)>,
+    pub(crate) nodes: Vec<SessionNode>,
+    pub(crate) leaf: Option<String>,
+    index: HashMap<String, usize>,
+    active: HashSet<String>,
+    /// Per graph record: its sequence, the node count after it, its request id.
+    records: Vec<(u64, usize, String)>,
+}
+
+impl SessionView {
+    pub(crate) fn exists(&self) -> bool {
+        self.meta.is_some()
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        matches!(self.lease, Some((_, LeaseRecord::Closed))) || self.meta.as_ref().is_some_and(|(_, m)| m.closed)
+    }
+
+    pub(crate) fn contains_node(&self, node_id: &str) -> bool {
+        self.index.contains_key(node_id)
+    }
+
+    pub(crate) fn is_on_active_path(&self, node_id: &str) -> bool {
+        self.active.contains(node_id)
+    }
+
+    /// Applies one stored graph record.
+    pub(crate) fn apply_graph(&mut self, seq: u64, record: GraphRecord) {
+        let leaf = record.leaf.clone();
+        if seq <= self.graph_seq {
+            return;
+        }
+        let mut expected_parent = self.leaf.clone();
+        let mut extends_leaf = true;
+        for node in &record.nodes {
+            extends_leaf &= node.parent_node_id == expected_parent;
+            expected_parent = Some(node.node_id.clone());
+        }
+        extends_leaf &= leaf == expected_parent;
+        for node in record.nodes {
+            self.index.insert(node.node_id.clone(), self.nodes.len());
+            self.nodes.push(node);
+        }
+        self.leaf = leaf;
+        if extends_leaf {
+            let start = self.records.last().map_or(0, |r| r.1);
+            for node in &self.nodes[start..] {
+                self.active.insert(node.node_id.clone());
+            }
+        } else {
+            self.rebuild_active_path();
+        }
+        self.records.push((seq, self.nodes.len(), record.request_id));
+        self.graph_seq = seq;
+    }
+
+    fn rebuild_active_path(&mut self) {
+        self.active.clear();
+        let mut cursor = self.leaf.clone();
+        while let Some(id) = cursor {
+            let Some(&position) = self.index.get(&id) else { break };
+            if !self.active.insert(id) {
+                break;
+            }
+            cursor = self.nodes[position].parent_node_id.clone();
+        }
+    }
+
+    /// The node ids and leaf a stored request produced, when it is in the graph.
+    pub(crate) fn result_of(&self, request_id: &str) -> Option<(Vec<String>, String)> {
+        let position = self.records.iter().rposition(|r| r.2 == request_id)?;
+        let start = position.checked_sub(1).map_or(0, |p| self.records[p].1);
+        let end = self.records[position].1;
+        let ids: Vec<String> = self.nodes[start..end].iter().map(|n| n.node_id.clone()).collect();
+        let leaf = ids.last().cloned()?;
+        Some((ids, leaf))
+    }
+
+    /// The graph as it was right after the record of `request_id`, when it is stored.
+    pub(crate) fn graph_as_of(&self, request_id: &str) -> Option<SessionGraph> {
+        let end = self.records.iter().rfind(|r| r.2 == request_id)?.1;
+        let nodes = self.nodes[..end].to_vec();
+        let leaf_node_id = nodes.last().map(|n| n.node_id.clone());
+        Some(SessionGraph { nodes, leaf_node_id })
+    }
+
+    pub(crate) fn graph(&self) -> SessionGraph {
+        SessionGraph { nodes: self.nodes.clone(), leaf_node_id: self.leaf.clone() }
+    }
+}
+
+/// The bounded set of cached session views, one async lock per session so one
+/// worker's calls to a session queue up instead of racing each other.
+pub(crate) struct ViewCache {
+    capacity: usize,
+    views: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SessionView>>>>,
+}
+
+impl ViewCache {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self { capacity: capacity.max(1), views: Mutex::new(HashMap::new()) }
+    }
+
+    /// The view of session token `token`, created empty when absent. When the cache
+    /// is full, views nobody is using are dropped first.
+    pub(crate) fn get(&self, token: &str) -> Arc<tokio::sync::Mutex<SessionView>> {
+        let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(view) = views.get(token) {
+            return Arc::clone(view);
+        }
+        if views.len() >= self.capacity {
+            let idle: Vec<String> = views
+                .iter()
+                .filter(|(_, view)| Arc::strong_count(view) == 1)
+                .map(|(key, _)| key.clone())
+                .take(views.len() + 1 - self.capacity)
+                .collect();
+            for key in idle {
+                views.remove(&key);
+            }
+        }
+        let view = Arc::new(tokio::sync::Mutex::new(SessionView::default()));
+        views.insert(token.to_owned(), Arc::clone(&view));
+        view
+    }
+
+    /// How many views are cached.
+    pub(crate) fn len(&self) -> usize {
+        self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+    }
+}

@@ -1,0 +1,244 @@
+//! The subject scheme: every subject sessionbus uses, built in one place.
+//!
+//! | subject | what |
+//! |---|---|
+//! | `<prefix>.session.<sid>.<op>` | one request per trait call, served by workers |
+//! | `<prefix>.create` | `create_session` |
+//! | `<prefix>.ping` | readiness |
+//! | `<prefix>.events.<sid>.<kind>` | one event per stored write (JetStream republish) |
+//! | `<prefix>.state.<sid>.{meta,lease,graph,turn.<tid>}` | the `SESSIONBUS_STATE` stream |
+//! | `<prefix>.trace.<sid>` | the `SESSIONBUS_TRACE` stream |
+//!
+//! `<sid>` and `<tid>` are ids encoded by [`sessionbus_api::ids`].
+
+use std::fmt;
+use std::str::FromStr;
+
+use sessionbus_api::{PluginError, ids};
+
+/// The default subject prefix.
+pub const DEFAULT_PREFIX: &str = "sessionbus.v1";
+
+/// The per-session operations of the bus, one endpoint each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `snapshot_session` / `snapshot_current`.
+    Snapshot,
+    /// One page of a session graph.
+    GraphPage,
+    /// `tool_catalog` / `shared_tool_catalog`.
+    ToolCatalog,
+    /// `tool_state`.
+    ToolState,
+    /// `apply_tool_state`.
+    ApplyToolState,
+    /// `set_tool_membership`.
+    SetToolMembership,
+    /// `close_session`.
+    Close,
+    /// `start_turn`.
+    StartTurn,
+    /// `append_session_nodes`.
+    AppendNodes,
+    /// `emit_trace_event`.
+    Trace,
+}
+
+impl Op {
+    /// Every per-session op.
+    pub const ALL: [Op; 10] = [
+        Op::Snapshot,
+        Op::GraphPage,
+        Op::ToolCatalog,
+        Op::ToolState,
+        Op::ApplyToolState,
+        Op::SetToolMembership,
+        Op::Close,
+        Op::StartTurn,
+        Op::AppendNodes,
+        Op::Trace,
+    ];
+
+    /// The op's subject token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Snapshot => "snapshot",
+            Op::GraphPage => "graph_page",
+            Op::ToolCatalog => "tool_catalog",
+            Op::ToolState => "tool_state",
+            Op::ApplyToolState => "apply_tool_state",
+            Op::SetToolMembership => "set_tool_membership",
+            Op::Close => "close",
+            Op::StartTurn => "start_turn",
+            Op::AppendNodes => "append_nodes",
+            Op::Trace => "trace",
+        }
+    }
+
+    /// True for ops that change state (retried with the same request id).
+    pub fn is_mutation(self) -> bool {
+        matches!(
+            self,
+            Op::ApplyToolState | Op::SetToolMembership | Op::Close | Op::StartTurn | Op::AppendNodes | Op::Trace
+        )
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Op {
+    type Err = PluginError;
+
+    fn from_str(token: &str) -> Result<Self, Self::Err> {
+        Op::ALL
+            .into_iter()
+            .find(|op| op.as_str() == token)
+            .ok_or_else(|| PluginError::InvalidRequest(format!("unknown operation `{token}`")))
+    }
+}
+
+/// Builds and parses the subjects under one prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Subjects {
+    prefix: String,
+}
+
+impl Default for Subjects {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Subjects {
+    /// The subjects under `prefix` (e.g. `sessionbus.v1`).
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self { prefix: prefix.into() }
+    }
+
+    /// The prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `<prefix>.session.<sid>.<op>` for an encoded session token.
+    pub fn session_op(&self, session_token: &str, op: Op) -> String {
+        format!("{}.session.{session_token}.{}", self.prefix, op.as_str())
+    }
+
+    /// `<prefix>.session.*.<op>`: what a worker's endpoint listens on.
+    pub fn session_op_wildcard(&self, op: Op) -> String {
+        format!("{}.session.*.{}", self.prefix, op.as_str())
+    }
+
+    /// `<prefix>.create`.
+    pub fn create(&self) -> String {
+        format!("{}.create", self.prefix)
+    }
+
+    /// `<prefix>.ping`.
+    pub fn ping(&self) -> String {
+        format!("{}.ping", self.prefix)
+    }
+
+    /// Decodes the session id and op of a request subject.
+    pub fn parse_session_op(&self, subject: &str) -> Result<(String, Op), PluginError> {
+        let invalid = || PluginError::InvalidRequest(format!("`{subject}` is not a sessionbus session subject"));
+        let rest = subject
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|rest| rest.strip_prefix(".session."))
+            .ok_or_else(invalid)?;
+        let (token, op) = rest.split_once('.').ok_or_else(invalid)?;
+        let session_id = ids::decode_id("session id", token)?;
+        Ok((session_id, op.parse()?))
+    }
+
+    /// `<prefix>.events.<sid>.>` for an encoded session token, or every session.
+    pub fn events(&self, session_token: Option<&str>) -> String {
+        format!("{}.events.{}.>", self.prefix, session_token.unwrap_or("*"))
+    }
+
+    /// `<prefix>.state.>`: the subjects of the state stream.
+    pub fn state_all(&self) -> String {
+        format!("{}.state.>", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.>`: every state subject of one session.
+    pub fn state_session(&self, session_token: &str) -> String {
+        format!("{}.state.{session_token}.>", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.meta`.
+    pub fn meta(&self, session_token: &str) -> String {
+        format!("{}.state.{session_token}.meta", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.lease`.
+    pub fn lease(&self, session_token: &str) -> String {
+        format!("{}.state.{session_token}.lease", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.graph`.
+    pub fn graph(&self, session_token: &str) -> String {
+        format!("{}.state.{session_token}.graph", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.turn.<tid>`.
+    pub fn turn(&self, session_token: &str, turn_token: &str) -> String {
+        format!("{}.state.{session_token}.turn.{turn_token}", self.prefix)
+    }
+
+    /// `<prefix>.trace.<sid>`.
+    pub fn trace(&self, session_token: &str) -> String {
+        format!("{}.trace.{session_token}", self.prefix)
+    }
+
+    /// `<prefix>.trace.>`: the subjects of the trace stream.
+    pub fn trace_all(&self) -> String {
+        format!("{}.trace.>", self.prefix)
+    }
+}
+
+/// Encodes a session id as its subject token (`InvalidRequest` for invalid ids).
+pub fn session_token(session_id: &str) -> Result<String, PluginError> {
+    ids::encode_id("session id", session_id)
+}
+
+/// Encodes a turn id as its subject token (`InvalidRequest` for invalid ids).
+pub fn turn_token(turn_id: &str) -> Result<String, PluginError> {
+    ids::encode_id("turn id", turn_id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_subjects_round_trip() {
+        let subjects = Subjects::default();
+        for id in ["chat-42", "a.b c", "line\u{e9}", "*>"] {
+            let token = session_token(id).expect("valid id");
+            for op in Op::ALL {
+                let subject = subjects.session_op(&token, op);
+                assert_eq!(subject.split('.').count(), 5, "{subject}");
+                assert_eq!(subjects.parse_session_op(&subject).expect("parse"), (id.to_string(), op));
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_subjects_are_invalid_requests() {
+        let subjects = Subjects::default();
+        for subject in [
+            "sessionbus.v1.session.=Y2hhdC00Mg.snapshot",
+            "sessionbus.v1.session.x.nope",
+            "other.v1.session.x.snapshot",
+            "sessionbus.v1.session.x",
+        ] {
+            assert!(subjects.parse_session_op(subject).is_err(), "{subject}");
+        }
+    }
+}
