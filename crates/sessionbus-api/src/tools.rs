@@ -198,6 +198,12 @@ impl CatalogCache {
         Self { capacity: capacity.max(1), entries: Default::default() }
     }
 
+    /// The cached catalog of `session_id` and its generation, if any.
+    pub fn get(&self, session_id: &str) -> Option<(u64, std::sync::Arc<Vec<Value>>)> {
+        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        entries.get(session_id).map(|(generation, catalog)| (*generation, std::sync::Arc::clone(catalog)))
+    }
+
     /// The cached catalog of `session_id` at `generation`, or `build()`'s, cached.
     pub fn get_or_build(
         &self,

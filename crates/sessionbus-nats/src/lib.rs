@@ -6,10 +6,14 @@
 
 #![deny(missing_docs)]
 
+pub mod client;
 pub mod jetstream;
 pub mod request_context;
 pub mod subjects;
 pub mod wire;
+pub mod worker;
 
+pub use client::{BusClient, BusClientConfig};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig};
 pub use subjects::{DEFAULT_PREFIX, Op, Subjects};
+pub use worker::{Worker, WorkerConfig};

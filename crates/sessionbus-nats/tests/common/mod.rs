@@ -1,22 +1,141 @@
-//! Shared test setup: a real nats-server per test and the stacks under test.
+//! Shared test setup: real nats-servers and the stacks the conformance suite runs on.
 
 #![allow(dead_code)]
 
+use std::any::Any;
 use std::sync::Arc;
 
-use sessionbus_api::TurnExecutor;
-use sessionbus_nats::{JetStreamHost, JetStreamHostConfig};
+use sessionbus_api::conformance::ConformanceHost;
+use sessionbus_api::memory::InMemoryHost;
+use sessionbus_api::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
+    SessionGraphService, SessionHandle, SessionHost, SessionLifecycleService, SessionSnapshot, SessionStateService,
+    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
+};
+use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Worker, WorkerConfig};
 use sessionbus_testkit::NatsServer;
 
-/// A server and a JetStream host on it.
-pub struct JetStreamStack {
-    pub server: NatsServer,
-    pub host: JetStreamHost,
+/// A host that can be bound to a session.
+pub trait Bindable: SessionHost + Sized + 'static {
+    fn bind(&self, session_id: &str) -> Self;
 }
 
-pub async fn jetstream_host(executor: Arc<dyn TurnExecutor>) -> JetStreamStack {
-    let server = NatsServer::start().expect("start nats-server");
+impl Bindable for JetStreamHost {
+    fn bind(&self, session_id: &str) -> Self {
+        self.bound_to(session_id)
+    }
+}
+
+impl Bindable for BusClient {
+    fn bind(&self, session_id: &str) -> Self {
+        self.bound(session_id)
+    }
+}
+
+/// A host plus everything it needs kept alive (servers, workers).
+pub struct Kept<H> {
+    pub host: H,
+    pub keep: Arc<dyn Any + Send + Sync>,
+}
+
+impl<H: Bindable> ConformanceHost for Kept<H> {
+    fn bound_to(&self, session_id: &str) -> Arc<dyn ConformanceHost> {
+        Arc::new(Kept { host: self.host.bind(session_id), keep: Arc::clone(&self.keep) })
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: Bindable> SessionStateService for Kept<H> {
+    async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
+        self.host.snapshot_current().await
+    }
+    async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        self.host.snapshot_session(session_id).await
+    }
+    async fn tool_catalog(&self, session_id: &str) -> Result<Vec<serde_json::Value>, PluginError> {
+        self.host.tool_catalog(session_id).await
+    }
+    async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<serde_json::Value>>, PluginError> {
+        self.host.shared_tool_catalog(session_id).await
+    }
+    async fn tool_state(&self, session_id: &str) -> Result<ToolState, PluginError> {
+        self.host.tool_state(session_id).await
+    }
+    async fn apply_tool_state(&self, session_id: &str, snapshot: ToolState) -> Result<u64, PluginError> {
+        self.host.apply_tool_state(session_id, snapshot).await
+    }
+    async fn set_tool_membership(&self, session_id: &str, names: &[String], present: bool) -> Result<u64, PluginError> {
+        self.host.set_tool_membership(session_id, names, present).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: Bindable> SessionLifecycleService for Kept<H> {
+    async fn create_session(&self, request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
+        self.host.create_session(request).await
+    }
+    async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {
+        self.host.close_session(session_id).await
+    }
+    async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        self.host.start_turn(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: Bindable> SessionGraphService for Kept<H> {
+    async fn append_session_nodes(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        self.host.append_session_nodes(session_id, request).await
+    }
+    async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        self.host.emit_trace_event(context, event).await
+    }
+}
+
+pub fn server() -> NatsServer {
+    NatsServer::start().expect("start nats-server")
+}
+
+pub async fn jetstream_host_on(server: &NatsServer, executor: Arc<dyn TurnExecutor>) -> JetStreamHost {
     let client = server.client().await.expect("connect");
-    let host = JetStreamHost::connect(client, executor, JetStreamHostConfig::default()).await.expect("host");
-    JetStreamStack { server, host }
+    JetStreamHost::connect(client, executor, JetStreamHostConfig::default()).await.expect("host")
+}
+
+pub async fn worker_on<H: SessionHost + 'static>(server: &NatsServer, host: Arc<H>) -> Worker {
+    let client = server.client().await.expect("connect");
+    Worker::start(client, host, WorkerConfig::default()).await.expect("worker")
+}
+
+pub async fn client_on(server: &NatsServer) -> BusClient {
+    BusClient::new(server.client().await.expect("connect"), BusClientConfig::default())
+}
+
+/// What a bus stack keeps alive.
+pub struct BusParts {
+    pub workers: Vec<Worker>,
+    pub server: NatsServer,
+}
+
+/// BusClient -> `workers` x Worker -> JetStreamHost (one host per worker).
+pub async fn bus_over_jetstream(executor: Arc<dyn TurnExecutor>, workers: usize) -> Kept<BusClient> {
+    let server = server();
+    let mut started = Vec::new();
+    for _ in 0..workers {
+        let host = Arc::new(jetstream_host_on(&server, Arc::clone(&executor)).await);
+        started.push(worker_on(&server, host).await);
+    }
+    let client = client_on(&server).await;
+    Kept { host: client, keep: Arc::new(BusParts { workers: started, server }) }
+}
+
+/// BusClient -> Worker -> InMemoryHost.
+pub async fn bus_over_memory(executor: Arc<dyn TurnExecutor>) -> Kept<BusClient> {
+    let server = server();
+    let worker = worker_on(&server, Arc::new(InMemoryHost::new(executor))).await;
+    let client = client_on(&server).await;
+    Kept { host: client, keep: Arc::new(BusParts { workers: vec![worker], server }) }
 }

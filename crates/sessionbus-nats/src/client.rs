@@ -1,0 +1,438 @@
+//! [`BusClient`]: the three session service traits over NATS request/reply.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::{Client, HeaderMap, Message, StatusCode};
+use futures::StreamExt as _;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use sessionbus_api::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, ErrorKind, PluginError,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
+    SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+};
+use tokio::sync::{OnceCell, mpsc};
+
+use crate::subjects::{Op, Subjects, session_token};
+use crate::wire::{
+    self, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply, StartTurnRequest,
+    ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+};
+
+/// Settings of a [`BusClient`].
+#[derive(Clone, Debug)]
+pub struct BusClientConfig {
+    /// The subject prefix.
+    pub subjects: Subjects,
+    /// How long one attempt of a call waits for its reply.
+    pub timeout: Duration,
+    /// Attempts per call (reads, and mutations with the same request id).
+    pub attempts: u32,
+    /// Silence after which a turn's worker is presumed gone and the turn is retried.
+    pub turn_idle_timeout: Duration,
+    /// Nodes per `graph_page` request when a snapshot arrives in pages.
+    pub graph_page_limit: u32,
+}
+
+impl Default for BusClientConfig {
+    fn default() -> Self {
+        Self {
+            subjects: Subjects::default(),
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            turn_idle_timeout: Duration::from_secs(10),
+            graph_page_limit: 5000,
+        }
+    }
+}
+
+type TurnRoutes = Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>;
+
+struct Inner {
+    client: Client,
+    config: BusClientConfig,
+    catalogs: CatalogCache,
+    /// The wildcard inbox all turn replies arrive on, demultiplexed by request.
+    turn_inbox: OnceCell<String>,
+    turn_routes: Arc<TurnRoutes>,
+}
+
+/// A client of the bus: implements the three traits by request/reply. Cheap to clone;
+/// [`BusClient::bound`] makes a view bound to one session.
+#[derive(Clone)]
+pub struct BusClient {
+    inner: Arc<Inner>,
+    bound: Option<String>,
+}
+
+/// Where a call goes.
+enum Target<'a> {
+    Session(&'a str, Op),
+    Create,
+    Ping,
+}
+
+impl BusClient {
+    /// A client over `client`.
+    pub fn new(client: Client, config: BusClientConfig) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                config,
+                catalogs: CatalogCache::new(4096),
+                turn_inbox: OnceCell::new(),
+                turn_routes: Arc::default(),
+            }),
+            bound: None,
+        }
+    }
+
+    /// A view of this client bound to `session_id`: `snapshot_current` answers it,
+    /// `current_session` start points copy it, and trace contexts default to it.
+    pub fn bound(&self, session_id: impl Into<String>) -> Self {
+        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+    }
+
+    /// The underlying NATS client.
+    pub fn nats(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Asks any worker for readiness; answers once one serves every endpoint.
+    pub async fn ping(&self) -> Result<PingReply, PluginError> {
+        self.call(Target::Ping, &Empty {}).await
+    }
+
+    fn subject(&self, target: &Target<'_>) -> Result<String, PluginError> {
+        let subjects = &self.inner.config.subjects;
+        Ok(match target {
+            Target::Session(session_id, op) => subjects.session_op(&session_token(session_id)?, *op),
+            Target::Create => subjects.create(),
+            Target::Ping => subjects.ping(),
+        })
+    }
+
+    fn listening_pattern(&self, target: &Target<'_>) -> String {
+        let subjects = &self.inner.config.subjects;
+        match target {
+            Target::Session(_, op) => subjects.session_op_wildcard(*op),
+            Target::Create => subjects.create(),
+            Target::Ping => subjects.ping(),
+        }
+    }
+
+    fn check_size(&self, payload: &[u8]) -> Result<(), PluginError> {
+        let limit = self.inner.client.server_info().max_payload;
+        if payload.len() + 512 > limit {
+            return Err(PluginError::InvalidRequest(format!(
+                "payload too large: the request is {} bytes; the server's max_payload is {limit} bytes",
+                payload.len()
+            )));
+        }
+        Ok(())
+    }
+
+    fn no_worker(&self, target: &Target<'_>) -> PluginError {
+        PluginError::Unavailable(format!(
+            "no sessionbus worker is listening on {}: start one with `sessionbus worker`",
+            self.listening_pattern(target)
+        ))
+    }
+
+    /// One call: request/reply with a request id reused on every retry.
+    async fn call<B: Serialize, T: DeserializeOwned>(&self, target: Target<'_>, body: &B) -> Result<T, PluginError> {
+        let subject = self.subject(&target)?;
+        let op = match &target {
+            Target::Session(_, op) => op.as_str(),
+            Target::Create => "create",
+            Target::Ping => "ping",
+        };
+        let payload = wire::encode(body)?;
+        self.check_size(&payload)?;
+        let mut headers = HeaderMap::new();
+        headers.insert(wire::REQUEST_ID, uuid::Uuid::new_v4().to_string().as_str());
+        let config = &self.inner.config;
+        let mut last_error = None;
+        for attempt in 0..config.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt.min(6))).await;
+            }
+            let request = async_nats::Request::new()
+                .payload(payload.clone())
+                .headers(headers.clone())
+                .timeout(Some(config.timeout));
+            match self.inner.client.send_request(subject.clone(), request).await {
+                Ok(message) => match wire::decode_reply::<T>(op, message.headers.as_ref(), &message.payload) {
+                    Err(error) if error.kind() == ErrorKind::Unavailable => last_error = Some(error),
+                    other => return other,
+                },
+                Err(err) => {
+                    last_error = Some(match err.kind() {
+                        async_nats::RequestErrorKind::NoResponders => self.no_worker(&target),
+                        async_nats::RequestErrorKind::TimedOut => PluginError::Unavailable(format!(
+                            "timed out after {:?} waiting for a sessionbus worker on {subject}",
+                            config.timeout
+                        )),
+                        async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                            return Err(PluginError::InvalidRequest(format!("payload too large: {err}")));
+                        }
+                        _ => PluginError::Unavailable(format!("request on {subject} failed: {err}")),
+                    });
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| self.no_worker(&target)))
+    }
+
+    async fn session_call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        session_id: &str,
+        op: Op,
+        body: &B,
+    ) -> Result<T, PluginError> {
+        self.call(Target::Session(session_id, op), body).await
+    }
+
+    async fn turn_inbox(&self) -> Result<&str, PluginError> {
+        let inner = &self.inner;
+        inner
+            .turn_inbox
+            .get_or_try_init(|| async {
+                let prefix = inner.client.new_inbox();
+                let mut subscriber =
+                    inner.client.subscribe(format!("{prefix}.*")).await.map_err(|err| {
+                        PluginError::Unavailable(format!("could not subscribe the turn inbox: {err}"))
+                    })?;
+                let routes = Arc::clone(&inner.turn_routes);
+                tokio::spawn(async move {
+                    while let Some(message) = subscriber.next().await {
+                        let Some(key) = message.subject.rsplit('.').next() else { continue };
+                        let route = routes.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+                        if let Some(route) = route {
+                            let _ = route.send(message);
+                        }
+                    }
+                });
+                Ok::<_, PluginError>(prefix)
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// `start_turn` as DESIGN.md "Long calls" says: progress requested, replies read
+    /// from the demultiplexed inbox, an idle timeout, and retries by turn id.
+    async fn run_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        let target = Target::Session(request.session_id(), Op::StartTurn);
+        let subject = self.subject(&target)?;
+        let body = StartTurnRequest {
+            turn_id: request.turn_id().to_owned(),
+            input: request.input().clone(),
+            scope: Some(request.scope().clone()),
+        };
+        let payload = wire::encode(&body)?;
+        self.check_size(&payload)?;
+        let inbox = self.turn_inbox().await?.to_owned();
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let mut headers = HeaderMap::new();
+        headers.insert(wire::REQUEST_ID, request_id.as_str());
+        headers.insert(wire::PROGRESS, "1");
+        let config = &self.inner.config;
+        let mut last_error = None;
+        for attempt in 0..config.attempts.max(1) {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt.min(5))).await;
+            }
+            let key = uuid::Uuid::new_v4().simple().to_string();
+            let (sender, mut replies) = mpsc::unbounded_channel();
+            self.inner.turn_routes.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), sender);
+            let _route = RouteGuard { routes: Arc::clone(&self.inner.turn_routes), key: key.clone() };
+            self.inner
+                .client
+                .publish_with_reply_and_headers(
+                    subject.clone(),
+                    format!("{inbox}.{key}"),
+                    headers.clone(),
+                    payload.clone(),
+                )
+                .await
+                .map_err(|err| PluginError::Unavailable(format!("could not send start_turn: {err}")))?;
+            loop {
+                match tokio::time::timeout(config.turn_idle_timeout, replies.recv()).await {
+                    Ok(Some(message)) => {
+                        if message.status == Some(StatusCode::NO_RESPONDERS) {
+                            last_error = Some(self.no_worker(&target));
+                            break;
+                        }
+                        let progress = message.headers.as_ref().and_then(|h| h.get(wire::STATUS)).map(|v| v.as_str())
+                            == Some(wire::STATUS_PROGRESS);
+                        if progress {
+                            continue;
+                        }
+                        match wire::decode_reply::<AssembledTurn>(
+                            "start_turn",
+                            message.headers.as_ref(),
+                            &message.payload,
+                        ) {
+                            Err(error) if error.kind() == ErrorKind::Unavailable => {
+                                last_error = Some(error);
+                                break;
+                            }
+                            other => return other,
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        last_error = Some(PluginError::Unavailable(format!(
+                            "no word from the worker running turn `{}` for {:?}; the worker is presumed gone",
+                            request.turn_id(),
+                            config.turn_idle_timeout
+                        )));
+                        break;
+                    }
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| self.no_worker(&target)))
+    }
+}
+
+/// Removes a turn's reply route when the call ends.
+struct RouteGuard {
+    routes: Arc<TurnRoutes>,
+    key: String,
+}
+
+impl Drop for RouteGuard {
+    fn drop(&mut self) {
+        self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionStateService for BusClient {
+    async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
+        match &self.bound {
+            Some(session_id) => self.snapshot_session(session_id).await,
+            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
+        }
+    }
+
+    async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        let mut snapshot: SessionSnapshot = self.session_call(session_id, Op::Snapshot, &Empty {}).await?;
+        let mut next = match snapshot.extra.remove(wire::GRAPH_NEXT_SEQ) {
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        while let Some(after_seq) = next {
+            let page: GraphPage = self
+                .session_call(
+                    session_id,
+                    Op::GraphPage,
+                    &GraphPageRequest { after_seq, limit: self.inner.config.graph_page_limit },
+                )
+                .await?;
+            if page.nodes.is_empty() && page.next_seq.is_some() {
+                return Err(PluginError::Unavailable(
+                    "a graph page came back empty; the snapshot is incomplete".into(),
+                ));
+            }
+            snapshot.session_graph.nodes.extend(page.nodes);
+            next = page.next_seq;
+        }
+        Ok(snapshot)
+    }
+
+    async fn tool_catalog(&self, session_id: &str) -> Result<Vec<Value>, PluginError> {
+        match self.session_call(session_id, Op::ToolCatalog, &ToolCatalogRequest::default()).await? {
+            ToolCatalogReply::Full { tools, .. } => Ok(tools),
+            ToolCatalogReply::Unchanged { .. } => {
+                Err(PluginError::Unavailable("the worker answered `unchanged` to a full catalog request".into()))
+            }
+        }
+    }
+
+    async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<Value>>, PluginError> {
+        let cached = self.inner.catalogs.get(session_id);
+        let ask = ToolCatalogRequest { if_generation: cached.as_ref().map(|(generation, _)| *generation) };
+        match self.session_call(session_id, Op::ToolCatalog, &ask).await? {
+            ToolCatalogReply::Unchanged { generation, .. } => match cached {
+                Some((cached_generation, catalog)) if cached_generation == generation => Ok(catalog),
+                _ => Err(PluginError::Unavailable(
+                    "the worker answered `unchanged` for a catalog this client lacks".into(),
+                )),
+            },
+            ToolCatalogReply::Full { generation, tools } => {
+                Ok(self.inner.catalogs.get_or_build(session_id, generation, || tools))
+            }
+        }
+    }
+
+    async fn tool_state(&self, session_id: &str) -> Result<ToolState, PluginError> {
+        self.session_call(session_id, Op::ToolState, &Empty {}).await
+    }
+
+    async fn apply_tool_state(&self, session_id: &str, snapshot: ToolState) -> Result<u64, PluginError> {
+        let reply: GenerationReply = self.session_call(session_id, Op::ApplyToolState, &snapshot).await?;
+        Ok(reply.generation)
+    }
+
+    async fn set_tool_membership(
+        &self,
+        session_id: &str,
+        tool_names: &[String],
+        present: bool,
+    ) -> Result<u64, PluginError> {
+        let body = MembershipRequest { tool_names: tool_names.to_vec(), present };
+        let reply: GenerationReply = self.session_call(session_id, Op::SetToolMembership, &body).await?;
+        Ok(reply.generation)
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionLifecycleService for BusClient {
+    async fn create_session(&self, mut request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
+        request.session_id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
+        if matches!(request.start, SessionStartPoint::CurrentSession) {
+            let current = self.bound.clone().ok_or_else(|| {
+                PluginError::InvalidRequest(
+                    "a `current_session` start point needs a client bound to a session".to_string(),
+                )
+            })?;
+            request.start = SessionStartPoint::ExistingSession { session_id: current };
+        }
+        self.call(Target::Create, &request).await
+    }
+
+    async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {
+        let _: Empty = self.session_call(session_id, Op::Close, &Empty {}).await?;
+        Ok(())
+    }
+
+    async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+        self.run_turn(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionGraphService for BusClient {
+    async fn append_session_nodes(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        self.session_call(session_id, Op::AppendNodes, &request).await
+    }
+
+    async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
+        let session_id = self.bound.clone().or_else(|| context.session_id.clone()).ok_or_else(|| {
+            PluginError::InvalidRequest(
+                "a trace context must name its session (or the client must be bound to one)".to_string(),
+            )
+        })?;
+        let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
+        Ok(())
+    }
+}

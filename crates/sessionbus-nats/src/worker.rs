@@ -1,0 +1,434 @@
+//! [`Worker`]: serves the three traits of any host on the bus, as the NATS micro
+//! service `sessionbus` (so `$SRV.PING/INFO/STATS` and `nats micro` work), in a queue
+//! group so any number of workers share the load.
+//!
+//! Turns and fast ops have separate concurrency limits: long turns never starve reads,
+//! and a request over the limit is answered `Unavailable` (503) at once instead of
+//! queueing without bound.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::service::{self, ServiceExt as _};
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use serde::Serialize;
+use sessionbus_api::{
+    AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionSnapshot,
+    SessionTurnRequest, ToolState, claim_trace_context,
+};
+use tokio::sync::Semaphore;
+
+use crate::request_context::with_request_id;
+use crate::subjects::{Op, Subjects};
+use crate::wire::{
+    self, Empty, ErrorCode, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
+    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+};
+
+/// The micro service name every worker registers.
+pub const SERVICE_NAME: &str = "sessionbus";
+/// The queue group every worker endpoint joins.
+pub const QUEUE_GROUP: &str = "sessionbus";
+/// Bytes kept free in a reply for headers.
+const REPLY_HEADROOM: usize = 4096;
+
+/// Settings of a [`Worker`].
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// The subject prefix.
+    pub subjects: Subjects,
+    /// Fast ops (everything but `start_turn`) served at once; more are refused (503).
+    pub max_fast_in_flight: usize,
+    /// Turns run at once; more are refused (503).
+    pub max_turns_in_flight: usize,
+    /// How often a running turn sends a progress message to a client that asked.
+    pub progress_every: Duration,
+    /// This worker's id (in `ping` replies and the service metadata).
+    pub worker_id: String,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            subjects: Subjects::default(),
+            max_fast_in_flight: 256,
+            max_turns_in_flight: 32,
+            progress_every: Duration::from_secs(2),
+            worker_id: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// Per-endpoint error counts, reported in the micro service stats (`data`).
+#[derive(Clone, Debug, Default, Serialize)]
+struct EndpointErrors {
+    errors: u64,
+    overloaded: u64,
+    by_code: HashMap<u16, u64>,
+    last_error: Option<String>,
+}
+
+type ErrorStats = Arc<Mutex<HashMap<String, EndpointErrors>>>;
+
+struct Shared<H: ?Sized> {
+    host: Arc<H>,
+    client: Client,
+    config: WorkerConfig,
+    fast: Arc<Semaphore>,
+    turns: Arc<Semaphore>,
+    errors: ErrorStats,
+}
+
+/// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
+/// in flight.
+pub struct Worker {
+    service: service::Service,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+    fast: Arc<Semaphore>,
+    turns: Arc<Semaphore>,
+    config: WorkerConfig,
+}
+
+fn unavailable(what: &str, err: impl std::fmt::Display) -> PluginError {
+    PluginError::Unavailable(format!("{what}: {err}"))
+}
+
+impl Worker {
+    /// Registers the service, subscribes every endpoint, and returns once the server
+    /// has confirmed the subscriptions (a round trip through it), so a request sent
+    /// after this returns reaches this worker or another one.
+    pub async fn start<H: SessionHost + ?Sized + 'static>(
+        client: Client,
+        host: Arc<H>,
+        config: WorkerConfig,
+    ) -> Result<Self, PluginError> {
+        let errors: ErrorStats = Arc::default();
+        let stats_errors = Arc::clone(&errors);
+        let service = client
+            .service_builder()
+            .description("sessionbus: session state, lifecycle and graph over NATS")
+            .queue_group(QUEUE_GROUP)
+            .metadata(HashMap::from([("worker_id".to_owned(), config.worker_id.clone())]))
+            .stats_handler(move |endpoint, _stats| {
+                let errors = stats_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                serde_json::to_value(errors.get(&endpoint).cloned().unwrap_or_default()).unwrap_or_default()
+            })
+            .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
+            .await
+            .map_err(|err| unavailable("could not start the sessionbus service", err))?;
+        let shared = Arc::new(Shared {
+            host,
+            client: client.clone(),
+            fast: Arc::new(Semaphore::new(config.max_fast_in_flight)),
+            turns: Arc::new(Semaphore::new(config.max_turns_in_flight)),
+            config: config.clone(),
+            errors,
+        });
+        let subjects = &config.subjects;
+        let mut routes: Vec<(String, String, Route)> = Op::ALL
+            .into_iter()
+            .map(|op| (op.as_str().to_owned(), subjects.session_op_wildcard(op), Route::Session(op)))
+            .collect();
+        routes.push(("create".to_owned(), subjects.create(), Route::Create));
+        routes.push(("ping".to_owned(), subjects.ping(), Route::Ping));
+        let mut loops = Vec::with_capacity(routes.len());
+        for (name, subject, route) in routes {
+            let endpoint = service
+                .endpoint_builder()
+                .name(&name)
+                .add(subject)
+                .await
+                .map_err(|err| unavailable("could not subscribe a sessionbus endpoint", err))?;
+            loops.push(tokio::spawn(serve_endpoint(Arc::clone(&shared), endpoint, name, route)));
+        }
+        let info = service.info().await;
+        client
+            .request(format!("$SRV.PING.{SERVICE_NAME}.{}", info.id), Bytes::new())
+            .await
+            .map_err(|err| unavailable("the worker could not confirm its subscriptions with the server", err))?;
+        Ok(Self { fast: Arc::clone(&shared.fast), turns: Arc::clone(&shared.turns), service, loops, config })
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &str {
+        &self.config.worker_id
+    }
+
+    /// Stops taking requests, waits (up to `grace`) for the ones in flight, then stops
+    /// the service.
+    pub async fn shutdown(self, grace: Duration) {
+        for endpoint_loop in &self.loops {
+            endpoint_loop.abort();
+        }
+        let drained = async {
+            let fast = self.fast.acquire_many(self.config.max_fast_in_flight as u32).await;
+            let turns = self.turns.acquire_many(self.config.max_turns_in_flight as u32).await;
+            drop((fast, turns));
+        };
+        if tokio::time::timeout(grace, drained).await.is_err() {
+            tracing::warn!(?grace, "worker shutdown: requests still in flight after the grace period");
+        }
+        if let Err(err) = self.service.stop().await {
+            tracing::warn!(%err, "worker shutdown: stopping the service failed");
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Route {
+    Session(Op),
+    Create,
+    Ping,
+}
+
+async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
+    shared: Arc<Shared<H>>,
+    mut endpoint: service::endpoint::Endpoint,
+    name: String,
+    route: Route,
+) {
+    let is_turn = matches!(route, Route::Session(Op::StartTurn));
+    while let Some(request) = endpoint.next().await {
+        let semaphore = if is_turn { &shared.turns } else { &shared.fast };
+        let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
+            let error = PluginError::Unavailable(format!(
+                "sessionbus worker {} is overloaded ({} `{name}` requests in flight); retry shortly or add workers",
+                shared.config.worker_id,
+                if is_turn { shared.config.max_turns_in_flight } else { shared.config.max_fast_in_flight },
+            ));
+            record_error(&shared.errors, &name, ErrorCode::Unavailable, &error, true);
+            respond_error(&request, ErrorCode::Unavailable, &error).await;
+            continue;
+        };
+        let shared = Arc::clone(&shared);
+        let name = name.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let reply = handle(&shared, &request, route).await;
+            match reply {
+                Ok(body) => {
+                    if let Err(err) = request.respond(Ok(body)).await {
+                        tracing::debug!(%err, endpoint = name, "could not send a reply");
+                    }
+                }
+                Err((code, error)) => {
+                    record_error(&shared.errors, &name, code, &error, false);
+                    respond_error(&request, code, &error).await;
+                }
+            }
+        });
+    }
+}
+
+fn record_error(errors: &ErrorStats, endpoint: &str, code: ErrorCode, error: &PluginError, overloaded: bool) {
+    let mut errors = errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let entry = errors.entry(endpoint.to_owned()).or_default();
+    entry.errors += 1;
+    entry.overloaded += u64::from(overloaded);
+    *entry.by_code.entry(code.as_u16()).or_default() += 1;
+    entry.last_error = Some(wire::header_safe(error.message()));
+}
+
+async fn respond_error(request: &service::Request, code: ErrorCode, error: &PluginError) {
+    let (headers, body) = wire::error_reply(code, error);
+    if let Err(err) = request.respond_with_headers(Ok(body), headers).await {
+        tracing::debug!(%err, "could not send an error reply");
+    }
+}
+
+type Reply = Result<Bytes, (ErrorCode, PluginError)>;
+
+fn failed(error: PluginError) -> (ErrorCode, PluginError) {
+    (ErrorCode::for_error(&error), error)
+}
+
+fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
+    headers.and_then(|h| h.get(name)).map(|v| v.as_str())
+}
+
+async fn handle<H: SessionHost + ?Sized + 'static>(
+    shared: &Arc<Shared<H>>,
+    request: &service::Request,
+    route: Route,
+) -> Reply {
+    let message = &request.message;
+    let headers = message.headers.as_ref();
+    let request_id = header(headers, wire::REQUEST_ID)
+        .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok() && !id.contains('/'))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+    let limit = shared.client.server_info().max_payload.saturating_sub(REPLY_HEADROOM);
+    let body = with_request_id(request_id, async {
+        match route {
+            Route::Ping => wire::encode(&PingReply {
+                worker_id: shared.config.worker_id.clone(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            })
+            .map_err(failed),
+            Route::Create => {
+                let create: SessionCreateRequest = wire::decode_request("create", &message.payload).map_err(failed)?;
+                reply(shared.host.create_session(create).await)
+            }
+            Route::Session(op) => {
+                let (session_id, _) = shared.config.subjects.parse_session_op(&message.subject).map_err(failed)?;
+                handle_session_op(shared, request, op, &session_id, limit).await
+            }
+        }
+    })
+    .await?;
+    if body.len() > limit {
+        return Err((
+            ErrorCode::TooLarge,
+            PluginError::InvalidRequest(format!(
+                "payload too large: the reply is {} bytes; the server's max_payload is {limit} bytes",
+                body.len()
+            )),
+        ));
+    }
+    Ok(body)
+}
+
+/// Decodes the request body of `op`; malformed input is a 400.
+fn body<T: serde::de::DeserializeOwned>(op: Op, payload: &[u8]) -> Result<T, (ErrorCode, PluginError)> {
+    wire::decode_request(op.as_str(), payload).map_err(failed)
+}
+
+fn reply<T: Serialize>(result: Result<T, PluginError>) -> Reply {
+    wire::encode(&result.map_err(failed)?).map_err(failed)
+}
+
+async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
+    shared: &Arc<Shared<H>>,
+    request: &service::Request,
+    op: Op,
+    session_id: &str,
+    limit: usize,
+) -> Reply {
+    let host = &shared.host;
+    let payload = &request.message.payload;
+    match op {
+        Op::Snapshot => {
+            let _: Empty = body(op, payload)?;
+            let snapshot = host.snapshot_session(session_id).await.map_err(failed)?;
+            first_page(snapshot, limit)
+        }
+        Op::GraphPage => {
+            let page: GraphPageRequest = body(op, payload)?;
+            let snapshot = host.snapshot_session(session_id).await.map_err(failed)?;
+            graph_page(snapshot, page, limit)
+        }
+        Op::ToolCatalog => {
+            let ask: ToolCatalogRequest = body(op, payload)?;
+            let state = host.tool_state(session_id).await.map_err(failed)?;
+            let generation = state.generation;
+            if ask.if_generation == Some(generation) {
+                reply(Ok(ToolCatalogReply::Unchanged { generation, unchanged: true }))
+            } else {
+                reply(Ok(ToolCatalogReply::Full { generation, tools: state.catalog() }))
+            }
+        }
+        Op::ToolState => {
+            let _: Empty = body(op, payload)?;
+            reply(host.tool_state(session_id).await)
+        }
+        Op::ApplyToolState => {
+            let state: ToolState = body(op, payload)?;
+            reply(host.apply_tool_state(session_id, state).await.map(|generation| GenerationReply { generation }))
+        }
+        Op::SetToolMembership => {
+            let ask: MembershipRequest = body(op, payload)?;
+            reply(
+                host.set_tool_membership(session_id, &ask.tool_names, ask.present)
+                    .await
+                    .map(|generation| GenerationReply { generation }),
+            )
+        }
+        Op::Close => {
+            let _: Empty = body(op, payload)?;
+            reply(host.close_session(session_id).await.map(|()| Empty {}))
+        }
+        Op::AppendNodes => {
+            let append: AppendSessionNodesRequest = body(op, payload)?;
+            reply(host.append_session_nodes(session_id, append).await)
+        }
+        Op::Trace => {
+            let TraceRequest { mut context, event } = body(op, payload)?;
+            claim_trace_context(&mut context, session_id).map_err(failed)?;
+            reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
+        }
+        Op::StartTurn => {
+            let start: StartTurnRequest = body(op, payload)?;
+            let scope = start.scope.unwrap_or_else(|| ExecutionScope::turn(session_id, start.turn_id.clone()));
+            let turn = SessionTurnRequest::new(session_id, start.turn_id, start.input, scope).map_err(failed)?;
+            let wants_progress = header(request.message.headers.as_ref(), wire::PROGRESS) == Some("1");
+            let progress = wants_progress.then(|| request.message.reply.clone()).flatten().map(|reply| {
+                tokio::spawn(send_progress(shared.client.clone(), reply.to_string(), shared.config.progress_every))
+            });
+            let result = host.start_turn(turn).await;
+            if let Some(progress) = progress {
+                progress.abort();
+            }
+            reply(result)
+        }
+    }
+}
+
+/// Sends `Sessionbus-Status: 102` messages to `reply` until aborted.
+async fn send_progress(client: Client, reply: String, every: Duration) {
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        ticks.tick().await;
+        let mut headers = HeaderMap::new();
+        headers.insert(wire::STATUS, wire::STATUS_PROGRESS);
+        if client.publish_with_headers(reply.clone(), headers, Bytes::new()).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The snapshot reply: the whole snapshot when it fits, else the first page of its
+/// graph with `graph_next_seq`.
+fn first_page(mut snapshot: SessionSnapshot, limit: usize) -> Reply {
+    let body = wire::encode(&snapshot).map_err(failed)?;
+    if body.len() <= limit {
+        return Ok(body);
+    }
+    let nodes = std::mem::take(&mut snapshot.session_graph.nodes);
+    let overhead = wire::encode(&snapshot).map_err(failed)?.len() + 64;
+    let count = nodes_fitting(&nodes, 0, limit.saturating_sub(overhead));
+    let total = nodes.len();
+    snapshot.session_graph.nodes = nodes.into_iter().take(count).collect();
+    snapshot
+        .extra
+        .insert(wire::GRAPH_NEXT_SEQ.to_owned(), serde_json::Value::from((count < total).then_some(count as u64)));
+    wire::encode(&snapshot).map_err(failed)
+}
+
+fn graph_page(snapshot: SessionSnapshot, page: GraphPageRequest, limit: usize) -> Reply {
+    let nodes = snapshot.session_graph.nodes;
+    let start = usize::try_from(page.after_seq).unwrap_or(usize::MAX).min(nodes.len());
+    let by_size = nodes_fitting(&nodes, start, limit.saturating_sub(64));
+    let count = by_size.min(page.limit.max(1) as usize);
+    let end = start + count;
+    let next_seq = (end < nodes.len()).then_some(end as u64);
+    let nodes = nodes.into_iter().skip(start).take(count).collect();
+    reply(Ok(GraphPage { nodes, next_seq }))
+}
+
+/// How many nodes from `start` fit in `budget` bytes of JSON (at least one when any is left,
+/// so paging always progresses; a single node too large is refused by the size check).
+fn nodes_fitting(nodes: &[sessionbus_api::SessionNode], start: usize, budget: usize) -> usize {
+    let mut used = 0;
+    let mut count = 0;
+    for node in &nodes[start..] {
+        let size = serde_json::to_vec(node).map_or(usize::MAX, |b| b.len() + 1);
+        if count > 0 && used + size > budget {
+            break;
+        }
+        used = used.saturating_add(size);
+        count += 1;
+    }
+    count
+}
