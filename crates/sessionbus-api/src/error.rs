@@ -99,6 +99,17 @@ impl PluginError {
         Self::Session(format!("unknown session `{session_id}`"))
     }
 
+    /// `payload too large: <detail>`: a request or value that cannot fit in one NATS
+    /// message (answered with status 413 on the bus). Nothing was written.
+    pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {
+        Self::InvalidRequest(format!("payload too large: {detail}"))
+    }
+
+    /// True when this is the [`PluginError::payload_too_large`] answer.
+    pub fn is_payload_too_large(&self) -> bool {
+        matches!(self, Self::InvalidRequest(m) if m.starts_with("payload too large: "))
+    }
+
     /// True when this is the [`PluginError::unknown_session`] answer.
     pub fn is_unknown_session(&self) -> bool {
         matches!(self, Self::Session(m) if m.starts_with("unknown session `"))

@@ -101,6 +101,28 @@ impl BusClient {
         &self.inner.client
     }
 
+    /// Live events of one session (every stored write: meta, lease, graph, turn, tools, trace).
+    pub async fn events(&self, session_id: &str) -> Result<crate::events::EventStream, PluginError> {
+        self.subscribe_events(Some(&session_token(session_id)?)).await
+    }
+
+    /// Live events of every session.
+    pub async fn events_all(&self) -> Result<crate::events::EventStream, PluginError> {
+        self.subscribe_events(None).await
+    }
+
+    async fn subscribe_events(&self, token: Option<&str>) -> Result<crate::events::EventStream, PluginError> {
+        let subjects = self.inner.config.subjects.clone();
+        let subject = subjects.events(token);
+        let subscriber = self
+            .inner
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|err| PluginError::Unavailable(format!("could not subscribe to {subject}: {err}")))?;
+        Ok(crate::events::EventStream::new(subjects, subscriber))
+    }
+
     /// Asks any worker for readiness; answers once one serves every endpoint.
     pub async fn ping(&self) -> Result<PingReply, PluginError> {
         self.call(Target::Ping, &Empty {}).await
@@ -127,8 +149,8 @@ impl BusClient {
     fn check_size(&self, payload: &[u8]) -> Result<(), PluginError> {
         let limit = self.inner.client.server_info().max_payload;
         if payload.len() + 512 > limit {
-            return Err(PluginError::InvalidRequest(format!(
-                "payload too large: the request is {} bytes; the server's max_payload is {limit} bytes",
+            return Err(PluginError::payload_too_large(format_args!(
+                "the request is {} bytes; the server's max_payload is {limit} bytes",
                 payload.len()
             )));
         }
@@ -177,7 +199,7 @@ impl BusClient {
                             config.timeout
                         )),
                         async_nats::RequestErrorKind::MaxPayloadExceeded => {
-                            return Err(PluginError::InvalidRequest(format!("payload too large: {err}")));
+                            return Err(PluginError::payload_too_large(err));
                         }
                         _ => PluginError::Unavailable(format!("request on {subject} failed: {err}")),
                     });

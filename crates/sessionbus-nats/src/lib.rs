@@ -2,11 +2,15 @@
 //!
 //! - [`subjects`]: the subject scheme;
 //! - [`wire`]: headers, request and reply bodies, error replies;
-//! - [`jetstream::JetStreamHost`]: the durable host on JetStream.
+//! - [`client::BusClient`]: the traits over request/reply, for runtimes;
+//! - [`worker::Worker`]: serves any host's traits on the bus;
+//! - [`jetstream::JetStreamHost`]: the durable host on JetStream;
+//! - [`events`]: the typed stream of session events for watchers and dashboards.
 
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod events;
 pub mod jetstream;
 pub mod request_context;
 pub mod subjects;
@@ -14,6 +18,7 @@ pub mod wire;
 pub mod worker;
 
 pub use client::{BusClient, BusClientConfig};
-pub use jetstream::{JetStreamHost, JetStreamHostConfig};
+pub use events::{EventKind, EventStream, SessionEvent};
+pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
 pub use subjects::{DEFAULT_PREFIX, Op, Subjects};
 pub use worker::{Worker, WorkerConfig};

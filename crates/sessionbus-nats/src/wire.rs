@@ -171,6 +171,7 @@ impl ErrorCode {
     /// The code an error is answered with.
     pub fn for_error(error: &PluginError) -> Self {
         match error.kind() {
+            ErrorKind::InvalidRequest if error.is_payload_too_large() => Self::TooLarge,
             ErrorKind::InvalidRequest => Self::InvalidRequest,
             ErrorKind::Conflict => Self::Conflict,
             ErrorKind::Unavailable => Self::Unavailable,

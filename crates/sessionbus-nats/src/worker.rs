@@ -281,8 +281,8 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     if body.len() > limit {
         return Err((
             ErrorCode::TooLarge,
-            PluginError::InvalidRequest(format!(
-                "payload too large: the reply is {} bytes; the server's max_payload is {limit} bytes",
+            PluginError::payload_too_large(format_args!(
+                "the reply is {} bytes; the server's max_payload is {limit} bytes",
                 body.len()
             )),
         ));

@@ -54,7 +54,7 @@ impl JsError {
     pub(crate) fn into_plugin(self, what: &str) -> PluginError {
         match self {
             JsError::WrongLastSequence { .. } => PluginError::Conflict(format!("{what}: a concurrent write won")),
-            JsError::TooLarge(message) => PluginError::InvalidRequest(message),
+            JsError::TooLarge(message) => PluginError::payload_too_large(message),
             JsError::NoStream => PluginError::Unavailable(format!(
                 "{what}: JetStream has no leader for the sessionbus streams (is JetStream enabled, and is the \
                  cluster electing a leader?)"
@@ -174,7 +174,7 @@ fn api_error(error: ApiError) -> JsError {
         ERR_SUBJECT_IN_FLIGHT | ERR_MSG_ID_IN_FLIGHT => JsError::InFlight,
         ERR_BATCH_DUPLICATE => JsError::BatchDuplicate,
         10059 => JsError::NoStream,
-        10054 => JsError::TooLarge(format!("payload too large: {}", error.description)),
+        10054 => JsError::TooLarge(error.description),
         code => JsError::Other(format!("{} (error {code})", error.description)),
     }
 }
@@ -204,9 +204,7 @@ impl JetStreamApi {
             Err(err) => Err(match err.kind() {
                 async_nats::RequestErrorKind::NoResponders => JsError::NoStream,
                 async_nats::RequestErrorKind::TimedOut => JsError::TimedOut,
-                async_nats::RequestErrorKind::MaxPayloadExceeded => {
-                    JsError::TooLarge(format!("payload too large for the server: {err}"))
-                }
+                async_nats::RequestErrorKind::MaxPayloadExceeded => JsError::TooLarge(err.to_string()),
                 _ => JsError::Other(err.to_string()),
             }),
         }

@@ -70,8 +70,8 @@ impl JetStreamHost {
     }
 
     pub(super) fn too_large(&self, what: &str, size: usize) -> PluginError {
-        PluginError::InvalidRequest(format!(
-            "payload too large: {what} is {size} bytes; the server's max_payload is {} bytes",
+        PluginError::payload_too_large(format_args!(
+            "{what} is {size} bytes; the server's max_payload is {} bytes",
             self.max_payload()
         ))
     }
@@ -358,8 +358,8 @@ impl JetStreamHost {
             writes.push(Write::new(subjects.graph(&token), encode(&record)?, format!("{request_id}/{}", index + 1)));
         }
         if writes.len() > 1000 {
-            return Err(PluginError::InvalidRequest(format!(
-                "payload too large: the start point's graph needs {} messages; a create batch holds at most 1000",
+            return Err(PluginError::payload_too_large(format_args!(
+                "the start point's graph needs {} messages; a create batch holds at most 1000",
                 writes.len()
             )));
         }

@@ -57,10 +57,7 @@ impl JetStreamHost {
         let payload = super::records::encode(&state)?;
         let limit = self.max_payload();
         if payload.len() + 256 > limit {
-            return Err(PluginError::InvalidRequest(format!(
-                "payload too large: the tool state is {} bytes; the server's max_payload is {limit} bytes",
-                payload.len()
-            )));
+            return Err(self.too_large("the tool state", payload.len()));
         }
         let write = Write::new(key_subject(&token), payload, msg_id.clone()).expect(expected, None);
         match self.inner.api.publish(&write).await {

@@ -139,3 +139,34 @@ pub async fn bus_over_memory(executor: Arc<dyn TurnExecutor>) -> Kept<BusClient>
     let client = client_on(&server).await;
     Kept { host: client, keep: Arc::new(BusParts { workers: vec![worker], server }) }
 }
+
+/// A JetStreamHost with its own connection and config.
+pub async fn jetstream_host_with(
+    server: &NatsServer,
+    executor: Arc<dyn TurnExecutor>,
+    config: JetStreamHostConfig,
+) -> JetStreamHost {
+    let client = server.client().await.expect("connect");
+    JetStreamHost::connect(client, executor, config).await.expect("host")
+}
+
+/// An executor that sleeps, then echoes.
+pub struct SlowExecutor(pub std::time::Duration);
+
+#[async_trait::async_trait]
+impl TurnExecutor for SlowExecutor {
+    async fn run(&self, context: sessionbus_api::TurnContext) -> Result<sessionbus_api::TurnOutput, PluginError> {
+        tokio::time::sleep(self.0).await;
+        sessionbus_api::EchoExecutor.run(context).await
+    }
+}
+
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+pub async fn create_root(host: &impl SessionLifecycleService) -> String {
+    let id = new_id();
+    host.create_session(SessionCreateRequest::root(Some(id.clone()))).await.expect("create session");
+    id
+}

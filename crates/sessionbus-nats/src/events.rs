@@ -1,0 +1,119 @@
+//! Session events: one per stored write, republished by JetStream from the state
+//! stream, the tools bucket and the trace stream onto `<prefix>.events.<sid>.<kind>`.
+//! An acknowledged write always yields its event; a watcher that missed some can
+//! replay them from the streams.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use async_nats::Subscriber;
+use bytes::Bytes;
+use futures::Stream;
+use sessionbus_api::ids;
+
+use crate::subjects::Subjects;
+
+/// What kind of write an event reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// The session's meta (created, closed, turn committed).
+    Meta,
+    /// The turn lease (taken, renewed, released, closed).
+    Lease,
+    /// Nodes appended to the graph.
+    Graph,
+    /// A turn ledger record (running, completed, failed).
+    Turn {
+        /// The turn.
+        turn_id: String,
+    },
+    /// The tool state changed.
+    Tools,
+    /// A trace record was stored.
+    Trace,
+}
+
+impl EventKind {
+    /// A short name (`meta`, `lease`, `graph`, `turn`, `tools`, `trace`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::Meta => "meta",
+            EventKind::Lease => "lease",
+            EventKind::Graph => "graph",
+            EventKind::Turn { .. } => "turn",
+            EventKind::Tools => "tools",
+            EventKind::Trace => "trace",
+        }
+    }
+}
+
+/// One event: which session, what kind, where it is stored, and the stored body.
+#[derive(Clone, Debug)]
+pub struct SessionEvent {
+    /// The session.
+    pub session_id: String,
+    /// What was written.
+    pub kind: EventKind,
+    /// The stream the write is stored in (`Nats-Stream`).
+    pub stream: Option<String>,
+    /// Its sequence there (`Nats-Sequence`).
+    pub sequence: Option<u64>,
+    /// The stored message body (JSON).
+    pub payload: Bytes,
+}
+
+impl SessionEvent {
+    /// Parses a republished message; `None` for subjects that are not session events.
+    pub fn parse(subjects: &Subjects, message: &async_nats::Message) -> Option<Self> {
+        let rest = message.subject.strip_prefix(subjects.prefix())?.strip_prefix(".events.")?;
+        let mut parts = rest.splitn(3, '.');
+        let session_id = ids::decode_id("session id", parts.next()?).ok()?;
+        let kind = match (parts.next()?, parts.next()) {
+            ("meta", None) => EventKind::Meta,
+            ("lease", None) => EventKind::Lease,
+            ("graph", None) => EventKind::Graph,
+            ("tools", None) => EventKind::Tools,
+            ("trace", None) => EventKind::Trace,
+            ("turn", Some(token)) => EventKind::Turn { turn_id: ids::decode_id("turn id", token).ok()? },
+            _ => return None,
+        };
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        Some(Self {
+            session_id,
+            kind,
+            stream: header("Nats-Stream"),
+            sequence: header("Nats-Sequence").and_then(|s| s.parse().ok()),
+            payload: message.payload.clone(),
+        })
+    }
+}
+
+/// A live stream of [`SessionEvent`]s (messages that are not session events are skipped).
+pub struct EventStream {
+    subjects: Subjects,
+    subscriber: Subscriber,
+}
+
+impl EventStream {
+    pub(crate) fn new(subjects: Subjects, subscriber: Subscriber) -> Self {
+        Self { subjects, subscriber }
+    }
+}
+
+impl Stream for EventStream {
+    type Item = SessionEvent;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            match Pin::new(&mut self.subscriber).poll_next(cx) {
+                Poll::Ready(Some(message)) => {
+                    if let Some(event) = SessionEvent::parse(&self.subjects, &message) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
