@@ -8,11 +8,13 @@
 //! - `turns.rs`: leases, the ledger and the atomic turn commit;
 //! - `api.rs`: raw JetStream publishes, batches and leader reads with full error codes;
 //! - `view.rs`: the bounded per-session cache;
-//! - `layout.rs`: the bucket and streams.
+//! - `layout.rs`: the bucket and streams;
+//! - `registry.rs`: listing sessions for operators.
 
 mod api;
 mod layout;
 mod records;
+mod registry;
 mod sessions;
 mod tools;
 mod turns;
@@ -29,6 +31,7 @@ use sessionbus_api::{
 };
 
 pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
+pub use registry::{SessionSummary, describe_session, list_sessions};
 
 use crate::subjects::Subjects;
 use api::JetStreamApi;

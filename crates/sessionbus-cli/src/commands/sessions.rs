@@ -1,0 +1,116 @@
+//! `sessionbus sessions [list | show <id>]`: sessions from the registry.
+
+use clap::{Args, Subcommand};
+use sessionbus_api::SessionStateService;
+use sessionbus_nats::jetstream::{describe_session, list_sessions};
+use sessionbus_nats::{BusClient, BusClientConfig};
+
+use crate::connect::{CliError, ConnectionArgs};
+use crate::output;
+
+/// Options of `sessions`.
+#[derive(Args, Debug)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    pub action: Option<SessionsAction>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// What to show.
+#[derive(Subcommand, Debug)]
+pub enum SessionsAction {
+    /// Every session: status, turns, tokens (the default).
+    List,
+    /// One session: status, turns, leaf, graph size, tools.
+    Show {
+        /// The session id.
+        session_id: String,
+    },
+}
+
+/// Lists or shows sessions.
+pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), CliError> {
+    let nats = connection.connect("sessionbus-sessions").await?;
+    let subjects = connection.subjects();
+    match args.action.unwrap_or(SessionsAction::List) {
+        SessionsAction::List => {
+            let sessions = list_sessions(&nats, &subjects).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&sessions).unwrap_or_default());
+                return Ok(());
+            }
+            let mut table = output::table(["session", "parent", "status", "turns", "tokens", "created"]);
+            for s in &sessions {
+                table.add_row(vec![
+                    s.session_id.clone(),
+                    s.parent_session_id.clone().unwrap_or_default(),
+                    if s.closed { "closed".into() } else { "open".into() },
+                    s.turn_index.to_string(),
+                    s.tokens.to_string(),
+                    s.created_at.clone(),
+                ]);
+            }
+            println!("{table}");
+            println!("{} sessions", sessions.len());
+        }
+        SessionsAction::Show { session_id } => {
+            let summary = describe_session(&nats, &subjects, &session_id)
+                .await?
+                .ok_or_else(|| CliError::Other(format!("unknown session `{session_id}`")))?;
+            let client = BusClient::new(nats, BusClientConfig { subjects, ..Default::default() });
+            let snapshot = client.snapshot_session(&session_id).await?;
+            let tools = client.tool_state(&session_id).await?;
+            let members: Vec<String> = tools
+                .iter()
+                .filter(|(_, e)| e.is_member() && !e.is_orphaned())
+                .map(|(_, e)| e.manifest().name.clone())
+                .collect();
+            if args.json {
+                let value = serde_json::json!({
+                    "session": summary,
+                    "leaf_node_id": snapshot.session_graph.leaf_node_id,
+                    "nodes": snapshot.session_graph.nodes.len(),
+                    "tool_generation": tools.generation,
+                    "tools": tools.iter().count(),
+                    "member_tools": members,
+                });
+                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                return Ok(());
+            }
+            let mut table = output::table(["field", "value"]);
+            table.add_row(vec!["session".to_owned(), summary.session_id.clone()]);
+            table.add_row(vec!["parent".to_owned(), summary.parent_session_id.clone().unwrap_or_else(|| "-".into())]);
+            table.add_row(vec!["status".to_owned(), if summary.closed { "closed".into() } else { "open".into() }]);
+            table.add_row(vec!["turns".to_owned(), snapshot.turn_index.to_string()]);
+            table.add_row(vec![
+                "tokens (in/out)".to_owned(),
+                format!("{}/{}", snapshot.token_usage.input_tokens, snapshot.token_usage.output_tokens),
+            ]);
+            table.add_row(vec!["graph nodes".to_owned(), snapshot.session_graph.nodes.len().to_string()]);
+            table.add_row(vec![
+                "leaf".to_owned(),
+                snapshot.session_graph.leaf_node_id.clone().unwrap_or_else(|| "-".into()),
+            ]);
+            table.add_row(vec![
+                "tools".to_owned(),
+                format!("{} registered, {} members: {}", tools.iter().count(), members.len(), members.join(", ")),
+            ]);
+            table.add_row(vec!["tool generation".to_owned(), tools.generation.to_string()]);
+            table.add_row(vec!["created".to_owned(), summary.created_at.clone()]);
+            println!("{table}");
+            let mut recent = output::table(["node", "kind", "text"]);
+            for node in snapshot.session_graph.nodes.iter().rev().take(5).rev() {
+                let kind = match &node.body {
+                    sessionbus_api::SessionNodeBody::Event { .. } => "event".to_owned(),
+                    sessionbus_api::SessionNodeBody::Plugin { plugin_type, .. } => format!("plugin {plugin_type}"),
+                };
+                let text: String = node.conversation_text().unwrap_or_default().chars().take(60).collect();
+                recent.add_row(vec![node.node_id.clone(), kind, text]);
+            }
+            println!("last nodes\n{recent}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! `sessionbus status`: the workers on the bus, found through `$SRV.INFO` / `$SRV.STATS`.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use clap::Args;
+use futures::StreamExt as _;
+use serde_json::Value;
+use sessionbus_nats::worker::SERVICE_NAME;
+use sessionbus_nats::{BusClient, BusClientConfig};
+
+use crate::connect::{CliError, ConnectionArgs};
+use crate::output;
+
+/// Options of `status`.
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    /// Readiness probe: exit 0 when a worker answers `<prefix>.ping`, print nothing else.
+    #[arg(long)]
+    pub ping: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How long to collect answers, in milliseconds.
+    #[arg(long, default_value_t = 750)]
+    pub wait_ms: u64,
+}
+
+/// Collects every answer to `subject` for `wait`.
+async fn gather(nats: &async_nats::Client, subject: String, wait: Duration) -> Result<Vec<Value>, CliError> {
+    let inbox = nats.new_inbox();
+    let mut replies = nats.subscribe(inbox.clone()).await.map_err(|e| CliError::Other(format!("subscribe: {e}")))?;
+    nats.publish_with_reply(subject, inbox, Bytes::new())
+        .await
+        .map_err(|e| CliError::Other(format!("publish: {e}")))?;
+    let mut answers = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(value) = serde_json::from_slice(&message.payload) {
+            answers.push(value);
+        }
+    }
+    Ok(answers)
+}
+
+/// Prints the workers and their per-endpoint statistics.
+pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), CliError> {
+    let nats = connection.connect("sessionbus-status").await?;
+    if args.ping {
+        let client = BusClient::new(
+            nats,
+            BusClientConfig { subjects: connection.subjects(), attempts: 1, ..Default::default() },
+        );
+        let reply = client.ping().await?;
+        println!("ready: worker {} (sessionbus {})", reply.worker_id, reply.version);
+        return Ok(());
+    }
+    let wait = Duration::from_millis(args.wait_ms);
+    let stats = gather(&nats, format!("$SRV.STATS.{SERVICE_NAME}"), wait).await?;
+    if stats.is_empty() {
+        return Err(CliError::Other(format!(
+            "no sessionbus worker answered $SRV.STATS.{SERVICE_NAME}: start one with `sessionbus worker` (or `sessionbus up`)"
+        )));
+    }
+    let infos = gather(&nats, format!("$SRV.INFO.{SERVICE_NAME}"), wait).await?;
+    if args.json {
+        println!("{}", serde_json::json!({"stats": stats, "info": infos}));
+        return Ok(());
+    }
+    let worker_of = |id: &str| {
+        infos
+            .iter()
+            .find(|info| info["id"] == id)
+            .and_then(|info| info["metadata"]["worker_id"].as_str())
+            .unwrap_or(id)
+            .to_owned()
+    };
+    let mut table = output::table(["worker", "version", "endpoint", "requests", "errors", "avg ms"]);
+    let (mut requests, mut errors) = (0u64, 0u64);
+    for worker in &stats {
+        let id = worker["id"].as_str().unwrap_or("?");
+        let name = worker_of(id);
+        let short: String = name.chars().take(8).collect();
+        for endpoint in worker["endpoints"].as_array().into_iter().flatten() {
+            let count = endpoint["num_requests"].as_u64().unwrap_or(0);
+            let failed =
+                endpoint["num_errors"].as_u64().unwrap_or(0) + endpoint["data"]["errors"].as_u64().unwrap_or(0);
+            requests += count;
+            errors += failed;
+            let average_ms = endpoint["average_processing_time"].as_u64().unwrap_or(0) as f64 / 1e6;
+            table.add_row(vec![
+                short.clone(),
+                worker["version"].as_str().unwrap_or("?").to_owned(),
+                endpoint["name"].as_str().unwrap_or("?").to_owned(),
+                count.to_string(),
+                failed.to_string(),
+                format!("{average_ms:.3}"),
+            ]);
+        }
+    }
+    println!("{table}");
+    println!("{} workers, {requests} requests, {errors} errors", stats.len());
+    Ok(())
+}

@@ -1,0 +1,83 @@
+//! `sessionbus up`: the whole bus on one machine, with one command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::worker::{WorkerArgs, start_worker};
+use crate::connect::{CliError, ConnectionArgs};
+use crate::embedded::{EmbeddedConfig, EmbeddedServer, default_data_dir};
+use crate::output;
+
+/// Options of `up`.
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Interface of the embedded nats-server.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Client port of the embedded nats-server.
+    #[arg(long, default_value_t = 4222)]
+    pub port: u16,
+    /// Monitoring (HTTP) port of the embedded nats-server; 0 turns it off.
+    #[arg(long, default_value_t = 8222)]
+    pub http_port: u16,
+    /// Where the embedded server keeps its JetStream data.
+    #[arg(long, env = "SESSIONBUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+}
+
+/// Starts the server (unless NATS_URL is set) and a worker; runs until Ctrl-C.
+pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliError> {
+    let (mut server, url) = match connection.url() {
+        Some(url) => (None, url.to_owned()),
+        None => {
+            let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            let server = EmbeddedServer::start(EmbeddedConfig {
+                host: args.host.clone(),
+                port: args.port,
+                http_port: args.http_port,
+                data_dir,
+            })?;
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let client = connection.connect_to(&url, "sessionbus-up").await?;
+    let (worker, _host) = start_worker(client, &args.worker, connection.subjects()).await?;
+    let mut table = output::table(["what", "where"]);
+    table.add_row(vec!["NATS clients".to_owned(), url.clone()]);
+    if let Some(server) = &server {
+        let config = server.config();
+        if config.http_port != 0 {
+            table.add_row(vec!["NATS monitoring".to_owned(), format!("http://{}:{}", config.host, config.http_port)]);
+        }
+        table.add_row(vec!["JetStream data".to_owned(), config.data_dir.display().to_string()]);
+    } else {
+        table.add_row(vec!["NATS server".to_owned(), "external (NATS_URL)".to_owned()]);
+    }
+    table.add_row(vec![
+        "requests".to_owned(),
+        format!("{}.session.<sid>.<op>, {0}.create, {0}.ping", connection.prefix),
+    ]);
+    table.add_row(vec!["events".to_owned(), format!("{}.events.<sid>.<kind>", connection.prefix)]);
+    table.add_row(vec!["worker".to_owned(), format!("{} (executor {:?})", worker.id(), args.worker.executor)]);
+    let traces = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
+        Ok(endpoint) => format!("stored in SESSIONBUS_TRACE; OTLP endpoint {endpoint} (run the exporter)"),
+        Err(_) => "stored in SESSIONBUS_TRACE (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)".to_owned(),
+    };
+    table.add_row(vec!["traces".to_owned(), traces]);
+    println!("sessionbus is up\n{table}");
+    println!("try: NATS_URL={url} sessionbus demo   (Ctrl-C here to stop)");
+    super::shutdown_signal().await;
+    println!("stopping: draining the worker");
+    worker.shutdown(Duration::from_secs(30)).await;
+    if let Some(server) = server.as_mut() {
+        println!("stopping: nats-server");
+        server.stop();
+    }
+    println!("stopped");
+    Ok(())
+}

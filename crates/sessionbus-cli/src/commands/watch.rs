@@ -1,0 +1,103 @@
+//! `sessionbus watch [<session-id>]`: a live tail of session events.
+
+use clap::Args;
+use futures::StreamExt as _;
+use serde_json::Value;
+use sessionbus_nats::{BusClient, BusClientConfig, EventKind, SessionEvent};
+
+use crate::connect::{CliError, ConnectionArgs};
+
+/// Options of `watch`.
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    /// Only this session (every session when absent).
+    pub session_id: Option<String>,
+    /// One JSON object per line, for machines.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<u64>,
+}
+
+/// Prints events until Ctrl-C (or `--count`).
+pub async fn run(connection: &ConnectionArgs, args: WatchArgs) -> Result<(), CliError> {
+    let nats = connection.connect("sessionbus-watch").await?;
+    let client = BusClient::new(nats, BusClientConfig { subjects: connection.subjects(), ..Default::default() });
+    let mut events = match &args.session_id {
+        Some(session_id) => client.events(session_id).await?,
+        None => client.events_all().await?,
+    };
+    client.nats().flush().await.map_err(|e| CliError::Other(format!("could not subscribe: {e}")))?;
+    eprintln!("watching {} (Ctrl-C to stop)", args.session_id.as_deref().unwrap_or("every session"));
+    let mut seen = 0u64;
+    let stop = super::shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        let event = tokio::select! {
+            event = events.next() => match event { Some(event) => event, None => break },
+            _ = &mut stop => break,
+        };
+        println!("{}", if args.json { json_line(&event) } else { text_line(&event) });
+        seen += 1;
+        if args.count.is_some_and(|count| seen >= count) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+fn body(event: &SessionEvent) -> Value {
+    serde_json::from_slice(&event.payload).unwrap_or(Value::Null)
+}
+
+fn json_line(event: &SessionEvent) -> String {
+    let turn_id = match &event.kind {
+        EventKind::Turn { turn_id } => Some(turn_id.clone()),
+        _ => None,
+    };
+    serde_json::json!({
+        "session_id": event.session_id,
+        "kind": event.kind.name(),
+        "turn_id": turn_id,
+        "stream": event.stream,
+        "sequence": event.sequence,
+        "body": body(event),
+    })
+    .to_string()
+}
+
+fn text_line(event: &SessionEvent) -> String {
+    let body = body(event);
+    let summary = match &event.kind {
+        EventKind::Meta => format!("turns={} closed={}", body["turn_index"], body["closed"].as_bool().unwrap_or(false)),
+        EventKind::Lease => match body["state"].as_str() {
+            Some("held") => format!("held for turn {}", body["turn_id"].as_str().unwrap_or("?")),
+            Some(state) => state.to_owned(),
+            None => "?".to_owned(),
+        },
+        EventKind::Graph => {
+            let nodes = body["nodes"].as_array().map_or(0, Vec::len);
+            format!("+{nodes} nodes, leaf {}", body["leaf"].as_str().unwrap_or("-"))
+        }
+        EventKind::Turn { turn_id } => format!("turn {turn_id} {}", body["status"].as_str().unwrap_or("?")),
+        EventKind::Tools => {
+            let tools = body["tools"].as_object();
+            let members = tools.map_or(0, |t| t.values().filter(|e| e["member"].as_bool() != Some(false)).count());
+            format!(
+                "{} tools, {members} members, generation {}",
+                tools.map_or(0, |t| t.len()),
+                event.sequence.unwrap_or(0)
+            )
+        }
+        EventKind::Trace => {
+            format!("{} {}", body["type"].as_str().unwrap_or("?"), body["context"]["turn_id"].as_str().unwrap_or(""))
+        }
+    };
+    format!(
+        "{:>8}  {:<40}  {:<6}  {summary}",
+        event.sequence.map(|s| s.to_string()).unwrap_or_default(),
+        event.session_id,
+        event.kind.name()
+    )
+}

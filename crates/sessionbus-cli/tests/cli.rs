@@ -1,0 +1,197 @@
+//! The `sessionbus` binary against real nats-servers: up, worker, demo, sessions,
+//! watch, status.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sessionbus_testkit::NatsServer;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sessionbus");
+
+/// A child process killed on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sessionbus(url: &str) -> Command {
+    let mut command = Command::new(BIN);
+    command.env("NATS_URL", url).env_remove("OTEL_EXPORTER_OTLP_ENDPOINT").env("RUST_LOG", "warn");
+    command
+}
+
+fn run(url: &str, args: &[&str]) -> Output {
+    sessionbus(url).args(args).output().expect("run sessionbus")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn start_worker(url: &str) -> Running {
+    let mut child =
+        sessionbus(url).args(["worker"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn worker");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let ready = lines.next().expect("a line").expect("readable");
+    assert!(ready.contains("ready"), "{ready}");
+    Running(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port()
+}
+
+fn signal(pid: u32, name: &str) {
+    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn up_serves_and_stops_cleanly_leaving_no_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let data_dir = dir.path().join("data");
+    let mut child = Command::new(BIN)
+        .args(["up", "--port", &port.to_string(), "--http-port", "0", "--data-dir"])
+        .arg(&data_dir)
+        .env_remove("NATS_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("NATS_SERVER_BIN", sessionbus_testkit::find_nats_server().expect("nats-server installed"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn up");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut banner = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !banner.contains("try: NATS_URL=") && Instant::now() < deadline {
+        let mut line = String::new();
+        if out.read_line(&mut line).expect("read") == 0 {
+            break;
+        }
+        banner.push_str(&line);
+    }
+    if !banner.contains("sessionbus is up") {
+        let mut errors = String::new();
+        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut errors));
+        panic!("`up` did not come up: {banner}\n{errors}");
+    }
+    assert!(banner.contains(&format!("nats://127.0.0.1:{port}")), "{banner}");
+
+    let url = format!("nats://127.0.0.1:{port}");
+    let status = run(&url, &["status", "--ping"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let pinged = runtime.block_on(async {
+        let client = async_nats::connect(&url).await.expect("connect");
+        client.request("$SRV.PING.sessionbus", bytes::Bytes::new()).await
+    });
+    assert!(pinged.is_ok(), "$SRV.PING must answer: {pinged:?}");
+
+    signal(child.id(), "INT");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let exit = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "`up` did not stop within 30 s of Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    assert!(exit.success(), "{exit}: {rest}");
+    assert!(rest.contains("stopped"), "{rest}");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the embedded nats-server is still listening");
+    let leftover = Command::new("pgrep").arg("-f").arg(data_dir.to_string_lossy().as_ref()).output().expect("pgrep");
+    assert!(leftover.stdout.is_empty(), "processes left behind: {}", stdout(&leftover));
+}
+
+#[test]
+fn demo_sessions_watch_and_status_against_a_worker() {
+    let server = NatsServer::start().expect("nats-server");
+    let url = server.url();
+    let _worker = start_worker(&url);
+
+    let mut watch = sessionbus(&url)
+        .args(["watch", "--json", "--count", "30"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn watch");
+    // `watch` prints its banner to stderr once subscribed.
+    let mut banner = String::new();
+    BufReader::new(watch.stderr.take().expect("stderr")).read_line(&mut banner).expect("banner");
+    assert!(banner.contains("watching"), "{banner}");
+
+    let demo =
+        run(&url, &["demo", "--sessions", "2", "--children", "1", "--turns", "2", "--toggles", "4", "--appends", "4"]);
+    let summary = stdout(&demo);
+    assert!(demo.status.success(), "{summary}\n{}", String::from_utf8_lossy(&demo.stderr));
+    assert!(summary.contains(", 0 errors,"), "{summary}");
+    assert!(summary.contains("start_turn") && summary.contains("p99 ms"), "{summary}");
+
+    let watch = Running(watch);
+    let mut watched = String::new();
+    let mut child = watch;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.0.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "watch did not see 30 events");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.0.stdout.take().expect("stdout").read_to_string(&mut watched).expect("read");
+    let events: Vec<serde_json::Value> = watched.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
+    assert_eq!(events.len(), 30);
+    assert!(events.iter().all(|e| e["session_id"].as_str().is_some_and(|s| s.starts_with("demo-"))));
+    assert!(events.iter().any(|e| e["kind"] == "meta") && events.iter().any(|e| e["kind"] == "tools"));
+
+    let listed = run(&url, &["sessions", "--json"]);
+    let sessions: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).expect("json");
+    assert_eq!(sessions.len(), 4, "2 roots with 1 child each");
+    let child_session = sessions.iter().find(|s| s["parent_session_id"].is_string()).expect("a child");
+    assert_eq!(child_session["closed"], true);
+    assert_eq!(child_session["turn_index"], 2);
+    let id = child_session["session_id"].as_str().expect("id");
+    let shown = run(&url, &["sessions", "show", id]);
+    let shown = stdout(&shown);
+    assert!(shown.contains("closed") && shown.contains("graph nodes"), "{shown}");
+    let table = stdout(&run(&url, &["sessions"]));
+    assert!(table.contains("4 sessions"), "{table}");
+
+    let status = run(&url, &["status"]);
+    let status = stdout(&status);
+    assert!(status.contains("1 workers"), "{status}");
+    assert!(status.contains("start_turn") && status.contains("append_nodes"), "{status}");
+    let unknown = run(&url, &["sessions", "show", "no-such-session"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown session `no-such-session`"));
+}
+
+#[test]
+fn commands_without_a_bus_explain_what_to_do() {
+    let port = free_port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let output = run(&url, &["status"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("could not connect") && stderr.contains("sessionbus up"), "{stderr}");
+
+    let server = NatsServer::start().expect("nats-server");
+    let output = run(&server.url(), &["status", "--ping"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("start one with `sessionbus worker`"), "{stderr}");
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    for sub in ["up", "worker", "demo", "sessions", "watch", "status"] {
+        let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
+        assert!(output.status.success(), "{sub}");
+        assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");
+    }
+}
