@@ -11,6 +11,7 @@
 
 pub mod client;
 pub mod events;
+mod generations;
 pub mod jetstream;
 pub mod request_context;
 pub mod subjects;

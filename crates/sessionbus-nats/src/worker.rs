@@ -21,6 +21,7 @@ use sessionbus_api::{
 };
 use tokio::sync::Semaphore;
 
+use crate::generations::ToolGenerations;
 use crate::request_context::with_request_id;
 use crate::subjects::{Op, Subjects};
 use crate::wire::{
@@ -48,6 +49,10 @@ pub struct WorkerConfig {
     pub progress_every: Duration,
     /// This worker's id (in `ping` replies and the service metadata).
     pub worker_id: String,
+    /// Learn tool-state generations from JetStream's republished tool events, so an
+    /// unchanged catalog is answered without a JetStream read. Only for hosts whose
+    /// writes are republished (the JetStream host).
+    pub tool_events: bool,
 }
 
 impl Default for WorkerConfig {
@@ -58,6 +63,7 @@ impl Default for WorkerConfig {
             max_turns_in_flight: 32,
             progress_every: Duration::from_secs(2),
             worker_id: uuid::Uuid::new_v4().to_string(),
+            tool_events: false,
         }
     }
 }
@@ -80,6 +86,7 @@ struct Shared<H: ?Sized> {
     fast: Arc<Semaphore>,
     turns: Arc<Semaphore>,
     errors: ErrorStats,
+    generations: Option<ToolGenerations>,
 }
 
 /// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
@@ -119,7 +126,12 @@ impl Worker {
             .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
             .await
             .map_err(|err| unavailable("could not start the sessionbus service", err))?;
+        let generations = match config.tool_events {
+            true => Some(ToolGenerations::subscribe(&client, &config.subjects, 65_536).await?),
+            false => None,
+        };
         let shared = Arc::new(Shared {
+            generations,
             host,
             client: client.clone(),
             fast: Arc::new(Semaphore::new(config.max_fast_in_flight)),
@@ -321,8 +333,18 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
         }
         Op::ToolCatalog => {
             let ask: ToolCatalogRequest = body(op, payload)?;
+            let token = crate::subjects::session_token(session_id).map_err(failed)?;
+            if let (Some(generations), Some(asked)) = (&shared.generations, ask.if_generation) {
+                generations.sync().await;
+                if generations.get(&token) == Some(asked) {
+                    return reply(Ok(ToolCatalogReply::Unchanged { generation: asked, unchanged: true }));
+                }
+            }
             let state = host.tool_state(session_id).await.map_err(failed)?;
             let generation = state.generation;
+            if let Some(generations) = &shared.generations {
+                generations.observe(&token, generation);
+            }
             if ask.if_generation == Some(generation) {
                 reply(Ok(ToolCatalogReply::Unchanged { generation, unchanged: true }))
             } else {

@@ -285,3 +285,47 @@ async fn errors_keep_their_kind_across_the_wire() {
     let err = client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect_err("exists");
     assert_eq!(err, PluginError::Session(format!("session `{session}` already exists")));
 }
+
+/// An unchanged catalog costs one small round trip: the worker answers `unchanged`
+/// without reading JetStream, and the client reuses its `Arc`. A change made through
+/// another worker is seen at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchanged_catalog_costs_no_jetstream_read() {
+    let server = common::server();
+    let first = common::jetstream_worker_on(
+        &server,
+        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
+    )
+    .await;
+    let client = common::client_on(&server).await;
+    let session = common::create_root(&client).await;
+    let mut tools = ToolState::default();
+    tools.insert(ToolManifest::new("tool:bash", "bash", ""));
+    tools.insert(ToolManifest::new("tool:grep", "grep", ""));
+    client.apply_tool_state(&session, tools).await.expect("apply");
+    let catalog = client.shared_tool_catalog(&session).await.expect("catalog");
+    let watcher = server.client().await.expect("connect");
+    let mut reads = watcher.subscribe("$JS.API.STREAM.MSG.GET.>").await.expect("subscribe");
+    let mut direct = watcher.subscribe("$JS.API.DIRECT.GET.>").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    for _ in 0..20 {
+        let again = client.shared_tool_catalog(&session).await.expect("catalog");
+        assert!(Arc::ptr_eq(&catalog, &again));
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), reads.next()).await.is_err(),
+        "a JetStream read for an unchanged catalog"
+    );
+    assert!(tokio::time::timeout(Duration::from_millis(10), direct.next()).await.is_err());
+
+    let _second = common::jetstream_worker_on(
+        &server,
+        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
+    )
+    .await;
+    first.shutdown(Duration::from_secs(5)).await;
+    client.set_tool_membership(&session, &["grep".into()], false).await.expect("toggle through the other worker");
+    let changed = client.shared_tool_catalog(&session).await.expect("catalog");
+    assert!(!Arc::ptr_eq(&catalog, &changed));
+    assert_eq!(changed.len(), 1);
+}

@@ -75,6 +75,7 @@ pub async fn start_worker(
         subjects,
         max_fast_in_flight: args.concurrency.max(1),
         max_turns_in_flight: args.turns.max(1),
+        tool_events: true,
         ..WorkerConfig::default()
     };
     let worker = Worker::start(client, Arc::new(host.clone()), worker_config).await?;

@@ -110,6 +110,12 @@ pub async fn worker_on<H: SessionHost + 'static>(server: &NatsServer, host: Arc<
     Worker::start(client, host, WorkerConfig::default()).await.expect("worker")
 }
 
+/// A worker that learns tool generations from JetStream events (for JetStream hosts).
+pub async fn jetstream_worker_on(server: &NatsServer, host: Arc<JetStreamHost>) -> Worker {
+    let client = server.client().await.expect("connect");
+    Worker::start(client, host, WorkerConfig { tool_events: true, ..WorkerConfig::default() }).await.expect("worker")
+}
+
 pub async fn client_on(server: &NatsServer) -> BusClient {
     BusClient::new(server.client().await.expect("connect"), BusClientConfig::default())
 }
@@ -126,7 +132,7 @@ pub async fn bus_over_jetstream(executor: Arc<dyn TurnExecutor>, workers: usize)
     let mut started = Vec::new();
     for _ in 0..workers {
         let host = Arc::new(jetstream_host_on(&server, Arc::clone(&executor)).await);
-        started.push(worker_on(&server, host).await);
+        started.push(jetstream_worker_on(&server, host).await);
     }
     let client = client_on(&server).await;
     Kept { host: client, keep: Arc::new(BusParts { workers: started, server }) }
