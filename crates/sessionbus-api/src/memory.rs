@@ -123,9 +123,7 @@ impl SessionStateService for InMemoryHost {
     async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
         validate_session_id(session_id)?;
         let state = self.lock();
-        let mut snapshot = session(&state, session_id)?.snapshot.clone();
-        snapshot.tool_state_generation = state.tools.get(session_id).map(|tools| tools.generation);
-        Ok(snapshot)
+        Ok(session(&state, session_id)?.snapshot.clone())
     }
 
     async fn tool_catalog(&self, session_id: &str) -> Result<Vec<Value>, PluginError> {
@@ -266,9 +264,7 @@ impl SessionLifecycleService for InMemoryHost {
                         turn_id.clone(),
                         TurnRecord::Running { input: request.input().clone(), done: done.clone() },
                     );
-                    let mut snapshot = session.snapshot.clone();
-                    snapshot.tool_state_generation = state.tools.get(&session_id).map(|tools| tools.generation);
-                    (done, Some((sender, snapshot)))
+                    (done, Some((sender, session.snapshot.clone())))
                 }
             }
         };
@@ -321,7 +317,6 @@ impl InMemoryHost {
         let input = turn.input.clone();
         let outcome = self.inner.executor.run(TurnContext::new(turn, snapshot, sink)).await;
         let mut state = self.lock();
-        let tool_generation = state.tools.get(&session_id).map(|tools| tools.generation);
         let session = session_mut(&mut state, &session_id)?;
         session.running_turn = None;
         let output = match outcome {
@@ -334,8 +329,7 @@ impl InMemoryHost {
         chain_nodes(&mut session.snapshot.session_graph, output.nodes.clone());
         session.snapshot.turn_index += 1;
         session.snapshot.token_usage.add(&output.token_usage);
-        let mut state_after = session.snapshot.clone();
-        state_after.tool_state_generation = tool_generation;
+        let state_after = session.snapshot.clone();
         let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
         let assembled = output.assemble(state_after, started_at_ms, duration_ms);
         session.turns.insert(turn_id, TurnRecord::Completed { input, result: Box::new(assembled.clone()) });

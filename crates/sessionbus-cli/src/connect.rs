@@ -34,7 +34,7 @@ pub struct ConnectionArgs {
 /// Errors of the CLI, with what to do about them.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
-    /// No server to talk to.
+    /// No server to talk to (`url` has any credentials removed).
     #[error("could not connect to NATS at {url}: {source}. Is a server running? `sessionbus up` starts one.")]
     Connect { url: String, source: async_nats::ConnectError },
     /// A bus call failed.
@@ -68,12 +68,20 @@ impl ConnectionArgs {
         if self.tls {
             options = options.require_tls(true);
         }
-        let connect = options.connect(url);
+        let servers = url
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| part.parse::<async_nats::ServerAddr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|err| CliError::Other(format!("NATS_URL `{}` is not a valid server list: {err}", redact(url))))?;
+        let connect = options.connect(servers.as_slice());
         match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
             Ok(Ok(client)) => Ok(client),
-            Ok(Err(source)) => Err(CliError::Connect { url: url.to_owned(), source }),
+            Ok(Err(source)) => Err(CliError::Connect { url: redact(url), source }),
             Err(_) => Err(CliError::Other(format!(
-                "could not connect to NATS at {url} within 10 s. Is a server running? `sessionbus up` starts one."
+                "could not connect to NATS at {} within 10 s. Is a server running? `sessionbus up` starts one.",
+                redact(url)
             ))),
         }
     }
@@ -91,5 +99,29 @@ impl ConnectionArgs {
     /// The subjects of the bus.
     pub fn subjects(&self) -> sessionbus_nats::Subjects {
         sessionbus_nats::Subjects::new(self.prefix.clone())
+    }
+}
+
+/// `url` with any `user:password@` removed, for messages and logs.
+pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|server| match (server.find("://"), server.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &server[..scheme], &server[at + 1..]),
+            (None, Some(at)) => format!("***@{}", &server[at + 1..]),
+            _ => server.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn credentials_never_reach_messages() {
+        assert_eq!(redact("nats://u:secret@h:4222,nats://h2:4222"), "nats://***@h:4222,nats://h2:4222");
+        assert_eq!(redact("u:secret@h:4222"), "***@h:4222");
+        assert_eq!(redact("nats://h:4222"), "nats://h:4222");
     }
 }

@@ -14,6 +14,8 @@ pub const PINNED_VERSION: &str = "2.15.1";
 /// Where and how to run the embedded server.
 #[derive(Clone, Debug)]
 pub struct EmbeddedConfig {
+    /// Cluster membership, for a node of a local cluster.
+    pub cluster: Option<ClusterConfig>,
     /// Interface to listen on.
     pub host: String,
     /// Client port.
@@ -22,6 +24,17 @@ pub struct EmbeddedConfig {
     pub http_port: u16,
     /// JetStream store directory.
     pub data_dir: PathBuf,
+}
+
+/// One node's place in a local cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// This node's name.
+    pub name: String,
+    /// This node's route port.
+    pub port: u16,
+    /// Every node's route port (this one included).
+    pub routes: Vec<u16>,
 }
 
 /// A running child nats-server; stopped gracefully on drop.
@@ -146,8 +159,48 @@ fn render_config(config: &EmbeddedConfig) -> String {
     let store = config.data_dir.join("jetstream");
     let http =
         if config.http_port == 0 { String::new() } else { format!("http: \"{}:{}\"\n", config.host, config.http_port) };
+    let (name, cluster) = match &config.cluster {
+        None => ("sessionbus-embedded".to_owned(), String::new()),
+        Some(cluster) => {
+            let routes: Vec<String> = cluster.routes.iter().map(|p| format!("nats://{}:{p}", config.host)).collect();
+            let block = format!(
+                "cluster {{\n  name: sessionbus-local\n  listen: \"{}:{}\"\n  routes: [{}]\n}}\n",
+                config.host,
+                cluster.port,
+                routes.join(", ")
+            );
+            (cluster.name.clone(), block)
+        }
+    };
     format!(
-        "# written by `sessionbus up`\nserver_name: sessionbus-embedded\nlisten: \"{}:{}\"\n{http}max_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n}}\n",
+        "# written by sessionbus\nserver_name: {name}\nlisten: \"{}:{}\"\n{http}max_payload: 8MB\njetstream {{\n  store_dir: {store:?}\n}}\n{cluster}",
         config.host, config.port
     )
+}
+
+/// Starts a local cluster of `nodes` JetStream servers under `root`.
+pub fn start_cluster(root: &Path, nodes: usize) -> Result<Vec<EmbeddedServer>, CliError> {
+    let free_port = || {
+        std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| CliError::Other(format!("no free port: {e}")))
+    };
+    let client_ports = (0..nodes).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+    let route_ports = (0..nodes).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
+    let mut servers = Vec::with_capacity(nodes);
+    for index in 0..nodes {
+        servers.push(EmbeddedServer::start(EmbeddedConfig {
+            cluster: Some(ClusterConfig {
+                name: format!("node{}", index + 1),
+                port: route_ports[index],
+                routes: route_ports.clone(),
+            }),
+            host: "127.0.0.1".into(),
+            port: client_ports[index],
+            http_port: 0,
+            data_dir: root.join(format!("node{}", index + 1)),
+        })?);
+    }
+    Ok(servers)
 }

@@ -32,12 +32,29 @@ enum Command {
     Watch(commands::watch::WatchArgs),
     /// Show the workers on the bus and their per-endpoint statistics.
     Status(commands::status::StatusArgs),
+    /// Measure the bus against raw NATS in one run, on servers it starts itself.
+    Bench(commands::bench::BenchArgs),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     output::init_logging();
     let cli = Cli::parse();
+    let threads = std::env::var("SESSIONBUS_THREADS")
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, usize::from))
+        .max(1);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: could not start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => commands::up::run(&cli.connection, args).await,
         Command::Worker(args) => commands::worker::run(&cli.connection, args).await,
@@ -45,6 +62,7 @@ async fn main() -> std::process::ExitCode {
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
+        Command::Bench(args) => commands::bench::run(&cli.connection, args).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -53,6 +53,8 @@ type TurnRoutes = Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>;
 
 struct Inner {
     client: Client,
+    /// The server's `max_payload` when the client was made.
+    max_payload: usize,
     config: BusClientConfig,
     catalogs: CatalogCache,
     /// The wildcard inbox all turn replies arrive on, demultiplexed by request.
@@ -80,6 +82,7 @@ impl BusClient {
     pub fn new(client: Client, config: BusClientConfig) -> Self {
         Self {
             inner: Arc::new(Inner {
+                max_payload: client.server_info().max_payload,
                 client,
                 config,
                 catalogs: CatalogCache::new(4096),
@@ -147,7 +150,7 @@ impl BusClient {
     }
 
     fn check_size(&self, payload: &[u8]) -> Result<(), PluginError> {
-        let limit = self.inner.client.server_info().max_payload;
+        let limit = self.inner.max_payload;
         if payload.len() + 512 > limit {
             return Err(PluginError::payload_too_large(format_args!(
                 "the request is {} bytes; the server's max_payload is {limit} bytes",

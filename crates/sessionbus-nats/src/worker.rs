@@ -87,6 +87,8 @@ struct Shared<H: ?Sized> {
     turns: Arc<Semaphore>,
     errors: ErrorStats,
     generations: Option<ToolGenerations>,
+    /// The largest reply body that fits the server's `max_payload`.
+    reply_limit: usize,
 }
 
 /// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
@@ -131,6 +133,7 @@ impl Worker {
             false => None,
         };
         let shared = Arc::new(Shared {
+            reply_limit: client.server_info().max_payload.saturating_sub(REPLY_HEADROOM),
             generations,
             host,
             client: client.clone(),
@@ -271,7 +274,7 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     let request_id = header(headers, wire::REQUEST_ID)
         .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok() && !id.contains('/'))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
-    let limit = shared.client.server_info().max_payload.saturating_sub(REPLY_HEADROOM);
+    let limit = shared.reply_limit;
     let body = with_request_id(request_id, async {
         match route {
             Route::Ping => wire::encode(&PingReply {

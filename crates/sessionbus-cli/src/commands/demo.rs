@@ -107,8 +107,13 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
                 .and_then(|l| l.local_addr())
                 .map_err(|e| CliError::Other(format!("no free port: {e}")))?
                 .port();
-            let server =
-                EmbeddedServer::start(EmbeddedConfig { host: "127.0.0.1".into(), port, http_port: 0, data_dir })?;
+            let server = EmbeddedServer::start(EmbeddedConfig {
+                cluster: None,
+                host: "127.0.0.1".into(),
+                port,
+                http_port: 0,
+                data_dir,
+            })?;
             let url = server.url();
             let client = connection.connect_to(&url, "sessionbus-demo-worker").await?;
             let worker_args = WorkerArgs {

@@ -36,6 +36,7 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
             let server = EmbeddedServer::start(EmbeddedConfig {
+                cluster: None,
                 host: args.host.clone(),
                 port: args.port,
                 http_port: args.http_port,

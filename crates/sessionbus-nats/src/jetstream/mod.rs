@@ -53,6 +53,8 @@ pub struct JetStreamHostConfig {
     pub max_turn_duration: Duration,
     /// Sessions whose materialised state a host keeps in memory.
     pub cached_sessions: usize,
+    /// Graph nodes all cached sessions may hold together.
+    pub cached_nodes: usize,
     /// Timeout of one JetStream API call.
     pub api_timeout: Duration,
     /// How long transient JetStream failures (leader elections) are retried.
@@ -68,6 +70,7 @@ impl Default for JetStreamHostConfig {
             lease_renew_every: Duration::from_secs(5),
             max_turn_duration: Duration::from_secs(3600),
             cached_sessions: 1024,
+            cached_nodes: 200_000,
             api_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(15),
         }
@@ -83,6 +86,8 @@ struct Inner {
     holder: String,
     views: ViewCache,
     catalogs: CatalogCache,
+    /// The server's `max_payload`, read once at connect (it is a server setting).
+    max_payload: usize,
 }
 
 /// The durable host: implements the three traits on JetStream. Cheap to clone; clones
@@ -103,13 +108,15 @@ impl JetStreamHost {
     ) -> Result<Self, PluginError> {
         let context = async_nats::jetstream::new(client.clone());
         ensure_layout(&context, &config.subjects, &config.layout).await?;
+        let max_payload = client.server_info().max_payload;
         let api = JetStreamApi::new(client, config.api_timeout, config.retry_budget);
         Ok(Self {
             inner: Arc::new(Inner {
                 api,
                 context,
-                views: ViewCache::new(config.cached_sessions),
+                views: ViewCache::new(config.cached_sessions, config.cached_nodes),
                 catalogs: CatalogCache::new(config.cached_sessions),
+                max_payload,
                 holder: uuid::Uuid::new_v4().to_string(),
                 executor,
                 config,
@@ -135,7 +142,7 @@ impl JetStreamHost {
     }
 
     fn max_payload(&self) -> usize {
-        self.inner.api.client().server_info().max_payload
+        self.inner.max_payload
     }
 }
 

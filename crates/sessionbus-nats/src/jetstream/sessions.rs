@@ -79,10 +79,21 @@ impl JetStreamHost {
     /// Reads meta, lease and graph from the stream leader into `view`. `session_seq` is
     /// read first, so a write racing this refresh makes the next fenced write fail.
     pub(super) async fn refresh(&self, token: &str, view: &mut SessionView) -> Result<(), PluginError> {
+        let session_seq = self.session_seq(token).await?;
+        self.refresh_from(token, view, session_seq).await
+    }
+
+    /// The sequence of the last write to any subject of the session (0 when none).
+    async fn session_seq(&self, token: &str) -> Result<u64, PluginError> {
+        let subject = self.inner.config.subjects.state_session(token);
+        let last = self.inner.api.last(STATE_STREAM, &subject).await.map_err(js("reading a session"))?;
+        Ok(last.map_or(0, |m| m.seq))
+    }
+
+    /// [`Self::refresh`] with the session sequence already read (before calling this).
+    async fn refresh_from(&self, token: &str, view: &mut SessionView, session_seq: u64) -> Result<(), PluginError> {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
-        let session_last =
-            api.last(STATE_STREAM, &subjects.state_session(token)).await.map_err(js("reading a session"))?;
         let (meta_subject, lease_subject, graph_subject) =
             (subjects.meta(token), subjects.lease(token), subjects.graph(token));
         let (meta, lease, graph_last) = tokio::join!(
@@ -101,7 +112,7 @@ impl JetStreamHost {
         if let Some(last) = graph_last.map_err(js("reading a graph"))? {
             self.catch_up_graph(token, view, last).await?;
         }
-        view.session_seq = session_last.map_or(0, |m| m.seq);
+        view.session_seq = session_seq;
         view.loaded = true;
         Ok(())
     }
@@ -169,38 +180,23 @@ impl JetStreamHost {
     /// `snapshot_session`: meta and graph from the leader, caught up incrementally.
     pub(super) async fn snapshot(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
         let token = session_token(session_id)?;
+        // One leader read decides: when nothing was written to the session since the
+        // cached view was known to be current, the view answers.
+        let session_seq = self.session_seq(&token).await?;
+        if session_seq == 0 {
+            return Err(PluginError::unknown_session(session_id));
+        }
         let view_lock = self.inner.views.get(&token);
         let mut view = view_lock.lock().await;
-        let subjects = &self.inner.config.subjects;
-        let api = &self.inner.api;
-        let (state, tools) = tokio::join!(
-            async {
-                if !view.loaded {
-                    return self.refresh(&token, &mut view).await;
-                }
-                let (meta_subject, graph_subject) = (subjects.meta(&token), subjects.graph(&token));
-                let (meta, graph_last) =
-                    tokio::join!(api.last(STATE_STREAM, &meta_subject), api.last(STATE_STREAM, &graph_subject));
-                view.meta = meta
-                    .map_err(js("reading session meta"))?
-                    .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
-                    .transpose()?;
-                if let Some(last) = graph_last.map_err(js("reading a graph"))? {
-                    self.catch_up_graph(&token, &mut view, last).await?;
-                }
-                Ok(())
-            },
-            self.read_tool_state(session_id)
-        );
-        state?;
-        let generation = tools?.generation;
+        if !view.loaded || view.session_seq != session_seq {
+            self.refresh_from(&token, &mut view, session_seq).await?;
+        }
         let Some((_, meta)) = &view.meta else { return Err(PluginError::unknown_session(session_id)) };
         let mut snapshot = SessionSnapshot::new(session_id, meta.handle.policy.clone());
         snapshot.agent_frames = meta.agent_frames.clone();
         snapshot.current_agent_frame_id = meta.current_agent_frame_id.clone();
         snapshot.turn_index = meta.turn_index;
         snapshot.token_usage = meta.token_usage;
-        snapshot.tool_state_generation = (generation > 0).then_some(generation);
         snapshot.session_graph = view.graph();
         Ok(snapshot)
     }

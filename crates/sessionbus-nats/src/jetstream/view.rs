@@ -27,6 +27,8 @@ pub(crate) struct SessionView {
     active: HashSet<String>,
     /// Per graph record: its sequence, the node count after it, its request id.
     records: Vec<(u64, usize, String)>,
+    /// Record position by request id.
+    by_request: HashMap<String, usize>,
 }
 
 impl SessionView {
@@ -72,6 +74,7 @@ impl SessionView {
         } else {
             self.rebuild_active_path();
         }
+        self.by_request.insert(record.request_id.clone(), self.records.len());
         self.records.push((seq, self.nodes.len(), record.request_id));
         self.graph_seq = seq;
     }
@@ -90,7 +93,7 @@ impl SessionView {
 
     /// The node ids and leaf a stored request produced, when it is in the graph.
     pub(crate) fn result_of(&self, request_id: &str) -> Option<(Vec<String>, String)> {
-        let position = self.records.iter().rposition(|r| r.2 == request_id)?;
+        let position = *self.by_request.get(request_id)?;
         let start = position.checked_sub(1).map_or(0, |p| self.records[p].1);
         let end = self.records[position].1;
         let ids: Vec<String> = self.nodes[start..end].iter().map(|n| n.node_id.clone()).collect();
@@ -100,7 +103,7 @@ impl SessionView {
 
     /// The graph as it was right after the record of `request_id`, when it is stored.
     pub(crate) fn graph_as_of(&self, request_id: &str) -> Option<SessionGraph> {
-        let end = self.records.iter().rfind(|r| r.2 == request_id)?.1;
+        let end = self.records[*self.by_request.get(request_id)?].1;
         let nodes = self.nodes[..end].to_vec();
         let leaf_node_id = nodes.last().map(|n| n.node_id.clone());
         Some(SessionGraph { nodes, leaf_node_id })
@@ -112,15 +115,18 @@ impl SessionView {
 }
 
 /// The bounded set of cached session views, one async lock per session so one
-/// worker's calls to a session queue up instead of racing each other.
+/// worker's calls to a session queue up instead of racing each other. Bounded twice:
+/// by sessions, and by the nodes all views hold together (a few huge sessions must not
+/// take the memory of thousands of small ones).
 pub(crate) struct ViewCache {
     capacity: usize,
+    node_budget: usize,
     views: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SessionView>>>>,
 }
 
 impl ViewCache {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), views: Mutex::new(HashMap::new()) }
+    pub(crate) fn new(capacity: usize, node_budget: usize) -> Self {
+        Self { capacity: capacity.max(1), node_budget: node_budget.max(1), views: Mutex::new(HashMap::new()) }
     }
 
     /// The view of session token `token`, created empty when absent. When the cache
@@ -130,15 +136,23 @@ impl ViewCache {
         if let Some(view) = views.get(token) {
             return Arc::clone(view);
         }
-        if views.len() >= self.capacity {
-            let idle: Vec<String> = views
+        // Idle views (nobody holds them) are dropped while the cache is over either bound.
+        let held_nodes = |view: &Arc<tokio::sync::Mutex<SessionView>>| view.try_lock().map_or(0, |v| v.nodes.len());
+        let mut nodes: usize = views.values().map(held_nodes).sum();
+        if views.len() >= self.capacity || nodes > self.node_budget {
+            let idle: Vec<(String, usize)> = views
                 .iter()
                 .filter(|(_, view)| Arc::strong_count(view) == 1)
-                .map(|(key, _)| key.clone())
-                .take(views.len() + 1 - self.capacity)
+                .map(|(key, view)| (key.clone(), held_nodes(view)))
                 .collect();
-            for key in idle {
+            let mut count = views.len();
+            for (key, size) in idle {
+                if count < self.capacity && nodes <= self.node_budget {
+                    break;
+                }
                 views.remove(&key);
+                count -= 1;
+                nodes -= size;
             }
         }
         let view = Arc::new(tokio::sync::Mutex::new(SessionView::default()));
