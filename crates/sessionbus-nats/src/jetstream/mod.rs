@@ -217,6 +217,7 @@ impl SessionGraphService for JetStreamHost {
                 "a trace context must name its session (or the service must be bound to one)".to_string(),
             )
         })?;
-        self.publish_trace(&session_id, context, event).await
+        let request_id = crate::request_context::current_request_id();
+        self.publish_trace(&session_id, context, event, Some(&request_id)).await
     }
 }

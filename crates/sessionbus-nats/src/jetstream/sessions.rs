@@ -426,15 +426,22 @@ impl JetStreamHost {
     }
 
     /// `emit_trace_event`: `Ok` once the record is stored in `SESSIONBUS_TRACE`.
+    /// `request_id` is the bus request the record comes with: its record id (and so its
+    /// message id) is derived from it, so a resent request stores the record once.
+    /// Records a turn emits (several per run) pass `None` and get fresh ids.
     pub(super) async fn publish_trace(
         &self,
         session_id: &str,
         mut context: TraceContext,
         event: TraceEvent,
+        request_id: Option<&str>,
     ) -> Result<(), PluginError> {
         let token = session_token(session_id)?;
         claim_trace_context(&mut context, session_id)?;
-        let record = TraceRecord::new(context, event);
+        let mut record = TraceRecord::new(context, event);
+        if let Some(request_id) = request_id {
+            record.id = uuid::Uuid::new_v5(&NODE_ID_NAMESPACE, format!("{request_id}/trace").as_bytes()).to_string();
+        }
         let payload = encode(&record)?;
         if payload.len() > self.payload_limit() {
             return Err(self.too_large("the trace record", payload.len()));

@@ -62,17 +62,25 @@ impl JetStreamHost {
         let write = Write::new(key_subject(&token), payload, msg_id.clone()).expect(expected, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => Ok(ack.seq),
-            Err(JsError::WrongLastSequence { .. }) => {
+            Err(JsError::WrongLastSequence { actual }) => {
                 // A retry whose first attempt was stored meets its own write: on a
-                // single node the condition is checked before dedupe.
-                let last = self.last_tool_entry(&token).await?;
-                match last {
-                    Some(last) if last.msg_id.as_deref() == Some(msg_id.as_str()) => Ok(last.seq),
-                    last => Err(PluginError::Conflict(format!(
-                        "generation mismatch: expected {expected}, actual {}",
-                        last.map_or(0, |m| m.seq)
-                    ))),
+                // single node (R1) the condition is checked before dedupe. A write
+                // conditioned on `expected` can only have been stored as the key's first
+                // entry after `expected`, even when other writes followed it.
+                let first_after = self
+                    .inner
+                    .api
+                    .next(TOOLS_STREAM, &key_subject(&token), expected + 1)
+                    .await
+                    .map_err(|err| err.into_plugin("reading tool state"))?;
+                if let Some(stored) = first_after.filter(|m| m.msg_id.as_deref() == Some(msg_id.as_str())) {
+                    return Ok(stored.seq);
                 }
+                let actual = match actual {
+                    Some(actual) => actual,
+                    None => self.last_tool_entry(&token).await?.map_or(0, |m| m.seq),
+                };
+                Err(PluginError::Conflict(format!("generation mismatch: expected {expected}, actual {actual}")))
             }
             Err(err) => Err(err.into_plugin("writing tool state")),
         }

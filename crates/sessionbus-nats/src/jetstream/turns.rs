@@ -444,6 +444,6 @@ struct HostTraceSink {
 #[async_trait::async_trait]
 impl TraceSink for HostTraceSink {
     async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
-        self.host.publish_trace(&self.session_id, context, event).await
+        self.host.publish_trace(&self.session_id, context, event, None).await
     }
 }

@@ -1,0 +1,224 @@
+//! Shared helpers of the fault tests: clusters and worker processes, bus clients, raw
+//! requests, leader reads of whole subjects, and the figures each test reports.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use async_nats::{Client, HeaderMap};
+use bytes::Bytes;
+use serde_json::Value;
+use sessionbus_nats::{BusClient, BusClientConfig};
+use sessionbus_testkit::{NatsCluster, WorkerProcess};
+
+/// True when the long soak variants were asked for (`SESSIONBUS_SOAK=1`).
+pub fn soak() -> bool {
+    std::env::var("SESSIONBUS_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// `quick` normally, `long` under `SESSIONBUS_SOAK=1`.
+pub fn scaled<T>(quick: T, long: T) -> T {
+    if soak() { long } else { quick }
+}
+
+/// A 3-node cluster, formed within a bound.
+pub async fn cluster() -> NatsCluster {
+    tokio::time::timeout(Duration::from_secs(120), NatsCluster::start())
+        .await
+        .expect("the cluster forms within 120 s")
+        .expect("start a 3-node cluster")
+}
+
+/// A `sessionbus worker` against `nats_url` with `args`, ready.
+pub async fn worker(nats_url: &str, args: &[&str]) -> WorkerProcess {
+    WorkerProcess::start(nats_url, args).await.unwrap_or_else(|err| panic!("start sessionbus worker {args:?}: {err}"))
+}
+
+/// Connects a client to every URL of `nats_url` (comma separated), reconnecting forever.
+pub async fn connect(nats_url: &str) -> Client {
+    let servers: Vec<async_nats::ServerAddr> =
+        nats_url.split(',').map(|url| url.parse().expect("a server address")).collect();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        async_nats::ConnectOptions::new().max_reconnects(None).connect(servers.as_slice()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+/// A BusClient with its own connection.
+pub async fn bus(nats_url: &str, config: BusClientConfig) -> BusClient {
+    BusClient::new(connect(nats_url).await, config)
+}
+
+/// A fresh UUID string.
+pub fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// Waits until a worker answers `ping` through `client`.
+pub async fn wait_ready(client: &BusClient) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client.ping().await {
+            Ok(_) => return,
+            Err(err) if Instant::now() > deadline => panic!("no worker answered ping: {err}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// One reply of a raw request: its error code (from `Nats-Service-Error-Code`), its
+/// status header and body.
+#[derive(Debug, Clone)]
+pub struct RawReply {
+    pub code: Option<u16>,
+    pub headers: Option<HeaderMap>,
+    pub payload: Bytes,
+}
+
+impl RawReply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+/// A raw request on `subject`, with an idle timeout; `None` when nothing came back.
+pub async fn raw_request(
+    client: &Client,
+    subject: &str,
+    headers: HeaderMap,
+    payload: Bytes,
+    timeout: Duration,
+) -> Result<RawReply, async_nats::RequestError> {
+    let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(timeout));
+    let message = client.send_request(subject.to_owned(), request).await?;
+    let code = message
+        .headers
+        .as_ref()
+        .and_then(|h| h.get(sessionbus_nats::wire::SERVICE_ERROR_CODE))
+        .and_then(|v| v.as_str().trim().parse().ok());
+    Ok(RawReply { code, headers: message.headers, payload: message.payload })
+}
+
+/// A message read back from a stream (through the leader, `$JS.API.STREAM.MSG.GET`).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    pub seq: u64,
+    pub subject: String,
+    pub headers: BTreeMap<String, String>,
+    pub payload: Vec<u8>,
+}
+
+impl Stored {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.payload).unwrap_or(Value::Null)
+    }
+}
+
+fn decode_b64(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(text).expect("MSG.GET answers base64")
+}
+
+fn parse_headers(block: &[u8]) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(block)
+        .split("\r\n")
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect()
+}
+
+/// One leader read: the first message at or after `seq` on `filter` (`None` when none).
+pub async fn get_next(client: &Client, stream: &str, filter: &str, seq: u64) -> Option<Stored> {
+    let body = serde_json::json!({ "seq": seq.max(1), "next_by_subj": filter }).to_string();
+    get(client, stream, body).await
+}
+
+/// The message with sequence `seq` of `stream`, read from the leader.
+pub async fn get_seq(client: &Client, stream: &str, seq: u64) -> Option<Stored> {
+    get(client, stream, serde_json::json!({ "seq": seq }).to_string()).await
+}
+
+/// The last message on `subject`, read from the leader.
+pub async fn get_last(client: &Client, stream: &str, subject: &str) -> Option<Stored> {
+    get(client, stream, serde_json::json!({ "last_by_subj": subject }).to_string()).await
+}
+
+async fn get(client: &Client, stream: &str, body: String) -> Option<Stored> {
+    let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+    for _ in 0..40 {
+        let request = async_nats::Request::new().payload(body.clone().into()).timeout(Some(Duration::from_secs(2)));
+        let Ok(reply) = client.send_request(subject.clone(), request).await else {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        };
+        let reply: Value = serde_json::from_slice(&reply.payload).expect("MSG.GET answers JSON");
+        if let Some(error) = reply.get("error") {
+            if error["err_code"] == 10037 {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            continue;
+        }
+        let message = &reply["message"];
+        return Some(Stored {
+            seq: message["seq"].as_u64().expect("seq"),
+            subject: message["subject"].as_str().unwrap_or_default().to_owned(),
+            headers: message["hdrs"].as_str().map(|h| parse_headers(&decode_b64(h))).unwrap_or_default(),
+            payload: message["data"].as_str().map(decode_b64).unwrap_or_default(),
+        });
+    }
+    panic!("could not read {stream} through the leader ({body})");
+}
+
+/// Every message on `filter` in `stream`, in order, read from the leader.
+pub async fn read_all(client: &Client, stream: &str, filter: &str) -> Vec<Stored> {
+    let mut out = Vec::new();
+    let mut next = 1;
+    while let Some(message) = get_next(client, stream, filter, next).await {
+        next = message.seq + 1;
+        out.push(message);
+    }
+    out
+}
+
+/// `(messages, last_sequence)` of `stream`.
+pub async fn stream_state(client: &Client, stream: &str) -> (u64, u64) {
+    for _ in 0..40 {
+        let request = async_nats::Request::new().payload(Bytes::new()).timeout(Some(Duration::from_secs(2)));
+        if let Ok(reply) = client.send_request(format!("$JS.API.STREAM.INFO.{stream}"), request).await {
+            let info: Value = serde_json::from_slice(&reply.payload).expect("STREAM.INFO answers JSON");
+            if info.get("error").is_none() {
+                return (
+                    info["state"]["messages"].as_u64().unwrap_or(0),
+                    info["state"]["last_seq"].as_u64().unwrap_or(0),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("no info for stream {stream}");
+}
+
+/// Records a test's figures: printed, and written to
+/// `target/tmp/reliability/<name>.json` for RELIABILITY.md.
+pub fn report(name: &str, figures: Value) {
+    let text = serde_json::to_string_pretty(&figures).expect("json");
+    println!("reliability figures of {name}:\n{text}");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let _ = std::fs::write(dir.join(format!("{name}.json")), text);
+    }
+}
+
+/// Runs `future` with a bound, panicking with `what` when it takes longer.
+pub async fn bounded<T>(what: &str, limit: Duration, future: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(limit, future).await {
+        Ok(value) => value,
+        Err(_) => panic!("{what} did not finish within {limit:?}"),
+    }
+}
