@@ -34,6 +34,8 @@ enum Command {
     Status(commands::status::StatusArgs),
     /// Measure the bus against raw NATS in one run, on servers it starts itself.
     Bench(commands::bench::BenchArgs),
+    /// Export trace records as OpenTelemetry spans over OTLP (OTEL_EXPORTER_OTLP_*).
+    Exporter(commands::exporter::ExporterArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +57,15 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> std::process::ExitCode {
+    // This process's own spans (bus calls, worker handling) go to the OTLP endpoint
+    // when one is configured.
+    let telemetry = match sessionbus_otel::Telemetry::from_env("sessionbus") {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("warning: {err}; spans of this process are not exported");
+            None
+        }
+    };
     let result = match cli.command {
         Command::Up(args) => commands::up::run(&cli.connection, args).await,
         Command::Worker(args) => commands::worker::run(&cli.connection, args).await,
@@ -63,7 +74,11 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
         Command::Bench(args) => commands::bench::run(&cli.connection, args).await,
+        Command::Exporter(args) => commands::exporter::run(&cli.connection, args).await,
     };
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

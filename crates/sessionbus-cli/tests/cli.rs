@@ -189,7 +189,7 @@ fn commands_without_a_bus_explain_what_to_do() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["up", "worker", "demo", "sessions", "watch", "status"] {
+    for sub in ["up", "worker", "demo", "sessions", "watch", "status", "bench", "exporter"] {
         let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use async_nats::{Client, HeaderMap, Message, StatusCode};
 use futures::StreamExt as _;
+use opentelemetry::Context;
+use opentelemetry::trace::{SpanKind, TraceContextExt as _};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -15,6 +17,8 @@ use sessionbus_api::{
     SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
 };
 use tokio::sync::{OnceCell, mpsc};
+
+use crate::propagation;
 
 use crate::subjects::{Op, Subjects, session_token};
 use crate::wire::{
@@ -140,6 +144,16 @@ impl BusClient {
         })
     }
 
+    /// The subject template of a call, for span names (`<prefix>.session.{session_id}.<op>`).
+    fn template(&self, target: &Target<'_>) -> String {
+        match target {
+            Target::Session(_, op) => {
+                format!("{}.session.{{session_id}}.{}", self.inner.config.subjects.prefix(), op.as_str())
+            }
+            other => self.listening_pattern(other),
+        }
+    }
+
     fn listening_pattern(&self, target: &Target<'_>) -> String {
         let subjects = &self.inner.config.subjects;
         match target {
@@ -179,6 +193,25 @@ impl BusClient {
         self.check_size(&payload)?;
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, uuid::Uuid::new_v4().to_string().as_str());
+        let cx =
+            propagation::messaging_span(&Context::current(), SpanKind::Client, op, self.template(&target), &subject);
+        propagation::inject(&cx, &mut headers);
+        let result = self.send_with_retries(&target, op, &subject, payload, headers).await;
+        if let Err(error) = &result {
+            propagation::record_error(&cx, error.message());
+        }
+        cx.span().end();
+        result
+    }
+
+    async fn send_with_retries<T: DeserializeOwned>(
+        &self,
+        target: &Target<'_>,
+        op: &str,
+        subject: &str,
+        payload: bytes::Bytes,
+        headers: HeaderMap,
+    ) -> Result<T, PluginError> {
         let config = &self.inner.config;
         let mut last_error = None;
         for attempt in 0..config.attempts.max(1) {
@@ -189,14 +222,14 @@ impl BusClient {
                 .payload(payload.clone())
                 .headers(headers.clone())
                 .timeout(Some(config.timeout));
-            match self.inner.client.send_request(subject.clone(), request).await {
+            match self.inner.client.send_request(subject.to_owned(), request).await {
                 Ok(message) => match wire::decode_reply::<T>(op, message.headers.as_ref(), &message.payload) {
                     Err(error) if error.kind() == ErrorKind::Unavailable => last_error = Some(error),
                     other => return other,
                 },
                 Err(err) => {
                     last_error = Some(match err.kind() {
-                        async_nats::RequestErrorKind::NoResponders => self.no_worker(&target),
+                        async_nats::RequestErrorKind::NoResponders => self.no_worker(target),
                         async_nats::RequestErrorKind::TimedOut => PluginError::Unavailable(format!(
                             "timed out after {:?} waiting for a sessionbus worker on {subject}",
                             config.timeout
@@ -209,7 +242,7 @@ impl BusClient {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_worker(&target)))
+        Err(last_error.unwrap_or_else(|| self.no_worker(target)))
     }
 
     async fn session_call<B: Serialize, T: DeserializeOwned>(
@@ -264,6 +297,31 @@ impl BusClient {
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, request_id.as_str());
         headers.insert(wire::PROGRESS, "1");
+        let cx = propagation::messaging_span(
+            &Context::current(),
+            SpanKind::Client,
+            "start_turn",
+            self.template(&target),
+            &subject,
+        );
+        propagation::inject(&cx, &mut headers);
+        let result = self.await_turn(&target, &request, &subject, &inbox, headers, payload).await;
+        if let Err(error) = &result {
+            propagation::record_error(&cx, error.message());
+        }
+        cx.span().end();
+        result
+    }
+
+    async fn await_turn(
+        &self,
+        target: &Target<'_>,
+        request: &SessionTurnRequest,
+        subject: &str,
+        inbox: &str,
+        headers: HeaderMap,
+        payload: bytes::Bytes,
+    ) -> Result<AssembledTurn, PluginError> {
         let config = &self.inner.config;
         let mut last_error = None;
         for attempt in 0..config.attempts.max(1) {
@@ -277,7 +335,7 @@ impl BusClient {
             self.inner
                 .client
                 .publish_with_reply_and_headers(
-                    subject.clone(),
+                    subject.to_owned(),
                     format!("{inbox}.{key}"),
                     headers.clone(),
                     payload.clone(),
@@ -288,7 +346,7 @@ impl BusClient {
                 match tokio::time::timeout(config.turn_idle_timeout, replies.recv()).await {
                     Ok(Some(message)) => {
                         if message.status == Some(StatusCode::NO_RESPONDERS) {
-                            last_error = Some(self.no_worker(&target));
+                            last_error = Some(self.no_worker(target));
                             break;
                         }
                         let progress = message.headers.as_ref().and_then(|h| h.get(wire::STATUS)).map(|v| v.as_str())
@@ -320,7 +378,7 @@ impl BusClient {
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_worker(&target)))
+        Err(last_error.unwrap_or_else(|| self.no_worker(target)))
     }
 }
 

@@ -13,6 +13,7 @@ pub mod client;
 pub mod events;
 mod generations;
 pub mod jetstream;
+pub mod propagation;
 pub mod request_context;
 pub mod subjects;
 pub mod wire;

@@ -22,12 +22,14 @@ use sessionbus_api::{
 use tokio::sync::Semaphore;
 
 use crate::generations::ToolGenerations;
-use crate::request_context::with_request_id;
+use crate::propagation;
+use crate::request_context::{RequestContext, with_request};
 use crate::subjects::{Op, Subjects};
 use crate::wire::{
     self, Empty, ErrorCode, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
     StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
+use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
 
 /// The micro service name every worker registers.
 pub const SERVICE_NAME: &str = "sessionbus";
@@ -275,24 +277,46 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
         .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok() && !id.contains('/'))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let limit = shared.reply_limit;
-    let body = with_request_id(request_id, async {
-        match route {
-            Route::Ping => wire::encode(&PingReply {
-                worker_id: shared.config.worker_id.clone(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            })
-            .map_err(failed),
-            Route::Create => {
-                let create: SessionCreateRequest = wire::decode_request("create", &message.payload).map_err(failed)?;
-                reply(shared.host.create_session(create).await)
-            }
-            Route::Session(op) => {
-                let (session_id, _) = shared.config.subjects.parse_session_op(&message.subject).map_err(failed)?;
-                handle_session_op(shared, request, op, &session_id, limit).await
-            }
+    let (operation, template) = match route {
+        Route::Session(op) => {
+            (op.as_str(), format!("{}.session.{{session_id}}.{}", shared.config.subjects.prefix(), op.as_str()))
         }
-    })
-    .await?;
+        Route::Create => ("create", shared.config.subjects.create()),
+        Route::Ping => ("ping", shared.config.subjects.ping()),
+    };
+    let parent = propagation::extract(headers);
+    let cx = propagation::messaging_span(&parent, SpanKind::Server, operation, template, &message.subject);
+    let context = RequestContext { request_id, traceparent: propagation::traceparent_of(&cx) };
+    let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
+    if let Err((_, error)) = &result {
+        propagation::record_error(&cx, error.message());
+    }
+    cx.span().end();
+    result
+}
+
+async fn handle_route<H: SessionHost + ?Sized + 'static>(
+    shared: &Arc<Shared<H>>,
+    request: &service::Request,
+    route: Route,
+    limit: usize,
+) -> Reply {
+    let message = &request.message;
+    let body = match route {
+        Route::Ping => wire::encode(&PingReply {
+            worker_id: shared.config.worker_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        })
+        .map_err(failed),
+        Route::Create => {
+            let create: SessionCreateRequest = wire::decode_request("create", &message.payload).map_err(failed)?;
+            reply(shared.host.create_session(create).await)
+        }
+        Route::Session(op) => {
+            let (session_id, _) = shared.config.subjects.parse_session_op(&message.subject).map_err(failed)?;
+            handle_session_op(shared, request, op, &session_id, limit).await
+        }
+    }?;
     if body.len() > limit {
         return Err((
             ErrorCode::TooLarge,

@@ -27,11 +27,13 @@
 mod assembler;
 mod attrs;
 mod error;
+pub mod export;
 mod ids;
 pub mod mapping;
 mod open_span;
 mod recent;
 mod span_data;
+pub mod telemetry;
 mod timestamp;
 mod traceparent;
 
@@ -40,4 +42,5 @@ pub use attrs::{AttrValue, Attributes, MAX_JSON_ATTRIBUTE_CHARS};
 pub use error::{AssembleError, TraceParentError};
 pub use ids::{derived_trace_id, node_span_id, record_span_id};
 pub use open_span::{OpenEvent, OpenLink, OpenSpan, SpanKey};
+pub use telemetry::Telemetry;
 pub use traceparent::TraceParent;

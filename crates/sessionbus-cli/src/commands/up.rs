@@ -47,7 +47,15 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
         }
     };
     let client = connection.connect_to(&url, "sessionbus-up").await?;
-    let (worker, _host) = start_worker(client, &args.worker, connection.subjects()).await?;
+    let (worker, _host) = start_worker(client.clone(), &args.worker, connection.subjects()).await?;
+    let (stop_exporter, exporter_stopped) = tokio::sync::watch::channel(false);
+    let exporter = if sessionbus_otel::export::otlp_configured() {
+        let exporter_args =
+            super::exporter::ExporterArgs { replicas: args.worker.replicas, consumer: "sessionbus-exporter".into() };
+        Some(super::exporter::spawn(connection, client, &exporter_args, exporter_stopped).await?)
+    } else {
+        None
+    };
     let mut table = output::table(["what", "where"]);
     table.add_row(vec!["NATS clients".to_owned(), url.clone()]);
     if let Some(server) = &server {
@@ -65,9 +73,14 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     ]);
     table.add_row(vec!["events".to_owned(), format!("{}.events.<sid>.<kind>", connection.prefix)]);
     table.add_row(vec!["worker".to_owned(), format!("{} (executor {:?})", worker.id(), args.worker.executor)]);
-    let traces = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
-        Ok(endpoint) => format!("stored in SESSIONBUS_TRACE; OTLP endpoint {endpoint} (run the exporter)"),
-        Err(_) => "stored in SESSIONBUS_TRACE (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)".to_owned(),
+    let traces = match exporter {
+        Some(_) => format!(
+            "stored in SESSIONBUS_TRACE and exported to {}",
+            std::env::var("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                .or_else(|_| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+                .unwrap_or_default()
+        ),
+        None => "stored in SESSIONBUS_TRACE (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)".to_owned(),
     };
     table.add_row(vec!["traces".to_owned(), traces]);
     println!("sessionbus is up\n{table}");
@@ -75,6 +88,10 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     super::shutdown_signal().await;
     println!("stopping: draining the worker");
     worker.shutdown(Duration::from_secs(30)).await;
+    if let Some(exporter) = exporter {
+        let _ = stop_exporter.send(true);
+        let _ = exporter.await;
+    }
     if let Some(server) = server.as_mut() {
         println!("stopping: nats-server");
         server.stop();

@@ -197,7 +197,23 @@ impl JetStreamApi {
         &self.client
     }
 
-    async fn request(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<Bytes, JsError> {
+    async fn request(
+        &self,
+        operation: &'static str,
+        subject: String,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<Bytes, JsError> {
+        let cx = crate::propagation::jetstream_span(operation, &subject);
+        let result = self.request_untraced(subject, headers, payload).await;
+        if let Err(err) = &result {
+            crate::propagation::record_error(&cx, &format!("{err:?}"));
+        }
+        opentelemetry::trace::TraceContextExt::span(&cx).end();
+        result
+    }
+
+    async fn request_untraced(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<Bytes, JsError> {
         let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.timeout));
         match self.client.send_request(subject, request).await {
             Ok(message) => Ok(message.payload),
@@ -232,7 +248,7 @@ impl JetStreamApi {
 
     /// Publishes one write and parses its ack (no retry).
     pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
-        let reply = self.request(write.subject.clone(), write.headers(), write.payload.clone()).await?;
+        let reply = self.request("publish", write.subject.clone(), write.headers(), write.payload.clone()).await?;
         parse_ack(&reply)
     }
 
@@ -265,14 +281,14 @@ impl JetStreamApi {
         headers.insert("Nats-Batch-Id", batch_id.as_str());
         headers.insert("Nats-Batch-Sequence", writes.len().to_string().as_str());
         headers.insert("Nats-Batch-Commit", "1");
-        let reply = self.request(last.subject.clone(), headers, last.payload.clone()).await?;
+        let reply = self.request("batch commit", last.subject.clone(), headers, last.payload.clone()).await?;
         parse_ack(&reply)
     }
 
     async fn get_once(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
         let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
         let payload = Bytes::from(body.to_string());
-        let reply = self.request(subject, HeaderMap::new(), payload).await?;
+        let reply = self.request("msg.get", subject, HeaderMap::new(), payload).await?;
         let body: GetBody =
             serde_json::from_slice(&reply).map_err(|err| JsError::Other(format!("malformed MSG.GET reply: {err}")))?;
         if let Some(error) = body.error {

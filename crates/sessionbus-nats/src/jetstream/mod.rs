@@ -12,6 +12,7 @@
 //! - `registry.rs`: listing sessions for operators.
 
 mod api;
+mod exporter;
 mod layout;
 mod records;
 mod registry;
@@ -30,6 +31,7 @@ use sessionbus_api::{
     SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
 };
 
+pub use exporter::{ExporterStats, SPANS_BUCKET, TraceExporterConfig, run_trace_exporter};
 pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
 pub use registry::{SessionSummary, describe_session, list_sessions};
 

@@ -47,15 +47,36 @@ pub(crate) struct GraphRecord {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub(crate) enum LedgerRecord {
     /// The turn runs under the lease run `run_id`.
-    Running { input: TurnInput, run_id: String },
+    Running {
+        input: TurnInput,
+        run_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
     /// The turn committed. `result.state.session_graph` is stored empty and rebuilt
     /// from the graph as of the commit's graph record (`graph_request_id`) when read.
-    Completed { input: TurnInput, result: Box<AssembledTurn>, graph_request_id: String },
+    Completed {
+        input: TurnInput,
+        result: Box<AssembledTurn>,
+        graph_request_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
     /// The run failed; nothing was committed and the turn id may be run again.
     Failed { input: TurnInput, error: PluginError },
 }
 
 impl LedgerRecord {
+    /// The trace parent the turn's spans hang under, when the `start_turn` call had one.
+    pub(crate) fn traceparent(&self) -> Option<&str> {
+        match self {
+            LedgerRecord::Running { traceparent, .. } | LedgerRecord::Completed { traceparent, .. } => {
+                traceparent.as_deref()
+            }
+            LedgerRecord::Failed { .. } => None,
+        }
+    }
+
     pub(crate) fn input(&self) -> &TurnInput {
         match self {
             LedgerRecord::Running { input, .. }

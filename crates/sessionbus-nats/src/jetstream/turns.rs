@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use opentelemetry::trace::FutureExt as _;
 use sessionbus_api::{
     AssembledTurn, PluginError, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext, TraceEvent,
     TraceSink, TurnContext, TurnInput, TurnOutput, clock, ids,
@@ -42,6 +43,8 @@ struct TurnState {
 /// A lease this host holds for one run of a turn.
 struct HeldLease {
     run_id: String,
+    /// The trace parent of the turn (the `start_turn` call's handling span).
+    traceparent: Option<String>,
     lease_seq: u64,
     ledger_seq: u64,
     meta: MetaRecord,
@@ -66,7 +69,11 @@ impl JetStreamHost {
         session_token(request.session_id())?;
         let (turn, _scope) = request.into_parts();
         let host = self.clone();
-        tokio::spawn(async move { host.drive_turn(turn).await })
+        // The task carries the request's context (request id, trace parent) along.
+        let context = crate::request_context::current().unwrap_or_default();
+        let trace = opentelemetry::Context::current();
+        let run = async move { host.drive_turn(turn).await };
+        tokio::spawn(crate::request_context::with_request(context, run.with_context(trace)))
             .await
             .map_err(|err| PluginError::Unavailable(format!("the turn task failed: {err}")))?
     }
@@ -152,13 +159,18 @@ impl JetStreamHost {
             run_id: run_id.clone(),
             expires_at_ms: clock::now_unix_ms() + duration_ms(self.inner.config.lease_ttl),
         };
-        let running = LedgerRecord::Running { input: turn.input.clone(), run_id: run_id.clone() };
+        let traceparent = crate::request_context::current_traceparent();
+        let running = LedgerRecord::Running {
+            input: turn.input.clone(),
+            run_id: run_id.clone(),
+            traceparent: traceparent.clone(),
+        };
         let writes = [
             Write::new(subjects.lease(token), encode(&lease)?, format!("{run_id}/0")).expect(lease_seq, None),
             Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1")).expect(ledger_seq, None),
         ];
         match self.inner.api.publish_batch(&writes).await {
-            Ok(ack) => Ok(Some(HeldLease { run_id, lease_seq: ack.seq - 1, ledger_seq: ack.seq, meta })),
+            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq: ack.seq - 1, ledger_seq: ack.seq, meta })),
             Err(JsError::WrongLastSequence { .. } | JsError::InFlight | JsError::BatchDuplicate) => Ok(None),
             Err(err) if err.is_transient() => Ok(None),
             Err(err) => Err(err.into_plugin("taking a session's turn lease")),
@@ -365,6 +377,7 @@ impl JetStreamHost {
                 input: input.clone(),
                 result: Box::new(stored),
                 graph_request_id: held.run_id.clone(),
+                traceparent: held.traceparent.clone(),
             };
             let writes = [
                 Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))
