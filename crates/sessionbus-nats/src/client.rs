@@ -194,7 +194,7 @@ impl BusClient {
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, uuid::Uuid::new_v4().to_string().as_str());
         let cx =
-            propagation::messaging_span(&Context::current(), SpanKind::Client, op, self.template(&target), &subject);
+            propagation::messaging_span(&Context::current(), SpanKind::Client, op, || self.template(&target), &subject);
         propagation::inject(&cx, &mut headers);
         let result = self.send_with_retries(&target, op, &subject, payload, headers).await;
         if let Err(error) = &result {
@@ -301,7 +301,7 @@ impl BusClient {
             &Context::current(),
             SpanKind::Client,
             "start_turn",
-            self.template(&target),
+            || self.template(&target),
             &subject,
         );
         propagation::inject(&cx, &mut headers);

@@ -56,7 +56,19 @@ pub fn traceparent_of(cx: &Context) -> Option<String> {
 }
 
 /// Starts a span of a bus message: `kind` client for a call, server for its handling.
-pub fn messaging_span(parent: &Context, kind: SpanKind, operation: &str, template: String, subject: &str) -> Context {
+/// Without installed telemetry no span is built and `parent` is passed through, so an
+/// incoming trace context still propagates.
+pub fn messaging_span(
+    parent: &Context,
+    kind: SpanKind,
+    operation: &str,
+    template: impl FnOnce() -> String,
+    subject: &str,
+) -> Context {
+    if !sessionbus_otel::telemetry::installed() {
+        return parent.clone();
+    }
+    let template = template();
     let tracer = global::tracer(TRACER);
     let operation_type = if kind == SpanKind::Server { "process" } else { "send" };
     let span = tracer
@@ -73,10 +85,14 @@ pub fn messaging_span(parent: &Context, kind: SpanKind, operation: &str, templat
     parent.with_span(span)
 }
 
-/// Starts a client span for a JetStream API call, child of the current context.
+/// Starts a client span for a JetStream API call, child of the current context (the
+/// current context itself without installed telemetry).
 pub fn jetstream_span(operation: &'static str, subject: &str) -> Context {
-    let tracer = global::tracer(TRACER);
     let parent = Context::current();
+    if !sessionbus_otel::telemetry::installed() {
+        return parent;
+    }
+    let tracer = global::tracer(TRACER);
     let span = tracer
         .span_builder(format!("jetstream {operation}"))
         .with_kind(SpanKind::Client)

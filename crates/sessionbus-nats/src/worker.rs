@@ -277,12 +277,15 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
         .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok() && !id.contains('/'))
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
     let limit = shared.reply_limit;
-    let (operation, template) = match route {
-        Route::Session(op) => {
-            (op.as_str(), format!("{}.session.{{session_id}}.{}", shared.config.subjects.prefix(), op.as_str()))
-        }
-        Route::Create => ("create", shared.config.subjects.create()),
-        Route::Ping => ("ping", shared.config.subjects.ping()),
+    let operation = match route {
+        Route::Session(op) => op.as_str(),
+        Route::Create => "create",
+        Route::Ping => "ping",
+    };
+    let template = || match route {
+        Route::Session(op) => format!("{}.session.{{session_id}}.{}", shared.config.subjects.prefix(), op.as_str()),
+        Route::Create => shared.config.subjects.create(),
+        Route::Ping => shared.config.subjects.ping(),
     };
     let parent = propagation::extract(headers);
     let cx = propagation::messaging_span(&parent, SpanKind::Server, operation, template, &message.subject);

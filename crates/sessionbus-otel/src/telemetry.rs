@@ -9,6 +9,15 @@ use tokio::sync::mpsc;
 
 use crate::export::{ExporterError, export_with_retry, otlp_configured, otlp_exporter};
 
+/// Whether a tracer provider exporting somewhere is installed: callers skip building
+/// spans (and their attributes) when nobody would receive them.
+static INSTALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True while a [`Telemetry`] is installed in this process.
+pub fn installed() -> bool {
+    INSTALLED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// Finished spans waiting for export; more are dropped (and counted) rather than
 /// growing memory while a collector is down.
 const QUEUE: usize = 16_384;
@@ -94,12 +103,14 @@ impl Telemetry {
             .with_resource(crate::export::resource(default_service_name))
             .build();
         opentelemetry::global::set_tracer_provider(provider.clone());
+        INSTALLED.store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(Self { provider, task, stop })
     }
 
     /// Stops taking spans and exports the ones queued.
     pub async fn shutdown(self) {
         let Self { provider, task, stop } = self;
+        INSTALLED.store(false, std::sync::atomic::Ordering::Relaxed);
         opentelemetry::global::set_tracer_provider(opentelemetry::trace::noop::NoopTracerProvider::new());
         let _ = provider.shutdown();
         let _ = stop.send(());

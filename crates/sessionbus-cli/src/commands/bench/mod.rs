@@ -176,9 +176,20 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
         layout: LayoutConfig { replicas, ..LayoutConfig::default() },
         ..JetStreamHostConfig::default()
     };
-    let setup = JetStreamHost::connect(connect("bench-setup").await?, Arc::new(EchoExecutor), setup_config)
-        .await
-        .map_err(err("setup"))?;
+    // A fresh cluster elects its JetStream meta leader a moment after the nodes accept
+    // connections: creating the layout is retried for a while.
+    let setup_client = connect("bench-setup").await?;
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    let setup = loop {
+        match JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), setup_config.clone()).await {
+            Ok(host) => break host,
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "waiting for JetStream");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(error) => return Err(format!("setup: {error}")),
+        }
+    };
     let worker = WorkerProcess::spawn(url, replicas).map_err(|e| e.to_string())?;
     let client = BusClient::new(
         connect("bench-bus").await?,
