@@ -222,15 +222,21 @@ impl JetStreamHost {
             if let Some((node_ids, leaf_node_id)) = view.result_of(&request_id) {
                 return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
             }
-            if !view.exists() {
-                return Err(PluginError::unknown_session(session_id));
-            }
-            if view.is_closed() {
-                return Err(closed_error(session_id));
-            }
-            if let Some(ancestor) = &request.requires_ancestor_node_id
-                && !view.is_on_active_path(ancestor)
-            {
+            let stale_branch = request.requires_ancestor_node_id.as_ref().is_some_and(|a| !view.is_on_active_path(a));
+            if !view.exists() || view.is_closed() || stale_branch {
+                // A refusal writes nothing, so no condition checks it: it is decided only
+                // on a view the stream leader confirms current.
+                let current = self.session_seq(&token).await?;
+                if current != view.session_seq {
+                    self.refresh_from(&token, &mut view, current).await?;
+                    continue;
+                }
+                if !view.exists() {
+                    return Err(PluginError::unknown_session(session_id));
+                }
+                if view.is_closed() {
+                    return Err(closed_error(session_id));
+                }
                 return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: view.leaf.clone() });
             }
             let (nodes, leaf) = build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone());
