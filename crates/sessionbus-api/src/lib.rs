@@ -12,6 +12,7 @@
 
 #![deny(missing_docs)]
 
+mod binding;
 pub mod clock;
 mod error;
 mod executor;
@@ -27,6 +28,7 @@ mod turn;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
+pub use binding::SessionBinding;
 pub use error::{ErrorKind, PluginError};
 pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutput};
 pub use graph::{

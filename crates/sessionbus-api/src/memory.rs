@@ -9,9 +9,9 @@ use tokio::sync::watch;
 
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionAppendNode,
-    SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService, SessionNode,
-    SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState,
-    TraceContext, TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids,
+    SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService,
+    SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest,
+    ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids,
     claim_trace_context, clock, default_policy, ids, set_membership_with_retry,
 };
 
@@ -48,7 +48,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct InMemoryHost {
     inner: Arc<Inner>,
-    bound: Option<String>,
+    bound: SessionBinding,
 }
 
 impl InMemoryHost {
@@ -56,13 +56,13 @@ impl InMemoryHost {
     pub fn new(executor: Arc<dyn TurnExecutor>) -> Self {
         Self {
             inner: Arc::new(Inner { state: Mutex::new(State::default()), catalogs: CatalogCache::new(4096), executor }),
-            bound: None,
+            bound: SessionBinding::unbound(),
         }
     }
 
     /// A view of the same host bound to `session_id`.
     pub fn bound_to(&self, session_id: impl Into<String>) -> Self {
-        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+        Self { inner: Arc::clone(&self.inner), bound: SessionBinding::to(session_id) }
     }
 
     /// Every trace record emitted so far, in order.
@@ -114,10 +114,7 @@ fn validate_session_id(session_id: &str) -> Result<(), PluginError> {
 #[async_trait::async_trait]
 impl SessionStateService for InMemoryHost {
     async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
-        match &self.bound {
-            Some(session_id) => self.snapshot_session(session_id).await,
-            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
-        }
+        self.snapshot_session(self.bound.current()?).await
     }
 
     async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
@@ -190,11 +187,7 @@ impl SessionLifecycleService for InMemoryHost {
         match request.start {
             SessionStartPoint::Empty => {}
             SessionStartPoint::CurrentSession => {
-                let current = self.bound.as_deref().ok_or_else(|| {
-                    PluginError::InvalidRequest(
-                        "a `current_session` start point needs a service bound to a session".to_string(),
-                    )
-                })?;
+                let current = self.bound.start_point()?;
                 snapshot.session_graph = session(&state, current)?.snapshot.session_graph.clone();
             }
             SessionStartPoint::ExistingSession { session_id: source } => {
@@ -365,15 +358,7 @@ impl SessionGraphService for InMemoryHost {
     }
 
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
-        let session_id = match (&self.bound, &context.session_id) {
-            (Some(bound), _) => bound.clone(),
-            (None, Some(named)) => named.clone(),
-            (None, None) => {
-                return Err(PluginError::InvalidRequest(
-                    "a trace context must name its session (or the service must be bound to one)".to_string(),
-                ));
-            }
-        };
+        let session_id = self.bound.trace_session(&context)?;
         validate_session_id(&session_id)?;
         self.record_trace(&session_id, context, event)
     }

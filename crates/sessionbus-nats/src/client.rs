@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, ErrorKind, PluginError,
-    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
+    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
     SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
 };
 use tokio::sync::{OnceCell, mpsc};
@@ -71,7 +71,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct BusClient {
     inner: Arc<Inner>,
-    bound: Option<String>,
+    bound: SessionBinding,
 }
 
 /// Where a call goes.
@@ -93,14 +93,14 @@ impl BusClient {
                 turn_inbox: OnceCell::new(),
                 turn_routes: Arc::default(),
             }),
-            bound: None,
+            bound: SessionBinding::unbound(),
         }
     }
 
     /// A view of this client bound to `session_id`: `snapshot_current` answers it,
     /// `current_session` start points copy it, and trace contexts default to it.
     pub fn bound(&self, session_id: impl Into<String>) -> Self {
-        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+        Self { inner: Arc::clone(&self.inner), bound: SessionBinding::to(session_id) }
     }
 
     /// The underlying NATS client.
@@ -397,10 +397,7 @@ impl Drop for RouteGuard {
 #[async_trait::async_trait]
 impl SessionStateService for BusClient {
     async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
-        match &self.bound {
-            Some(session_id) => self.snapshot_session(session_id).await,
-            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
-        }
+        self.snapshot_session(self.bound.current()?).await
     }
 
     async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
@@ -479,11 +476,7 @@ impl SessionLifecycleService for BusClient {
     async fn create_session(&self, mut request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
         request.session_id.get_or_insert_with(|| uuid::Uuid::new_v4().to_string());
         if matches!(request.start, SessionStartPoint::CurrentSession) {
-            let current = self.bound.clone().ok_or_else(|| {
-                PluginError::InvalidRequest(
-                    "a `current_session` start point needs a client bound to a session".to_string(),
-                )
-            })?;
+            let current = self.bound.start_point()?.to_owned();
             request.start = SessionStartPoint::ExistingSession { session_id: current };
         }
         self.call(Target::Create, &request).await
@@ -510,11 +503,7 @@ impl SessionGraphService for BusClient {
     }
 
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
-        let session_id = self.bound.clone().or_else(|| context.session_id.clone()).ok_or_else(|| {
-            PluginError::InvalidRequest(
-                "a trace context must name its session (or the client must be bound to one)".to_string(),
-            )
-        })?;
+        let session_id = self.bound.trace_session(&context)?;
         let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
         Ok(())
     }

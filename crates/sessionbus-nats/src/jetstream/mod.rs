@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionBinding,
     SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
     SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
 };
@@ -97,7 +97,7 @@ struct Inner {
 #[derive(Clone)]
 pub struct JetStreamHost {
     inner: Arc<Inner>,
-    bound: Option<String>,
+    bound: SessionBinding,
 }
 
 impl JetStreamHost {
@@ -123,14 +123,14 @@ impl JetStreamHost {
                 executor,
                 config,
             }),
-            bound: None,
+            bound: SessionBinding::unbound(),
         })
     }
 
     /// A view of the same host bound to `session_id` (answers `snapshot_current`,
     /// resolves `current_session` start points and trace contexts naming no session).
     pub fn bound_to(&self, session_id: impl Into<String>) -> Self {
-        Self { inner: Arc::clone(&self.inner), bound: Some(session_id.into()) }
+        Self { inner: Arc::clone(&self.inner), bound: SessionBinding::to(session_id) }
     }
 
     /// The subjects this host writes under.
@@ -151,10 +151,7 @@ impl JetStreamHost {
 #[async_trait::async_trait]
 impl SessionStateService for JetStreamHost {
     async fn snapshot_current(&self) -> Result<SessionSnapshot, PluginError> {
-        match &self.bound {
-            Some(session_id) => self.snapshot(session_id).await,
-            None => Err(PluginError::Session("session snapshots are unavailable in this runtime".to_string())),
-        }
+        self.snapshot(self.bound.current()?).await
     }
 
     async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
@@ -191,7 +188,7 @@ impl SessionStateService for JetStreamHost {
 #[async_trait::async_trait]
 impl SessionLifecycleService for JetStreamHost {
     async fn create_session(&self, request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
-        self.create(request, self.bound.as_deref()).await
+        self.create(request, &self.bound).await
     }
 
     async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {
@@ -214,11 +211,7 @@ impl SessionGraphService for JetStreamHost {
     }
 
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
-        let session_id = self.bound.clone().or_else(|| context.session_id.clone()).ok_or_else(|| {
-            PluginError::InvalidRequest(
-                "a trace context must name its session (or the service must be bound to one)".to_string(),
-            )
-        })?;
+        let session_id = self.bound.trace_session(&context)?;
         let request_id = crate::request_context::current_request_id();
         self.publish_trace(&session_id, context, event, Some(&request_id)).await
     }

@@ -7,9 +7,9 @@
 
 use futures::StreamExt as _;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, PluginError, SessionAppendNode, SessionCreateRequest,
-    SessionHandle, SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint, TraceContext, TraceEvent,
-    TraceRecord, assign_node_ids, claim_trace_context, clock, default_policy, ids,
+    AppendSessionNodesRequest, AppendSessionNodesResult, PluginError, SessionAppendNode, SessionBinding,
+    SessionCreateRequest, SessionHandle, SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint,
+    TraceContext, TraceEvent, TraceRecord, assign_node_ids, claim_trace_context, clock, default_policy, ids,
 };
 
 use super::JetStreamHost;
@@ -268,7 +268,7 @@ impl JetStreamHost {
     pub(super) async fn create(
         &self,
         request: SessionCreateRequest,
-        bound: Option<&str>,
+        bound: &SessionBinding,
     ) -> Result<SessionHandle, PluginError> {
         let session_id = request.session_id.clone().unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         ids::validate_id("session id", &session_id)?;
@@ -307,15 +307,7 @@ impl JetStreamHost {
         let mut copy = SessionView::default();
         let source = match request.start {
             SessionStartPoint::Empty => None,
-            SessionStartPoint::CurrentSession => Some(
-                bound
-                    .ok_or_else(|| {
-                        PluginError::InvalidRequest(
-                            "a `current_session` start point needs a service bound to a session".to_string(),
-                        )
-                    })?
-                    .to_owned(),
-            ),
+            SessionStartPoint::CurrentSession => Some(bound.start_point()?.to_owned()),
             SessionStartPoint::ExistingSession { session_id } => Some(session_id),
             SessionStartPoint::Snapshot { snapshot } => {
                 meta.agent_frames = snapshot.agent_frames;

@@ -1,7 +1,7 @@
 //! Turns: at most one running turn per session across the cluster, through the lease.
 //!
-//! - start: an atomic batch writes the lease (conditioned on the lease sequence read)
-//!   and the ledger's `running` record (conditioned on the ledger sequence read);
+//! - start: the lease is written conditioned on the lease sequence read, then the
+//!   ledger's `running` record conditioned on the ledger sequence read;
 //! - while the executor runs, the lease is renewed with the same condition; a renewal
 //!   that fails means another worker took the turn over: the run stops, uncommitted;
 //! - commit: one atomic batch releases the lease (conditioned on the sequence held),
@@ -125,10 +125,16 @@ impl JetStreamHost {
                 Some((_, LeaseRecord::Closed)) => {
                     return Err(PluginError::Session(format!("session `{session_id}` is closed")));
                 }
-                Some((_, LeaseRecord::Held { turn_id: running, expires_at_ms, .. }))
-                    if *expires_at_ms > now && running != &turn_id =>
-                {
-                    return Err(PluginError::Conflict(format!("session `{session_id}` already has a running turn")));
+                Some((_, LeaseRecord::Held { turn_id: running, expires_at_ms, .. })) if *expires_at_ms > now => {
+                    if running != &turn_id {
+                        return Err(PluginError::Conflict(format!(
+                            "session `{session_id}` already has a running turn"
+                        )));
+                    }
+                    // This turn is being started by another caller (lease taken, ledger
+                    // not yet written): wait for it instead of taking its lease.
+                    self.wait_for_ledger(&token, &turn_subject, &mut attached).await?;
+                    continue;
                 }
                 Some((seq, _)) => *seq,
                 None => 0,
@@ -165,15 +171,32 @@ impl JetStreamHost {
             run_id: run_id.clone(),
             traceparent: traceparent.clone(),
         };
-        let writes = [
-            Write::new(subjects.lease(token), encode(&lease)?, format!("{run_id}/0")).expect(lease_seq, None),
-            Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1")).expect(ledger_seq, None),
-        ];
-        match self.inner.api.publish_batch(&writes).await {
-            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq: ack.seq - 1, ledger_seq: ack.seq, meta })),
-            Err(JsError::WrongLastSequence { .. } | JsError::InFlight | JsError::BatchDuplicate) => Ok(None),
-            Err(err) if err.is_transient() => Ok(None),
-            Err(err) => Err(err.into_plugin("taking a session's turn lease")),
+        // Two conditional writes, not a batch (an atomic batch costs several ms on the
+        // server; only the commit needs one). The lease comes first: a crash between the
+        // two leaves a lease that expires, and a retry of this turn waits for it.
+        let lease_write =
+            Write::new(subjects.lease(token), encode(&lease)?, format!("{run_id}/0")).expect(lease_seq, None);
+        let lease_seq = match self.inner.api.publish(&lease_write).await {
+            Ok(ack) => ack.seq,
+            Err(JsError::WrongLastSequence { .. } | JsError::InFlight) => return Ok(None),
+            Err(err) if err.is_transient() => return Ok(None),
+            Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
+        };
+        let ledger_write =
+            Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1")).expect(ledger_seq, None);
+        match self.inner.api.publish(&ledger_write).await {
+            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.seq, meta })),
+            Err(err) => {
+                // The ledger moved under us: give the lease back and decide again.
+                let free = Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
+                    .expect(lease_seq, None);
+                let _ = self.inner.api.publish(&free).await;
+                match err {
+                    JsError::WrongLastSequence { .. } | JsError::InFlight => Ok(None),
+                    err if err.is_transient() => Ok(None),
+                    err => Err(err.into_plugin("recording a running turn")),
+                }
+            }
         }
     }
 
