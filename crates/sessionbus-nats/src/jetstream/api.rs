@@ -82,7 +82,9 @@ impl Write {
         Self { subject, payload, msg_id, expect: None, rollup: false }
     }
 
-    pub(crate) fn expect(mut self, sequence: u64, on_subject: Option<String>) -> Self {
+    /// Stored only if the last sequence of `on_subject` (default: the write's own
+    /// subject; may be a wildcard) is `sequence` (0: never written).
+    pub(crate) fn if_last_sequence(mut self, sequence: u64, on_subject: Option<String>) -> Self {
         self.expect = Some((sequence, on_subject));
         self
     }

@@ -246,7 +246,7 @@ impl JetStreamHost {
                 return Err(self.too_large("the appended nodes", payload.len()));
             }
             let write = Write::new(subjects.graph(&token), payload, format!("{request_id}/0"))
-                .expect(view.session_seq, Some(subjects.state_session(&token)));
+                .if_last_sequence(view.session_seq, Some(subjects.state_session(&token)));
             match self.inner.api.publish(&write).await {
                 Ok(ack) if !ack.duplicate => {
                     let node_ids = record.nodes.iter().map(|n| n.node_id.clone()).collect();
@@ -337,8 +337,9 @@ impl JetStreamHost {
         nodes.extend(initial);
         let leaf = if nodes.is_empty() { None } else { leaf };
 
-        let mut writes =
-            vec![Write::new(subjects.meta(&token), encode(&meta)?, format!("{request_id}/0")).expect(0, None)];
+        let mut writes = vec![
+            Write::new(subjects.meta(&token), encode(&meta)?, format!("{request_id}/0")).if_last_sequence(0, None),
+        ];
         let chunks = chunk_nodes(nodes);
         let last_chunk = chunks.len().saturating_sub(1);
         for (index, chunk) in chunks.into_iter().enumerate() {
@@ -406,7 +407,7 @@ impl JetStreamHost {
             let closed = MetaRecord { closed: true, ..meta };
             let writes = [
                 Write::new(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
-                    .expect(lease_seq, None),
+                    .if_last_sequence(lease_seq, None),
                 Write::new(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1")).rollup(),
             ];
             match self.inner.api.publish_batch(&writes).await {

@@ -59,7 +59,7 @@ impl JetStreamHost {
         if payload.len() + 256 > limit {
             return Err(self.too_large("the tool state", payload.len()));
         }
-        let write = Write::new(key_subject(&token), payload, msg_id.clone()).expect(expected, None);
+        let write = Write::new(key_subject(&token), payload, msg_id.clone()).if_last_sequence(expected, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => Ok(ack.seq),
             Err(JsError::WrongLastSequence { actual }) => {
