@@ -429,6 +429,7 @@ impl JetStreamHost {
                         .await
                         .map_err(|e| e.into_plugin("reading a lease"))?;
                     if lease.map(|m| m.seq) != Some(held.lease_seq) {
+                        tracing::warn!(turn_id, "commit refused: the turn lost its lease to another worker");
                         return Err(PluginError::Unavailable(format!(
                             "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with \
                              the same turn id"
