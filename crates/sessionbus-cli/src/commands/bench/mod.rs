@@ -214,6 +214,7 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     let n = args.iterations.max(20);
     let (blocks, per_block) = (10, n.div_ceil(20));
     let tp = args.throughput_calls.max(args.in_flight);
+    let shape = Shape { blocks, per_block, calls: tp, in_flight: args.in_flight };
 
     // Setup: a small session with tools and three nodes.
     let small = format!("bench-small-{}", uuid::Uuid::new_v4().simple());
@@ -274,10 +275,7 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
                 .map_err(|e| format!("{name}: {e}"))
             }
         };
-        let (raw_lat, bus_lat) = interleaved(blocks, per_block, raw_op, bus_op).await?;
-        let raw_tp = throughput(tp, args.in_flight, raw_op).await?;
-        let bus_tp = throughput(tp, args.in_flight, bus_op).await?;
-        push_pair(&mut rows, name, "request + leader get", &raw_lat, &bus_lat, raw_tp, bus_tp, 1.25);
+        compare(&mut rows, shape, name, "request + leader get", 1.25, raw_op, bus_op).await?;
         bar.inc(1);
     }
 
@@ -309,31 +307,9 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
             result.map(drop).map_err(|e| format!("apply_tool_state: {e}"))
         }
     };
-    let raw_apply = |_| {
-        let raw = raw.clone();
-        let raw_keys = &raw_keys;
-        let payload = state_bytes.clone();
-        async move {
-            let (subject, seq) = raw_keys.take().ok_or("no free key")?;
-            raw.echo(payload.clone()).await?;
-            let result = raw.publish_expecting(&subject, payload, seq).await;
-            raw_keys.put((subject, *result.as_ref().unwrap_or(&seq)));
-            result.map(drop)
-        }
-    };
-    let (raw_lat, bus_lat) = interleaved(blocks, per_block, raw_apply, bus_apply).await?;
-    let raw_tp = throughput(tp, args.in_flight, raw_apply).await?;
-    let bus_tp = throughput(tp, args.in_flight, bus_apply).await?;
-    push_pair(
-        &mut rows,
-        "apply_tool_state",
-        "request + KV update with revision",
-        &raw_lat,
-        &bus_lat,
-        raw_tp,
-        bus_tp,
-        1.25,
-    );
+    let raw_apply = |_| raw_conditional_write(&raw, &raw_keys, state_bytes.clone());
+    compare(&mut rows, shape, "apply_tool_state", "request + KV update with revision", 1.25, raw_apply, bus_apply)
+        .await?;
     bar.inc(1);
 
     // append_session_nodes vs raw request + publish with expected last subject sequence.
@@ -357,31 +333,17 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
             result.map(drop).map_err(|e| format!("append_session_nodes: {e}"))
         }
     };
-    let raw_append = |_| {
-        let raw = raw.clone();
-        let raw_subjects = &raw_subjects;
-        let payload = append_body.clone();
-        async move {
-            let (subject, seq) = raw_subjects.take().ok_or("no free subject")?;
-            raw.echo(payload.clone()).await?;
-            let result = raw.publish_expecting(&subject, payload, seq).await;
-            raw_subjects.put((subject, *result.as_ref().unwrap_or(&seq)));
-            result.map(drop)
-        }
-    };
-    let (raw_lat, bus_lat) = interleaved(blocks, per_block, raw_append, bus_append).await?;
-    let raw_tp = throughput(tp, args.in_flight, raw_append).await?;
-    let bus_tp = throughput(tp, args.in_flight, bus_append).await?;
-    push_pair(
+    let raw_append = |_| raw_conditional_write(&raw, &raw_subjects, append_body.clone());
+    compare(
         &mut rows,
+        shape,
         "append_session_nodes",
         "request + publish with expected sequence",
-        &raw_lat,
-        &bus_lat,
-        raw_tp,
-        bus_tp,
         1.25,
-    );
+        raw_append,
+        bus_append,
+    )
+    .await?;
     bar.inc(1);
 
     // shared_tool_catalog unchanged vs one raw request.
@@ -394,10 +356,7 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
         let small = small.clone();
         async move { client.shared_tool_catalog(&small).await.map(drop).map_err(|e| format!("shared_tool_catalog: {e}")) }
     };
-    let (raw_lat, bus_lat) = interleaved(blocks, per_block, raw_ask, bus_ask).await?;
-    let raw_tp = throughput(tp, args.in_flight, raw_ask).await?;
-    let bus_tp = throughput(tp, args.in_flight, bus_ask).await?;
-    push_pair(&mut rows, "shared_tool_catalog (unchanged)", "request", &raw_lat, &bus_lat, raw_tp, bus_tp, 1.2);
+    compare(&mut rows, shape, "shared_tool_catalog (unchanged)", "request", 1.2, raw_ask, bus_ask).await?;
     bar.inc(1);
 
     // emit_trace_event throughput vs raw JetStream publish throughput.
@@ -545,6 +504,49 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     bar.inc(1);
     bar.finish_and_clear();
     Ok(rows)
+}
+
+/// How a comparison is measured.
+#[derive(Clone, Copy)]
+struct Shape {
+    blocks: usize,
+    per_block: usize,
+    calls: usize,
+    in_flight: usize,
+}
+
+/// Measures `raw_op` and `bus_op` side by side (latency interleaved, then throughput)
+/// and adds their rows.
+async fn compare<FA, FutA, FB, FutB>(
+    rows: &mut Vec<Row>,
+    shape: Shape,
+    name: &str,
+    raw_what: &str,
+    target: f64,
+    raw_op: FA,
+    bus_op: FB,
+) -> Result<(), String>
+where
+    FA: Fn(usize) -> FutA,
+    FutA: std::future::Future<Output = Result<(), String>>,
+    FB: Fn(usize) -> FutB,
+    FutB: std::future::Future<Output = Result<(), String>>,
+{
+    let (raw_lat, bus_lat) = interleaved(shape.blocks, shape.per_block, &raw_op, &bus_op).await?;
+    let raw_tp = throughput(shape.calls, shape.in_flight, &raw_op).await?;
+    let bus_tp = throughput(shape.calls, shape.in_flight, &bus_op).await?;
+    push_pair(rows, name, raw_what, &raw_lat, &bus_lat, raw_tp, bus_tp, target);
+    Ok(())
+}
+
+/// The raw composite of a conditional write: an echo of the body, then a publish
+/// expecting the slot's last sequence (the slot keeps the new one).
+async fn raw_conditional_write(raw: &Raw, slots: &Slots<(String, u64)>, payload: Bytes) -> Result<(), String> {
+    let (subject, seq) = slots.take().ok_or("no free subject")?;
+    raw.echo(payload.clone()).await?;
+    let result = raw.publish_expecting(&subject, payload, seq).await;
+    slots.put((subject, *result.as_ref().unwrap_or(&seq)));
+    result.map(drop)
 }
 
 #[allow(clippy::too_many_arguments)]
