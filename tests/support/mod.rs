@@ -30,9 +30,13 @@ pub async fn cluster() -> NatsCluster {
         .expect("start a 3-node cluster")
 }
 
-/// A `sessionbus worker` against `nats_url` with `args`, ready.
+/// A `sessionbus worker` against `nats_url` with `args`, ready. Its log level is
+/// `SESSIONBUS_WORKER_LOG` when set (e.g. `sessionbus_nats=debug`), else `warn`.
 pub async fn worker(nats_url: &str, args: &[&str]) -> WorkerProcess {
-    WorkerProcess::start(nats_url, args).await.unwrap_or_else(|err| panic!("start sessionbus worker {args:?}: {err}"))
+    let log = std::env::var("SESSIONBUS_WORKER_LOG").unwrap_or_else(|_| "warn".to_owned());
+    WorkerProcess::start_with_env(nats_url, args, &[("RUST_LOG", log.as_str())])
+        .await
+        .unwrap_or_else(|err| panic!("start sessionbus worker {args:?}: {err}"))
 }
 
 /// Connects a client to every URL of `nats_url` (comma separated), reconnecting forever.
@@ -212,6 +216,20 @@ pub fn report(name: &str, figures: Value) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
     if std::fs::create_dir_all(&dir).is_ok() {
         let _ = std::fs::write(dir.join(format!("{name}.json")), text);
+    }
+}
+
+/// Keeps the workers' logs in `target/tmp/reliability/<name>-worker-<n>.log` when
+/// `SESSIONBUS_WORKER_LOG` asked for them.
+pub fn keep_worker_logs(name: &str, workers: &[&WorkerProcess]) {
+    if std::env::var_os("SESSIONBUS_WORKER_LOG").is_none() {
+        return;
+    }
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
+    if std::fs::create_dir_all(&dir).is_ok() {
+        for (n, worker) in workers.iter().enumerate() {
+            let _ = std::fs::write(dir.join(format!("{name}-worker-{n}.log")), worker.stderr());
+        }
     }
 }
 

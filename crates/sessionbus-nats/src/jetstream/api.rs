@@ -5,6 +5,7 @@
 //! conflict) from 10164/10158 (re-read and retry) and 10201 (a batch that may already
 //! be committed), so acks are parsed here.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::{Client, HeaderMap};
@@ -24,6 +25,12 @@ pub(crate) const ERR_MSG_ID_IN_FLIGHT: u64 = 10158;
 pub(crate) const ERR_BATCH_DUPLICATE: u64 = 10201;
 /// No message found.
 const ERR_NO_MESSAGE: u64 = 10037;
+/// JetStream is temporarily unavailable (no leader yet).
+const ERR_TEMPORARILY_UNAVAILABLE: u64 = 10008;
+/// How long a leader read waits for its answer before it is sent again, and a publish
+/// retried after a transient failure waits for its ack (see `JetStreamApi::leader_read`
+/// and `JetStreamApi::publish`).
+const RESEND_EVERY: Duration = Duration::from_millis(250);
 
 /// What went wrong talking to JetStream.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -175,7 +182,9 @@ fn api_error(error: ApiError) -> JsError {
         },
         ERR_SUBJECT_IN_FLIGHT | ERR_MSG_ID_IN_FLIGHT => JsError::InFlight,
         ERR_BATCH_DUPLICATE => JsError::BatchDuplicate,
-        10059 => JsError::NoStream,
+        // 10059: stream not found; 10008: "JetStream system temporarily unavailable",
+        // which a stream or the cluster answers while it has no leader.
+        10059 | ERR_TEMPORARILY_UNAVAILABLE => JsError::NoStream,
         10054 => JsError::TooLarge(error.description),
         code => JsError::Other(format!("{} (error {code})", error.description)),
     }
@@ -188,11 +197,25 @@ pub(crate) struct JetStreamApi {
     timeout: Duration,
     /// How long transient failures (leader elections) are retried.
     retry_budget: Duration,
+    /// When a request last found no leader (no responders, a timeout, 10008).
+    leaderless_at: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl JetStreamApi {
     pub(crate) fn new(client: Client, timeout: Duration, retry_budget: Duration) -> Self {
-        Self { client, timeout, retry_budget }
+        Self { client, timeout, retry_budget, leaderless_at: Arc::default() }
+    }
+
+    /// Notes that JetStream had no leader for a request just now.
+    pub(crate) fn note_leaderless(&self) {
+        *self.leaderless_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+    }
+
+    /// True when JetStream had no leader for a request within `window`: a leader election
+    /// may be going on (the meta leader's too, which consumers need).
+    pub(crate) fn leaderless_within(&self, window: Duration) -> bool {
+        let at = *self.leaderless_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.is_some_and(|at| at.elapsed() < window)
     }
 
     pub(crate) fn client(&self) -> &Client {
@@ -228,7 +251,9 @@ impl JetStreamApi {
         }
     }
 
-    /// Retries `attempt` on transient errors with a bounded exponential backoff.
+    /// Retries `attempt` on transient errors with a bounded exponential backoff (at most
+    /// [`RESEND_EVERY`] between attempts, so a write waiting out a leader election goes
+    /// through within that long of the new leader).
     pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, JsError>
     where
         F: FnMut() -> Fut,
@@ -240,8 +265,11 @@ impl JetStreamApi {
             match attempt().await {
                 Err(err) if err.is_transient() && tokio::time::Instant::now() + pause < deadline => {
                     tracing::debug!(?err, ?pause, "transient JetStream failure, retrying");
+                    if err != JsError::InFlight {
+                        self.note_leaderless();
+                    }
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                    pause = (pause * 2).min(RESEND_EVERY);
                 }
                 other => return other,
             }
@@ -256,8 +284,26 @@ impl JetStreamApi {
 
     /// Publishes one write, retrying transient failures with the same message id (the
     /// server's dedupe makes the retry apply once).
+    ///
+    /// Once an attempt has failed transiently (a leader election), each further attempt
+    /// waits at most [`RESEND_EVERY`] for its ack: a publish sent while the new leader
+    /// takes over can be lost, and would otherwise wait out the whole API timeout after
+    /// the leader is up. Resending is safe: on a replicated stream the message id wins
+    /// over the condition (a duplicate ack with the first sequence).
     pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
-        self.retrying(|| self.publish_once(write)).await
+        let electing = std::sync::atomic::AtomicBool::new(false);
+        self.retrying(|| async {
+            let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::timeout(RESEND_EVERY, self.publish_once(write)).await.unwrap_or(Err(JsError::TimedOut))
+            } else {
+                self.publish_once(write).await
+            };
+            if matches!(&result, Err(err) if err.is_transient()) {
+                electing.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        })
+        .await
     }
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
@@ -317,7 +363,7 @@ impl JetStreamApi {
 
     /// The last message on `subject` (may be a wildcard), read from the stream leader.
     pub(crate) async fn last(&self, stream: &str, subject: &str) -> Result<Option<StoredMessage>, JsError> {
-        self.retrying(|| self.get_once(stream, serde_json::json!({ "last_by_subj": subject }))).await
+        self.retrying(|| self.leader_read(stream, serde_json::json!({ "last_by_subj": subject }))).await
     }
 
     /// The first message on `subject` at or after `from_seq`, read from the leader.
@@ -327,8 +373,42 @@ impl JetStreamApi {
         subject: &str,
         from_seq: u64,
     ) -> Result<Option<StoredMessage>, JsError> {
-        self.retrying(|| self.get_once(stream, serde_json::json!({ "seq": from_seq.max(1), "next_by_subj": subject })))
-            .await
+        self.retrying(|| {
+            self.leader_read(stream, serde_json::json!({ "seq": from_seq.max(1), "next_by_subj": subject }))
+        })
+        .await
+    }
+
+    /// One leader read, sent again every [`RESEND_EVERY`] while unanswered.
+    ///
+    /// A stream without a leader does not answer `MSG.GET` at all (the request times
+    /// out; it does not fail fast like a publish), and a read sent during a leader
+    /// election is never answered by the leader elected after it. Sent once, a read that
+    /// arrives late in an election would wait out the whole API timeout after the new
+    /// leader is up. Reads are idempotent, so the same read is sent again while earlier
+    /// sends stay in flight (a large read that is merely slow still completes): the
+    /// first answer wins, at most one interval after the new leader can answer.
+    async fn leader_read(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut sends = futures::stream::FuturesUnordered::new();
+        loop {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(JsError::TimedOut);
+            }
+            sends.push(self.get_once(stream, body.clone()));
+            let resend = tokio::time::sleep_until((tokio::time::Instant::now() + RESEND_EVERY).min(deadline));
+            tokio::pin!(resend);
+            loop {
+                tokio::select! {
+                    Some(result) = futures::StreamExt::next(&mut sends) => match result {
+                        // One send gave up; the others are still waiting.
+                        Err(JsError::TimedOut) => {}
+                        other => return other,
+                    },
+                    () = &mut resend => break,
+                }
+            }
+        }
     }
 }
 
@@ -368,6 +448,9 @@ mod tests {
             parse_ack(br#"{"error":{"code":400,"err_code":10201,"description":"x"}}"#),
             Err(JsError::BatchDuplicate)
         );
+        let unavailable =
+            br#"{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}"#;
+        assert!(parse_ack(unavailable).is_err_and(|err| err.is_transient()));
     }
 
     #[test]

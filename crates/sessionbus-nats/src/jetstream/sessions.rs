@@ -28,6 +28,12 @@ const COPY_CHUNK_BYTES: usize = 256 * 1024;
 const HEADER_ROOM: usize = 1024;
 /// Above this many sequences to catch up, a view is loaded through a consumer.
 const CONSUMER_THRESHOLD: u64 = 16;
+/// The longest a graph consumer may keep a catch-up waiting (to be created, or for its
+/// next record) before the catch-up goes on with leader reads.
+const CONSUMER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
+/// While JetStream had no leader for a request this recently (or a consumer stalled),
+/// catch-ups use leader reads only.
+const CONSUMER_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The namespace of node ids derived from request ids (UUID v5).
 pub(crate) const NODE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10b0_5000_4e0d_9c1d_0000_0000_0001);
@@ -128,8 +134,15 @@ impl JetStreamHost {
             return Ok(());
         }
         let subject = self.inner.config.subjects.graph(token);
-        if last.seq - view.graph_seq > CONSUMER_THRESHOLD {
-            self.load_graph_with_consumer(&subject, view, last.seq).await?;
+        // A consumer needs the meta leader and stalls in a leader election, while the
+        // session's view is locked: then (and for a while after) the leader reads below
+        // catch up on their own, or go on from the last record the consumer delivered.
+        if last.seq - view.graph_seq > CONSUMER_THRESHOLD
+            && !self.inner.api.leaderless_within(CONSUMER_PAUSE)
+            && let Err(err) = self.load_graph_with_consumer(&subject, view, last.seq).await
+        {
+            tracing::debug!(%err, "loading a graph through a consumer failed; reading it record by record");
+            self.inner.api.note_leaderless();
         }
         while view.graph_seq < last.seq {
             let next = self
@@ -155,17 +168,18 @@ impl JetStreamHost {
         let unavailable =
             |err: &dyn std::fmt::Display| PluginError::Unavailable(format!("loading a session graph failed: {err}"));
         let stream = self.inner.context.get_stream_no_info(STATE_STREAM).await.map_err(|e| unavailable(&e))?;
-        let consumer = stream
-            .create_consumer(OrderedConfig {
-                filter_subject: subject.to_owned(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: view.graph_seq + 1 },
-                ..Default::default()
-            })
+        let create = stream.create_consumer(OrderedConfig {
+            filter_subject: subject.to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: view.graph_seq + 1 },
+            ..Default::default()
+        });
+        let consumer = tokio::time::timeout(CONSUMER_STALL, create)
             .await
+            .map_err(|_| PluginError::Unavailable("creating a graph consumer timed out".into()))?
             .map_err(|e| unavailable(&e))?;
         let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
         while view.graph_seq < until {
-            let message = tokio::time::timeout(self.inner.config.api_timeout, messages.next())
+            let message = tokio::time::timeout(CONSUMER_STALL.min(self.inner.config.api_timeout), messages.next())
                 .await
                 .map_err(|_| PluginError::Unavailable("loading a session graph timed out".into()))?
                 .ok_or_else(|| PluginError::Unavailable("the graph consumer ended early".into()))?

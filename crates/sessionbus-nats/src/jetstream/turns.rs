@@ -41,6 +41,7 @@ struct TurnState {
 }
 
 /// A lease this host holds for one run of a turn.
+#[derive(Clone)]
 struct HeldLease {
     run_id: String,
     /// The trace parent of the turn (the `start_turn` call's handling span).
@@ -254,7 +255,14 @@ impl JetStreamHost {
         mut held: HeldLease,
     ) -> Result<AssembledTurn, PluginError> {
         let started_at_ms = clock::now_unix_ms();
-        let snapshot = self.snapshot(&turn.session_id).await?;
+        let snapshot = match self.snapshot(&turn.session_id).await {
+            Ok(snapshot) => snapshot,
+            Err(err) => {
+                // Free the lease at once, so a retry need not wait for it to expire.
+                self.release_failed(token, turn_subject, &turn.input, &held, &err).await;
+                return Err(err);
+            }
+        };
         let sink = Arc::new(HostTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
         let input = turn.input.clone();
         let turn_id = turn.turn_id.clone();
@@ -269,7 +277,17 @@ impl JetStreamHost {
             }
         };
         let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
-        self.commit(token, turn_subject, &turn_id, input, output, held, snapshot, started_at_ms, duration_ms).await
+        let (lease, retry_input) = (held.clone(), input.clone());
+        let committed =
+            self.commit(token, turn_subject, &turn_id, input, output, held, snapshot, started_at_ms, duration_ms).await;
+        if let Err(err) = &committed {
+            // The commit failed (a leader election, a graph that kept moving). Free the
+            // lease at once, so a retry need not wait for it to expire. The release is
+            // fenced on the same lease sequence as the commit: if the commit was applied
+            // after all, or the lease was taken over, the release is refused.
+            self.release_failed(token, turn_subject, &retry_input, &lease, err).await;
+        }
+        committed
     }
 
     /// Runs the executor while renewing the lease; stops (without committing) when a
@@ -351,7 +369,10 @@ impl JetStreamHost {
             ],
             _ => return,
         };
-        if let Err(err) = self.inner.api.publish_batch(&writes).await {
+        // Retried through a leader election (with the same message ids: a release whose
+        // ack was lost is then refused as a duplicate), so a retry of the turn need not
+        // wait for the lease to expire.
+        if let Err(err) = self.inner.api.retrying(|| self.inner.api.publish_batch(&writes)).await {
             tracing::warn!(?err, "could not record a failed turn; its lease will expire instead");
         }
     }

@@ -1,0 +1,516 @@
+//! Node loss: SIGKILL of the node that leads every sessionbus stream of a 3-node
+//! cluster, in the middle of a mixed workload (tool toggles, appends, turns, trace
+//! events, snapshots) through two `sessionbus worker` processes.
+//!
+//! - no acknowledged write is lost (toggles, appends, turns, trace records);
+//! - every call either succeeds or fails with a typed error (`Unavailable`, `Conflict`);
+//! - the workload resumes without restarting any client or worker;
+//! - the longest stall seen by a bus client stays within 1 s of the longest stall of
+//!   raw writes measured by the same harness through the same kill: raw KV puts on the
+//!   tools bucket and raw publishes on the state and trace streams. Each stream elects
+//!   its own leader and their elections end up to seconds apart, so the report also
+//!   compares each client with the raw stall of the streams its calls use.
+//!
+//! A stall is the longest time without a successful call after the kill. Clients resend
+//! after 3 s (a request or reply in flight through the killed node is lost); the
+//! worker's JetStream calls resend every 250 ms while a stream has no leader.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use sessionbus_api::{
+    AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, PluginError, SessionAppendNode,
+    SessionCreateRequest, SessionGraphService, SessionLifecycleService, SessionStateService, SessionTurnRequest,
+    ToolManifest, ToolState, TraceContext, TraceEvent, TurnInput,
+};
+use sessionbus_nats::subjects::session_token;
+use sessionbus_nats::{BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
+use support::{bounded, report, scaled};
+
+/// What the raw probes write (a session no client uses).
+const RAW_PROBES: [(&str, &str); 3] = [
+    (TOOLS_STREAM, "$KV.SESSIONBUS_TOOLS.raw-probe"),
+    (STATE_STREAM, "sessionbus.v1.state.raw-probe.probe"),
+    (TRACE_STREAM, "sessionbus.v1.trace.raw-probe"),
+];
+/// The slack the issue allows between the bus's longest stall and the raw KV stall.
+const STALL_SLACK: Duration = Duration::from_secs(1);
+
+/// What one workload client saw: when each call ended, and how.
+#[derive(Default)]
+struct Timeline {
+    /// End time of every successful call.
+    successes: Vec<Instant>,
+    /// Every failed call: its kind and message.
+    failures: Vec<(ErrorKind, String)>,
+    /// The longest single call.
+    longest_call: Duration,
+}
+
+impl Timeline {
+    fn record<T>(&mut self, started: Instant, result: &Result<T, PluginError>) {
+        let now = Instant::now();
+        self.longest_call = self.longest_call.max(now - started);
+        match result {
+            Ok(_) => self.successes.push(now),
+            Err(err) => self.failures.push((err.kind(), err.message().to_owned())),
+        }
+    }
+
+    /// The longest time without a success from `start` to `end` (a gap that began
+    /// before `start` counts from `start`): when it began, and how long it lasted.
+    fn longest_stall_window(&self, start: Instant, end: Instant) -> (Instant, Duration) {
+        let mut previous = start;
+        let mut longest = (start, Duration::ZERO);
+        for &at in self.successes.iter().chain(std::iter::once(&end)) {
+            let gap = at.saturating_duration_since(previous);
+            if gap > longest.1 {
+                longest = (previous, gap);
+            }
+            previous = previous.max(at);
+        }
+        longest
+    }
+
+    fn succeeded_after(&self, at: Instant) -> bool {
+        self.successes.iter().any(|t| *t > at)
+    }
+}
+
+/// Everything the clients were told was stored.
+#[derive(Default)]
+struct Acknowledged {
+    /// Per toggler: the last acknowledged membership of its tool.
+    last_toggle: BTreeMap<usize, bool>,
+    generations: Vec<u64>,
+    /// (text, node ids) of acknowledged appends.
+    appends: Vec<(String, Vec<String>)>,
+    /// (session, turn id) of acknowledged turns.
+    turns: Vec<(String, String)>,
+    /// Markers of acknowledged trace events.
+    traces: Vec<String>,
+}
+
+fn bus_config() -> BusClientConfig {
+    // A request or reply in flight through the killed node is lost and costs its caller
+    // one per-attempt timeout before the resend (same request id); an answer that comes
+    // after its attempt's timeout is dropped, and the next attempt starts after a backoff
+    // (0.1 s, 0.2 s, 0.4 s, ...). At 3 s per attempt the first resend overlaps the
+    // election, and elections of up to 9 s end in a window or a gap of at most 0.4 s.
+    // Turns are watched by progress messages (every 2 s): 5 s of silence means lost.
+    BusClientConfig {
+        timeout: Duration::from_secs(3),
+        attempts: 6,
+        turn_idle_timeout: Duration::from_secs(5),
+        ..BusClientConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_stream_leader_loses_no_acknowledged_write() {
+    let after_kill = Duration::from_secs(scaled(20, 120));
+    let before_kill = Duration::from_secs(5);
+    let mut cluster = support::cluster().await;
+    let url = cluster.nats_url();
+    let mut workers =
+        [support::worker(&url, &["--replicas", "3"]).await, support::worker(&url, &["--replicas", "3"]).await];
+    let admin = support::connect(&url).await;
+
+    // One node leads every stream: killing it costs each stream an election.
+    let victim = cluster.stream_leader(&admin, STATE_STREAM).await.expect("the state stream has a leader");
+    for stream in [TOOLS_STREAM, TRACE_STREAM] {
+        assert!(cluster.move_stream_leader(&admin, stream, victim).await, "{stream} moves to node {victim}");
+    }
+
+    let setup = support::bus(&url, bus_config()).await;
+    support::wait_ready(&setup).await;
+    let shared = support::new_id();
+    setup.create_session(SessionCreateRequest::root(Some(shared.clone()))).await.expect("create");
+    let togglers = 4;
+    let mut tools = ToolState::default();
+    for client in 0..togglers {
+        tools.insert(ToolManifest::new(format!("tool:t{client}"), format!("t{client}"), ""));
+    }
+    setup.apply_tool_state(&shared, tools).await.expect("tool state");
+    let mut turn_sessions = Vec::new();
+    for _ in 0..2 {
+        let id = support::new_id();
+        setup.create_session(SessionCreateRequest::root(Some(id.clone()))).await.expect("create");
+        turn_sessions.push(id);
+    }
+
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let start = Instant::now();
+    let kill_at = start + before_kill;
+    let end = kill_at + after_kill;
+    let mut tasks: Vec<tokio::task::JoinHandle<(String, Timeline)>> = Vec::new();
+
+    for client in 0..togglers {
+        let bus = support::bus(&url, bus_config()).await;
+        let (session, acknowledged) = (shared.clone(), Arc::clone(&acknowledged));
+        tasks.push(tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            let names = [format!("t{client}")];
+            let mut present = false;
+            while Instant::now() < end {
+                let started = Instant::now();
+                let result = bus.set_tool_membership(&session, &names, present).await;
+                timeline.record(started, &result);
+                if let Ok(generation) = result {
+                    let mut acknowledged = acknowledged.lock().unwrap();
+                    acknowledged.last_toggle.insert(client, present);
+                    acknowledged.generations.push(generation);
+                    present = !present;
+                }
+            }
+            (format!("toggle-{client}"), timeline)
+        }));
+    }
+    for client in 0..4 {
+        let bus = support::bus(&url, bus_config()).await;
+        let (session, acknowledged) = (shared.clone(), Arc::clone(&acknowledged));
+        tasks.push(tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            let mut index = 0;
+            while Instant::now() < end {
+                let text = format!("append {client}-{index}");
+                index += 1;
+                let request = AppendSessionNodesRequest {
+                    nodes: vec![SessionAppendNode::message("User", text.clone())],
+                    requires_ancestor_node_id: None,
+                };
+                let started = Instant::now();
+                let result = bus.append_session_nodes(&session, request).await;
+                timeline.record(started, &result);
+                match result {
+                    Ok(AppendSessionNodesResult::Appended { node_ids, .. }) => {
+                        acknowledged.lock().unwrap().appends.push((text, node_ids))
+                    }
+                    Ok(other) => panic!("an unconditional append was refused: {other:?}"),
+                    Err(_) => {}
+                }
+            }
+            (format!("append-{client}"), timeline)
+        }));
+    }
+    for (client, session) in turn_sessions.iter().enumerate() {
+        let bus = support::bus(&url, bus_config()).await;
+        let (session, acknowledged) = (session.clone(), Arc::clone(&acknowledged));
+        tasks.push(tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            let mut index = 0;
+            while Instant::now() < end {
+                let turn_id = format!("turn-{client}-{index}");
+                let request =
+                    SessionTurnRequest::for_turn(&session, &turn_id, TurnInput::text(format!("hi {turn_id}")))
+                        .expect("turn");
+                let started = Instant::now();
+                let result = bus.start_turn(request).await;
+                timeline.record(started, &result);
+                if result.is_ok() {
+                    acknowledged.lock().unwrap().turns.push((session.clone(), turn_id));
+                    index += 1;
+                }
+                // A failed turn id is retried (the same id must not run twice).
+            }
+            (format!("turn-{client}"), timeline)
+        }));
+    }
+    for client in 0..2 {
+        let bus = support::bus(&url, bus_config()).await.bound(shared.clone());
+        let acknowledged = Arc::clone(&acknowledged);
+        tasks.push(tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            let mut index = 0;
+            while Instant::now() < end {
+                let marker = format!("trace-{client}-{index}");
+                index += 1;
+                let mut extra = Map::new();
+                extra.insert("marker".into(), Value::String(marker.clone()));
+                let context = TraceContext { extra, ..TraceContext::default() };
+                let started = Instant::now();
+                let result = bus.emit_trace_event(context, TraceEvent::turn_started()).await;
+                timeline.record(started, &result);
+                if result.is_ok() {
+                    acknowledged.lock().unwrap().traces.push(marker);
+                }
+            }
+            (format!("trace-{client}"), timeline)
+        }));
+    }
+    {
+        let bus = support::bus(&url, bus_config()).await;
+        let session = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut timeline = Timeline::default();
+            while Instant::now() < end {
+                let started = Instant::now();
+                let result = bus.snapshot_session(&session).await;
+                timeline.record(started, &result);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            ("snapshot".to_owned(), timeline)
+        }));
+    }
+    // The raw probes: one writer per stream, each through its own connection, each
+    // request waiting at most 250 ms.
+    let mut raw_probes = Vec::new();
+    for (stream, subject) in RAW_PROBES {
+        let client = support::connect(&url).await;
+        raw_probes.push((
+            stream,
+            tokio::spawn(async move {
+                let mut timeline = Timeline::default();
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    n += 1;
+                    let request = async_nats::Request::new()
+                        .payload(n.to_string().into())
+                        .timeout(Some(Duration::from_millis(250)));
+                    let started = Instant::now();
+                    let result = match client.send_request(subject.to_owned(), request).await {
+                        Ok(reply) if !String::from_utf8_lossy(&reply.payload).contains("\"error\"") => Ok(()),
+                        Ok(reply) => {
+                            Err(PluginError::Unavailable(String::from_utf8_lossy(&reply.payload).into_owned()))
+                        }
+                        Err(err) => Err(PluginError::Unavailable(err.to_string())),
+                    };
+                    timeline.record(started, &result);
+                    if result.is_err() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+                timeline
+            }),
+        ));
+    }
+
+    tokio::time::sleep_until(kill_at.into()).await;
+    cluster.kill(victim);
+    let killed = Instant::now();
+
+    let timelines: Vec<(String, Timeline)> = bounded("the workload", after_kill + Duration::from_secs(90), async {
+        let mut out = Vec::new();
+        for task in tasks {
+            out.push(task.await.expect("a workload task panicked"));
+        }
+        out
+    })
+    .await;
+    let mut raw = BTreeMap::new();
+    for (stream, probe) in raw_probes {
+        raw.insert(stream, probe.await.expect("raw probe"));
+    }
+    let finished = Instant::now();
+    support::keep_worker_logs("node_loss", &workers.iter().collect::<Vec<_>>());
+    for worker in &workers {
+        assert!(!worker.stderr().contains("panicked"), "a worker panicked:\n{}", worker.stderr());
+    }
+    let workers_alive = workers.iter_mut().all(|w| w.is_running());
+
+    // --- Stalls and typed failures. A stall is the longest time without a success
+    // after the kill (a gap that began before it counts from the kill): for the raw
+    // probes too, so a slow call in flight at the kill does not count against the bus.
+    let window_end = end.min(finished);
+    let since_kill = |at: Instant| {
+        at.saturating_duration_since(killed).as_secs_f64() - killed.saturating_duration_since(at).as_secs_f64()
+    };
+    let window =
+        |from: Instant, stall: Duration| format!("{:+.2} s .. {:+.2} s", since_kill(from), since_kill(from + stall));
+    let mut raw_stalls = BTreeMap::new();
+    let mut raw_windows = BTreeMap::new();
+    for (stream, timeline) in &raw {
+        let (from, stall) = timeline.longest_stall_window(killed, window_end);
+        raw_stalls.insert(*stream, stall);
+        raw_windows.insert(*stream, window(from, stall));
+    }
+    let raw_longest = raw_stalls.values().copied().max().unwrap_or_default();
+    let mut stalls = BTreeMap::new();
+    let mut stall_windows = BTreeMap::new();
+    let mut excess = BTreeMap::new();
+    let mut over_slack = Vec::new();
+    let mut failures: BTreeMap<String, u64> = BTreeMap::new();
+    let mut untyped = Vec::new();
+    let mut not_resumed = Vec::new();
+    let mut longest_call = Duration::ZERO;
+    for (name, timeline) in &timelines {
+        let (from, stall) = timeline.longest_stall_window(killed, window_end);
+        stalls.insert(name.clone(), stall.as_secs_f64());
+        stall_windows.insert(name.clone(), window(from, stall));
+        // The raw stall of the streams this client's calls use.
+        let streams: &[&str] = match name.split('-').next().unwrap_or_default() {
+            "toggle" => &[TOOLS_STREAM],
+            "append" => &[STATE_STREAM],
+            "trace" => &[TRACE_STREAM],
+            "snapshot" => &[STATE_STREAM, TOOLS_STREAM],
+            _ => &[STATE_STREAM, TOOLS_STREAM, TRACE_STREAM],
+        };
+        let raw_reference = streams.iter().map(|s| raw_stalls[s]).max().unwrap_or_default();
+        excess.insert(name.clone(), stall.as_secs_f64() - raw_reference.as_secs_f64());
+        if stall > raw_reference + STALL_SLACK {
+            over_slack.push(format!(
+                "{name}: {:.2} s, raw stall of {streams:?} {:.2} s",
+                stall.as_secs_f64(),
+                raw_reference.as_secs_f64()
+            ));
+        }
+        longest_call = longest_call.max(timeline.longest_call);
+        for (kind, message) in &timeline.failures {
+            *failures.entry(format!("{kind:?}")).or_default() += 1;
+            if !matches!(kind, ErrorKind::Unavailable | ErrorKind::Conflict) {
+                untyped.push(format!("{name}: {kind:?}: {message}"));
+            }
+        }
+        if !timeline.succeeded_after(killed) {
+            not_resumed.push(name.clone());
+        }
+    }
+    let bus_stall = stalls.values().copied().fold(0.0, f64::max);
+    let failure_samples: Vec<String> = timelines
+        .iter()
+        .flat_map(|(name, t)| t.failures.iter().map(move |(k, m)| format!("{name}: {k:?}: {m}")))
+        .take(12)
+        .collect();
+
+    // --- Nothing acknowledged is lost.
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().unwrap());
+    let checker = support::bus(&url, bus_config()).await;
+    let state = checker.tool_state(&shared).await.expect("tool state");
+    let state = serde_json::to_value(&state).expect("json");
+    let lost_toggles = acknowledged
+        .last_toggle
+        .iter()
+        .filter(|(client, present)| {
+            state["tools"][format!("tool:t{client}")].get("member").and_then(Value::as_bool).unwrap_or(true)
+                != **present
+        })
+        .count();
+    let distinct: HashSet<u64> = acknowledged.generations.iter().copied().collect();
+    let duplicated_generations = acknowledged.generations.len() - distinct.len();
+
+    let snapshot = checker.snapshot_session(&shared).await.expect("snapshot");
+    let nodes = &snapshot.session_graph.nodes;
+    let forks = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, node)| node.parent_node_id != i.checked_sub(1).map(|p| nodes[p].node_id.clone()))
+        .count();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    for node in nodes {
+        *ids.entry(node.node_id.as_str()).or_default() += 1;
+    }
+    let duplicated_nodes = ids.values().filter(|c| **c > 1).count();
+    let mut texts: HashMap<String, usize> = HashMap::new();
+    for node in nodes {
+        if let Some(text) = node.conversation_text() {
+            *texts.entry(text).or_default() += 1;
+        }
+    }
+    let lost_appends = acknowledged.appends.iter().filter(|(text, _)| !texts.contains_key(text)).count();
+    let duplicated_appends = texts.values().filter(|c| **c > 1).count();
+
+    let mut lost_turns = 0;
+    let mut duplicated_turn_nodes = 0;
+    for session in &turn_sessions {
+        let snapshot = checker.snapshot_session(session).await.expect("snapshot");
+        let acked: Vec<&String> =
+            acknowledged.turns.iter().filter(|(s, _)| s == session).map(|(_, turn)| turn).collect();
+        assert!(snapshot.turn_index >= acked.len() as u64, "turn index below the acknowledged turns");
+        // Echo turns store two nodes (the input and the echo), caused by the turn.
+        let mut by_turn: HashMap<String, usize> = HashMap::new();
+        for node in &snapshot.session_graph.nodes {
+            if let Some(turn) = node.caused_by.as_ref().and_then(|c| c["turn_id"].as_str()) {
+                *by_turn.entry(turn.to_owned()).or_default() += 1;
+            }
+        }
+        duplicated_turn_nodes += by_turn.values().filter(|c| **c > 2).count();
+        let token = session_token(session).expect("token");
+        for turn in acked {
+            let ledger =
+                support::get_last(&admin, STATE_STREAM, &format!("sessionbus.v1.state.{token}.turn.{turn}")).await;
+            let completed = ledger.as_ref().is_some_and(|m| m.json()["status"] == "completed");
+            if !completed || by_turn.get(turn.as_str()) != Some(&2) {
+                lost_turns += 1;
+            }
+        }
+    }
+
+    let shared_token = session_token(&shared).expect("token");
+    let mut stored_markers: HashMap<String, usize> = HashMap::new();
+    for message in support::read_all(&admin, TRACE_STREAM, &format!("sessionbus.v1.trace.{shared_token}")).await {
+        if let Some(marker) = message.json()["context"]["marker"].as_str() {
+            *stored_markers.entry(marker.to_owned()).or_default() += 1;
+        }
+    }
+    let lost_traces = acknowledged.traces.iter().filter(|m| !stored_markers.contains_key(*m)).count();
+    let duplicated_traces = stored_markers.values().filter(|c| **c > 1).count();
+
+    report(
+        "node_loss",
+        json!({
+            "killed_node": cluster.name(victim),
+            "killed_node_led": [STATE_STREAM, TOOLS_STREAM, TRACE_STREAM],
+            "workload_clients": timelines.len(),
+            "calls_succeeded": timelines.iter().map(|(_, t)| t.successes.len()).sum::<usize>(),
+            "calls_failed_by_kind": failures,
+            "failure_samples": failure_samples,
+            "untyped_failures": untyped.len(),
+            "clients_not_resumed": not_resumed,
+            "workers_restarted": 0,
+            "workers_alive": workers_alive,
+            "raw_kv_longest_stall_s": raw_stalls[TOOLS_STREAM].as_secs_f64(),
+            "raw_longest_stall_s": raw_longest.as_secs_f64(),
+            "raw_stall_by_stream_s": raw_stalls.iter().map(|(k, v)| (k.to_string(), json!(v.as_secs_f64()))).collect::<Map<_, _>>(),
+            "raw_stall_windows_since_kill": raw_windows,
+            "bus_longest_stall_s": bus_stall,
+            "bus_stall_by_client_s": stalls,
+            "bus_stall_windows_since_kill": stall_windows,
+            "bus_stall_beyond_raw_by_client_s": excess,
+            "clients_over_1s_beyond_their_streams_raw_stall": over_slack,
+            "bus_longest_single_call_s": longest_call.as_secs_f64(),
+            "toggles_acknowledged": acknowledged.generations.len(),
+            "toggles_lost": lost_toggles,
+            "generations_duplicated": duplicated_generations,
+            "appends_acknowledged": acknowledged.appends.len(),
+            "appends_lost": lost_appends,
+            "appends_duplicated": duplicated_appends,
+            "graph_nodes_duplicated": duplicated_nodes,
+            "graph_forks": forks,
+            "turns_acknowledged": acknowledged.turns.len(),
+            "turns_lost": lost_turns,
+            "turn_nodes_duplicated": duplicated_turn_nodes,
+            "traces_acknowledged": acknowledged.traces.len(),
+            "traces_lost": lost_traces,
+            "traces_duplicated": duplicated_traces,
+        }),
+    );
+    assert!(untyped.is_empty(), "calls failed with untyped errors: {untyped:?}");
+    assert!(not_resumed.is_empty(), "clients never succeeded after the kill: {not_resumed:?}");
+    assert_eq!(lost_toggles, 0, "an acknowledged toggle is lost");
+    assert_eq!(duplicated_generations, 0, "a generation was acknowledged twice");
+    assert_eq!(lost_appends, 0, "an acknowledged append is lost");
+    assert_eq!(duplicated_appends, 0, "an append is stored twice");
+    assert_eq!(duplicated_nodes, 0, "a node id is stored twice");
+    assert_eq!(forks, 0, "the graph forked");
+    assert_eq!(lost_turns, 0, "an acknowledged turn is lost or stored twice");
+    assert_eq!(duplicated_turn_nodes, 0, "a turn's nodes are stored twice");
+    assert_eq!(lost_traces, 0, "an acknowledged trace record is lost");
+    assert_eq!(duplicated_traces, 0, "a trace record is stored twice");
+    // The issue's bound: the longest bus stall against the longest raw stall. Each
+    // client's stall against the raw stall of the very streams it uses is reported
+    // (`bus_stall_beyond_raw_by_client_s`): it stays within the same 1 s in most runs,
+    // but a call that lost races after the election (4 togglers on one key) or met a
+    // late hiccup can exceed it by a few hundred ms.
+    if !over_slack.is_empty() {
+        println!("note: clients more than {STALL_SLACK:?} beyond the raw stall of their own streams: {over_slack:?}");
+    }
+    assert!(
+        Duration::from_secs_f64(bus_stall) <= raw_longest + STALL_SLACK,
+        "the bus stalled {bus_stall:.2} s, more than 1 s beyond the longest raw stall of {:.2} s",
+        raw_longest.as_secs_f64()
+    );
+}
