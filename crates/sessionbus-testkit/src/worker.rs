@@ -11,8 +11,9 @@ use crate::TestkitError;
 /// How long a worker may take to print its ready line.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The `sessionbus` binary to run: `SESSIONBUS_BIN`, else `sessionbus` in the cargo
-/// target directory (`CARGO_TARGET_DIR`, else the workspace's `target/`), debug build.
+/// The `sessionbus` binary to run: `SESSIONBUS_BIN`, else the debug `sessionbus` in the
+/// target directory of the running test (`<target>/debug/`, found from the test
+/// executable's own path), else in `CARGO_TARGET_DIR` or the workspace's `target/`.
 ///
 /// `cargo nextest run --workspace` builds it before any test runs (the CLI's own
 /// integration tests need it); a narrower run needs `cargo build -p sessionbus-cli` first.
@@ -26,8 +27,15 @@ pub fn sessionbus_binary() -> Result<PathBuf, TestkitError> {
         };
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // A test runs from `<target>/debug/deps/`: its target directory is the one cargo
+    // built the binary into, wherever that is (`--target-dir`, `CARGO_TARGET_DIR`, a
+    // clone in another folder).
+    let beside_test = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent()?.parent().map(|debug| debug.join("sessionbus")))
+        .filter(|path| path.is_file());
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| workspace.join("target"), PathBuf::from);
-    let path = target.join("debug").join("sessionbus");
+    let path = beside_test.unwrap_or_else(|| target.join("debug").join("sessionbus"));
     if !path.is_file() {
         return Err(TestkitError::NotInstalled(format!(
             "the sessionbus binary was not found at {}: build it with `cargo build -p sessionbus-cli` (or point \
