@@ -1,6 +1,6 @@
 //! A 3-node JetStream cluster on loopback, with SIGKILL and restart of single nodes.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -169,12 +169,8 @@ impl NatsCluster {
                     self.log_tail(index)
                 )));
             }
-            if let Ok(stream) = TcpStream::connect(("127.0.0.1", node.client_port)) {
-                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ") {
-                    return Ok(());
-                }
+            if crate::server::accepts_clients(node.client_port)? {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -117,12 +117,8 @@ impl NatsServer {
             if let Some(status) = self.child.try_wait()? {
                 return Err(TestkitError::Startup(format!("exited with {status}; log:\n{}", self.log_tail())));
             }
-            if let Ok(stream) = TcpStream::connect(("127.0.0.1", self.port)) {
-                stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-                let mut line = String::new();
-                if BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO ") {
-                    return Ok(());
-                }
+            if accepts_clients(self.port)? {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -146,6 +142,14 @@ impl Drop for NatsServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// True when a nats-server on loopback `port` greets a new client with its `INFO` line.
+pub(crate) fn accepts_clients(port: u16) -> Result<bool, std::io::Error> {
+    let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else { return Ok(false) };
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut line = String::new();
+    Ok(BufReader::new(stream).read_line(&mut line).is_ok() && line.starts_with("INFO "))
 }
 
 /// A loopback port nobody listens on right now.
