@@ -10,17 +10,19 @@
 //!   DESIGN.md section 5: each refusal is seen as a permission violation from the server,
 //!   and the streams are unchanged after every refused publish.
 
+mod auth;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv, stream};
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::{Client, ConnectOptions};
+use auth::{Conn, WAIT, connect, start_server};
 use futures::StreamExt;
 use serde_yaml_ng::Value;
-use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION, NatsServer, ServerOptions};
-use tokio::sync::mpsc;
+use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION};
 use tokio::time::timeout;
 
 // ---------------------------------------------------------------------------------------
@@ -840,76 +842,10 @@ fn node_configs_load_in_nats_server() {
 // deploy/nats/auth.conf in a real nats-server
 // ---------------------------------------------------------------------------------------
 
-const WAIT: Duration = Duration::from_secs(10);
 /// How long a refused subscription is watched for messages that must not arrive.
 const QUIET: Duration = Duration::from_millis(500);
 
-fn password_for(user: &str) -> String {
-    format!("sb-test-{user}-password")
-}
-
-/// A server running auth.conf as deployed: the password variables are defined in the
-/// config itself (as the environment defines them in production), the text is the file's.
-fn start_server() -> NatsServer {
-    let mut extra = String::new();
-    for variable in password_variables() {
-        let user = variable.trim_start_matches("SESSIONBUS_").trim_end_matches("_PASSWORD").to_lowercase();
-        extra.push_str(&format!("{variable}: \"{}\"\n", password_for(&user)));
-    }
-    extra.push_str(&read("deploy/nats/auth.conf"));
-    let server = NatsServer::start_with(ServerOptions { extra_config: extra }).expect("nats-server starts");
-    assert_ne!(server.port(), 4222, "tests never use the default port");
-    server
-}
-
-/// A connection and the server errors (permission violations) it receives.
-struct Conn {
-    client: Client,
-    errors: mpsc::UnboundedReceiver<String>,
-}
-
-async fn connect(server: &NatsServer, user: &str, inbox_prefix: Option<&str>) -> Conn {
-    let (tx, errors) = mpsc::unbounded_channel();
-    let mut options =
-        ConnectOptions::with_user_and_password(user.to_owned(), password_for(user)).event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(error) = event {
-                    let _ = tx.send(error.to_string());
-                }
-            }
-        });
-    if let Some(prefix) = inbox_prefix {
-        options = options.custom_inbox_prefix(prefix);
-    }
-    let client = timeout(WAIT, options.connect(server.url()))
-        .await
-        .unwrap_or_else(|_| panic!("{user} did not connect in time"))
-        .unwrap_or_else(|err| panic!("{user} could not connect: {err}"));
-    Conn { client, errors }
-}
-
 impl Conn {
-    fn drain(&mut self) {
-        while self.errors.try_recv().is_ok() {}
-    }
-
-    /// Waits for the server's permission violation for `operation` ("Publish" or
-    /// "Subscription") on `subject`.
-    async fn expect_violation(&mut self, operation: &str, subject: &str) {
-        let wanted = format!("Permissions Violation for {operation} to \"{subject}\"");
-        let seen = timeout(WAIT, async {
-            while let Some(error) = self.errors.recv().await {
-                if error.contains(&wanted) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert!(matches!(seen, Ok(true)), "expected the server to refuse: {wanted}");
-    }
-
     /// Publishes to `subject` and waits for the refusal.
     async fn refused_publish(&mut self, subject: &str) {
         self.drain();

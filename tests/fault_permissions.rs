@@ -14,12 +14,14 @@
 //! - a client subscribing to the request subjects or to other users' inboxes receives
 //!   nothing while the worker serves calls, and the calls are still answered.
 
+mod auth;
 mod support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use async_nats::{Client, ConnectOptions, Event};
+use async_nats::Client;
+use auth::{WAIT, connect, password_for, start_server};
 use futures::StreamExt as _;
 use serde_json::json;
 use sessionbus_api::{
@@ -28,71 +30,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::{NatsServer, ServerOptions, WorkerProcess};
-use tokio::sync::mpsc;
-
-const WAIT: Duration = Duration::from_secs(10);
-
-fn password_for(user: &str) -> String {
-    format!("sb-e2e-{user}-password")
-}
-
-/// auth.conf as deployed, its password variables defined in the config itself.
-fn start_server() -> NatsServer {
-    let auth = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/nats/auth.conf"))
-        .expect("deploy/nats/auth.conf");
-    let mut extra = String::new();
-    for word in auth.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$')) {
-        if let Some(variable) = word.strip_prefix('$').filter(|v| v.ends_with("_PASSWORD"))
-            && !extra.contains(variable)
-        {
-            let user = variable.trim_start_matches("SESSIONBUS_").trim_end_matches("_PASSWORD").to_lowercase();
-            extra.push_str(&format!("{variable}: \"{}\"\n", password_for(&user)));
-        }
-    }
-    extra.push_str(&auth);
-    NatsServer::start_with(ServerOptions { extra_config: extra }).expect("nats-server with deploy/nats/auth.conf")
-}
-
-/// A connection as `user`, and the server errors (permission violations) it receives.
-async fn connect(
-    server: &NatsServer,
-    user: &str,
-    inbox_prefix: Option<&str>,
-) -> (Client, mpsc::UnboundedReceiver<String>) {
-    let (tx, errors) = mpsc::unbounded_channel();
-    let mut options =
-        ConnectOptions::with_user_and_password(user.to_owned(), password_for(user)).event_callback(move |event| {
-            let tx = tx.clone();
-            async move {
-                if let Event::ServerError(error) = event {
-                    let _ = tx.send(error.to_string());
-                }
-            }
-        });
-    if let Some(prefix) = inbox_prefix {
-        options = options.custom_inbox_prefix(prefix);
-    }
-    let client = tokio::time::timeout(WAIT, options.connect(server.url()))
-        .await
-        .expect("connect in time")
-        .unwrap_or_else(|err| panic!("{user} connects: {err}"));
-    (client, errors)
-}
-
-async fn expect_violation(errors: &mut mpsc::UnboundedReceiver<String>, operation: &str, subject: &str) {
-    let wanted = format!("Permissions Violation for {operation} to \"{subject}\"");
-    let seen = tokio::time::timeout(WAIT, async {
-        while let Some(error) = errors.recv().await {
-            if error.contains(&wanted) {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(seen, Ok(true)), "expected the server to refuse: {wanted}");
-}
+use sessionbus_testkit::WorkerProcess;
 
 /// What must not change when a refused client tries to write: the three streams and
 /// the session as the bus serves it.
@@ -122,8 +60,9 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
     )
     .await
     .expect("the worker starts under the worker credential");
-    let (admin, _) = connect(&server, "worker", None).await;
-    let (client_nats, mut client_errors) = connect(&server, "client", Some("_INBOX_client")).await;
+    let admin = connect(&server, "worker", None).await.client;
+    let auth::Conn { client: client_nats, errors: mut client_errors } =
+        connect(&server, "client", Some("_INBOX_client")).await;
     let bus = BusClient::new(client_nats.clone(), BusClientConfig::default());
 
     // --- Everything a client does works, with no permission violation.
@@ -155,7 +94,7 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
     assert!(!worker.stderr().to_lowercase().contains("permissions violation"), "{}", worker.stderr());
 
     // --- Direct writes and reads of the streams: refused, nothing changes.
-    let (hostile, mut hostile_errors) = connect(&server, "client", Some("_INBOX_client")).await;
+    let mut hostile = connect(&server, "client", Some("_INBOX_client")).await;
     let before = observed(&admin, &bus, &session).await;
     let mut refused = 0;
     for subject in [
@@ -172,9 +111,9 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
         format!("$JS.API.STREAM.DELETE.{TOOLS_STREAM}"),
     ] {
         let forged = json!({"nodes": [], "leaf": null, "request_id": "forged", "state": "free"}).to_string();
-        hostile.publish(subject.clone(), forged.into()).await.expect("publish is queued");
-        hostile.flush().await.expect("flush");
-        expect_violation(&mut hostile_errors, "Publish", &subject).await;
+        hostile.client.publish(subject.clone(), forged.into()).await.expect("publish is queued");
+        hostile.client.flush().await.expect("flush");
+        hostile.expect_violation("Publish", &subject).await;
         assert_eq!(
             observed(&admin, &bus, &session).await,
             before,
@@ -186,9 +125,9 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
     // --- Stealing requests or replies: refused, nothing arrives, calls still answered.
     let mut thieves = Vec::new();
     for subject in ["sessionbus.v1.session.*.*", "sessionbus.v1.session.>", "_INBOX.>", "_INBOX_dashboard.>"] {
-        let subscriber = hostile.subscribe(subject.to_owned()).await.expect("subscribe is queued");
-        hostile.flush().await.expect("flush");
-        expect_violation(&mut hostile_errors, "Subscription", subject).await;
+        let subscriber = hostile.client.subscribe(subject.to_owned()).await.expect("subscribe is queued");
+        hostile.client.flush().await.expect("flush");
+        hostile.expect_violation("Subscription", subject).await;
         thieves.push((subject, subscriber));
     }
     let after_calls = bus.snapshot_session(&session).await.expect("the worker still answers");
