@@ -54,11 +54,7 @@ async fn one_trace_from_the_client_call_to_the_turn_and_its_children() {
     let receiver = otlp::Receiver::start(0).await;
     let telemetry = Telemetry::to_endpoint("sessionbus-test", Some(&receiver.url())).expect("telemetry");
     let server = common::server();
-    let _worker = common::jetstream_worker_on(
-        &server,
-        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
-    )
-    .await;
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
     let (exporter, stop) = start_exporter(&server, &receiver.url(), "sessionbus-exporter").await;
 
@@ -160,11 +156,7 @@ async fn emit_customs(client: &sessionbus_nats::BusClient, session: &str, range:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_outage_delays_spans_and_loses_none() {
     let server = common::server();
-    let _worker = common::jetstream_worker_on(
-        &server,
-        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
-    )
-    .await;
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
     let port = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
     let url = format!("http://127.0.0.1:{port}");
@@ -192,11 +184,7 @@ async fn a_collector_outage_delays_spans_and_loses_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exporter_restart_resumes_and_loses_nothing() {
     let server = common::server();
-    let _worker = common::jetstream_worker_on(
-        &server,
-        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
-    )
-    .await;
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
     let receiver = otlp::Receiver::start(0).await;
     let session = common::create_root(&client).await;

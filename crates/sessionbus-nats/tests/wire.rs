@@ -292,11 +292,7 @@ async fn errors_keep_their_kind_across_the_wire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unchanged_catalog_costs_no_jetstream_read() {
     let server = common::server();
-    let first = common::jetstream_worker_on(
-        &server,
-        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
-    )
-    .await;
+    let first = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
     let session = common::create_root(&client).await;
     let mut tools = ToolState::default();
@@ -318,11 +314,7 @@ async fn an_unchanged_catalog_costs_no_jetstream_read() {
     );
     assert!(tokio::time::timeout(Duration::from_millis(10), direct.next()).await.is_err());
 
-    let _second = common::jetstream_worker_on(
-        &server,
-        Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await),
-    )
-    .await;
+    let _second = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     first.shutdown(Duration::from_secs(5)).await;
     client.set_tool_membership(&session, &["grep".into()], false).await.expect("toggle through the other worker");
     let changed = client.shared_tool_catalog(&session).await.expect("catalog");

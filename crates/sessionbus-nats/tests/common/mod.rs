@@ -110,6 +110,12 @@ pub async fn worker_on<H: SessionHost + 'static>(server: &NatsServer, host: Arc<
     Worker::start(client, host, WorkerConfig::default()).await.expect("worker")
 }
 
+/// A JetStream host on its own connection, served by a worker that learns tool
+/// generations from JetStream events.
+pub async fn serve_jetstream(server: &NatsServer, executor: Arc<dyn TurnExecutor>) -> Worker {
+    jetstream_worker_on(server, Arc::new(jetstream_host_on(server, executor).await)).await
+}
+
 /// A worker that learns tool generations from JetStream events (for JetStream hosts).
 pub async fn jetstream_worker_on(server: &NatsServer, host: Arc<JetStreamHost>) -> Worker {
     let client = server.client().await.expect("connect");
