@@ -14,6 +14,9 @@ pub struct ConnectionArgs {
     /// A NATS credentials file (JWT + NKey seed).
     #[arg(long, env = "NATS_CREDS", global = true)]
     pub creds: Option<PathBuf>,
+    /// A file holding this user's nkey seed (`sessionbus credentials` mints them).
+    #[arg(long, env = "NATS_NKEY", global = true)]
+    pub nkey: Option<PathBuf>,
     /// User name, with --password.
     #[arg(long, env = "NATS_USER", global = true)]
     pub user: Option<String>,
@@ -58,6 +61,12 @@ impl ConnectionArgs {
             options = options.credentials_file(creds).await.map_err(|err| {
                 CliError::Other(format!("could not read the credentials file {}: {err}", creds.display()))
             })?;
+        }
+        if let Some(path) = &self.nkey {
+            let seed = std::fs::read_to_string(path).map_err(|err| {
+                CliError::Other(format!("could not read the nkey seed file {}: {err}", path.display()))
+            })?;
+            options = options.nkey(seed.trim().to_owned());
         }
         if let (Some(user), Some(password)) = (&self.user, &self.password) {
             options = options.user_and_password(user.clone(), password.clone());

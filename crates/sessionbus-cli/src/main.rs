@@ -22,6 +22,9 @@ enum Command {
     /// Run a complete local bus: a JetStream nats-server (unless NATS_URL is set), a
     /// worker and, when an OTLP endpoint is configured, the trace exporter. Ctrl-C stops it.
     Up(commands::up::UpArgs),
+    /// Create or update the JetStream layout (streams and buckets). Run once, as a user
+    /// allowed to create streams, before starting workers.
+    Setup(commands::setup::SetupArgs),
     /// Run a worker (JetStream host + executor) against NATS_URL.
     Worker(commands::worker::WorkerArgs),
     /// Run a realistic multi-session workload against a running bus and print a summary.
@@ -36,6 +39,9 @@ enum Command {
     Bench(commands::bench::BenchArgs),
     /// Export trace records as OpenTelemetry spans over OTLP (OTEL_EXPORTER_OTLP_*).
     Exporter(commands::exporter::ExporterArgs),
+    /// Mint the credentials of the deploy/ NATS configs: an nkey per user and the
+    /// cluster's route password.
+    Credentials(commands::credentials::CredentialsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +74,8 @@ async fn run(cli: Cli) -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Up(args) => commands::up::run(&cli.connection, args).await,
+        Command::Setup(args) => commands::setup::run(&cli.connection, args).await,
+        Command::Credentials(args) => commands::credentials::run(args),
         Command::Worker(args) => commands::worker::run(&cli.connection, args).await,
         Command::Demo(args) => commands::demo::run(&cli.connection, args).await,
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,

@@ -4,6 +4,7 @@
 //! - [`wire`]: headers, request and reply bodies, error replies;
 //! - [`client::BusClient`]: the traits over request/reply, for runtimes;
 //! - [`worker::Worker`]: serves any host's traits on the bus;
+//! - [`reply_policy`]: which reply subjects a worker answers;
 //! - [`jetstream::JetStreamHost`]: the durable host on JetStream;
 //! - [`events`]: the typed stream of session events for watchers and dashboards.
 
@@ -14,6 +15,7 @@ pub mod events;
 mod generations;
 pub mod jetstream;
 pub mod propagation;
+pub mod reply_policy;
 pub mod request_context;
 pub mod subjects;
 pub mod wire;

@@ -31,6 +31,30 @@ pub fn current() -> Option<RequestContext> {
     CURRENT.try_with(Clone::clone).ok()
 }
 
+/// Namespace of [`scoped_request_id`].
+const REQUEST_SCOPE_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10b0_5c0e_4d1d_9a7e_2f3c_8b1a_0d6e);
+
+/// The idempotency key of a request: its `Sessionbus-Request-Id` scoped by the subject
+/// it was sent to (so by session and op). JetStream deduplicates message ids per
+/// stream, so an unscoped id reused on another session or op would be taken for a
+/// retry of the first call; scoped, it is a new write.
+///
+/// ```
+/// use sessionbus_nats::request_context::scoped_request_id;
+///
+/// let a = scoped_request_id("sessionbus.v1.session.a.append_nodes", "req-1");
+/// assert_eq!(a, scoped_request_id("sessionbus.v1.session.a.append_nodes", "req-1"));
+/// assert_ne!(a, scoped_request_id("sessionbus.v1.session.b.append_nodes", "req-1"));
+/// assert_ne!(a, scoped_request_id("sessionbus.v1.session.a.close", "req-1"));
+/// ```
+pub fn scoped_request_id(subject: &str, request_id: &str) -> String {
+    let mut name = Vec::with_capacity(subject.len() + request_id.len() + 1);
+    name.extend_from_slice(subject.as_bytes());
+    name.push(b'\n');
+    name.extend_from_slice(request_id.as_bytes());
+    uuid::Uuid::new_v5(&REQUEST_SCOPE_NAMESPACE, &name).to_string()
+}
+
 /// The current request id, or a fresh UUID when the call is not serving a bus request.
 pub fn current_request_id() -> String {
     CURRENT.try_with(|c| c.request_id.clone()).unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())

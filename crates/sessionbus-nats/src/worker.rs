@@ -6,7 +6,7 @@
 //! and a request over the limit is answered `Unavailable` (503) at once instead of
 //! queueing without bound.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +23,8 @@ use tokio::sync::Semaphore;
 
 use crate::generations::ToolGenerations;
 use crate::propagation;
-use crate::request_context::{RequestContext, with_request};
+use crate::reply_policy::ReplyPolicy;
+use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Op, Subjects};
 use crate::wire::{
     self, Empty, ErrorCode, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
@@ -55,6 +56,9 @@ pub struct WorkerConfig {
     /// unchanged catalog is answered without a JetStream read. Only for hosts whose
     /// writes are republished (the JetStream host).
     pub tool_events: bool,
+    /// The reply subjects this worker answers; a request with any other reply subject
+    /// is dropped unanswered and unexecuted (see [`ReplyPolicy`]).
+    pub reply_policy: ReplyPolicy,
 }
 
 impl Default for WorkerConfig {
@@ -66,6 +70,7 @@ impl Default for WorkerConfig {
             progress_every: Duration::from_secs(2),
             worker_id: uuid::Uuid::new_v4().to_string(),
             tool_events: false,
+            reply_policy: ReplyPolicy::default(),
         }
     }
 }
@@ -77,7 +82,12 @@ struct EndpointErrors {
     overloaded: u64,
     by_code: HashMap<u16, u64>,
     last_error: Option<String>,
+    /// Requests dropped because their reply subject is outside the inbox prefixes.
+    refused_replies: u64,
 }
+
+/// How many distinct senders of refused reply subjects are logged (each once).
+const LOGGED_REFUSED_SENDERS: usize = 1024;
 
 type ErrorStats = Arc<Mutex<HashMap<String, EndpointErrors>>>;
 
@@ -91,6 +101,8 @@ struct Shared<H: ?Sized> {
     generations: Option<ToolGenerations>,
     /// The largest reply body that fits the server's `max_payload`.
     reply_limit: usize,
+    /// Senders of refused reply subjects already logged.
+    refused_senders: Mutex<HashSet<String>>,
 }
 
 /// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
@@ -124,7 +136,7 @@ impl Worker {
             .queue_group(QUEUE_GROUP)
             .metadata(HashMap::from([("worker_id".to_owned(), config.worker_id.clone())]))
             .stats_handler(move |endpoint, _stats| {
-                let errors = stats_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                let errors = lock(&stats_errors);
                 serde_json::to_value(errors.get(&endpoint).cloned().unwrap_or_default()).unwrap_or_default()
             })
             .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
@@ -143,6 +155,7 @@ impl Worker {
             turns: Arc::new(Semaphore::new(config.max_turns_in_flight)),
             config: config.clone(),
             errors,
+            refused_senders: Mutex::default(),
         });
         let subjects = &config.subjects;
         let mut routes: Vec<(String, String, Route)> = Op::ALL
@@ -174,9 +187,11 @@ impl Worker {
         &self.config.worker_id
     }
 
-    /// Stops taking requests, waits (up to `grace`) for the ones in flight, then stops
-    /// the service.
+    /// Stops taking requests, waits up to `grace` for the ones in flight, then stops
+    /// the service. Returns within `grace` (plus at most one second to unregister the
+    /// service) even when the server is gone.
     pub async fn shutdown(self, grace: Duration) {
+        let deadline = tokio::time::Instant::now() + grace;
         for endpoint_loop in &self.loops {
             endpoint_loop.abort();
         }
@@ -185,11 +200,14 @@ impl Worker {
             let turns = self.turns.acquire_many(self.config.max_turns_in_flight as u32).await;
             drop((fast, turns));
         };
-        if tokio::time::timeout(grace, drained).await.is_err() {
-            tracing::warn!(?grace, "worker shutdown: requests still in flight after the grace period");
+        if tokio::time::timeout_at(deadline, drained).await.is_err() {
+            tracing::warn!(?grace, "worker shutdown: requests still in flight after the drain deadline");
         }
-        if let Err(err) = self.service.stop().await {
-            tracing::warn!(%err, "worker shutdown: stopping the service failed");
+        let unregister_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+        match tokio::time::timeout_at(unregister_by, self.service.stop()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "worker shutdown: stopping the service failed"),
+            Err(_) => tracing::warn!("worker shutdown: the server did not confirm the service stop in time"),
         }
     }
 }
@@ -209,6 +227,12 @@ async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
 ) {
     let is_turn = matches!(route, Route::Session(Op::StartTurn));
     while let Some(request) = endpoint.next().await {
+        if let Some(reply) = request.message.reply.as_deref()
+            && !shared.config.reply_policy.allows(reply)
+        {
+            refuse_reply(&shared, &name, reply, &request.message.subject);
+            continue;
+        }
         let semaphore = if is_turn { &shared.turns } else { &shared.fast };
         let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
             let error = PluginError::Unavailable(format!(
@@ -240,8 +264,28 @@ async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
     }
 }
 
+/// Counts a request dropped for its reply subject, and logs it once per sender.
+fn refuse_reply<H: ?Sized>(shared: &Shared<H>, endpoint: &str, reply: &str, subject: &str) {
+    lock(&shared.errors).entry(endpoint.to_owned()).or_default().refused_replies += 1;
+    let sender = ReplyPolicy::sender_key(reply);
+    let mut logged = lock(&shared.refused_senders);
+    if logged.len() < LOGGED_REFUSED_SENDERS && logged.insert(sender.to_owned()) {
+        tracing::warn!(
+            endpoint,
+            subject,
+            reply = wire::header_safe(reply),
+            "dropped a request whose reply subject is outside the inbox prefixes (logged once per sender; \
+             counted in the service stats as refused_replies)"
+        );
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn record_error(errors: &ErrorStats, endpoint: &str, code: ErrorCode, error: &PluginError, overloaded: bool) {
-    let mut errors = errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut errors = lock(errors);
     let entry = errors.entry(endpoint.to_owned()).or_default();
     entry.errors += 1;
     entry.overloaded += u64::from(overloaded);
@@ -274,8 +318,8 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     let message = &request.message;
     let headers = message.headers.as_ref();
     let request_id = header(headers, wire::REQUEST_ID)
-        .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok() && !id.contains('/'))
-        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned);
+        .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok())
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| scoped_request_id(&message.subject, id));
     let limit = shared.reply_limit;
     let operation = match route {
         Route::Session(op) => op.as_str(),

@@ -104,8 +104,16 @@ impl WorkerProcess {
     }
 
     /// Like [`WorkerProcess::start`], with extra environment variables (e.g. `NATS_USER`,
-    /// `RUST_LOG`).
+    /// `RUST_LOG`). The worker sets up the JetStream layout first (`--setup`), as a
+    /// local bus does; [`WorkerProcess::start_without_setup`] leaves that to an admin.
     pub async fn start_with_env(nats_url: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, TestkitError> {
+        let args: Vec<&str> = std::iter::once("--setup").chain(args.iter().copied()).collect();
+        Self::start_without_setup(nats_url, &args, env).await
+    }
+
+    /// Spawns `sessionbus worker <args>` with `env`, expecting the JetStream layout to
+    /// exist already (`sessionbus setup` run by an admin), as under the deploy/ accounts.
+    pub async fn start_without_setup(nats_url: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, TestkitError> {
         let binary = sessionbus_binary()?;
         let dir = tempfile::Builder::new().prefix("sessionbus-worker-").tempdir()?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;

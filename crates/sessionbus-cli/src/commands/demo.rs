@@ -15,6 +15,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::{BusClient, BusClientConfig};
 
+use super::setup::LayoutArgs;
 use super::worker::{ExecutorKind, WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
 use crate::embedded::{EmbeddedConfig, EmbeddedServer};
@@ -119,10 +120,13 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
             let worker_args = WorkerArgs {
                 concurrency: 256,
                 turns: 32,
-                replicas: 1,
+                setup: true,
+                layout: LayoutArgs { replicas: 1 },
                 executor: ExecutorKind::Echo,
                 turn_delay_ms: 0,
                 lease_ttl_secs: 30,
+                reply_prefixes: Vec::new(),
+                drain_timeout_secs: 10,
             };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");

@@ -1,7 +1,7 @@
 //! `sessionbus exporter`: trace records from `SESSIONBUS_TRACE` to OTLP spans.
 
 use clap::Args;
-use sessionbus_nats::jetstream::{LayoutConfig, TraceExporterConfig, run_trace_exporter};
+use sessionbus_nats::jetstream::{TraceExporterConfig, run_trace_exporter};
 use sessionbus_otel::export::{otlp_configured, otlp_exporter};
 
 use crate::connect::{CliError, ConnectionArgs};
@@ -9,9 +9,6 @@ use crate::connect::{CliError, ConnectionArgs};
 /// Options of `exporter`.
 #[derive(Args, Debug, Clone)]
 pub struct ExporterArgs {
-    /// Replicas of the open-span bucket (1 on a single server, 3 in a cluster).
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
     /// The durable consumer's name (exporters sharing it share the work).
     #[arg(long, default_value = "sessionbus-exporter")]
     pub consumer: String,
@@ -32,7 +29,6 @@ pub async fn spawn(
     let exporter = otlp_exporter("sessionbus-exporter", None).map_err(|e| CliError::Other(e.to_string()))?;
     let config = TraceExporterConfig {
         subjects: connection.subjects(),
-        layout: LayoutConfig { replicas: args.replicas, ..LayoutConfig::default() },
         consumer: args.consumer.clone(),
         ..TraceExporterConfig::default()
     };

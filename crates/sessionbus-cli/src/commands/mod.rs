@@ -4,6 +4,8 @@ pub mod bench;
 pub mod demo;
 pub mod exporter;
 pub mod sessions;
+pub mod setup;
+pub mod credentials;
 pub mod status;
 pub mod up;
 pub mod watch;

@@ -47,11 +47,12 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
         }
     };
     let client = connection.connect_to(&url, "sessionbus-up").await?;
-    let (worker, _host) = start_worker(client.clone(), &args.worker, connection.subjects()).await?;
+    let mut worker_args = args.worker.clone();
+    worker_args.setup = true;
+    let (worker, _host) = start_worker(client.clone(), &worker_args, connection.subjects()).await?;
     let (stop_exporter, exporter_stopped) = tokio::sync::watch::channel(false);
     let exporter = if sessionbus_otel::export::otlp_configured() {
-        let exporter_args =
-            super::exporter::ExporterArgs { replicas: args.worker.replicas, consumer: "sessionbus-exporter".into() };
+        let exporter_args = super::exporter::ExporterArgs { consumer: "sessionbus-exporter".into() };
         Some(super::exporter::spawn(connection, client, &exporter_args, exporter_stopped).await?)
     } else {
         None
@@ -87,7 +88,7 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     println!("try: NATS_URL={url} sessionbus demo   (Ctrl-C here to stop)");
     super::shutdown_signal().await;
     println!("stopping: draining the worker");
-    worker.shutdown(Duration::from_secs(30)).await;
+    worker.shutdown(Duration::from_secs(args.worker.drain_timeout_secs)).await;
     if let Some(exporter) = exporter {
         let _ = stop_exporter.send(true);
         let _ = exporter.await;

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use sessionbus_api::{EchoExecutor, PluginError, TurnContext, TurnExecutor, TurnOutput};
-use sessionbus_nats::jetstream::LayoutConfig;
+use sessionbus_nats::reply_policy::ReplyPolicy;
 use sessionbus_nats::{JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
 
+use super::setup::{LayoutArgs, setup_layout};
 use crate::connect::{CliError, ConnectionArgs};
 
 /// The agent logic a worker runs turns with.
@@ -28,9 +29,12 @@ pub struct WorkerArgs {
     /// Turns run at once; more are answered 503.
     #[arg(long, default_value_t = 32)]
     pub turns: usize,
-    /// Replicas of the streams and bucket (1 on a single server, 3 in a cluster).
-    #[arg(long, default_value_t = 1)]
-    pub replicas: usize,
+    /// Create or update the JetStream layout first, as `sessionbus setup` does (needs
+    /// the right to create streams: single-user and local deployments).
+    #[arg(long)]
+    pub setup: bool,
+    #[command(flatten)]
+    pub layout: LayoutArgs,
     /// The turn executor.
     #[arg(long, value_enum, default_value_t = ExecutorKind::Echo)]
     pub executor: ExecutorKind,
@@ -40,6 +44,14 @@ pub struct WorkerArgs {
     /// Lease TTL of a running turn, in seconds.
     #[arg(long, default_value_t = 30)]
     pub lease_ttl_secs: u64,
+    /// A reply subject prefix to answer besides `_INBOX.`, `_INBOX_<name>.` and `_R_.`
+    /// (repeatable). Requests with any other reply subject are dropped.
+    #[arg(long = "reply-prefix")]
+    pub reply_prefixes: Vec<String>,
+    /// On Ctrl-C / SIGTERM, how long to wait for requests in flight before exiting,
+    /// whether or not the server is still reachable.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
 }
 
 struct SlowExecutor(Duration);
@@ -62,10 +74,12 @@ pub async fn start_worker(
         ExecutorKind::Echo => Arc::new(EchoExecutor),
         ExecutorKind::Slow => Arc::new(SlowExecutor(Duration::from_millis(args.turn_delay_ms))),
     };
+    if args.setup {
+        setup_layout(&client, &subjects, &args.layout, Duration::from_secs(60)).await?;
+    }
     let lease_ttl = Duration::from_secs(args.lease_ttl_secs.max(1));
     let host_config = JetStreamHostConfig {
         subjects: subjects.clone(),
-        layout: LayoutConfig { replicas: args.replicas, ..LayoutConfig::default() },
         lease_ttl,
         lease_renew_every: (lease_ttl / 6).max(Duration::from_millis(200)),
         ..JetStreamHostConfig::default()
@@ -76,6 +90,7 @@ pub async fn start_worker(
         max_fast_in_flight: args.concurrency.max(1),
         max_turns_in_flight: args.turns.max(1),
         tool_events: true,
+        reply_policy: ReplyPolicy::with_prefixes(args.reply_prefixes.iter().cloned()),
         ..WorkerConfig::default()
     };
     let worker = Worker::start(client, Arc::new(host.clone()), worker_config).await?;
@@ -90,6 +105,6 @@ pub async fn run(connection: &ConnectionArgs, args: WorkerArgs) -> Result<(), Cl
     println!("sessionbus worker {} ready on {}.> (Ctrl-C to stop)", worker.id(), connection.prefix);
     super::shutdown_signal().await;
     println!("stopping: draining requests in flight");
-    worker.shutdown(Duration::from_secs(30)).await;
+    worker.shutdown(Duration::from_secs(args.drain_timeout_secs)).await;
     Ok(())
 }

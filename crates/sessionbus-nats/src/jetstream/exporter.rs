@@ -23,20 +23,20 @@ use sessionbus_api::{PluginError, TraceRecord};
 use sessionbus_otel::{Applied, OpenSpan, SpanAssembler, TraceParent};
 
 use super::api::JetStreamApi;
-use super::layout::{LayoutConfig, STATE_STREAM, TRACE_STREAM, ensure_layout};
+use super::layout::{STATE_STREAM, TRACE_STREAM, verify_layout};
 use super::records::{LedgerRecord, decode};
 use crate::subjects::{Subjects, session_token, turn_token};
 
 /// The KV bucket holding open spans.
 pub const SPANS_BUCKET: &str = "SESSIONBUS_SPANS";
+/// The stream behind [`SPANS_BUCKET`].
+pub const SPANS_STREAM: &str = "KV_SESSIONBUS_SPANS";
 
 /// Settings of the trace exporter.
 #[derive(Clone, Debug)]
 pub struct TraceExporterConfig {
     /// The subject prefix.
     pub subjects: Subjects,
-    /// Stream and bucket settings (replicas).
-    pub layout: LayoutConfig,
     /// The durable consumer's name; exporters sharing it share the work.
     pub consumer: String,
     /// Records fetched per round.
@@ -53,7 +53,6 @@ impl Default for TraceExporterConfig {
     fn default() -> Self {
         Self {
             subjects: Subjects::default(),
-            layout: LayoutConfig::default(),
             consumer: "sessionbus-exporter".to_owned(),
             batch: 256,
             max_retry_pause: Duration::from_secs(10),
@@ -85,17 +84,10 @@ pub async fn run_trace_exporter<E: SpanExporter>(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ExporterStats, PluginError> {
     let context = jetstream::new(client.clone());
-    ensure_layout(&context, &config.subjects, &config.layout).await?;
-    let spans = context
-        .create_or_update_key_value(kv::Config {
-            bucket: SPANS_BUCKET.to_owned(),
-            description: "sessionbus trace exporter: open spans".to_owned(),
-            history: 1,
-            num_replicas: config.layout.replicas,
-            ..Default::default()
-        })
-        .await
-        .map_err(|err| unavailable("creating the open-span bucket", err))?;
+    verify_layout(&context, &config.subjects).await?;
+    let spans = context.get_key_value(SPANS_BUCKET).await.map_err(|err| {
+        unavailable("opening the open-span bucket (run `sessionbus setup` once before the exporter)", err)
+    })?;
     let stream = context.get_stream(TRACE_STREAM).await.map_err(|err| unavailable("reading the trace stream", err))?;
     let consumer = stream
         .get_or_create_consumer(

@@ -1,5 +1,10 @@
-//! The JetStream layout: the tools bucket and the state and trace streams, created
-//! (or updated) idempotently by every worker at start.
+//! The JetStream layout: the tools bucket, the state and trace streams and the
+//! exporter's open-span bucket.
+//!
+//! Creating or changing the layout needs the right to create and update streams;
+//! only `sessionbus setup` (an admin) does it, with [`ensure_layout`]. Workers and the
+//! exporter only check that it is there ([`verify_layout`]): they have no right to
+//! create, update, delete or purge a stream.
 
 use std::time::Duration;
 
@@ -7,6 +12,8 @@ use async_nats::jetstream::{self, kv, stream};
 use sessionbus_api::PluginError;
 
 use crate::subjects::Subjects;
+
+use super::exporter::SPANS_BUCKET;
 
 /// The KV bucket holding tool state; its revision is the tool-state generation.
 pub const TOOLS_BUCKET: &str = "SESSIONBUS_TOOLS";
@@ -47,7 +54,8 @@ fn unavailable(what: &str, err: impl std::fmt::Display) -> PluginError {
     ))
 }
 
-/// Creates or updates the bucket and streams under `subjects`' prefix.
+/// Creates or updates the buckets and streams under `subjects`' prefix (needs the
+/// right to create and update streams: `sessionbus setup`).
 pub async fn ensure_layout(
     context: &jetstream::Context,
     subjects: &Subjects,
@@ -109,5 +117,45 @@ pub async fn ensure_layout(
         })
         .await
         .map_err(|err| unavailable("the SESSIONBUS_TRACE stream", err))?;
+    context
+        .create_or_update_key_value(kv::Config {
+            bucket: SPANS_BUCKET.to_owned(),
+            description: "sessionbus trace exporter: open spans".to_owned(),
+            history: 1,
+            num_replicas: config.replicas,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable("the SESSIONBUS_SPANS bucket", err))?;
     Ok(())
+}
+
+/// Checks that the streams a worker uses exist and serve `subjects`' prefix, with no
+/// right beyond `STREAM.INFO`. When they do not, the error says to run
+/// `sessionbus setup`.
+pub async fn verify_layout(context: &jetstream::Context, subjects: &Subjects) -> Result<(), PluginError> {
+    let expected = [
+        (STATE_STREAM, subjects.state_all()),
+        (TRACE_STREAM, subjects.trace_all()),
+        (TOOLS_STREAM, format!("$KV.{TOOLS_BUCKET}.>")),
+    ];
+    for (stream, subject) in expected {
+        let mut handle = context.get_stream(stream).await.map_err(|err| missing(stream, err))?;
+        let info = handle.info().await.map_err(|err| missing(stream, err))?;
+        if !info.config.subjects.iter().any(|s| *s == subject) {
+            return Err(PluginError::Unavailable(format!(
+                "the JetStream stream {stream} serves {:?}, not {subject}: run `sessionbus setup` with the same \
+                 SESSIONBUS_PREFIX as the workers",
+                info.config.subjects
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn missing(stream: &str, err: impl std::fmt::Display) -> PluginError {
+    PluginError::Unavailable(format!(
+        "the JetStream layout is not ready (stream {stream}: {err}): run `sessionbus setup` once, with a user \
+         allowed to create streams, before starting workers"
+    ))
 }

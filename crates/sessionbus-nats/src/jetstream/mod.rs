@@ -31,8 +31,8 @@ use sessionbus_api::{
     SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
 };
 
-pub use exporter::{ExporterStats, SPANS_BUCKET, TraceExporterConfig, run_trace_exporter};
-pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
+pub use exporter::{ExporterStats, SPANS_BUCKET, SPANS_STREAM, TraceExporterConfig, run_trace_exporter};
+pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout, verify_layout};
 pub use registry::{SessionSummary, describe_session, list_sessions};
 
 use crate::subjects::Subjects;
@@ -44,8 +44,6 @@ use view::ViewCache;
 pub struct JetStreamHostConfig {
     /// The subject prefix.
     pub subjects: Subjects,
-    /// Stream and bucket settings.
-    pub layout: LayoutConfig,
     /// How long a turn's lease lasts without renewal (at least 3x the worst
     /// leader-election stall).
     pub lease_ttl: Duration,
@@ -67,7 +65,6 @@ impl Default for JetStreamHostConfig {
     fn default() -> Self {
         Self {
             subjects: Subjects::default(),
-            layout: LayoutConfig::default(),
             lease_ttl: Duration::from_secs(30),
             lease_renew_every: Duration::from_secs(5),
             max_turn_duration: Duration::from_secs(3600),
@@ -101,15 +98,15 @@ pub struct JetStreamHost {
 }
 
 impl JetStreamHost {
-    /// Creates (or updates) the JetStream layout and returns a host whose turns run on
-    /// `executor`.
+    /// Checks the JetStream layout (see [`verify_layout`]; [`ensure_layout`] creates it)
+    /// and returns a host whose turns run on `executor`.
     pub async fn connect(
         client: async_nats::Client,
         executor: Arc<dyn TurnExecutor>,
         config: JetStreamHostConfig,
     ) -> Result<Self, PluginError> {
         let context = async_nats::jetstream::new(client.clone());
-        ensure_layout(&context, &config.subjects, &config.layout).await?;
+        verify_layout(&context, &config.subjects).await?;
         let max_payload = client.server_info().max_payload;
         let api = JetStreamApi::new(client, config.api_timeout, config.retry_budget);
         Ok(Self {

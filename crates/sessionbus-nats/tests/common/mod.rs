@@ -101,8 +101,7 @@ pub fn server() -> NatsServer {
 }
 
 pub async fn jetstream_host_on(server: &NatsServer, executor: Arc<dyn TurnExecutor>) -> JetStreamHost {
-    let client = server.client().await.expect("connect");
-    JetStreamHost::connect(client, executor, JetStreamHostConfig::default()).await.expect("host")
+    jetstream_host_with(server, executor, JetStreamHostConfig::default()).await
 }
 
 pub async fn worker_on<H: SessionHost + 'static>(server: &NatsServer, host: Arc<H>) -> Worker {
@@ -159,6 +158,10 @@ pub async fn jetstream_host_with(
     config: JetStreamHostConfig,
 ) -> JetStreamHost {
     let client = server.client().await.expect("connect");
+    let layout = sessionbus_nats::jetstream::LayoutConfig::default();
+    sessionbus_nats::jetstream::ensure_layout(&async_nats::jetstream::new(client.clone()), &config.subjects, &layout)
+        .await
+        .expect("the JetStream layout (as `sessionbus setup` makes it)");
     JetStreamHost::connect(client, executor, config).await.expect("host")
 }
 

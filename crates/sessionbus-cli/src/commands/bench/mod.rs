@@ -16,7 +16,7 @@ use sessionbus_api::{
     AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionCreateRequest, SessionGraphService,
     SessionLifecycleService, SessionStateService, ToolManifest, ToolState, TraceContext, TraceEvent,
 };
-use sessionbus_nats::jetstream::LayoutConfig;
+use super::setup::{LayoutArgs, setup_layout};
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_STREAM};
 
 use crate::connect::{CliError, ConnectionArgs};
@@ -70,11 +70,11 @@ struct Row {
 struct WorkerProcess(Child);
 
 impl WorkerProcess {
-    fn spawn(url: &str, replicas: usize) -> Result<Self, CliError> {
+    fn spawn(url: &str) -> Result<Self, CliError> {
         let exe =
             std::env::current_exe().map_err(|e| CliError::Other(format!("cannot find the sessionbus binary: {e}")))?;
         let mut child = Command::new(exe)
-            .args(["worker", "--replicas", &replicas.to_string()])
+            .arg("worker")
             .env("NATS_URL", url)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -171,26 +171,15 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     let subjects = connection.subjects();
     // The host in this process is only for setup; every measured bus call goes to the
     // worker process.
-    let setup_config = JetStreamHostConfig {
-        subjects: subjects.clone(),
-        layout: LayoutConfig { replicas, ..LayoutConfig::default() },
-        ..JetStreamHostConfig::default()
-    };
-    // A fresh cluster elects its JetStream meta leader a moment after the nodes accept
-    // connections: creating the layout is retried for a while.
+    let setup_config = JetStreamHostConfig { subjects: subjects.clone(), ..JetStreamHostConfig::default() };
     let setup_client = connect("bench-setup").await?;
-    let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    let setup = loop {
-        match JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), setup_config.clone()).await {
-            Ok(host) => break host,
-            Err(error) if Instant::now() < deadline => {
-                tracing::debug!(%error, "waiting for JetStream");
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            }
-            Err(error) => return Err(format!("setup: {error}")),
-        }
-    };
-    let worker = WorkerProcess::spawn(url, replicas).map_err(|e| e.to_string())?;
+    setup_layout(&setup_client, &subjects, &LayoutArgs { replicas }, std::time::Duration::from_secs(60))
+        .await
+        .map_err(|error| error.to_string())?;
+    let setup = JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), setup_config)
+        .await
+        .map_err(|error| format!("setup: {error}"))?;
+    let worker = WorkerProcess::spawn(url).map_err(|e| e.to_string())?;
     let client = BusClient::new(
         connect("bench-bus").await?,
         BusClientConfig { subjects: subjects.clone(), ..Default::default() },
