@@ -1,11 +1,12 @@
-//! Permissions end to end: `deploy/nats/auth.conf` on a real nats-server, a real
-//! `sessionbus worker` process under the `worker` credential and a BusClient under the
-//! `client` credential (inbox prefix `_INBOX_client`).
+//! Permissions end to end: `deploy/nats/accounts.conf` on a real nats-server, the
+//! layout made by `sessionbus setup` as admin, a real `sessionbus worker` process under
+//! the `worker` user and a BusClient as the `app_a` application (inbox prefix
+//! `_INBOX_app_a`, in the APPS account).
 //!
-//! `tests/deploy_files.rs` proves each refusal of the auth config against a stand-in
-//! worker. This test adds what only the real system shows:
-//! - the real worker (layout creation, leader reads, consumers, republished events,
-//!   progress messages) and the real BusClient work under these permissions, with no
+//! `tests/deploy_files.rs` proves each refusal of the accounts config. This test adds
+//! what only the real system shows:
+//! - the real worker (leader reads, consumers, republished events, progress messages
+//!   across accounts) and the real BusClient work under these rights, with no
 //!   permission violation;
 //! - against real session data, every direct write or read a client attempts (KV, the
 //!   state and trace streams through their subjects and the JetStream API, forged events)
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_nats::Client;
-use auth::{WAIT, connect, password_for, start_server};
+use auth::{WAIT, connect, setup_as_admin, start_server};
 use futures::StreamExt as _;
 use serde_json::json;
 use sessionbus_api::{
@@ -51,18 +52,19 @@ async fn observed(admin: &Client, bus: &BusClient, session: &str) -> (BTreeMap<&
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_else_does() {
-    let server = start_server();
-    let worker_password = password_for("worker");
-    let worker = WorkerProcess::start_with_env(
+    let (server, credentials) = start_server();
+    setup_as_admin(&server.url(), &credentials, 1);
+    let worker_seed = credentials.seed_file("worker");
+    let worker = WorkerProcess::start_without_setup(
         &server.url(),
         &[],
-        &[("NATS_USER", "worker"), ("NATS_PASSWORD", worker_password.as_str()), ("RUST_LOG", "warn")],
+        &[("NATS_NKEY", worker_seed.to_str().expect("utf-8 path")), ("RUST_LOG", "warn")],
     )
     .await
-    .expect("the worker starts under the worker credential");
-    let admin = connect(&server, "worker", None).await.client;
+    .expect("the worker starts under the worker user");
+    let admin = connect(&server, &credentials, "admin", None).await.client;
     let auth::Conn { client: client_nats, errors: mut client_errors } =
-        connect(&server, "client", Some("_INBOX_client")).await;
+        connect(&server, &credentials, "app_a", Some("_INBOX_app_a")).await;
     let bus = BusClient::new(client_nats.clone(), BusClientConfig::default());
 
     // --- Everything a client does works, with no permission violation.
@@ -94,7 +96,7 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
     assert!(!worker.stderr().to_lowercase().contains("permissions violation"), "{}", worker.stderr());
 
     // --- Direct writes and reads of the streams: refused, nothing changes.
-    let mut hostile = connect(&server, "client", Some("_INBOX_client")).await;
+    let mut hostile = connect(&server, &credentials, "app_a", Some("_INBOX_app_a")).await;
     let before = observed(&admin, &bus, &session).await;
     let mut refused = 0;
     for subject in [
@@ -124,7 +126,7 @@ async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_el
 
     // --- Stealing requests or replies: refused, nothing arrives, calls still answered.
     let mut thieves = Vec::new();
-    for subject in ["sessionbus.v1.session.*.*", "sessionbus.v1.session.>", "_INBOX.>", "_INBOX_dashboard.>"] {
+    for subject in ["sessionbus.v1.session.*.*", "sessionbus.v1.session.>", "_INBOX.>", "_INBOX_app_b.>"] {
         let subscriber = hostile.client.subscribe(subject.to_owned()).await.expect("subscribe is queued");
         hostile.client.flush().await.expect("flush");
         hostile.expect_violation("Subscription", subject).await;

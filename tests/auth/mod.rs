@@ -62,10 +62,15 @@ impl Credentials {
         std::fs::read_to_string(self.seed_file(user)).expect("seed file").trim().to_owned()
     }
 
-    /// The server.env variables as nats-server config variable definitions (the
-    /// config's own way to define what production passes in the environment).
-    pub fn as_config_variables(&self) -> String {
-        self.server_env.iter().map(|(name, value)| format!("{name}: {}\n", config_value(value))).collect()
+    /// The server.env variables that `config` reads, as nats-server config variable
+    /// definitions (the config's own way to define what production passes in the
+    /// environment; the server refuses a defined variable nothing reads).
+    pub fn as_config_variables(&self, config: &str) -> String {
+        self.server_env
+            .iter()
+            .filter(|(name, _)| config.contains(&format!("${name}")))
+            .map(|(name, value)| format!("{name}: {}\n", config_value(value)))
+            .collect()
     }
 }
 
@@ -83,10 +88,10 @@ pub fn read(relative: &str) -> String {
 /// freshly minted credentials), with the credentials.
 pub fn start_server() -> (NatsServer, Credentials) {
     let credentials = Credentials::mint(&[]);
-    let mut extra = credentials.as_config_variables();
-    extra.push_str(&read("deploy/nats/accounts.conf"));
-    let server =
-        NatsServer::start_with(ServerOptions { extra_config: extra }).expect("nats-server with accounts.conf");
+    let accounts = read("deploy/nats/accounts.conf");
+    let mut extra = credentials.as_config_variables(&accounts);
+    extra.push_str(&accounts);
+    let server = NatsServer::start_with(ServerOptions { extra_config: extra }).expect("nats-server with accounts.conf");
     assert_ne!(server.port(), 4222, "tests never use the default port");
     (server, credentials)
 }
