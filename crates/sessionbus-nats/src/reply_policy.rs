@@ -68,9 +68,9 @@ impl ReplyPolicy {
 
 fn is_literal_subject(subject: &str) -> bool {
     !subject.is_empty()
-        && subject.split('.').all(|token| {
-            !token.is_empty() && token != "*" && token != ">" && !token.chars().any(|c| c.is_whitespace())
-        })
+        && subject
+            .split('.')
+            .all(|token| !token.is_empty() && token != "*" && token != ">" && !token.chars().any(|c| c.is_whitespace()))
 }
 
 #[cfg(test)]

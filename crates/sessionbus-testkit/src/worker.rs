@@ -113,7 +113,11 @@ impl WorkerProcess {
 
     /// Spawns `sessionbus worker <args>` with `env`, expecting the JetStream layout to
     /// exist already (`sessionbus setup` run by an admin), as under the deploy/ accounts.
-    pub async fn start_without_setup(nats_url: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Self, TestkitError> {
+    pub async fn start_without_setup(
+        nats_url: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Self, TestkitError> {
         let binary = sessionbus_binary()?;
         let dir = tempfile::Builder::new().prefix("sessionbus-worker-").tempdir()?;
         let stderr = std::fs::File::create(dir.path().join("stderr.log"))?;

@@ -1,11 +1,11 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod credentials;
 pub mod demo;
 pub mod exporter;
 pub mod sessions;
 pub mod setup;
-pub mod credentials;
 pub mod status;
 pub mod up;
 pub mod watch;

@@ -65,7 +65,11 @@ pub async fn run(connection: &ConnectionArgs, args: SetupArgs) -> Result<(), Cli
     setup_layout(&client, &subjects, &args.layout, Duration::from_secs(args.wait_secs)).await?;
     let mut table = output::table(["stream", "subjects", "replicas"]);
     for stream in [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, sessionbus_nats::jetstream::SPANS_STREAM] {
-        table.add_row(vec![stream.to_owned(), stream_subjects(&client, stream).await, args.layout.replicas.to_string()]);
+        table.add_row(vec![
+            stream.to_owned(),
+            stream_subjects(&client, stream).await,
+            args.layout.replicas.to_string(),
+        ]);
     }
     println!("sessionbus JetStream layout is ready\n{table}");
     Ok(())

@@ -142,7 +142,7 @@ pub async fn verify_layout(context: &jetstream::Context, subjects: &Subjects) ->
     for (stream, subject) in expected {
         let mut handle = context.get_stream(stream).await.map_err(|err| missing(stream, err))?;
         let info = handle.info().await.map_err(|err| missing(stream, err))?;
-        if !info.config.subjects.iter().any(|s| *s == subject) {
+        if !info.config.subjects.contains(&subject) {
             return Err(PluginError::Unavailable(format!(
                 "the JetStream stream {stream} serves {:?}, not {subject}: run `sessionbus setup` with the same \
                  SESSIONBUS_PREFIX as the workers",

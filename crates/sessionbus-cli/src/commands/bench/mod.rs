@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::setup::{LayoutArgs, setup_layout};
 use bytes::Bytes;
 use clap::Args;
 use serde_json::{Value, json};
@@ -16,7 +17,6 @@ use sessionbus_api::{
     AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionCreateRequest, SessionGraphService,
     SessionLifecycleService, SessionStateService, ToolManifest, ToolState, TraceContext, TraceEvent,
 };
-use super::setup::{LayoutArgs, setup_layout};
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_STREAM};
 
 use crate::connect::{CliError, ConnectionArgs};
