@@ -75,8 +75,8 @@ pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), Cl
             .unwrap_or(id)
             .to_owned()
     };
-    let mut table = output::table(["worker", "version", "endpoint", "requests", "errors", "avg ms"]);
-    let (mut requests, mut errors) = (0u64, 0u64);
+    let mut table = output::table(["worker", "version", "endpoint", "requests", "errors", "refused replies", "avg ms"]);
+    let (mut requests, mut errors, mut refused) = (0u64, 0u64, 0u64);
     for worker in &stats {
         let id = worker["id"].as_str().unwrap_or("?");
         let name = worker_of(id);
@@ -85,8 +85,10 @@ pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), Cl
             let count = endpoint["num_requests"].as_u64().unwrap_or(0);
             let failed =
                 endpoint["num_errors"].as_u64().unwrap_or(0) + endpoint["data"]["errors"].as_u64().unwrap_or(0);
+            let dropped = endpoint["data"]["refused_replies"].as_u64().unwrap_or(0);
             requests += count;
             errors += failed;
+            refused += dropped;
             let average_ms = endpoint["average_processing_time"].as_u64().unwrap_or(0) as f64 / 1e6;
             table.add_row(vec![
                 short.clone(),
@@ -94,11 +96,15 @@ pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), Cl
                 endpoint["name"].as_str().unwrap_or("?").to_owned(),
                 count.to_string(),
                 failed.to_string(),
+                dropped.to_string(),
                 format!("{average_ms:.3}"),
             ]);
         }
     }
     println!("{table}");
-    println!("{} workers, {requests} requests, {errors} errors", stats.len());
+    println!(
+        "{} workers, {requests} requests, {errors} errors, {refused} dropped for a reply subject outside the inbox prefixes",
+        stats.len()
+    );
     Ok(())
 }
