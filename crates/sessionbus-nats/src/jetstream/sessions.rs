@@ -405,7 +405,7 @@ impl JetStreamHost {
         let mut view = view_lock.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
             self.refresh(&token, &mut view).await?;
-            let Some((_, meta)) = view.meta.clone() else { return Ok(()) };
+            let Some((meta_seq, meta)) = view.meta.clone() else { return Ok(()) };
             let lease_seq = match &view.lease {
                 Some((_, LeaseRecord::Closed)) => return Ok(()),
                 Some((_, LeaseRecord::Held { turn_id, expires_at_ms, .. }))
@@ -422,7 +422,10 @@ impl JetStreamHost {
             let writes = [
                 Write::new(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
                     .if_last_sequence(lease_seq, None),
-                Write::new(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1")).rollup(),
+                // Conditioned on the meta read: a turn committed since is never overwritten.
+                Write::new(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1"))
+                    .if_last_sequence(meta_seq, None)
+                    .rollup(),
             ];
             match self.inner.api.publish_batch(&writes).await {
                 Ok(_) => {

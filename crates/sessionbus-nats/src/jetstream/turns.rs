@@ -6,8 +6,10 @@
 //!   that fails means another worker took the turn over: the run stops, uncommitted;
 //! - commit: one atomic batch releases the lease (conditioned on the sequence held),
 //!   appends the turn's graph record (conditioned on the graph), writes the ledger's
-//!   `completed` record and the new meta. All visible or none; a fenced worker's commit
-//!   is refused as a whole.
+//!   `completed` record and the new meta (conditioned on the meta it was computed from,
+//!   read after the lease was taken). All visible or none; a fenced worker's commit is
+//!   refused as a whole, and no other write to the meta (a racing commit, a close) is
+//!   ever overwritten.
 //! - a retry of a running turn id attaches (waits for the ledger); of a completed one
 //!   returns the stored result; a turn whose lease expired is taken over.
 
@@ -48,7 +50,6 @@ struct HeldLease {
     traceparent: Option<String>,
     lease_seq: u64,
     ledger_seq: u64,
-    meta: MetaRecord,
 }
 
 fn decoded<T: serde::de::DeserializeOwned>(
@@ -104,7 +105,7 @@ impl JetStreamHost {
         let mut attached: Option<async_nats::Subscriber> = None;
         for _ in 0..DECISION_ROUNDS {
             let state = self.read_turn_state(&token, &turn_subject).await?;
-            let Some((_, meta)) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
+            let Some(_) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
             let now = clock::now_unix_ms();
             let ledger_seq = state.ledger.as_ref().map_or(0, |(seq, _)| *seq);
             match &state.ledger {
@@ -140,7 +141,7 @@ impl JetStreamHost {
                 Some((seq, _)) => *seq,
                 None => 0,
             };
-            if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq, meta).await? {
+            if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
                 return self.run_and_commit(&token, &turn_subject, turn, held).await;
             }
         }
@@ -156,7 +157,6 @@ impl JetStreamHost {
         turn: &SessionTurnInput,
         lease_seq: u64,
         ledger_seq: u64,
-        meta: MetaRecord,
     ) -> Result<Option<HeldLease>, PluginError> {
         let run_id = uuid::Uuid::new_v4().to_string();
         let subjects = &self.inner.config.subjects;
@@ -186,7 +186,7 @@ impl JetStreamHost {
         let ledger_write = Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
             .if_last_sequence(ledger_seq, None);
         match self.inner.api.publish(&ledger_write).await {
-            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.seq, meta })),
+            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.seq })),
             Err(err) => {
                 // The ledger moved under us: give the lease back and decide again.
                 let free = Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
@@ -391,12 +391,25 @@ impl JetStreamHost {
         duration_ms: u64,
     ) -> Result<AssembledTurn, PluginError> {
         let subjects = &self.inner.config.subjects;
-        let mut meta = held.meta.clone();
-        meta.turn_index += 1;
-        meta.token_usage.add(&output.token_usage);
         let view_lock = self.inner.views.get(token);
         let mut view = view_lock.lock().await;
         for _ in 0..DECISION_ROUNDS {
+            // The meta as the leader has it now, and its sequence: the commit is
+            // conditioned on it, so a write to the meta since (another turn's commit
+            // read before this lease was taken, a close) is never overwritten.
+            let (meta_seq, mut meta) = decoded::<MetaRecord>(
+                "meta",
+                self.inner
+                    .api
+                    .last(STATE_STREAM, &subjects.meta(token))
+                    .await
+                    .map_err(|e| e.into_plugin("reading a meta"))?,
+            )?
+            .ok_or_else(|| {
+                PluginError::Session(format!("the meta of a session with a running turn `{turn_id}` is missing"))
+            })?;
+            meta.turn_index += 1;
+            meta.token_usage.add(&output.token_usage);
             if let Some(last) = self
                 .inner
                 .api
@@ -431,7 +444,9 @@ impl JetStreamHost {
                     .if_last_sequence(view.graph_seq, None),
                 Write::new(turn_subject.to_owned(), encode(&completed)?, format!("{}/c2", held.run_id))
                     .if_last_sequence(held.ledger_seq, None),
-                Write::new(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id)).rollup(),
+                Write::new(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id))
+                    .if_last_sequence(meta_seq, None)
+                    .rollup(),
             ];
             if let Some(write) = writes.iter().find(|w| w.payload.len() > self.max_payload().saturating_sub(1024)) {
                 return Err(self.too_large("a turn's commit record", write.payload.len()));
@@ -456,7 +471,7 @@ impl JetStreamHost {
                              the same turn id"
                         )));
                     }
-                    // The graph moved under the turn: chain onto the new leaf and retry.
+                    // The graph or the meta moved under the turn: re-read both and retry.
                 }
                 Err(err) => {
                     // The commit may have been applied (a lost ack, a duplicate batch): the ledger decides.

@@ -1,0 +1,112 @@
+//! Every acknowledged turn is counted: turns with distinct ids raced on one session
+//! through two worker processes, each caller retrying until its turn is acknowledged,
+//! and a close racing the last commits. The session's `turn_index` equals the number
+//! of acknowledged turns and its token totals equal the sum of their usage: token
+//! usage is what people bill on.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::json;
+use sessionbus_api::{
+    PluginError, SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest,
+    TokenUsage, TurnInput,
+};
+use sessionbus_nats::BusClientConfig;
+use sessionbus_testkit::NatsServer;
+
+/// Turns raced on one session.
+const TURNS: usize = 60;
+
+/// Runs turn `index` until it is acknowledged, retrying refusals (another turn holds
+/// the session's lease); returns its usage.
+async fn acknowledged_turn(bus: &sessionbus_nats::BusClient, session: &str, index: usize) -> TokenUsage {
+    // Inputs of different lengths, so a lost increment of one turn cannot be hidden
+    // by another's identical usage.
+    let words = vec!["word"; 1 + index % 7].join(" ");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let turn = SessionTurnRequest::for_turn(session, format!("t{index}"), TurnInput::text(words.clone()))
+            .expect("a valid turn");
+        match bus.start_turn(turn).await {
+            Ok(result) => return result.token_usage,
+            Err(err @ (PluginError::Conflict(_) | PluginError::Unavailable(_))) => {
+                assert!(Instant::now() < deadline, "turn t{index} never went through: {err}");
+                tokio::time::sleep(Duration::from_millis(5 + (index as u64 * 7) % 30)).await;
+            }
+            Err(err) => panic!("turn t{index}: {err}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_turns_count_every_acknowledged_turn_and_token() {
+    let server = NatsServer::start().expect("nats-server");
+    let _first = support::worker(&server.url(), &[]).await;
+    let _second = support::worker(&server.url(), &[]).await;
+    let buses = [
+        support::bus(&server.url(), BusClientConfig::default()).await,
+        support::bus(&server.url(), BusClientConfig::default()).await,
+    ];
+    let session = support::new_id();
+    buses[0].create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+
+    let usages = join_all((0..TURNS).map(|index| acknowledged_turn(&buses[index % 2], &session, index))).await;
+    let mut expected = TokenUsage::default();
+    for usage in &usages {
+        expected.add(usage);
+    }
+    let snapshot = buses[0].snapshot_session(&session).await.expect("snapshot");
+    support::report(
+        "racing_turns",
+        json!({
+            "turns_acknowledged": TURNS,
+            "turn_index": snapshot.turn_index,
+            "input_tokens": [snapshot.token_usage.input_tokens, expected.input_tokens],
+            "output_tokens": [snapshot.token_usage.output_tokens, expected.output_tokens],
+        }),
+    );
+    assert_eq!(snapshot.turn_index, TURNS as u64, "turn_index counts every acknowledged turn");
+    assert_eq!(snapshot.token_usage, expected, "token totals are the sum of every acknowledged turn's usage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_close_racing_commits_loses_no_turn() {
+    let server = NatsServer::start().expect("nats-server");
+    let _first = support::worker(&server.url(), &[]).await;
+    let _second = support::worker(&server.url(), &[]).await;
+    let bus = support::bus(&server.url(), BusClientConfig::default()).await;
+    let closer = support::bus(&server.url(), BusClientConfig::default()).await;
+    for round in 0..10 {
+        let session = support::new_id();
+        bus.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+        let turns = (0..4).map(|index| {
+            let (bus, session) = (&bus, session.clone());
+            async move {
+                let turn = SessionTurnRequest::for_turn(&session, format!("t{index}"), TurnInput::text("a b c"))
+                    .expect("turn");
+                bus.start_turn(turn).await.ok().map(|result| result.token_usage)
+            }
+        });
+        let close = async {
+            loop {
+                match closer.close_session(&session).await {
+                    Ok(()) => return,
+                    Err(PluginError::Conflict(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
+                    Err(err) => panic!("close: {err}"),
+                }
+            }
+        };
+        let (usages, ()) = tokio::join!(join_all(turns), close);
+        let acknowledged: Vec<TokenUsage> = usages.into_iter().flatten().collect();
+        let mut expected = TokenUsage::default();
+        for usage in &acknowledged {
+            expected.add(usage);
+        }
+        let snapshot = bus.snapshot_session(&session).await.expect("snapshot");
+        assert_eq!(snapshot.turn_index, acknowledged.len() as u64, "round {round}: turns counted");
+        assert_eq!(snapshot.token_usage, expected, "round {round}: tokens counted");
+    }
+}
