@@ -34,6 +34,9 @@ fn stdout(output: &Output) -> String {
 }
 
 fn start_worker(url: &str) -> Running {
+    let setup = run(url, &["setup"]);
+    assert!(setup.status.success(), "setup: {}", String::from_utf8_lossy(&setup.stderr));
+    assert!(stdout(&setup).contains("SESSIONBUS_STATE"), "setup lists what it made: {}", stdout(&setup));
     let mut child =
         sessionbus(url).args(["worker"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn worker");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -189,9 +192,18 @@ fn commands_without_a_bus_explain_what_to_do() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["up", "worker", "demo", "sessions", "watch", "status", "bench", "exporter"] {
+    for sub in ["up", "setup", "worker", "demo", "sessions", "watch", "status", "bench", "exporter", "credentials"] {
         let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");
     }
+}
+
+#[test]
+fn a_worker_without_the_layout_says_to_run_setup() {
+    let server = NatsServer::start().expect("nats-server");
+    let output = run(&server.url(), &["worker"]);
+    assert!(!output.status.success(), "a worker must not start without the layout");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("run `sessionbus setup`"), "the error says what to do: {stderr}");
 }
