@@ -1,5 +1,5 @@
 //! Ids on subjects: how an arbitrary session or turn id becomes one NATS subject token
-//! and one JetStream KV key (DESIGN.md section 3, "Ids on subjects").
+//! and one JetStream KV key (README.md, "Subjects"; docs/decisions/0001-id-encoding.md).
 //!
 //! An id made only of `[A-Za-z0-9_-]` is its own token; any other id is written as `=`
 //! followed by its unpadded base64url encoding. Decoding is strict: a token is accepted

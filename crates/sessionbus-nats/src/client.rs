@@ -280,7 +280,7 @@ impl BusClient {
             .map(String::as_str)
     }
 
-    /// `start_turn` as DESIGN.md "Long calls" says: progress requested, replies read
+    /// `start_turn` as README.md "Long calls" says: progress requested, replies read
     /// from the demultiplexed inbox, an idle timeout, and retries by turn id.
     async fn run_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
         let target = Target::Session(request.session_id(), Op::StartTurn);

@@ -5,7 +5,7 @@
 //! open spans ([`OpenSpan`]) are plain serde data, so a caller (the bus's trace exporter)
 //! can keep them in a KV bucket and resume after a restart.
 //!
-//! The mapping follows lash's (DESIGN.md section 4):
+//! The mapping follows lash's own span names and attributes:
 //!
 //! | records | span |
 //! | --- | --- |
