@@ -1,42 +1,49 @@
-//! The deployment files: `docker-compose.yml`, `Dockerfile` and everything under `deploy/`.
+//! The deployment files: `docker-compose.yml`, `Dockerfile`, `scripts/gen-certs`,
+//! `sessionbus credentials` and everything under `deploy/`.
 //!
-//! Two kinds of checks:
-//! - the files agree with each other: every file a service mounts exists, every service a
-//!   service depends on exists, the NATS routes name the other nodes' compose services and
-//!   cluster ports, published ports are the ones the configs listen on, the collector
-//!   exports to a compose service, every node sets `max_payload` to 8 MiB, the Kubernetes
-//!   manifests name the Helm release's Service and the chart's Secret;
-//! - `deploy/nats/auth.conf`, loaded into a real nats-server (never on port 4222), enforces
-//!   DESIGN.md section 5: each refusal is seen as a permission violation from the server,
-//!   and the streams are unchanged after every refused publish.
+//! Three kinds of checks:
+//! - the files agree with each other: every file a service mounts exists (or is made by
+//!   `scripts/gen-certs` / `sessionbus credentials` and git-ignored), every NATS node gets
+//!   every variable `deploy/nats/accounts.conf` and its node config read, every sessionbus
+//!   service gets its own user's seed, the route list `sessionbus credentials` mints names
+//!   the compose services' cluster ports, only client ports are published, and the
+//!   Kubernetes files carry the same accounts, users, route credentials and certificates;
+//! - the shipped NATS configs in real nats-servers (never on port 4222): every node config
+//!   loads; a 3-node cluster started from them forms its routes, and refuses a route
+//!   without the CA's certificate or without the route password; the account and
+//!   connection limits hold with their errors;
+//! - `deploy/nats/accounts.conf` in a real nats-server keeps every caller away from the
+//!   bus's stored state: each refusal is seen as a permission violation from the server,
+//!   requests from other accounts reach the bus with server-made reply subjects, and the
+//!   streams are unchanged after every refused or redirected publish.
 
 mod auth;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv, stream};
+use async_nats::jetstream;
 use async_nats::{Client, ConnectOptions};
-use auth::{Conn, WAIT, connect, start_server};
+use auth::{Conn, Credentials, WAIT, connect, read, root, setup_as_admin, start_server};
 use futures::StreamExt;
 use serde_yaml_ng::Value;
-use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION};
+use sessionbus_nats::jetstream::SPANS_STREAM;
+use sessionbus_nats::{STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
+use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION, find_nats_server, sessionbus_binary};
+use tokio::sync::mpsc;
 use tokio::time::timeout;
+
+/// Files the repository does not hold: made by `scripts/gen-certs` and
+/// `sessionbus credentials`, git-ignored.
+const GENERATED: [&str; 2] = ["deploy/nats/certs", "deploy/nats/secrets"];
 
 // ---------------------------------------------------------------------------------------
 // Reading the files
 // ---------------------------------------------------------------------------------------
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read(relative: &str) -> String {
-    let path = root().join(relative);
-    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()))
-}
 
 fn yaml(relative: &str) -> Value {
     serde_yaml_ng::from_str(&read(relative)).unwrap_or_else(|err| panic!("{relative} is not valid YAML: {err}"))
@@ -84,10 +91,16 @@ fn map_keys(value: &Value) -> BTreeSet<String> {
     }
 }
 
+/// True when `relative` is (under) a generated path, which must then be git-ignored.
+fn generated(relative: &str) -> bool {
+    GENERATED.iter().any(|dir| relative == *dir || relative.starts_with(&format!("{dir}/")))
+}
+
 // ---------------------------------------------------------------------------------------
 // A reader for the nats-server configuration format, enough for deploy/nats/: maps in
 // braces, arrays in brackets, `key: value` / `key = value` / `key value`, quoted and bare
-// strings, `#` and `//` comments, and `include <path>` (relative to the including file).
+// strings, `$VARIABLE` references (bare, not quoted), `#` and `//` comments, and
+// `include <path>` (relative to the including file).
 // ---------------------------------------------------------------------------------------
 
 #[derive(Clone, Debug, PartialEq)]
@@ -95,6 +108,8 @@ enum Conf {
     Map(BTreeMap<String, Conf>),
     List(Vec<Conf>),
     Str(String),
+    /// A bare `$NAME`: the server reads it from its environment (or a config variable).
+    Var(String),
 }
 
 impl Conf {
@@ -119,9 +134,32 @@ impl Conf {
     }
 
     fn list(&self) -> Vec<String> {
+        self.items().iter().map(|item| item.str().to_owned()).collect()
+    }
+
+    fn items(&self) -> &[Conf] {
         match self {
-            Conf::List(items) => items.iter().map(|item| item.str().to_owned()).collect(),
+            Conf::List(items) => items,
             other => panic!("expected a list in nats config, found {other:?}"),
+        }
+    }
+
+    fn var(&self) -> &str {
+        match self {
+            Conf::Var(name) => name,
+            other => panic!("expected a $VARIABLE in nats config, found {other:?}"),
+        }
+    }
+
+    /// Every `$VARIABLE` this config reads.
+    fn variables(&self, found: &mut BTreeSet<String>) {
+        match self {
+            Conf::Map(map) => map.values().for_each(|value| value.variables(found)),
+            Conf::List(items) => items.iter().for_each(|item| item.variables(found)),
+            Conf::Var(name) => {
+                found.insert(name.clone());
+            }
+            Conf::Str(_) => {}
         }
     }
 }
@@ -231,7 +269,13 @@ impl ConfParser<'_> {
                 }
             }
             Some(quote @ ('"' | '\'')) => Conf::Str(self.quoted(quote)),
-            Some(_) => Conf::Str(self.word(|c| matches!(c, ',' | ']' | '}' | '#' | ';'))),
+            Some(_) => {
+                let word = self.word(|c| matches!(c, ',' | ']' | '}' | '#' | ';'));
+                match word.strip_prefix('$') {
+                    Some(name) => Conf::Var(name.to_owned()),
+                    None => Conf::Str(word),
+                }
+            }
             None => panic!("a key without a value at the end of a nats config"),
         }
     }
@@ -264,6 +308,121 @@ fn parse_url(url: &str) -> (Option<String>, Option<String>, String, u16) {
     };
     let (host, port) = hostport.rsplit_once(':').unwrap_or_else(|| panic!("no port in {url:?}"));
     (user, password, host.to_owned(), port.parse().unwrap_or_else(|_| panic!("bad port in {url:?}")))
+}
+
+/// The node configs of the 3-node cluster.
+const NODE_CONFIGS: [&str; 3] = ["deploy/nats/node1.conf", "deploy/nats/node2.conf", "deploy/nats/node3.conf"];
+
+/// Every `$VARIABLE` the shipped node configs (with accounts.conf) read.
+fn server_variables() -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for node in NODE_CONFIGS {
+        nats_conf(node).variables(&mut found);
+    }
+    found
+}
+
+/// The accounts of accounts.conf, by name.
+fn accounts() -> BTreeMap<String, Conf> {
+    match nats_conf("deploy/nats/accounts.conf").at(&["accounts"]) {
+        Conf::Map(accounts) => accounts.clone(),
+        other => panic!("accounts is a map, not {other:?}"),
+    }
+}
+
+/// The user an nkey variable belongs to: `SESSIONBUS_APP_A_NKEY` -> `app_a`.
+fn user_of_variable(variable: &str) -> String {
+    variable
+        .strip_prefix("SESSIONBUS_")
+        .and_then(|rest| rest.strip_suffix("_NKEY"))
+        .unwrap_or_else(|| panic!("nkeys come from SESSIONBUS_<USER>_NKEY, not ${variable}"))
+        .to_lowercase()
+}
+
+/// Every user of accounts.conf: name -> (account, user entry).
+fn account_users() -> BTreeMap<String, (String, Conf)> {
+    let mut users = BTreeMap::new();
+    for (account, conf) in accounts() {
+        for user in conf.at(&["users"]).items() {
+            let name = user_of_variable(user.at(&["nkey"]).var());
+            assert!(users.insert(name.clone(), (account.clone(), user.clone())).is_none(), "user {name} twice");
+        }
+    }
+    users
+}
+
+/// A user's permission list (empty when absent).
+fn permission(user: &Conf, path: &[&str]) -> BTreeSet<String> {
+    let mut full = vec!["permissions"];
+    full.extend_from_slice(path);
+    let found = full.iter().try_fold(user, |conf, key| conf.get(key));
+    found.map(|list| list.list().into_iter().collect()).unwrap_or_default()
+}
+
+/// The subjects an account imports as services (`None`: streams).
+fn imports(account: &Conf, kind: &str) -> BTreeSet<String> {
+    match account.get("imports") {
+        None => BTreeSet::new(),
+        Some(imports) => imports
+            .items()
+            .iter()
+            .filter_map(|import| import.get(kind))
+            .map(|import| {
+                assert_eq!(import.at(&["account"]).str(), "BUS", "every import comes from BUS");
+                import.at(&["subject"]).str().to_owned()
+            })
+            .collect(),
+    }
+}
+
+/// `sessionbus credentials` with its defaults but `--out`: (server.env, seed file names).
+fn default_credentials() -> (BTreeMap<String, String>, BTreeSet<String>) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(sessionbus_binary().expect("the sessionbus binary"))
+        .args(["credentials", "--out"])
+        .arg(dir.path())
+        .output()
+        .expect("run sessionbus credentials");
+    assert!(output.status.success(), "sessionbus credentials: {}", String::from_utf8_lossy(&output.stderr));
+    let env = parse_env(&std::fs::read_to_string(dir.path().join("server.env")).expect("server.env"));
+    let seeds = std::fs::read_dir(dir.path())
+        .expect("read the credentials dir")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".nk"))
+        .collect();
+    (env, seeds)
+}
+
+/// `NAME=value` lines (`#` comments) to a map.
+fn parse_env(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (name, value) = line.split_once('=').unwrap_or_else(|| panic!("not NAME=value: {line:?}"));
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
+/// A `--flag`'s default in `sessionbus <command> --help`.
+fn cli_default(command: &str, flag: &str) -> String {
+    let output = Command::new(sessionbus_binary().expect("the sessionbus binary"))
+        .args([command, "--help"])
+        .output()
+        .expect("run sessionbus --help");
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+    let start = help.find(&format!("--{flag} ")).unwrap_or_else(|| panic!("`sessionbus {command}` has no --{flag}"));
+    let rest = &help[start..];
+    let default = rest.find("[default: ").unwrap_or_else(|| panic!("--{flag} has no default"));
+    let rest = &rest[default + "[default: ".len()..];
+    rest[..rest.find(']').expect("a closing bracket")].to_owned()
+}
+
+/// The default directory of `scripts/gen-certs`.
+fn gen_certs_default_dir() -> String {
+    let script = read("scripts/gen-certs");
+    let line = script.lines().find(|line| line.starts_with("dir=")).expect("gen-certs sets dir=");
+    line.split(":-").nth(1).and_then(|rest| rest.split('}').next()).expect("dir=\"${1:-DEFAULT}\"").to_owned()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -337,26 +496,60 @@ impl Compose {
             .collect()
     }
 
-    /// The repository file a service sees at `container_path`, through its bind mounts.
-    fn host_file(&self, name: &str, container_path: &str) -> PathBuf {
+    /// The repository path (relative to the root) a service sees at `container_path`,
+    /// through its bind mounts (the most specific one).
+    fn host_path(&self, name: &str, container_path: &str) -> String {
         self.volumes(name)
             .into_iter()
-            .filter(|(source, _)| source.starts_with("./") || source.starts_with('/'))
-            .find_map(|(source, target)| {
+            .filter(|(source, _)| source.starts_with("./"))
+            .filter_map(|(source, target)| {
                 let rest = container_path.strip_prefix(target.trim_end_matches('/'))?;
                 if !(rest.is_empty() || rest.starts_with('/')) {
                     return None;
                 }
-                Some(root().join(source.trim_start_matches("./")).join(rest.trim_start_matches('/')))
+                let source = source.trim_start_matches("./").trim_end_matches('/').to_owned();
+                Some((target.len(), if rest.is_empty() { source } else { format!("{source}{rest}") }))
             })
+            .max()
+            .map(|(_, path)| path)
             .unwrap_or_else(|| panic!("service `{name}` mounts nothing at {container_path}"))
     }
 
-    fn depends_on(&self, name: &str) -> Vec<String> {
+    /// The repository file a service sees at `container_path`.
+    fn host_file(&self, name: &str, container_path: &str) -> PathBuf {
+        root().join(self.host_path(name, container_path))
+    }
+
+    /// The services `name` waits for, with the condition (`service_started` for the list form).
+    fn depends_on_conditions(&self, name: &str) -> BTreeMap<String, String> {
         match at(self.service(name), &["depends_on"]) {
-            Value::Mapping(map) => map.keys().map(text).collect(),
-            other => strings(other),
+            Value::Mapping(map) => map
+                .iter()
+                .map(|(service, options)| {
+                    let condition = at(options, &["condition"]);
+                    let condition = if condition.is_null() { "service_started".to_owned() } else { text(condition) };
+                    (text(service), condition)
+                })
+                .collect(),
+            other => strings(other).into_iter().map(|service| (service, "service_started".to_owned())).collect(),
         }
+    }
+
+    fn depends_on(&self, name: &str) -> Vec<String> {
+        self.depends_on_conditions(name).into_keys().collect()
+    }
+
+    /// The `env_file`s of a service, relative to the root.
+    fn env_files(&self, name: &str) -> Vec<String> {
+        let files = at(self.service(name), &["env_file"]);
+        let files = match files {
+            Value::Sequence(items) => items
+                .iter()
+                .map(|item| if item.is_mapping() { text(at(item, &["path"])) } else { text(item) })
+                .collect(),
+            other => strings(other),
+        };
+        files.into_iter().map(|file| file.trim_start_matches("./").to_owned()).collect()
     }
 
     /// The value after `flag` in a service's command.
@@ -373,7 +566,7 @@ struct Node {
     conf: Conf,
     client_port: u16,
     cluster_port: u16,
-    http_port: u16,
+    http: String,
 }
 
 fn compose_nats_nodes(compose: &Compose) -> Vec<Node> {
@@ -392,8 +585,8 @@ fn compose_nats_nodes(compose: &Compose) -> Vec<Node> {
         let conf = ConfParser::parse_file(&path);
         let client_port = port_of(conf.at(&["listen"]).str());
         let cluster_port = port_of(conf.at(&["cluster", "listen"]).str());
-        let http_port = port_of(conf.at(&["http"]).str());
-        nodes.push(Node { service, conf, client_port, cluster_port, http_port });
+        let http = conf.at(&["http"]).str().to_owned();
+        nodes.push(Node { service, conf, client_port, cluster_port, http });
     }
     nodes
 }
@@ -402,22 +595,35 @@ fn compose_nats_nodes(compose: &Compose) -> Vec<Node> {
 fn compose_services_reference_existing_files_services_and_volumes() {
     let compose = Compose::load();
     let services = compose.services();
-    for expected in ["nats1", "nats2", "nats3", "worker1", "worker2", "exporter", "otel-collector", "jaeger"] {
+    for expected in ["nats1", "nats2", "nats3", "setup", "worker1", "worker2", "exporter", "otel-collector", "jaeger"] {
         assert!(services.contains(expected), "docker-compose.yml lacks service `{expected}`");
+    }
+    let ignored = read(".gitignore");
+    for dir in GENERATED {
+        assert!(ignored.lines().any(|line| line.trim() == format!("{dir}/")), ".gitignore must list {dir}/");
     }
     let named_volumes = map_keys(at(&compose.doc, &["volumes"]));
     for service in &services {
-        for dependency in compose.depends_on(service) {
+        for (dependency, condition) in compose.depends_on_conditions(service) {
             assert!(services.contains(&dependency), "`{service}` depends on unknown service `{dependency}`");
             assert_ne!(&dependency, service, "`{service}` depends on itself");
+            assert!(
+                ["service_started", "service_healthy", "service_completed_successfully"].contains(&condition.as_str()),
+                "`{service}` waits for `{dependency}` with unknown condition {condition}"
+            );
         }
         for (source, target) in compose.volumes(service) {
-            if source.starts_with("./") || source.starts_with('/') {
-                let path = root().join(source.trim_start_matches("./"));
-                assert!(path.exists(), "`{service}` mounts {source} at {target}, which does not exist");
+            if let Some(relative) = source.strip_prefix("./") {
+                let relative = relative.trim_end_matches('/');
+                let exists = root().join(relative).exists();
+                assert!(exists || generated(relative), "`{service}` mounts {source} at {target}, which does not exist");
             } else {
+                assert!(!source.starts_with('/'), "`{service}` mounts the host path {source}");
                 assert!(named_volumes.contains(&source), "`{service}` uses undeclared volume `{source}`");
             }
+        }
+        for file in compose.env_files(service) {
+            assert!(root().join(&file).is_file() || generated(&file), "`{service}` reads env_file {file}");
         }
         let build = at(compose.service(service), &["build"]);
         if !build.is_null() {
@@ -432,19 +638,31 @@ fn compose_services_reference_existing_files_services_and_volumes() {
         let image = text(at(compose.service(&node.service), &["image"]));
         assert_eq!(image, format!("nats:{NATS_SERVER_VERSION}"), "`{}` image", node.service);
     }
+
+    // How to make the generated files is written where they are used.
+    let header = read("docker-compose.yml");
+    assert!(header.contains("scripts/gen-certs"), "docker-compose.yml should say how the certificates are made");
+    assert!(
+        header.contains("sessionbus credentials --out deploy/nats/secrets"),
+        "docker-compose.yml should say how the credentials are minted"
+    );
+    assert!(header.contains("docker compose up"));
 }
 
 #[test]
-fn nats_cluster_routes_ports_and_payload_agree_with_compose() {
+fn nats_nodes_ports_tls_routes_and_payload_agree_with_compose() {
     let compose = Compose::load();
     let nodes = compose_nats_nodes(&compose);
     assert_eq!(nodes.len(), 3, "a 3-node cluster");
 
     let names: BTreeSet<_> = nodes.iter().map(|node| node.conf.at(&["server_name"]).str().to_owned()).collect();
     assert_eq!(names.len(), 3, "server names must be distinct: {names:?}");
+    let certs_dir = gen_certs_default_dir();
+    assert_eq!(certs_dir, "deploy/nats/certs", "scripts/gen-certs writes where compose mounts the certificates");
 
     for node in &nodes {
         let service = &node.service;
+        let name = node.conf.at(&["server_name"]).str();
         assert_eq!(node.conf.at(&["cluster", "name"]).str(), "sessionbus", "`{service}` cluster name");
         assert_eq!(
             node.conf.at(&["max_payload"]).str(),
@@ -452,15 +670,25 @@ fn nats_cluster_routes_ports_and_payload_agree_with_compose() {
             "`{service}` must set max_payload to 8 MiB (8388608) explicitly"
         );
         assert!(!node.conf.at(&["jetstream", "store_dir"]).str().is_empty(), "`{service}` JetStream store_dir");
+        assert!(node.conf.get("accounts").is_some(), "`{service}` includes accounts.conf");
+        assert_eq!(
+            compose.host_path(service, "/etc/nats/accounts.conf"),
+            "deploy/nats/accounts.conf",
+            "`{service}` sees accounts.conf next to its config (include ./accounts.conf)"
+        );
 
-        // Routes: exactly the other nodes, by compose service name and cluster port.
-        let routes: BTreeSet<_> = node.conf.at(&["cluster", "routes"]).list().into_iter().collect();
-        let expected: BTreeSet<_> = nodes
-            .iter()
-            .filter(|other| other.service != *service)
-            .map(|other| format!("nats-route://{}:{}", other.service, other.cluster_port))
-            .collect();
-        assert_eq!(routes, expected, "`{service}` routes");
+        // Routes: TLS with the cluster CA both ways, the route password, and the route
+        // list from the environment (minted by `sessionbus credentials`).
+        let cluster = node.conf.at(&["cluster"]);
+        assert_eq!(cluster.at(&["authorization", "user"]).str(), "route", "`{service}` route user");
+        assert_eq!(cluster.at(&["authorization", "password"]).var(), "SESSIONBUS_ROUTE_PASSWORD");
+        assert_eq!(cluster.at(&["routes"]).var(), "SESSIONBUS_ROUTES", "`{service}` routes");
+        let tls = cluster.at(&["tls"]);
+        assert_eq!(tls.at(&["cert_file"]).str(), format!("/etc/nats/certs/{name}.pem"), "`{service}` cert");
+        assert_eq!(tls.at(&["key_file"]).str(), format!("/etc/nats/certs/{name}-key.pem"), "`{service}` key");
+        assert_eq!(tls.at(&["ca_file"]).str(), "/etc/nats/certs/ca.pem", "`{service}` CA");
+        assert_eq!(tls.at(&["verify"]).str(), "true", "`{service}` routes must present a certificate");
+        assert_eq!(compose.host_path(service, "/etc/nats/certs"), certs_dir, "`{service}` certificates");
 
         // The store is a volume of its own.
         let store = node.conf.at(&["jetstream", "store_dir"]).str();
@@ -471,18 +699,12 @@ fn nats_cluster_routes_ports_and_payload_agree_with_compose() {
             .unwrap_or_else(|| panic!("`{service}` keeps its JetStream store {store} on no volume"));
         assert!(!store_volume.0.starts_with('.'), "`{service}` store should be a named volume");
 
-        // Published ports: the client and monitoring ports, unchanged, and nothing else.
+        // Monitoring lists every connection: loopback only, never published.
+        let (host, _) = node.http.rsplit_once(':').unwrap_or_else(|| panic!("`{service}` http is host:port"));
+        assert!(host == "127.0.0.1" || host == "localhost", "`{service}` monitoring listens on {host}");
         let published = compose.published_ports(service);
-        for (host, container) in &published {
-            assert_eq!(host, container, "`{service}` publishes {container} as {host}");
-            assert!(
-                [node.client_port, node.http_port].contains(container),
-                "`{service}` publishes {container}, which its config does not listen on for clients or monitoring"
-            );
-        }
-        let published: BTreeSet<_> = published.into_iter().map(|(_, container)| container).collect();
-        assert!(published.contains(&node.client_port), "`{service}` must publish its client port");
-        assert!(published.contains(&node.http_port), "`{service}` must publish its monitoring port");
+        assert_eq!(published, [(node.client_port, node.client_port)], "`{service}` publishes its client port only");
+        assert_ne!(node.cluster_port, node.client_port);
     }
     let stores: BTreeSet<_> = nodes
         .iter()
@@ -495,20 +717,75 @@ fn nats_cluster_routes_ports_and_payload_agree_with_compose() {
 }
 
 #[test]
-fn sessionbus_services_connect_to_the_cluster_and_the_collector() {
+fn credentials_mint_every_server_variable_the_compose_routes_and_a_seed_per_user() {
     let compose = Compose::load();
     let nodes = compose_nats_nodes(&compose);
-    let auth = nats_conf("deploy/nats/auth.conf");
-    let users = auth_users(&auth);
-    let password_variables = password_variables();
+    let (env, seeds) = default_credentials();
 
-    for service in ["worker1", "worker2", "exporter"] {
+    // server.env holds exactly what the servers read, and a seed per accounts.conf user.
+    let variables = server_variables();
+    assert_eq!(env.keys().cloned().collect::<BTreeSet<_>>(), variables, "server.env vs the configs' variables");
+    let users: BTreeSet<_> = account_users().into_keys().collect();
+    assert_eq!(seeds, users.iter().map(|user| format!("{user}.nk")).collect(), "seed files vs accounts.conf users");
+    for user in &users {
+        assert!(env[&format!("SESSIONBUS_{}_NKEY", user.to_uppercase())].starts_with('U'), "{user}: a user nkey");
+    }
+
+    // The default route list: every compose node by service name and cluster port, each
+    // with the route user and the minted password.
+    let password = &env["SESSIONBUS_ROUTE_PASSWORD"];
+    let routes = env["SESSIONBUS_ROUTES"].strip_prefix('[').and_then(|r| r.strip_suffix(']')).expect("a list");
+    let routes: BTreeSet<_> = routes.split(',').map(str::to_owned).collect();
+    let expected: BTreeSet<_> = nodes
+        .iter()
+        .map(|node| format!("nats-route://route:{password}@{}:{}", node.service, node.cluster_port))
+        .collect();
+    assert_eq!(routes, expected, "the default --routes of `sessionbus credentials` vs docker-compose.yml");
+    for route in &routes {
+        let (user, route_password, _, _) = parse_url(route);
+        assert_eq!((user.as_deref(), route_password.as_ref()), (Some("route"), Some(password)));
+    }
+    assert_eq!(cli_default("credentials", "out"), "deploy/nats/secrets", "where compose reads the credentials");
+}
+
+#[test]
+fn every_nats_node_gets_every_variable_and_each_service_its_own_seed() {
+    let compose = Compose::load();
+    let nodes = compose_nats_nodes(&compose);
+    let variables = server_variables();
+    let users = account_users();
+
+    // Every node gets every variable: from server.env or from the environment.
+    for node in &nodes {
+        let env_files = compose.env_files(&node.service);
+        let environment = compose.environment(&node.service);
+        for variable in &variables {
+            let from_file = env_files.iter().any(|file| file == "deploy/nats/secrets/server.env");
+            let from_env = environment.get(variable).is_some_and(|value| value.starts_with(&format!("${{{variable}")));
+            assert!(from_file || from_env, "`{}` lacks {variable}", node.service);
+        }
+        for (name, value) in &environment {
+            assert!(
+                !name.starts_with("SESSIONBUS_") || value.starts_with("${"),
+                "`{}` {name} is a literal",
+                node.service
+            );
+        }
+    }
+
+    // Each sessionbus service: its own user's seed, every node, no other credentials.
+    for (service, user, command) in [
+        ("setup", "admin", "setup"),
+        ("worker1", "worker", "worker"),
+        ("worker2", "worker", "worker"),
+        ("exporter", "worker", "exporter"),
+    ] {
         let env = compose.environment(service);
         let urls = env.get("NATS_URL").unwrap_or_else(|| panic!("`{service}` has no NATS_URL"));
         let mut reached = BTreeSet::new();
         for url in urls.split(',') {
-            let (user, password, host, port) = parse_url(url.trim());
-            assert!(user.is_none() && password.is_none(), "`{service}`: credentials go in NATS_USER/NATS_PASSWORD");
+            let (url_user, password, host, port) = parse_url(url.trim());
+            assert!(url_user.is_none() && password.is_none(), "`{service}`: no credentials in NATS_URL");
             let node = nodes
                 .iter()
                 .find(|node| node.service == host)
@@ -517,43 +794,46 @@ fn sessionbus_services_connect_to_the_cluster_and_the_collector() {
             reached.insert(host);
         }
         assert_eq!(reached.len(), nodes.len(), "`{service}` NATS_URL should list every node");
-        let user = env.get("NATS_USER").unwrap_or_else(|| panic!("`{service}` connects without a user"));
-        assert_eq!(user, "worker", "`{service}` connects as {user}");
-        assert!(users.contains_key(user), "user {user} is not in auth.conf");
+        for other in ["NATS_USER", "NATS_PASSWORD", "NATS_CREDS"] {
+            assert!(!env.contains_key(other), "`{service}` sets {other}: users authenticate with nkeys");
+        }
+        let seed = env.get("NATS_NKEY").unwrap_or_else(|| panic!("`{service}` has no NATS_NKEY"));
         assert_eq!(
-            env.get("NATS_PASSWORD").map(String::as_str),
-            Some("${SESSIONBUS_WORKER_PASSWORD}"),
-            "`{service}` must take the worker password from the environment, never a literal"
+            compose.host_path(service, seed),
+            format!("deploy/nats/secrets/{user}.nk"),
+            "`{service}` must read the seed of `{user}`"
         );
+        assert!(users.contains_key(user), "{user} is not in accounts.conf");
+        assert_eq!(users[user].0, "BUS", "{user} lives in the BUS account");
+        assert_eq!(compose.command(service).first().map(String::as_str), Some(command));
+        let uid = text(at(compose.service(service), &["user"]));
+        assert!(uid.starts_with("${SESSIONBUS_UID"), "`{service}` runs as the owner of the seed files: {uid}");
 
-        let depends = compose.depends_on(service);
+        let depends = compose.depends_on_conditions(service);
         for node in &nodes {
-            assert!(depends.contains(&node.service), "`{service}` should start after `{}`", node.service);
+            assert!(depends.contains_key(&node.service), "`{service}` should start after `{}`", node.service);
         }
-
-        let otlp = env.get("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| panic!("`{service}` has no OTLP endpoint"));
-        let (_, _, host, port) = parse_url(otlp);
-        assert!(compose.services().contains(&host), "`{service}` sends OTLP to unknown service `{host}`");
-        let collector = yaml("deploy/otel/collector.yaml");
-        let grpc = text(at(&collector, &["receivers", "otlp", "protocols", "grpc", "endpoint"]));
-        assert_eq!(port, port_of(&grpc), "`{service}` OTLP port vs the collector's gRPC receiver");
-    }
-    assert_eq!(compose.flag("worker1", "--replicas").as_deref(), Some("3"));
-    assert_eq!(compose.flag("worker2", "--replicas").as_deref(), Some("3"));
-    assert_eq!(compose.command("worker1").first().map(String::as_str), Some("worker"));
-    assert_eq!(compose.command("exporter").first().map(String::as_str), Some("exporter"));
-
-    // Every NATS node gets every password auth.conf reads from its environment.
-    for node in &nodes {
-        let env = compose.environment(&node.service);
-        for variable in &password_variables {
-            let value = env.get(variable).unwrap_or_else(|| panic!("`{}` lacks {variable}", node.service));
-            assert!(
-                value.starts_with(&format!("${{{variable}")),
-                "`{}` {variable} must come from the environment",
-                node.service
+        if service != "setup" {
+            assert_eq!(
+                depends.get("setup").map(String::as_str),
+                Some("service_completed_successfully"),
+                "`{service}` must wait for the layout"
             );
+            let otlp =
+                env.get("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap_or_else(|| panic!("`{service}` has no OTLP endpoint"));
+            let (_, _, host, port) = parse_url(otlp);
+            assert!(compose.services().contains(&host), "`{service}` sends OTLP to unknown service `{host}`");
+            let collector = yaml("deploy/otel/collector.yaml");
+            let grpc = text(at(&collector, &["receivers", "otlp", "protocols", "grpc", "endpoint"]));
+            assert_eq!(port, port_of(&grpc), "`{service}` OTLP port vs the collector's gRPC receiver");
         }
+    }
+    // Only setup creates the layout (as admin), once, with a replica per node.
+    assert_eq!(compose.command("setup"), ["setup", "--replicas", "3"]);
+    assert_eq!(text(at(compose.service("setup"), &["restart"])), "no");
+    for service in ["worker1", "worker2", "exporter"] {
+        assert!(compose.flag(service, "--replicas").is_none(), "`{service}` does not make the layout");
+        assert!(!compose.command(service).contains(&"--setup".to_owned()), "`{service}` cannot create streams");
     }
 }
 
@@ -611,7 +891,7 @@ fn dockerfile_builds_the_cli_on_bookworm() {
     assert!(dockerfile.contains("ENTRYPOINT [\"sessionbus\"]"));
     // The image the compose file builds is the one every sessionbus service runs.
     let compose = Compose::load();
-    for service in ["worker1", "worker2", "exporter"] {
+    for service in ["setup", "worker1", "worker2", "exporter"] {
         assert_eq!(text(at(compose.service(service), &["image"])), "sessionbus:latest");
         assert_eq!(text(at(compose.service(service), &["build", "dockerfile"])), "Dockerfile");
     }
@@ -638,7 +918,7 @@ fn yaml_files_under(dir: &Path, found: &mut Vec<PathBuf>) {
 fn every_deploy_yaml_file_parses() {
     let mut files = Vec::new();
     yaml_files_under(&root().join("deploy"), &mut files);
-    assert!(files.len() >= 4, "deploy/ YAML files: {files:?}");
+    assert!(files.len() >= 5, "deploy/ YAML files: {files:?}");
     for file in files {
         let relative = file.strip_prefix(root()).unwrap().to_string_lossy().into_owned();
         let documents = yaml_documents(&relative);
@@ -646,12 +926,60 @@ fn every_deploy_yaml_file_parses() {
     }
 }
 
+/// The first object of `kind` in a manifest, and its first container.
+fn workload(file: &str, kind: &str) -> (Value, Value) {
+    let documents = yaml_documents(file);
+    let object = documents
+        .into_iter()
+        .find(|doc| text(at(doc, &["kind"])) == kind)
+        .unwrap_or_else(|| panic!("{file} has no {kind}"));
+    let containers = at(&object, &["spec", "template", "spec", "containers"]).as_sequence().expect("containers");
+    let container = containers[0].clone();
+    (object, container)
+}
+
+fn container_env(container: &Value) -> BTreeMap<String, Value> {
+    at(container, &["env"])
+        .as_sequence()
+        .expect("env")
+        .iter()
+        .map(|var| (text(at(var, &["name"])), var.clone()))
+        .collect()
+}
+
+/// The Secret and key a pod reads the file at `path` from, through its volume mounts.
+fn secret_file(object: &Value, container: &Value, path: &str) -> (String, String) {
+    let (dir, key) = path.rsplit_once('/').expect("an absolute path");
+    let mount = at(container, &["volumeMounts"])
+        .as_sequence()
+        .expect("volumeMounts")
+        .iter()
+        .find(|mount| text(at(mount, &["mountPath"])) == dir)
+        .unwrap_or_else(|| panic!("nothing is mounted at {dir}"))
+        .clone();
+    let volume_name = text(at(&mount, &["name"]));
+    let volume = at(object, &["spec", "template", "spec", "volumes"])
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|volume| text(at(volume, &["name"])) == volume_name)
+        .unwrap_or_else(|| panic!("no volume {volume_name}"))
+        .clone();
+    (text(at(&volume, &["secret", "secretName"])), key.to_owned())
+}
+
 #[test]
-fn kubernetes_manifests_agree_with_the_chart_values_and_auth_config() {
+fn kubernetes_files_carry_the_same_accounts_users_and_route_security_as_compose() {
     let values = yaml("deploy/k8s/nats-values.yaml");
-    assert_eq!(at(&values, &["config", "cluster", "enabled"]), &Value::Bool(true));
-    assert_eq!(text(at(&values, &["config", "cluster", "replicas"])), "3");
-    assert_eq!(text(at(&values, &["config", "cluster", "merge", "name"])), "sessionbus");
+    let readme = read("deploy/k8s/README.md");
+    let service = text(at(&values, &["fullnameOverride"]));
+    assert_eq!(service, "nats", "the Service and pod names the README and the route list use");
+
+    // Cluster, JetStream, payload, accounts.
+    let cluster = at(&values, &["config", "cluster"]);
+    assert_eq!(at(cluster, &["enabled"]), &Value::Bool(true));
+    assert_eq!(text(at(cluster, &["replicas"])), "3");
+    assert_eq!(text(at(cluster, &["merge", "name"])), "sessionbus");
     assert_eq!(at(&values, &["config", "jetstream", "enabled"]), &Value::Bool(true));
     assert_eq!(at(&values, &["config", "jetstream", "fileStore", "enabled"]), &Value::Bool(true));
     assert_eq!(at(&values, &["config", "jetstream", "fileStore", "pvc", "enabled"]), &Value::Bool(true));
@@ -663,187 +991,650 @@ fn kubernetes_manifests_agree_with_the_chart_values_and_auth_config() {
         .filter(|(key, _)| text(key).ends_with("$include"))
         .map(|(_, value)| text(value))
         .collect();
-    assert_eq!(includes, ["auth.conf"], "the chart config includes auth.conf");
+    assert_eq!(includes, ["accounts.conf"], "the chart config includes accounts.conf");
+    assert!(
+        readme.contains("--set-file 'configMap.merge.data.accounts\\.conf=deploy/nats/accounts.conf'"),
+        "README.md puts deploy/nats/accounts.conf into the chart's ConfigMap"
+    );
     let tag = text(at(&values, &["container", "image", "tag"]));
     assert!(tag.starts_with(NATS_SERVER_VERSION), "chart image tag {tag} vs pinned {NATS_SERVER_VERSION}");
-    let service = text(at(&values, &["fullnameOverride"]));
 
-    // The chart's servers get every password auth.conf reads, from one Secret.
-    let mut secret_keys = BTreeMap::new();
-    for variable in password_variables() {
-        let reference = at(&values, &["container", "env", &variable, "valueFrom", "secretKeyRef"]);
-        assert!(!reference.is_null(), "the NATS pods lack {variable}");
-        secret_keys.insert(variable, (text(at(reference, &["name"])), text(at(reference, &["key"]))));
+    // Routes: mutual TLS from a Secret at /etc/nats/certs, the route user and password,
+    // and the minted route list instead of the chart's (which has no credentials).
+    let tls = at(cluster, &["tls"]);
+    assert_eq!(at(tls, &["enabled"]), &Value::Bool(true), "route TLS");
+    let tls_secret = text(at(tls, &["secretName"]));
+    let dir = text(at(tls, &["dir"]));
+    assert_eq!(dir, "/etc/nats/certs", "certificates where the compose nodes have them");
+    assert_eq!(text(at(tls, &["merge", "ca_file"])), format!("{dir}/ca.crt"));
+    assert_eq!(at(tls, &["merge", "verify"]), &Value::Bool(true), "routes must present a certificate");
+    assert_eq!(text(at(cluster, &["merge", "authorization", "user"])), "route");
+    assert_eq!(text(at(cluster, &["merge", "authorization", "password"])), "<< $SESSIONBUS_ROUTE_PASSWORD >>");
+    let patch = at(cluster, &["patch"]).as_sequence().expect("config.cluster.patch");
+    assert!(
+        patch.iter().any(|op| text(at(op, &["op"])) == "replace"
+            && text(at(op, &["path"])) == "/routes"
+            && text(at(op, &["value"])) == "<< $SESSIONBUS_ROUTES >>"),
+        "the chart's route list is replaced by $SESSIONBUS_ROUTES: {patch:?}"
+    );
+    let cluster_port = 6222;
+    let routes = (0..3).map(|i| format!("{service}-{i}.{service}-headless:{cluster_port}")).collect::<Vec<_>>();
+    assert!(
+        readme.contains(&format!("sessionbus credentials --out deploy/nats/secrets --routes {}", routes.join(","))),
+        "README.md mints the route list for the chart's pods: {}",
+        routes.join(",")
+    );
+    assert!(read("scripts/gen-certs").contains(&format!("DNS:*.{service}-headless")), "certificates fit the pods");
+    for (file, key) in [("node1.pem", "tls.crt"), ("node1-key.pem", "tls.key"), ("ca.pem", "ca.crt")] {
+        assert!(
+            readme.contains(&format!("--from-file={key}=deploy/nats/certs/{file}")),
+            "README.md makes the Secret {tls_secret} with {key} from {file}"
+        );
+    }
+    assert!(readme.contains(&format!("create secret generic {tls_secret}")));
+
+    // Monitoring: loopback only, probes from inside the container.
+    assert_eq!(at(&values, &["config", "monitor", "enabled"]), &Value::Bool(false), "no monitoring port on the pod");
+    let http = text(at(&values, &["config", "merge", "http"]));
+    assert!(http.starts_with("127.0.0.1:"), "monitoring on loopback, not {http}");
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        let command = strings(at(&values, &["container", "merge", probe, "exec", "command"])).join(" ");
+        assert!(command.contains(&format!("http://{http}/healthz")), "{probe} asks the loopback monitor: {command}");
     }
 
-    let readme = read("deploy/k8s/README.md");
-    assert!(readme.contains("deploy/nats/auth.conf") && root().join("deploy/nats/auth.conf").is_file());
+    // Every variable the configs read, from the Secret made of server.env.
+    let env = at(&values, &["container", "env"]);
+    let mut secrets = BTreeSet::new();
+    assert_eq!(map_keys(env), server_variables(), "the NATS pods' environment vs the configs' variables");
+    for variable in server_variables() {
+        let reference = at(env, &[&variable, "valueFrom", "secretKeyRef"]);
+        assert_eq!(text(at(reference, &["key"])), variable, "the Secret's keys are server.env's names");
+        secrets.insert(text(at(reference, &["name"])));
+    }
+    assert_eq!(secrets.len(), 1, "one Secret: {secrets:?}");
+    let server_secret = secrets.pop_first().expect("a Secret");
+    assert!(
+        readme
+            .contains(&format!("create secret generic {server_secret} --from-env-file=deploy/nats/secrets/server.env")),
+        "README.md makes {server_secret} from server.env"
+    );
 
-    for (file, command) in
-        [("deploy/k8s/worker-deployment.yaml", "worker"), ("deploy/k8s/exporter-deployment.yaml", "exporter")]
-    {
+    // The workloads: each with its own user's seed from a Secret volume.
+    for (file, kind, command, user) in [
+        ("deploy/k8s/setup-job.yaml", "Job", "setup", "admin"),
+        ("deploy/k8s/worker-deployment.yaml", "Deployment", "worker", "worker"),
+        ("deploy/k8s/exporter-deployment.yaml", "Deployment", "exporter", "worker"),
+    ] {
         assert!(readme.contains(file), "deploy/k8s/README.md should explain {file}");
-        let documents = yaml_documents(file);
-        let deployment = documents
-            .iter()
-            .find(|doc| text(at(doc, &["kind"])) == "Deployment")
-            .unwrap_or_else(|| panic!("{file} has no Deployment"));
-        let selector = at(deployment, &["spec", "selector", "matchLabels"]);
-        let labels = at(deployment, &["spec", "template", "metadata", "labels"]);
-        for (key, value) in selector.as_mapping().expect("matchLabels") {
-            assert_eq!(labels.get(key), Some(value), "{file}: the selector must match the pod labels");
+        let (object, container) = workload(file, kind);
+        if kind == "Deployment" {
+            let selector = at(&object, &["spec", "selector", "matchLabels"]);
+            let labels = at(&object, &["spec", "template", "metadata", "labels"]);
+            for (key, value) in selector.as_mapping().expect("matchLabels") {
+                assert_eq!(labels.get(key), Some(value), "{file}: the selector must match the pod labels");
+            }
         }
-        let containers = at(deployment, &["spec", "template", "spec", "containers"]).as_sequence().expect("containers");
-        let container = &containers[0];
-        let args = strings(at(container, &["args"]));
+        let args = strings(at(&container, &["args"]));
         assert_eq!(args.first().map(String::as_str), Some(command), "{file} runs `sessionbus {command}`");
-
-        let env: BTreeMap<_, _> = at(container, &["env"])
-            .as_sequence()
-            .expect("env")
-            .iter()
-            .map(|var| (text(at(var, &["name"])), var.clone()))
-            .collect();
+        let env = container_env(&container);
         let url = text(at(&env["NATS_URL"], &["value"]));
-        let (user, password, host, port) = parse_url(&url);
+        let (url_user, password, host, port) = parse_url(&url);
         assert_eq!(host, service, "{file}: NATS_URL names the chart's Service");
         assert_eq!(port, 4222, "{file}: the chart's client port");
-        assert!(user.is_none() && password.is_none(), "{file}: credentials go in NATS_USER/NATS_PASSWORD");
-        assert_eq!(text(at(&env["NATS_USER"], &["value"])), "worker");
-        let reference = at(&env["NATS_PASSWORD"], &["valueFrom", "secretKeyRef"]);
-        assert_eq!(
-            (text(at(reference, &["name"])), text(at(reference, &["key"]))),
-            secret_keys["SESSIONBUS_WORKER_PASSWORD"],
-            "{file}: the same Secret as the NATS pods"
+        assert!(url_user.is_none() && password.is_none(), "{file}: no credentials in NATS_URL");
+        for other in ["NATS_USER", "NATS_PASSWORD", "NATS_CREDS"] {
+            assert!(!env.contains_key(other), "{file} sets {other}: users authenticate with nkeys");
+        }
+        let seed = text(at(&env["NATS_NKEY"], &["value"]));
+        let (secret, key) = secret_file(&object, &container, &seed);
+        assert_eq!(key, format!("{user}.nk"), "{file} reads the seed of `{user}`");
+        assert!(
+            readme.contains(&format!("create secret generic {secret} --from-file={key}=deploy/nats/secrets/{key}")),
+            "README.md makes {secret} from {key}"
         );
-        assert!(env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"), "{file}: OTEL_EXPORTER_OTLP_ENDPOINT");
-
+        let pod_security = at(&object, &["spec", "template", "spec", "securityContext"]);
+        assert_eq!(
+            text(at(pod_security, &["fsGroup"])),
+            text(at(pod_security, &["runAsUser"])),
+            "{file}: the non-root user reads the seed through its group"
+        );
+        if command == "setup" {
+            assert_eq!(args[..3], ["setup", "--replicas", "3"], "{file}: a replica per node");
+        } else {
+            assert!(!args.contains(&"--replicas".to_owned()) && !args.contains(&"--setup".to_owned()), "{file}");
+            assert!(env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"), "{file}: OTEL_EXPORTER_OTLP_ENDPOINT");
+        }
         if command == "worker" {
-            assert_eq!(args, ["worker", "--replicas", "3"]);
-            let probe = strings(at(container, &["readinessProbe", "exec", "command"]));
+            let probe = strings(at(&container, &["readinessProbe", "exec", "command"]));
             assert_eq!(probe, ["sessionbus", "status", "--ping"], "{file}: readiness through sessionbus.v1.ping");
         }
     }
     assert!(readme.contains("nats-values.yaml") && readme.contains("sessionbus.v1.ping"));
+    // The README's connection table names the users accounts.conf defines.
+    for user in account_users().keys() {
+        assert!(readme.contains(&format!("`{user}`")), "deploy/k8s/README.md should say who connects as `{user}`");
+    }
 }
 
 // ---------------------------------------------------------------------------------------
-// deploy/nats/auth.conf, read statically
+// deploy/nats/accounts.conf, read statically
 // ---------------------------------------------------------------------------------------
-
-/// The `$VARIABLE`s auth.conf reads its passwords from.
-fn password_variables() -> BTreeSet<String> {
-    auth_users(&nats_conf("deploy/nats/auth.conf"))
-        .values()
-        .map(|user| {
-            let password = user.at(&["password"]).str();
-            password
-                .strip_prefix('$')
-                .unwrap_or_else(|| panic!("passwords come from environment variables, not {password:?}"))
-                .to_owned()
-        })
-        .collect()
-}
-
-fn auth_users(auth: &Conf) -> BTreeMap<String, Conf> {
-    let Conf::List(users) = auth.at(&["authorization", "users"]) else { panic!("authorization.users is a list") };
-    users.iter().map(|user| (user.at(&["user"]).str().to_owned(), user.clone())).collect()
-}
-
-fn permission(user: &Conf, path: &[&str]) -> BTreeSet<String> {
-    let mut full = vec!["permissions"];
-    full.extend_from_slice(path);
-    user.at(&full).list().into_iter().collect()
-}
 
 #[test]
-fn auth_config_allow_lists_follow_the_design() {
-    let auth = nats_conf("deploy/nats/auth.conf");
-    let users = auth_users(&auth);
-    assert_eq!(users.keys().map(String::as_str).collect::<Vec<_>>(), ["client", "dashboard", "worker"]);
+fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_exports() {
+    let accounts = accounts();
+    assert_eq!(accounts.keys().map(String::as_str).collect::<Vec<_>>(), ["APPS", "BUS", "DASHBOARD", "TENANT"]);
+    let users = account_users();
+    let placed: BTreeMap<_, _> = users.iter().map(|(user, (account, _))| (user.as_str(), account.as_str())).collect();
+    assert_eq!(
+        placed,
+        BTreeMap::from([
+            ("admin", "BUS"),
+            ("app_a", "APPS"),
+            ("app_b", "APPS"),
+            ("dashboard", "DASHBOARD"),
+            ("tenant", "TENANT"),
+            ("worker", "BUS"),
+        ])
+    );
 
-    let client = &users["client"];
-    assert_eq!(
-        permission(client, &["publish", "allow"]),
-        ["sessionbus.v1.create", "sessionbus.v1.ping", "sessionbus.v1.session.*.*"].map(String::from).into()
-    );
-    assert_eq!(
-        permission(client, &["subscribe", "allow"]),
-        ["_INBOX_client.>", "sessionbus.v1.events.>"].map(String::from).into()
-    );
-    let denied = permission(client, &["publish", "deny"]);
-    for subject in ["$JS.>", "$KV.>", "$O.>", "sessionbus.v1.state.>", "sessionbus.v1.trace.>"] {
-        assert!(denied.contains(subject), "client publish must deny {subject}");
+    // Limits in every account, and per connection.
+    for (name, account) in &accounts {
+        for limit in ["max_connections", "max_subscriptions", "max_payload"] {
+            let value: u64 = account.at(&["limits", limit]).str().parse().expect("a number");
+            assert!(value > 0, "{name}.limits.{limit}");
+        }
+        assert_eq!(account.get("jetstream").is_some(), name == "BUS", "{name}: JetStream only in BUS");
     }
+    let conf = nats_conf("deploy/nats/accounts.conf");
+    assert!(conf.at(&["max_subscriptions"]).str().parse::<u64>().expect("a number") > 0);
+    assert!(conf.at(&["max_connections"]).str().parse::<u64>().expect("a number") > 0);
 
-    let dashboard = &users["dashboard"];
-    for subject in permission(dashboard, &["publish", "allow"]) {
-        let read_only = subject == "$SRV.>"
-            || subject.starts_with("$JS.API.DIRECT.GET.")
-            || subject.starts_with("$JS.API.STREAM.INFO.");
-        assert!(read_only, "dashboard may publish only read-only requests, not {subject}");
+    // Outside BUS: only the bus's operations, $SRV for dashboards, own inboxes, events.
+    let bus = &accounts["BUS"];
+    let exported: BTreeSet<String> =
+        bus.at(&["exports"]).items().iter().filter_map(|e| e.get("service")).map(|s| s.str().to_owned()).collect();
+    let exported_streams: BTreeSet<String> =
+        bus.at(&["exports"]).items().iter().filter_map(|e| e.get("stream")).map(|s| s.str().to_owned()).collect();
+    assert_eq!(exported_streams, BTreeSet::from(["sessionbus.v1.events.>".to_owned()]));
+    for (user, (account, entry)) in &users {
+        if account == "BUS" {
+            continue;
+        }
+        for subject in permission(entry, &["publish", "allow"]) {
+            assert!(
+                subject.starts_with("sessionbus.v1.") || (account == "DASHBOARD" && subject == "$SRV.>"),
+                "{user} may publish {subject}"
+            );
+            assert!(!subject.starts_with("sessionbus.v1.state") && !subject.starts_with("sessionbus.v1.trace"));
+        }
+        let inbox = if account == "APPS" { format!("_INBOX_{user}.>") } else { "_INBOX.>".to_owned() };
+        assert_eq!(
+            permission(entry, &["subscribe", "allow"]),
+            BTreeSet::from([inbox, "sessionbus.v1.events.>".to_owned()]),
+            "{user} subscribes to its own inbox and the events only"
+        );
+        let imported = imports(&accounts[account], "service");
+        assert!(imported.is_subset(&exported), "{account} imports what BUS does not export");
+        assert_eq!(imports(&accounts[account], "stream"), exported_streams, "{account} imports the events");
     }
-    assert_eq!(
-        permission(dashboard, &["subscribe", "allow"]),
-        ["_INBOX_dashboard.>", "sessionbus.v1.events.>", "sessionbus.v1.trace.>"].map(String::from).into()
-    );
+    let read_only: BTreeSet<String> = [
+        "$SRV.>",
+        "sessionbus.v1.ping",
+        "sessionbus.v1.session.*.snapshot",
+        "sessionbus.v1.session.*.graph_page",
+        "sessionbus.v1.session.*.tool_catalog",
+        "sessionbus.v1.session.*.tool_state",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(imports(&accounts["DASHBOARD"], "service"), read_only, "dashboards import the read-only ops");
+    assert_eq!(permission(&users["dashboard"].1, &["publish", "allow"]), read_only);
 
-    // Every JetStream subject a worker may publish to names a sessionbus stream.
-    let worker = &users["worker"];
-    let streams = ["SESSIONBUS_STATE", "SESSIONBUS_TRACE", "KV_SESSIONBUS_TOOLS", "KV_SESSIONBUS_SPANS"];
+    // The worker: message rights on the sessionbus streams, never their layout.
+    let worker = &users["worker"].1;
+    let streams = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM];
     for subject in permission(worker, &["publish", "allow"]) {
         if subject.starts_with("$JS.") && subject != "$JS.API.INFO" {
             let stream = subject.split('.').find(|token| streams.contains(token));
             assert!(stream.is_some(), "worker JetStream permission {subject} names no sessionbus stream");
-            assert!(!subject.contains(".DELETE.") || subject.contains(".CONSUMER."), "workers never delete streams");
+            for forbidden in [".CREATE.", ".UPDATE.", ".DELETE.", ".PURGE."] {
+                assert!(
+                    !subject.contains(forbidden) || subject.starts_with("$JS.API.CONSUMER."),
+                    "workers never change streams: {subject}"
+                );
+            }
         }
         if subject.starts_with("$KV.") {
             assert!(subject.starts_with("$KV.SESSIONBUS_"), "worker KV permission {subject}");
         }
     }
-    let responses = worker.at(&["permissions", "allow_responses"]);
-    assert_eq!(responses.at(&["max"]).str(), "10000");
-    assert_eq!(responses.at(&["expires"]).str(), "1h");
+    let denied = permission(worker, &["publish", "deny"]);
+    for subject in [
+        "$JS.API.STREAM.CREATE.>",
+        "$JS.API.STREAM.UPDATE.>",
+        "$JS.API.STREAM.DELETE.>",
+        "$JS.API.STREAM.PURGE.>",
+        "sessionbus.v1.events.>",
+    ] {
+        assert!(denied.contains(subject), "worker publish must deny {subject}");
+    }
+    assert!(worker.get("permissions").and_then(|p| p.get("allow_responses")).is_none(), "no reply to anything");
+}
+
+// ---------------------------------------------------------------------------------------
+// The shipped node configs in real nats-servers
+// ---------------------------------------------------------------------------------------
+
+/// A loopback port nobody listens on right now (never 4222).
+fn free_port() -> u16 {
+    loop {
+        let port = TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
+        if port != 4222 {
+            return port;
+        }
+    }
+}
+
+/// Runs `scripts/gen-certs DIR 1`: a CA and node1..3 certificates in `dir`.
+fn gen_certs(dir: &Path) {
+    let output = Command::new(root().join("scripts/gen-certs")).arg(dir).arg("1").output().expect("run gen-certs");
+    assert!(output.status.success(), "scripts/gen-certs: {}", String::from_utf8_lossy(&output.stderr));
+    for file in ["ca.pem", "node1.pem", "node1-key.pem", "node2.pem", "node2-key.pem", "node3.pem", "node3-key.pem"] {
+        assert!(dir.join(file).is_file(), "scripts/gen-certs made no {file}");
+    }
+}
+
+/// Loopback ports of one node: client, cluster, monitoring.
+#[derive(Clone, Copy)]
+struct Ports {
+    client: u16,
+    cluster: u16,
+    http: u16,
+}
+
+impl Ports {
+    fn free() -> Self {
+        Self { client: free_port(), cluster: free_port(), http: free_port() }
+    }
+}
+
+/// Replaces exactly one occurrence of `from` (the shipped value must still be there).
+fn replace_once(text: &mut String, from: &str, to: &str) {
+    assert_eq!(text.matches(from).count(), 1, "expected {from:?} once in the node config");
+    *text = text.replacen(from, to, 1);
+}
+
+/// `deploy/nats/node<n>.conf` rewritten to run in `dir`: its ports to `ports` on
+/// loopback, its store into `dir`, its certificates from `certs`, and accounts.conf
+/// beside it (the include is relative). Everything else as shipped.
+fn node_config(n: usize, dir: &Path, certs: &Path, ports: Ports) -> PathBuf {
+    let relative = NODE_CONFIGS[n - 1];
+    let conf = nats_conf(relative);
+    let mut text = read(relative);
+    std::fs::create_dir_all(dir).expect("node dir");
+    replace_once(
+        &mut text,
+        &format!("listen: {}", conf.at(&["listen"]).str()),
+        &format!("listen: 127.0.0.1:{}", ports.client),
+    );
+    replace_once(
+        &mut text,
+        &format!("listen: {}", conf.at(&["cluster", "listen"]).str()),
+        &format!("listen: 127.0.0.1:{}", ports.cluster),
+    );
+    replace_once(&mut text, &format!("http: {}", conf.at(&["http"]).str()), &format!("http: 127.0.0.1:{}", ports.http));
+    replace_once(
+        &mut text,
+        &format!("store_dir: {}", conf.at(&["jetstream", "store_dir"]).str()),
+        &format!("store_dir: {:?}", dir.join("data")),
+    );
+    assert!(text.contains("\"/etc/nats/certs/"), "the node config names its certificates in /etc/nats/certs");
+    let text = text.replace("/etc/nats/certs", &certs.display().to_string());
+    std::fs::copy(root().join("deploy/nats/accounts.conf"), dir.join("accounts.conf")).expect("copy accounts.conf");
+    let path = dir.join(format!("node{n}.conf"));
+    std::fs::write(&path, text).expect("write the node config");
+    path
+}
+
+/// A nats-server process, killed on drop.
+struct Server {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Server {
+    fn start(config: &Path, log: PathBuf, env: &BTreeMap<String, String>) -> Self {
+        let binary = find_nats_server().expect("nats-server is installed");
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .arg("--log")
+            .arg(&log)
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        Self { child, log }
+    }
+
+    fn log_len(&self) -> usize {
+        std::fs::read_to_string(&self.log).map(|text| text.len()).unwrap_or(0)
+    }
+
+    /// The log written after `offset`.
+    fn log_since(&self, offset: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.get(offset..).unwrap_or_default().to_owned()
+    }
+
+    /// Waits until the log after `offset` contains `needle`.
+    fn wait_log(&self, offset: usize, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if self.log_since(offset).contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path` from the monitoring port, as JSON (None while the port is not up).
+fn monitor(port: u16, path: &str) -> Option<serde_json::Value> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (_, body) = response.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// The servers a node has routes to (by name), and its number of route connections.
+fn routes_of(http: u16) -> Option<(BTreeSet<String>, u64)> {
+    let routez = monitor(http, "/routez")?;
+    let names = routez["routes"]
+        .as_array()
+        .map(|routes| routes.iter().filter_map(|route| route["remote_name"].as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
+    Some((names, routez["num_routes"].as_u64()?))
+}
+
+/// Waits until `routes_of(http)` satisfies `done`, returning the last answer.
+fn wait_routes(http: u16, done: impl Fn(&BTreeSet<String>, u64) -> bool) -> (BTreeSet<String>, u64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (BTreeSet::new(), 0);
+    while Instant::now() < deadline {
+        if let Some(routes) = routes_of(http) {
+            if done(&routes.0, routes.1) {
+                return routes;
+            }
+            last = routes;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    last
 }
 
 #[test]
-fn node_configs_load_in_nats_server() {
-    let binary = sessionbus_testkit::find_nats_server().expect("nats-server is installed");
-    let variables = password_variables();
-    for node in ["node1.conf", "node2.conf", "node3.conf"] {
-        let path = root().join("deploy/nats").join(node);
+fn node_configs_load_in_nats_server_with_minted_credentials_and_generated_certificates() {
+    let binary = find_nats_server().expect("nats-server is installed");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    gen_certs(&certs);
+    let credentials = Credentials::mint(&["127.0.0.1:1".to_owned()]);
+    let test = |config: &Path, env: Option<&BTreeMap<String, String>>| {
         let mut command = Command::new(&binary);
-        command.arg("-t").arg("-c").arg(&path);
-        for variable in &variables {
-            command.env(variable, format!("sb{}", variable.to_lowercase()));
-        }
-        let output = command.output().expect("nats-server runs");
-        assert!(
-            output.status.success(),
-            "nats-server -t {node}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-
-        // Without the passwords there is no default: the server refuses to start.
-        let mut command = Command::new(&binary);
-        command.arg("-t").arg("-c").arg(&path);
-        for variable in &variables {
+        command.arg("-t").arg("-c").arg(config);
+        for variable in server_variables() {
             command.env_remove(variable);
         }
+        if let Some(env) = env {
+            command.envs(env);
+        }
         let output = command.output().expect("nats-server runs");
-        assert!(!output.status.success(), "{node} must not load without the password variables");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains("SESSIONBUS_"), "{node}: {stderr}");
+        (
+            output.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+        )
+    };
+    for n in 1..=3 {
+        let node_dir = dir.path().join(format!("node{n}"));
+        let config = node_config(n, &node_dir, &certs, Ports::free());
+        let (ok, output) = test(&config, Some(&credentials.server_env));
+        assert!(ok, "nats-server -t node{n}.conf: {output}");
+
+        // Without the variables there is no default credential: the server refuses to start.
+        let (ok, output) = test(&config, None);
+        assert!(!ok, "node{n}.conf must not load without its variables");
+        assert!(output.contains("SESSIONBUS_"), "node{n}.conf: {output}");
+
+        // Without the certificates, no routes without TLS either: the server refuses.
+        let missing = dir.path().join(format!("no-certs-{n}"));
+        let config = node_config(n, &node_dir, &missing, Ports::free());
+        let (ok, output) = test(&config, Some(&credentials.server_env));
+        assert!(!ok, "node{n}.conf must not load without its certificates: {output}");
+    }
+}
+
+/// The route TLS of a server outside the cluster: (the directory of its certificate
+/// `node1.pem`, the directory of the CA `ca.pem` it trusts), or none.
+type RouteTls<'a> = Option<(&'a Path, &'a Path)>;
+
+/// A server outside the cluster that tries to join it through `route`.
+fn rogue(dir: &Path, name: &str, route: &str, tls: RouteTls, http: u16) -> Server {
+    let tls = tls.map_or_else(String::new, |(cert_dir, ca_dir)| {
+        format!(
+            "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
+            cert_dir.join("node1.pem"),
+            cert_dir.join("node1-key.pem"),
+            ca_dir.join("ca.pem")
+        )
+    });
+    let config = format!(
+        "server_name: {name}\nlisten: 127.0.0.1:{}\nhttp: 127.0.0.1:{http}\njetstream {{ store_dir: {:?} }}\n\
+         cluster {{\n  name: sessionbus\n  listen: 127.0.0.1:{}\n  routes: [ {route:?} ]\n  {tls}\n}}\n",
+        free_port(),
+        dir.join(name),
+        free_port()
+    );
+    let path = dir.join(format!("{name}.conf"));
+    std::fs::write(&path, config).expect("write the rogue config");
+    Server::start(&path, dir.join(format!("{name}.log")), &BTreeMap::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_of_the_node_configs_routes_over_tls_with_the_password_and_refuses_any_other_route() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let certs = dir.path().join("certs");
+    gen_certs(&certs);
+    let other_ca = dir.path().join("other-ca");
+    gen_certs(&other_ca);
+    let ports: Vec<Ports> = (0..3).map(|_| Ports::free()).collect();
+    let credentials = Credentials::mint(&ports.iter().map(|p| format!("127.0.0.1:{}", p.cluster)).collect::<Vec<_>>());
+    let password = credentials.server_env["SESSIONBUS_ROUTE_PASSWORD"].clone();
+    let mut nodes = Vec::new();
+    let mut names = Vec::new();
+    for (index, node_ports) in ports.iter().enumerate() {
+        let n = index + 1;
+        let config = node_config(n, &dir.path().join(format!("node{n}")), &certs, *node_ports);
+        names.push(nats_conf(NODE_CONFIGS[index]).at(&["server_name"]).str().to_owned());
+        nodes.push(Server::start(&config, dir.path().join(format!("node{n}.log")), &credentials.server_env));
+    }
+
+    // The routes form: every node has routes to both others.
+    for (index, node_ports) in ports.iter().enumerate() {
+        let others: BTreeSet<_> = names.iter().filter(|name| **name != names[index]).cloned().collect();
+        let (peers, _) = wait_routes(node_ports.http, |peers, _| *peers == others);
+        assert_eq!(peers, others, "{} routes; log:\n{}", names[index], nodes[index].log_since(0));
+    }
+    // JetStream over them: the admin lays out the streams with a replica on every node.
+    let urls = ports.iter().map(|p| format!("nats://127.0.0.1:{}", p.client)).collect::<Vec<_>>().join(",");
+    setup_as_admin(&urls, &credentials, 3);
+    let admin = auth::connect_url(&format!("nats://127.0.0.1:{}", ports[0].client), &credentials, "admin", None).await;
+    let js = jetstream::new(admin.client.clone());
+    for name in [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM] {
+        let mut stream = js.get_stream(name).await.expect("the stream exists");
+        let info = stream.info().await.expect("stream info");
+        assert_eq!(info.config.num_replicas, 3, "{name} replicas");
+        let cluster = info.cluster.as_ref().expect("a clustered stream");
+        assert_eq!(cluster.replicas.len(), 2, "{name}: a leader and two followers");
+    }
+    let first = &nodes[0];
+    let http = ports[0].http;
+    let (peers, route_count) = routes_of(http).expect("routez");
+    let unchanged = |what: &str| {
+        let now = routes_of(http).expect("routez");
+        assert_eq!(now, (peers.clone(), route_count), "{what}: node1's routes changed");
+    };
+
+    // A raw connection to the cluster port that knows the route password but speaks no
+    // TLS: no PONG, the server hangs up and logs the failed TLS handshake.
+    let offset = first.log_len();
+    let mut raw = TcpStream::connect(("127.0.0.1", ports[0].cluster)).expect("connect to the cluster port");
+    raw.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
+    write!(
+        raw,
+        "CONNECT {{\"verbose\":false,\"user\":\"route\",\"pass\":\"{password}\",\"name\":\"raw\"}}\r\nPING\r\n"
+    )
+    .expect("write");
+    let mut received = Vec::new();
+    let closed = raw.read_to_end(&mut received).is_ok();
+    let received = String::from_utf8_lossy(&received);
+    assert!(closed, "the server should close a route connection without TLS");
+    assert!(!received.contains("PONG") && !received.contains("+OK"), "a raw route was answered: {received}");
+    assert!(first.wait_log(offset, "TLS route handshake error"), "{}", first.log_since(offset));
+    unchanged("a raw route connection");
+
+    // Servers that try to join: without a certificate, with another CA's certificate,
+    // with the CA's certificate and no password or a wrong one. Each is refused, with
+    // the reason in node1's log, and has no route at all.
+    let cluster = format!("127.0.0.1:{}", ports[0].cluster);
+    let with_password = format!("nats-route://route:{password}@{cluster}");
+    let no_password = format!("nats-route://{cluster}");
+    let wrong_password = format!("nats-route://route:wrong{password}@{cluster}");
+    let cases: [(&str, &str, RouteTls, &str); 4] = [
+        ("rogue-no-tls", &with_password, None, "TLS route handshake error"),
+        ("rogue-other-ca", &with_password, Some((&other_ca, &certs)), "certificate signed by unknown authority"),
+        ("rogue-no-password", &no_password, Some((&certs, &certs)), "authentication error"),
+        ("rogue-wrong-password", &wrong_password, Some((&certs, &certs)), "authentication error - User \"route\""),
+    ];
+    for (name, route, tls, reason) in cases {
+        let offset = first.log_len();
+        let rogue_http = free_port();
+        let rogue = rogue(dir.path(), name, route, tls, rogue_http);
+        assert!(
+            first.wait_log(offset, reason),
+            "{name}: expected {reason:?} in node1's log:\n{}",
+            first.log_since(offset)
+        );
+        let (rogue_peers, rogue_routes) = wait_routes(rogue_http, |_, _| true);
+        assert!(rogue_peers.is_empty() && rogue_routes == 0, "{name} has routes: {rogue_peers:?} ({rogue_routes})");
+        unchanged(name);
+        drop(rogue);
     }
 }
 
 // ---------------------------------------------------------------------------------------
-// deploy/nats/auth.conf in a real nats-server
+// Limits of deploy/nats/accounts.conf in a real nats-server
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_connection_cap_and_per_connection_subscription_cap_hold_with_clear_errors() {
+    let (server, credentials) = start_server();
+    let cap: usize = accounts()["DASHBOARD"].at(&["limits", "max_connections"]).str().parse().expect("a number");
+    let per_connection: usize =
+        nats_conf("deploy/nats/accounts.conf").at(&["max_subscriptions"]).str().parse().expect("a number");
+    let log_offset = std::fs::read_to_string(server.log_path()).map(|text| text.len()).unwrap_or(0);
+
+    // The DASHBOARD account: `cap` connections, and not one more.
+    let mut open = Vec::new();
+    for _ in 0..cap {
+        open.push(connect(&server, &credentials, "dashboard", None).await);
+    }
+    let refused = |credentials: &Credentials| {
+        let (options, _) = auth::options(credentials, "dashboard");
+        options.max_reconnects(Some(1)).connect(server.url())
+    };
+    let error = timeout(WAIT, refused(&credentials))
+        .await
+        .expect("refused in time")
+        .expect_err("a connection over the account's cap must be refused");
+    assert!(error.to_string().contains("maximum account active connections exceeded"), "unclear error: {error}");
+    let log = std::fs::read_to_string(server.log_path()).expect("server log");
+    assert!(log[log_offset..].contains("maximum account active connections exceeded"), "{}", &log[log_offset..]);
+
+    // Other accounts are not affected, and a freed slot can be used again.
+    let mut app = connect(&server, &credentials, "app_a", Some("_INBOX_app_a")).await;
+    drop(open.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match timeout(WAIT, refused(&credentials)).await.expect("in time") {
+            Ok(client) => {
+                drop(client);
+                break;
+            }
+            Err(error) if Instant::now() < deadline => {
+                assert!(error.to_string().contains("maximum account active connections exceeded"), "{error}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(error) => panic!("the freed connection slot was never given back: {error}"),
+        }
+    }
+    drop(open);
+
+    // One connection: `per_connection` subscriptions, and not one more. The server
+    // refuses the extra subscription with the error and keeps the connection (and its
+    // other subscriptions) open.
+    setup_as_admin(&server.url(), &credentials, 1);
+    let worker = connect(&server, &credentials, "worker", None).await;
+    let mut subscribers = Vec::with_capacity(per_connection);
+    for index in 0..per_connection {
+        let subject = format!("sessionbus.v1.events.limit{index}.meta");
+        subscribers.push(app.client.subscribe(subject).await.expect("subscribe"));
+    }
+    app.client.flush().await.expect("flush");
+    tokio::time::sleep(QUIET).await;
+    app.assert_no_violation("subscriptions within the cap");
+    let mut over = app.client.subscribe("sessionbus.v1.events.over.meta").await.expect("subscribe is queued");
+    app.client.flush().await.expect("flush");
+    let error = timeout(WAIT, app.errors.recv()).await.expect("an error in time").expect("a server error");
+    assert_eq!(error, "nats: maximum subscriptions exceeded", "unclear error");
+    let log = std::fs::read_to_string(server.log_path()).expect("server log");
+    assert!(log[log_offset..].contains("\"APPS/nkey:"), "the log names the account: {}", &log[log_offset..]);
+    assert!(log[log_offset..].contains("maximum subscriptions exceeded"), "{}", &log[log_offset..]);
+    let worker_js = jetstream::new(worker.client.clone());
+    for session in ["over", "limit0"] {
+        let subject = format!("sessionbus.v1.state.{session}.meta");
+        worker_js.publish(subject, "{}".into()).await.expect("publish").await.expect("stored");
+    }
+    let event = timeout(WAIT, subscribers[0].next()).await.expect("an event in time").expect("an event");
+    assert_eq!(event.subject.as_str(), "sessionbus.v1.events.limit0.meta", "a subscription within the cap works");
+    assert_silent(&mut over, "the subscription over the cap").await;
+    assert_eq!(app.client.connection_state(), async_nats::connection::State::Connected);
+    drop(subscribers);
+}
+
+// ---------------------------------------------------------------------------------------
+// deploy/nats/accounts.conf in a real nats-server: nothing but the bus's operations
 // ---------------------------------------------------------------------------------------
 
 /// How long a refused subscription is watched for messages that must not arrive.
 const QUIET: Duration = Duration::from_millis(500);
+
+/// The streams and buckets of the bus.
+const STREAMS: [&str; 4] = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM];
 
 impl Conn {
     /// Publishes to `subject` and waits for the refusal.
@@ -863,12 +1654,6 @@ impl Conn {
         self.expect_violation("Subscription", subject).await;
         subscriber
     }
-
-    fn assert_no_violation(&mut self, what: &str) {
-        if let Ok(error) = self.errors.try_recv() {
-            panic!("{what}: unexpected server error {error}");
-        }
-    }
 }
 
 /// Nothing arrives on a refused subscription (the stream of messages may also end).
@@ -878,73 +1663,102 @@ async fn assert_silent(subscriber: &mut async_nats::Subscriber, what: &str) {
     }
 }
 
-/// The message counts and last sequences of the sessionbus streams, read by the worker.
-async fn stream_state(js: &jetstream::Context) -> BTreeMap<&'static str, (u64, u64)> {
+/// Messages, bytes, first and last sequence of every stream of the bus, read by the admin.
+async fn stream_state(js: &jetstream::Context) -> BTreeMap<&'static str, (u64, u64, u64, u64)> {
     let mut state = BTreeMap::new();
-    for name in ["SESSIONBUS_STATE", "SESSIONBUS_TRACE", "KV_SESSIONBUS_TOOLS"] {
+    for name in STREAMS {
         let mut stream = timeout(WAIT, js.get_stream(name)).await.expect("stream info in time").expect("stream exists");
         let info = timeout(WAIT, stream.info()).await.expect("stream info in time").expect("stream info");
-        state.insert(name, (info.state.messages, info.state.last_sequence));
+        let s = &info.state;
+        state.insert(name, (s.messages, s.bytes, s.first_sequence, s.last_sequence));
     }
     state
 }
 
-/// The sessionbus layout, created by the worker credential as a worker does at start,
-/// plus one stored message in each stream.
-async fn create_layout(worker: &Client) -> jetstream::Context {
-    let js = jetstream::new(worker.clone());
-    let created = async {
-        js.create_key_value(kv::Config {
-            bucket: "SESSIONBUS_TOOLS".to_owned(),
-            history: 8,
-            republish: Some(stream::Republish {
-                source: "$KV.SESSIONBUS_TOOLS.*".to_owned(),
-                destination: "sessionbus.v1.events.{{wildcard(1)}}.tools".to_owned(),
-                headers_only: false,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("worker creates the SESSIONBUS_TOOLS bucket");
-        js.create_or_update_stream(stream::Config {
-            name: "SESSIONBUS_STATE".to_owned(),
-            subjects: vec!["sessionbus.v1.state.>".to_owned()],
-            allow_direct: true,
-            allow_rollup: true,
-            allow_atomic_publish: true,
-            republish: Some(stream::Republish {
-                source: "sessionbus.v1.state.*.>".to_owned(),
-                destination: "sessionbus.v1.events.{{wildcard(1)}}.>".to_owned(),
-                headers_only: false,
-            }),
-            ..Default::default()
-        })
-        .await
-        .expect("worker creates the SESSIONBUS_STATE stream");
-        js.create_or_update_stream(stream::Config {
-            name: "SESSIONBUS_TRACE".to_owned(),
-            subjects: vec!["sessionbus.v1.trace.>".to_owned()],
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .expect("worker creates the SESSIONBUS_TRACE stream");
+/// A server running accounts.conf with the layout made by `sessionbus setup` as the
+/// admin, one message in the state, trace and tools streams written by the worker, and
+/// a stand-in worker serving the request subjects and the `sessionbus` micro service.
+struct Bus {
+    server: sessionbus_testkit::NatsServer,
+    credentials: Credentials,
+    js: jetstream::Context,
+    worker: Conn,
+    /// The reply subject of every request the stand-in worker received.
+    replies: mpsc::UnboundedReceiver<String>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _service: async_nats::service::Service,
+}
+
+impl Bus {
+    async fn start(progress: usize) -> Self {
+        let (server, credentials) = start_server();
+        setup_as_admin(&server.url(), &credentials, 1);
+        let admin = connect(&server, &credentials, "admin", None).await;
+        let js = jetstream::new(admin.client.clone());
+        let worker = connect(&server, &credentials, "worker", None).await;
+        let worker_js = jetstream::new(worker.client.clone());
         for subject in ["sessionbus.v1.state.s1.meta", "sessionbus.v1.trace.s1", "$KV.SESSIONBUS_TOOLS.s1"] {
-            js.publish(subject, "{\"seed\":true}".into())
+            worker_js
+                .publish(subject, "{\"seed\":true}".into())
                 .await
                 .expect("publish")
                 .await
-                .unwrap_or_else(|err| panic!("worker writes {subject}: {err}"));
+                .unwrap_or_else(|err| panic!("the worker writes {subject}: {err}"));
         }
-    };
-    timeout(Duration::from_secs(30), created).await.expect("the layout is created in time");
-    js
+        let (tx, replies) = mpsc::unbounded_channel();
+        let tasks = serve(&worker.client, progress, tx).await;
+        let service = async_nats::service::ServiceExt::service_builder(&worker.client)
+            .start("sessionbus", "0.1.0")
+            .await
+            .expect("the micro service starts");
+        timeout(WAIT, worker_js.query_account()).await.expect("in time").expect("round trip");
+        Self { server, credentials, js, worker, replies, tasks, _service: service }
+    }
+
+    async fn connect(&self, user: &str, inbox_prefix: Option<&str>) -> Conn {
+        connect(&self.server, &self.credentials, user, inbox_prefix).await
+    }
+
+    async fn state(&self) -> BTreeMap<&'static str, (u64, u64, u64, u64)> {
+        stream_state(&self.js).await
+    }
+
+    /// Sends a request on `subject` with the reply subject `reply` as `caller`, and
+    /// shows that the worker received it with a reply subject the server made (`_R_.`),
+    /// never `reply`, and that the streams are unchanged after the worker answered.
+    async fn redirected(&mut self, caller: &mut Conn, subject: &str, reply: &str) {
+        let before = self.state().await;
+        while self.replies.try_recv().is_ok() {}
+        caller.drain();
+        caller.client.publish_with_reply(subject.to_owned(), reply.to_owned(), "{}".into()).await.expect("publish");
+        caller.client.flush().await.expect("flush");
+        let seen = timeout(WAIT, self.replies.recv()).await.expect("the worker got the request").expect("a reply");
+        assert!(seen.starts_with("_R_."), "{subject} with reply {reply} reached the worker with reply {seen}");
+        self.worker.client.flush().await.expect("the worker's answers are sent");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(before, self.state().await, "the streams changed after a request with reply subject {reply}");
+        assert!(self.js.get_stream(STATE_STREAM).await.is_ok(), "the state stream is gone");
+        caller.assert_no_violation(&format!("a request on {subject}"));
+    }
 }
 
-/// A worker's request handlers: `sessionbus.v1.ping` answers once; a call on
+impl Drop for Bus {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// A stand-in worker: `sessionbus.v1.ping` answers once; a call on
 /// `sessionbus.v1.session.<sid>.<op>` answers with `progress` progress messages and then
-/// the final reply, all on the caller's reply subject.
-async fn serve(worker: &Client, progress: usize) -> Vec<tokio::task::JoinHandle<()>> {
+/// the final reply. Like a careless worker, it answers any reply subject it is given,
+/// and reports each one to `seen`.
+async fn serve(
+    worker: &Client,
+    progress: usize,
+    seen: mpsc::UnboundedSender<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut ping = worker.queue_subscribe("sessionbus.v1.ping", "sessionbus".to_owned()).await.expect("sub ping");
     let mut calls =
         worker.queue_subscribe("sessionbus.v1.session.*.*", "sessionbus".to_owned()).await.expect("sub calls");
@@ -952,10 +1766,13 @@ async fn serve(worker: &Client, progress: usize) -> Vec<tokio::task::JoinHandle<
     timeout(WAIT, jetstream::new(worker.clone()).query_account()).await.expect("in time").expect("account info");
 
     let ping_client = worker.clone();
+    let ping_seen = seen.clone();
     let ping_task = tokio::spawn(async move {
         while let Some(message) = ping.next().await {
             if let Some(reply) = message.reply {
+                let _ = ping_seen.send(reply.to_string());
                 let _ = ping_client.publish(reply, "{\"worker_id\":\"test\"}".into()).await;
+                let _ = ping_client.flush().await;
             }
         }
     });
@@ -963,6 +1780,7 @@ async fn serve(worker: &Client, progress: usize) -> Vec<tokio::task::JoinHandle<
     let call_task = tokio::spawn(async move {
         while let Some(message) = calls.next().await {
             let Some(reply) = message.reply else { continue };
+            let _ = seen.send(reply.to_string());
             for step in 0..progress {
                 let mut headers = async_nats::HeaderMap::new();
                 headers.insert("Sessionbus-Status", "102");
@@ -975,117 +1793,165 @@ async fn serve(worker: &Client, progress: usize) -> Vec<tokio::task::JoinHandle<
     vec![ping_task, call_task]
 }
 
-#[tokio::test]
-async fn client_credential_is_refused_everything_but_calls_and_events() {
-    let server = start_server();
-    let mut worker = connect(&server, "worker", None).await;
-    let js = create_layout(&worker.client).await;
-    let tasks = serve(&worker.client, 3).await;
-    let service = async_nats::service::ServiceExt::service_builder(&worker.client)
-        .start("sessionbus", "0.1.0")
-        .await
-        .expect("the micro service starts");
-    timeout(WAIT, js.query_account()).await.expect("in time").expect("round trip");
-    let mut client = connect(&server, "client", Some("_INBOX_client")).await;
+/// Every subject that names stored state directly: the streams' and bucket's subjects,
+/// the JetStream API on them, forged events, object stores, other inboxes.
+const DIRECT_SUBJECTS: [&str; 21] = [
+    "$KV.SESSIONBUS_TOOLS.s1",
+    "$KV.SESSIONBUS_TOOLS.x",
+    "$KV.SESSIONBUS_SPANS.x",
+    "sessionbus.v1.state.x.meta",
+    "sessionbus.v1.state.s1.lease",
+    "sessionbus.v1.trace.x",
+    "sessionbus.v1.events.s1.meta",
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.SESSIONBUS_STATE",
+    "$JS.API.STREAM.CREATE.OTHER",
+    "$JS.API.STREAM.UPDATE.SESSIONBUS_STATE",
+    "$JS.API.STREAM.PURGE.SESSIONBUS_STATE",
+    "$JS.API.STREAM.DELETE.SESSIONBUS_STATE",
+    "$JS.API.STREAM.DELETE.KV_SESSIONBUS_TOOLS",
+    "$JS.API.STREAM.MSG.GET.SESSIONBUS_STATE",
+    "$JS.API.STREAM.MSG.DELETE.SESSIONBUS_STATE",
+    "$JS.API.DIRECT.GET.KV_SESSIONBUS_TOOLS.$KV.SESSIONBUS_TOOLS.s1",
+    "$JS.API.CONSUMER.CREATE.SESSIONBUS_STATE",
+    "$O.SESSIONBUS.C.x",
+    "_INBOX.someone-else",
+    "_R_.someone-else",
+];
 
-    // Allowed: a call through the bus (request/reply on the client's own inbox prefix)
-    // and the events.
-    let mut events = client.client.subscribe("sessionbus.v1.events.>").await.expect("subscribe events");
-    let pong = timeout(WAIT, client.client.request("sessionbus.v1.ping", "{}".into()))
-        .await
-        .expect("ping answered in time")
-        .expect("ping answered");
-    assert_eq!(pong.payload.as_ref(), b"{\"worker_id\":\"test\"}");
-    js.publish("sessionbus.v1.state.s1.graph", "{\"nodes\":[]}".into())
-        .await
-        .expect("publish")
-        .await
-        .expect("worker appends");
-    let event = timeout(WAIT, events.next()).await.expect("an event in time").expect("an event");
-    assert_eq!(event.subject.as_str(), "sessionbus.v1.events.s1.graph");
-    client.assert_no_violation("calls and events");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_apps_and_tenants_reach_only_the_bus_operations_and_their_reply_subjects_never_reach_bus() {
+    let mut bus = Bus::start(3).await;
 
-    // Refused publishes, each leaving every stream as it was.
-    for subject in [
-        "$KV.SESSIONBUS_TOOLS.s1",
-        "$KV.SESSIONBUS_TOOLS.x",
-        "sessionbus.v1.state.x.meta",
-        "sessionbus.v1.state.s1.lease",
-        "sessionbus.v1.trace.x",
-        "sessionbus.v1.events.s1.meta",
-        "$JS.API.STREAM.INFO.SESSIONBUS_STATE",
-        "$JS.API.STREAM.PURGE.SESSIONBUS_STATE",
-        "$JS.API.STREAM.DELETE.SESSIONBUS_STATE",
-        "$JS.API.STREAM.MSG.GET.SESSIONBUS_STATE",
-        "$JS.API.DIRECT.GET.KV_SESSIONBUS_TOOLS.$KV.SESSIONBUS_TOOLS.s1",
-        "$JS.API.CONSUMER.CREATE.SESSIONBUS_STATE",
-        "$O.SESSIONBUS.C.x",
-        "$SRV.PING",
-        "_INBOX.someone-else",
-    ] {
-        let before = stream_state(&js).await;
-        client.refused_publish(subject).await;
-        let after = stream_state(&js).await;
-        assert_eq!(before, after, "the streams changed after a refused client publish to {subject}");
-    }
+    for (user, prefix) in [("app_a", Some("_INBOX_app_a")), ("tenant", None)] {
+        let mut client = bus.connect(user, prefix).await;
 
-    // A request to the JetStream API never gets an answer.
-    client.drain();
-    let answer = timeout(Duration::from_secs(3), client.client.request("$JS.API.INFO", "".into())).await;
-    assert!(!matches!(answer, Ok(Ok(_))), "the client reached the JetStream API");
-    client.expect_violation("Publish", "$JS.API.INFO").await;
+        // Allowed: a call through the bus (replies on the caller's own inbox), a turn
+        // with its progress messages, and the events.
+        let mut events = client.client.subscribe("sessionbus.v1.events.>").await.expect("subscribe events");
+        let pong = timeout(WAIT, client.client.request("sessionbus.v1.ping", "{}".into()))
+            .await
+            .expect("ping answered in time")
+            .expect("ping answered");
+        assert_eq!(pong.payload.as_ref(), b"{\"worker_id\":\"test\"}", "{user}");
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Sessionbus-Progress", "1");
+        let inbox = client.client.new_inbox();
+        let mut replies = client.client.subscribe(inbox.clone()).await.expect("own inbox");
+        client
+            .client
+            .publish_with_reply_and_headers("sessionbus.v1.session.s1.start_turn", inbox, headers, "{}".into())
+            .await
+            .expect("call");
+        for step in 0..3 {
+            let message = timeout(WAIT, replies.next()).await.expect("progress in time").expect("progress");
+            assert_eq!(message.payload.as_ref(), format!("{step}").as_bytes(), "{user}: progress {step}");
+        }
+        let last = timeout(WAIT, replies.next()).await.expect("the answer in time").expect("the answer");
+        assert_eq!(last.payload.as_ref(), b"final");
+        jetstream::new(bus.worker.client.clone())
+            .publish("sessionbus.v1.state.s1.graph", "{\"nodes\":[]}".into())
+            .await
+            .expect("publish")
+            .await
+            .expect("the worker appends");
+        let event = timeout(WAIT, events.next()).await.expect("an event in time").expect("an event");
+        assert_eq!(event.subject.as_str(), "sessionbus.v1.events.s1.graph", "{user}");
+        client.assert_no_violation("calls, turns and events");
 
-    // Refused subscriptions: request subjects, others' inboxes, the streams' subjects.
-    let mut refused = Vec::new();
-    for subject in [
-        "sessionbus.v1.session.*.*",
-        "sessionbus.v1.session.>",
-        "sessionbus.v1.create",
-        "_INBOX.>",
-        "_INBOX_dashboard.>",
-        "sessionbus.v1.state.>",
-        "sessionbus.v1.trace.>",
-        "$KV.SESSIONBUS_TOOLS.>",
-        "$SRV.>",
-    ] {
-        refused.push((subject, client.refused_subscription(subject).await));
-    }
-    // Traffic on each of them: requests, replies to the worker's and to a dashboard's
-    // inbox, stream writes (whose acks go to the worker's `_INBOX.`).
-    worker.drain();
-    for subject in ["sessionbus.v1.session.s1.snapshot", "_INBOX.someone.1", "$SRV.PING"] {
-        worker.client.publish(subject, "secret".into()).await.expect("worker publishes");
-    }
-    js.publish("sessionbus.v1.state.s1.meta", "{}".into()).await.expect("publish").await.expect("stored");
-    js.publish("sessionbus.v1.trace.s1", "{}".into()).await.expect("publish").await.expect("stored");
-    js.publish("$KV.SESSIONBUS_TOOLS.s1", "{}".into()).await.expect("publish").await.expect("stored");
-    let dashboard = connect(&server, "dashboard", Some("_INBOX_dashboard")).await;
-    let status = timeout(WAIT, dashboard.client.request("$SRV.PING.sessionbus", "".into())).await;
-    assert!(matches!(status, Ok(Ok(_))), "the dashboard's $SRV.PING is answered: {status:?}");
-    for (subject, subscriber) in &mut refused {
-        assert_silent(subscriber, subject).await;
-    }
-    worker.assert_no_violation("worker publishes to request subjects and inboxes");
+        // Refused: every subject that names stored state, each leaving the streams as
+        // they were. (These subjects of the caller's own account are not BUS's.)
+        for subject in DIRECT_SUBJECTS {
+            let before = bus.state().await;
+            client.refused_publish(subject).await;
+            assert_eq!(before, bus.state().await, "the streams changed after a refused {user} publish to {subject}");
+        }
+        let answer = timeout(Duration::from_secs(2), client.client.request("$JS.API.INFO", "".into())).await;
+        assert!(!matches!(answer, Ok(Ok(_))), "{user} reached a JetStream API");
 
-    drop(service);
-    for task in tasks {
-        task.abort();
+        // Reply subjects naming BUS's stored state: the server replaces them on the way
+        // into BUS, so the worker's answers land in the caller's own account.
+        for (subject, reply) in [
+            ("sessionbus.v1.session.s1.close", "$JS.API.STREAM.DELETE.SESSIONBUS_STATE"),
+            ("sessionbus.v1.session.s1.close", "$JS.API.STREAM.DELETE.SESSIONBUS_TRACE"),
+            ("sessionbus.v1.session.s1.start_turn", "$JS.API.STREAM.PURGE.KV_SESSIONBUS_TOOLS"),
+            ("sessionbus.v1.ping", "$JS.API.STREAM.PURGE.SESSIONBUS_STATE"),
+            ("sessionbus.v1.ping", "sessionbus.v1.state.s1.meta"),
+            ("sessionbus.v1.ping", "$KV.SESSIONBUS_TOOLS.s1"),
+            ("sessionbus.v1.session.s1.snapshot", "sessionbus.v1.events.s1.meta"),
+        ] {
+            bus.redirected(&mut client, subject, reply).await;
+        }
+
+        // Refused subscriptions: request subjects, others' inboxes, the stored state.
+        let mut refused = Vec::new();
+        let mut subjects = vec![
+            "sessionbus.v1.session.*.*",
+            "sessionbus.v1.session.>",
+            "sessionbus.v1.create",
+            "_INBOX_app_b.>",
+            "_R_.>",
+            "sessionbus.v1.state.>",
+            "sessionbus.v1.trace.>",
+            "$KV.SESSIONBUS_TOOLS.>",
+            "$JS.API.>",
+            "$SRV.>",
+        ];
+        if prefix.is_some() {
+            subjects.push("_INBOX.>");
+        }
+        for subject in subjects {
+            refused.push((subject, client.refused_subscription(subject).await));
+        }
+        // Traffic on each of them: app_b's calls, stream writes, a status query.
+        let app_b = bus.connect("app_b", Some("_INBOX_app_b")).await;
+        let answer = timeout(WAIT, app_b.client.request("sessionbus.v1.session.s1.snapshot", "{}".into())).await;
+        assert!(matches!(answer, Ok(Ok(_))), "app_b's call is answered: {answer:?}");
+        let worker_js = jetstream::new(bus.worker.client.clone());
+        for subject in ["sessionbus.v1.state.s1.meta", "sessionbus.v1.trace.s1", "$KV.SESSIONBUS_TOOLS.s1"] {
+            worker_js.publish(subject, "{}".into()).await.expect("publish").await.expect("stored");
+        }
+        let dashboard = bus.connect("dashboard", None).await;
+        let status = timeout(WAIT, dashboard.client.request("$SRV.PING.sessionbus", "".into())).await;
+        assert!(matches!(status, Ok(Ok(_))), "the dashboard's $SRV.PING is answered: {status:?}");
+        for (subject, subscriber) in &mut refused {
+            assert_silent(subscriber, &format!("{user} on {subject}")).await;
+        }
     }
+    bus.worker.assert_no_violation("the worker answering through the accounts");
 }
 
-#[tokio::test]
-async fn worker_credential_serves_long_calls_and_writes_only_sessionbus_streams() {
-    let server = start_server();
-    let mut worker = connect(&server, "worker", None).await;
-    let js = create_layout(&worker.client).await;
-    let progress = 50;
-    let tasks = serve(&worker.client, progress).await;
-    let mut client = connect(&server, "client", Some("_INBOX_client")).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_serves_long_calls_and_writes_messages_but_only_admin_can_make_or_change_the_layout() {
+    // On a server without the layout, the worker's seed cannot make it; the admin's can.
+    let (server, credentials) = start_server();
+    let url = server.url();
+    let output = Command::new(sessionbus_binary().expect("the sessionbus binary"))
+        .args(["setup", "--wait-secs", "2", "--replicas", "1"])
+        .env("NATS_URL", &url)
+        .env("NATS_NKEY", credentials.seed_file("worker"))
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus setup");
+    assert!(!output.status.success(), "the worker made the layout: {}", String::from_utf8_lossy(&output.stdout));
+    let admin = connect(&server, &credentials, "admin", None).await;
+    let names: Vec<String> =
+        jetstream::new(admin.client.clone()).stream_names().collect::<Vec<_>>().await.into_iter().flatten().collect();
+    assert!(names.is_empty(), "streams made with the worker's seed: {names:?}");
+    setup_as_admin(&url, &credentials, 1);
+    let names: BTreeSet<String> =
+        jetstream::new(admin.client.clone()).stream_names().collect::<Vec<_>>().await.into_iter().flatten().collect();
+    assert_eq!(names, STREAMS.map(String::from).into(), "the admin made the layout");
+    drop((admin, server));
 
-    // A long call: many progress messages and then the final reply, on the client's inbox
-    // (the worker may answer far more than once: allow_responses).
+    let progress = 50;
+    let mut bus = Bus::start(progress).await;
+    let mut client = bus.connect("app_a", Some("_INBOX_app_a")).await;
+
+    // A long call across accounts: many progress messages and then the final reply, on
+    // the client's inbox (the export streams a turn's replies).
     let inbox = client.client.new_inbox();
-    assert!(inbox.starts_with("_INBOX_client."), "{inbox}");
+    assert!(inbox.starts_with("_INBOX_app_a."), "{inbox}");
     let mut replies = client.client.subscribe(inbox.clone()).await.expect("subscribe own inbox");
     let mut headers = async_nats::HeaderMap::new();
     headers.insert("Sessionbus-Progress", "1");
@@ -1108,10 +1974,11 @@ async fn worker_credential_serves_long_calls_and_writes_only_sessionbus_streams(
     }
     assert_eq!(progress_seen, progress, "every progress message arrived");
     client.assert_no_violation("a long call");
-    worker.assert_no_violation("serving a long call");
+    bus.worker.assert_no_violation("serving a long call");
 
     // JetStream as a worker uses it: leader reads, direct gets, KV, a durable consumer.
-    let state = js.get_stream("SESSIONBUS_STATE").await.expect("stream info");
+    let js = jetstream::new(bus.worker.client.clone());
+    let state = js.get_stream(STATE_STREAM).await.expect("stream info");
     let last = state.get_last_raw_message_by_subject("sessionbus.v1.state.s1.meta").await.expect("leader read");
     assert_eq!(last.payload.as_ref(), b"{\"seed\":true}");
     let direct = state.direct_get_last_for_subject("sessionbus.v1.state.s1.meta").await.expect("direct get");
@@ -1130,117 +1997,155 @@ async fn worker_credential_serves_long_calls_and_writes_only_sessionbus_streams(
     let mut batch = consumer.fetch().max_messages(1).messages().await.expect("fetch");
     let message = timeout(WAIT, batch.next()).await.expect("a message in time").expect("a message").expect("ok");
     message.ack().await.expect("ack");
-    let trace = js.get_stream("SESSIONBUS_TRACE").await.expect("trace stream");
+    let trace = js.get_stream(TRACE_STREAM).await.expect("trace stream");
     trace.get_last_raw_message_by_subject("sessionbus.v1.trace.s1").await.expect("trace read");
-    worker.assert_no_violation("JetStream use");
+    bus.worker.assert_no_violation("JetStream use");
 
-    // Outside sessionbus: no other stream, no deleting a sessionbus stream.
-    let before = stream_state(&js).await;
+    // The layout: no creating, updating, deleting or purging a stream, nothing outside
+    // sessionbus, no forged events. Each refused, the streams unchanged.
     for subject in [
         "$JS.API.STREAM.CREATE.OTHER",
+        "$JS.API.STREAM.CREATE.SESSIONBUS_STATE",
+        "$JS.API.STREAM.UPDATE.SESSIONBUS_STATE",
+        "$JS.API.STREAM.UPDATE.KV_SESSIONBUS_TOOLS",
         "$JS.API.STREAM.DELETE.SESSIONBUS_STATE",
+        "$JS.API.STREAM.DELETE.SESSIONBUS_TRACE",
         "$JS.API.STREAM.DELETE.KV_SESSIONBUS_TOOLS",
+        "$JS.API.STREAM.DELETE.KV_SESSIONBUS_SPANS",
+        "$JS.API.STREAM.PURGE.SESSIONBUS_STATE",
+        "$JS.API.STREAM.PURGE.SESSIONBUS_TRACE",
+        "$JS.API.STREAM.PURGE.KV_SESSIONBUS_TOOLS",
+        "$JS.API.STREAM.MSG.DELETE.SESSIONBUS_STATE",
         "$JS.API.STREAM.INFO.OTHER",
         "$KV.OTHER.x",
         "$O.SESSIONBUS.C.x",
         "sessionbus.v1.events.s1.meta",
     ] {
-        worker.refused_publish(subject).await;
+        let before = bus.state().await;
+        bus.worker.refused_publish(subject).await;
+        assert_eq!(before, bus.state().await, "the streams changed after a refused worker publish to {subject}");
     }
-    assert_eq!(before, stream_state(&js).await);
+    let before = bus.state().await;
+    let short = jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(bus.worker.client.clone());
+    let deleted = timeout(WAIT, short.delete_stream(STATE_STREAM)).await.expect("an answer in time");
+    assert!(deleted.is_err(), "the worker deleted the state stream");
+    assert_eq!(before, bus.state().await);
     assert_eq!(
-        js.get_stream("SESSIONBUS_STATE").await.expect("still there").cached_info().config.name,
-        "SESSIONBUS_STATE"
+        js.get_stream(STATE_STREAM).await.expect("still there").cached_info().config.name,
+        STATE_STREAM,
+        "the state stream is still there"
     );
-    let mut other_inbox = worker.refused_subscription("_INBOX_client.>").await;
-    client.client.publish("sessionbus.v1.ping", "{}".into()).await.expect("publish");
-    assert_silent(&mut other_inbox, "worker reading client inboxes").await;
 
-    for task in tasks {
-        task.abort();
-    }
+    // Another account's inboxes do not exist in BUS, and may not be subscribed to.
+    let mut other_inbox = bus.worker.refused_subscription("_INBOX_app_a.>").await;
+    client.client.request("sessionbus.v1.ping", "{}".into()).await.expect("ping");
+    assert_silent(&mut other_inbox, "worker reading client inboxes").await;
 }
 
-#[tokio::test]
-async fn dashboard_credential_watches_and_reads_but_never_writes() {
-    let server = start_server();
-    let worker = connect(&server, "worker", None).await;
-    let js = create_layout(&worker.client).await;
-    let tasks = serve(&worker.client, 0).await;
-    let service = async_nats::service::ServiceExt::service_builder(&worker.client)
-        .start("sessionbus", "0.1.0")
-        .await
-        .expect("the micro service starts");
-    timeout(WAIT, js.query_account()).await.expect("in time").expect("round trip");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_watches_and_reads_through_the_bus_but_never_writes() {
+    let mut bus = Bus::start(0).await;
+    let mut dashboard = bus.connect("dashboard", None).await;
 
-    let mut dashboard = connect(&server, "dashboard", Some("_INBOX_dashboard")).await;
-
-    // Allowed: events, trace records, $SRV status queries, direct gets.
+    // Allowed: events, $SRV status queries (several answers), the read-only ops.
     let mut events = dashboard.client.subscribe("sessionbus.v1.events.>").await.expect("events");
-    let mut traces = dashboard.client.subscribe("sessionbus.v1.trace.>").await.expect("traces");
     let ping = timeout(WAIT, dashboard.client.request("$SRV.PING.sessionbus", "".into()))
         .await
         .expect("$SRV.PING answered in time")
         .expect("$SRV.PING answered");
     assert!(String::from_utf8_lossy(&ping.payload).contains("\"name\":\"sessionbus\""));
-    let direct = timeout(
-        WAIT,
-        dashboard.client.request("$JS.API.DIRECT.GET.SESSIONBUS_STATE.sessionbus.v1.state.s1.meta", "".into()),
-    )
-    .await
-    .expect("direct get in time")
-    .expect("direct get");
-    assert_eq!(direct.payload.as_ref(), b"{\"seed\":true}");
-    js.publish("sessionbus.v1.trace.s1", "{\"trace\":1}".into()).await.expect("publish").await.expect("stored");
-    let trace = timeout(WAIT, traces.next()).await.expect("a trace record in time").expect("a trace record");
-    assert_eq!(trace.subject.as_str(), "sessionbus.v1.trace.s1");
-    js.publish("sessionbus.v1.state.s1.meta", "{}".into()).await.expect("publish").await.expect("stored");
+    for op in ["snapshot", "graph_page", "tool_catalog", "tool_state"] {
+        let answer = timeout(WAIT, dashboard.client.request(format!("sessionbus.v1.session.s1.{op}"), "{}".into()))
+            .await
+            .unwrap_or_else(|_| panic!("{op} answered in time"))
+            .unwrap_or_else(|err| panic!("{op} answered: {err}"));
+        assert_eq!(answer.payload.as_ref(), b"final", "{op}");
+    }
+    jetstream::new(bus.worker.client.clone())
+        .publish("sessionbus.v1.state.s1.meta", "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
     let event = timeout(WAIT, events.next()).await.expect("an event in time").expect("an event");
     assert_eq!(event.subject.as_str(), "sessionbus.v1.events.s1.meta");
     dashboard.assert_no_violation("watching and reading");
 
-    // Refused: every write, every call, and the consumer API.
-    for subject in [
+    // Refused: every write op, every stored subject, every JetStream API.
+    let mut subjects = vec![
         "sessionbus.v1.create",
-        "sessionbus.v1.ping",
         "sessionbus.v1.session.s1.close",
-        "sessionbus.v1.state.s1.meta",
-        "sessionbus.v1.trace.s1",
-        "sessionbus.v1.events.s1.meta",
-        "$KV.SESSIONBUS_TOOLS.s1",
-        "$JS.API.STREAM.PURGE.SESSIONBUS_STATE",
-        "$JS.API.STREAM.UPDATE.SESSIONBUS_STATE",
-        "$JS.API.STREAM.MSG.DELETE.SESSIONBUS_STATE",
-        "$JS.API.CONSUMER.CREATE.SESSIONBUS_STATE",
-        "_INBOX.x",
-    ] {
-        let before = stream_state(&js).await;
+        "sessionbus.v1.session.s1.append_nodes",
+        "sessionbus.v1.session.s1.start_turn",
+        "sessionbus.v1.session.s1.apply_tool_state",
+        "sessionbus.v1.session.s1.set_tool_membership",
+        "sessionbus.v1.session.s1.trace",
+        "$JS.API.DIRECT.GET.SESSIONBUS_STATE.sessionbus.v1.state.s1.meta",
+    ];
+    subjects.extend(DIRECT_SUBJECTS);
+    for subject in subjects {
+        let before = bus.state().await;
         dashboard.refused_publish(subject).await;
-        assert_eq!(
-            before,
-            stream_state(&js).await,
-            "the streams changed after a refused dashboard publish to {subject}"
-        );
+        assert_eq!(before, bus.state().await, "the streams changed after a refused dashboard publish to {subject}");
     }
+
+    // Reply subjects naming stored state: replaced on the way into BUS.
+    for (subject, reply) in [
+        ("sessionbus.v1.session.s1.snapshot", "$JS.API.STREAM.DELETE.SESSIONBUS_STATE"),
+        ("sessionbus.v1.session.s1.tool_state", "$KV.SESSIONBUS_TOOLS.s1"),
+        ("sessionbus.v1.ping", "sessionbus.v1.state.s1.meta"),
+    ] {
+        bus.redirected(&mut dashboard, subject, reply).await;
+    }
+    // The micro service answers $SRV requests to any reply subject; across the import
+    // that subject is the server's, and the streams stay as they were.
+    for reply in ["$JS.API.STREAM.PURGE.SESSIONBUS_STATE", "sessionbus.v1.state.s1.meta", "$KV.SESSIONBUS_TOOLS.s1"] {
+        let before = bus.state().await;
+        dashboard.client.publish_with_reply("$SRV.PING", reply.to_owned(), "".into()).await.expect("publish");
+        dashboard
+            .client
+            .publish_with_reply("$SRV.INFO.sessionbus", reply.to_owned(), "".into())
+            .await
+            .expect("publish");
+        dashboard.client.flush().await.expect("flush");
+        let after_ping = timeout(WAIT, dashboard.client.request("$SRV.PING.sessionbus", "".into())).await;
+        assert!(matches!(after_ping, Ok(Ok(_))), "$SRV.PING after {reply}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(before, bus.state().await, "the streams changed after a $SRV request with reply {reply}");
+        dashboard.assert_no_violation("$SRV requests");
+    }
+
     let mut refused = Vec::new();
-    for subject in ["_INBOX.>", "_INBOX_client.>", "sessionbus.v1.session.*.*", "sessionbus.v1.state.>"] {
+    for subject in [
+        "_INBOX_app_a.>",
+        "_R_.>",
+        "sessionbus.v1.session.*.*",
+        "sessionbus.v1.state.>",
+        "sessionbus.v1.trace.>",
+        "$KV.SESSIONBUS_TOOLS.>",
+        "$SRV.>",
+    ] {
         refused.push((subject, dashboard.refused_subscription(subject).await));
     }
-    for subject in ["_INBOX.x.1", "_INBOX_client.x.1", "sessionbus.v1.session.s1.snapshot"] {
-        worker.client.publish(subject, "secret".into()).await.expect("worker publishes");
-    }
+    let app = bus.connect("app_a", Some("_INBOX_app_a")).await;
+    timeout(WAIT, app.client.request("sessionbus.v1.session.s1.snapshot", "{}".into()))
+        .await
+        .expect("in time")
+        .expect("app_a's call is answered");
+    let worker_js = jetstream::new(bus.worker.client.clone());
+    worker_js.publish("sessionbus.v1.trace.s1", "{}".into()).await.expect("publish").await.expect("stored");
+    worker_js.publish("$KV.SESSIONBUS_TOOLS.s1", "{}".into()).await.expect("publish").await.expect("stored");
     for (subject, subscriber) in &mut refused {
         assert_silent(subscriber, subject).await;
     }
 
-    // Unknown users and wrong passwords are refused at connect.
-    let wrong = ConnectOptions::with_user_and_password("dashboard".into(), "wrong".into())
+    // Keys the server does not know, and passwords, are refused at connect.
+    let strangers = Credentials::mint(&[]);
+    let (options, _) = auth::options(&strangers, "dashboard");
+    let unknown = options.max_reconnects(Some(1)).connect(bus.server.url());
+    assert!(matches!(timeout(WAIT, unknown).await, Ok(Err(_))), "an unknown nkey must be refused");
+    let password = ConnectOptions::with_user_and_password("dashboard".into(), "dashboard".into())
         .max_reconnects(Some(1))
-        .connect(server.url());
-    assert!(matches!(timeout(WAIT, wrong).await, Ok(Err(_))), "a wrong password must be refused");
-
-    drop(service);
-    for task in tasks {
-        task.abort();
-    }
+        .connect(bus.server.url());
+    assert!(matches!(timeout(WAIT, password).await, Ok(Err(_))), "a user and password must be refused");
 }
