@@ -639,6 +639,25 @@ fn compose_services_reference_existing_files_services_and_volumes() {
         assert_eq!(image, format!("nats:{NATS_SERVER_VERSION}"), "`{}` image", node.service);
     }
 
+    // Compose interpolates `$`: only `${VARIABLE...}` and `$$` (a literal `$`).
+    let mut values = vec![&compose.doc];
+    while let Some(value) = values.pop() {
+        match value {
+            Value::Mapping(map) => values.extend(map.values()),
+            Value::Sequence(items) => values.extend(items),
+            Value::String(string) => {
+                let mut chars = string.chars().peekable();
+                while let Some(c) = chars.next() {
+                    if c == '$' {
+                        let next = chars.next();
+                        assert!(matches!(next, Some('{' | '$')), "docker-compose.yml: a bare `$` in {string:?}");
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     // How to make the generated files is written where they are used.
     let header = read("docker-compose.yml");
     assert!(header.contains("scripts/gen-certs"), "docker-compose.yml should say how the certificates are made");
@@ -1425,7 +1444,34 @@ fn node_configs_load_in_nats_server_with_minted_credentials_and_generated_certif
         let config = node_config(n, &node_dir, &missing, Ports::free());
         let (ok, output) = test(&config, Some(&credentials.server_env));
         assert!(!ok, "node{n}.conf must not load without its certificates: {output}");
+        assert!(output.contains(&format!("{}/node{n}.pem", missing.display())), "node{n}.conf: {output}");
     }
+
+    // The certificates fit the route URLs: each compose node's certificate names its
+    // service (routes verify the peer's host name), and the one the Kubernetes Secret
+    // is made of names every pod behind the chart's headless Service.
+    let compose = Compose::load();
+    for node in compose_nats_nodes(&compose) {
+        let cert = node.conf.at(&["cluster", "tls", "cert_file"]).str();
+        let names = subject_alt_names(&certs.join(cert.rsplit('/').next().expect("a file name")));
+        assert!(names.contains(&format!("DNS:{},", node.service)), "{cert} lacks the name {}: {names}", node.service);
+    }
+    let service = text(at(&yaml("deploy/k8s/nats-values.yaml"), &["fullnameOverride"]));
+    let names = subject_alt_names(&certs.join("node1.pem"));
+    assert!(names.contains(&format!("DNS:*.{service}-headless,")), "node1.pem (the k8s tls.crt): {names}");
+}
+
+/// The subject alternative names of a certificate, as openssl prints them (with a
+/// trailing comma, so every name ends in one).
+fn subject_alt_names(cert: &Path) -> String {
+    let output = Command::new("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(cert)
+        .output()
+        .expect("run openssl");
+    assert!(output.status.success(), "openssl x509 {}: {}", cert.display(), String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    format!("{},", text.lines().skip(1).map(str::trim).collect::<Vec<_>>().join(""))
 }
 
 /// The route TLS of a server outside the cluster: (the directory of its certificate
