@@ -110,3 +110,37 @@ async fn a_close_racing_commits_loses_no_turn() {
         assert_eq!(snapshot.token_usage, expected, "round {round}: tokens counted");
     }
 }
+
+/// A turn that runs for minutes, the normal case for agents.
+const LONG_TURN_MS: &str = "70000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_caller_of_a_running_turn_waits_for_it_and_gets_the_same_result() {
+    let server = NatsServer::start().expect("nats-server");
+    let slow = ["--executor", "slow", "--turn-delay-ms", LONG_TURN_MS];
+    let _first = support::worker(&server.url(), &slow).await;
+    let _second = support::worker(&server.url(), &slow).await;
+    // Two callers in two processes' worth of connections: the second is a retry after
+    // a timeout, or another process asking for the same turn.
+    let first_caller = support::bus(&server.url(), BusClientConfig::default()).await;
+    let second_caller = support::bus(&server.url(), BusClientConfig::default()).await;
+    let session = support::new_id();
+    first_caller.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+    let turn = || SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("a long task")).expect("turn");
+    let started = Instant::now();
+    let first = first_caller.start_turn(turn());
+    let second = async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        // Through BusClient, whose idle timeout is 10 s: it completes only if progress
+        // messages keep arriving for the whole wait.
+        second_caller.start_turn(turn()).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let took = started.elapsed();
+    let first = first.expect("the first caller's turn");
+    let second = second.expect("the second caller waits for the running turn instead of a 409");
+    assert_eq!(first, second, "both callers receive the same AssembledTurn");
+    let snapshot = first_caller.snapshot_session(&session).await.expect("snapshot");
+    assert_eq!(snapshot.turn_index, 1, "the turn ran and committed once");
+    support::report("attached_caller", json!({ "turn_ms": LONG_TURN_MS, "both_answered_after_s": took.as_secs_f64() }));
+}

@@ -30,7 +30,9 @@ use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode,
 use super::sessions::build_nodes;
 use crate::subjects::{session_token, turn_token};
 
-/// Rounds of read-decide-write before `start_turn` gives up.
+/// Lost races for the lease (or the graph) before `start_turn` gives up. Waiting for a
+/// turn that another caller runs is not a lost race: a caller waits as long as the
+/// turn's lease is alive.
 const DECISION_ROUNDS: usize = 100;
 /// How often an attached caller re-reads the ledger when no event arrives.
 const ATTACH_POLL: Duration = Duration::from_millis(500);
@@ -103,7 +105,8 @@ impl JetStreamHost {
         let token = session_token(&session_id)?;
         let turn_subject = self.inner.config.subjects.turn(&token, &turn_token(&turn_id)?);
         let mut attached: Option<async_nats::Subscriber> = None;
-        for _ in 0..DECISION_ROUNDS {
+        let mut lost_races = 0;
+        while lost_races < DECISION_ROUNDS {
             let state = self.read_turn_state(&token, &turn_subject).await?;
             let Some(_) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
             let now = clock::now_unix_ms();
@@ -144,6 +147,7 @@ impl JetStreamHost {
             if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
                 return self.run_and_commit(&token, &turn_subject, turn, held).await;
             }
+            lost_races += 1;
         }
         Err(PluginError::Conflict(format!("turn `{turn_id}` kept losing races for the session's lease; retry later")))
     }
