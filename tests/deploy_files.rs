@@ -9,9 +9,10 @@
 //!   the compose services' cluster ports, only client ports are published, and the
 //!   Kubernetes files carry the same accounts, users, route credentials and certificates;
 //! - the shipped NATS configs in real nats-servers (never on port 4222): every node config
-//!   loads; a 3-node cluster started from them forms its routes, and refuses a route
-//!   without the CA's certificate or without the route password; the account and
-//!   connection limits hold with their errors;
+//!   loads; a 3-node cluster started from them forms its routes, runs `sessionbus setup`,
+//!   a worker, the exporter and every user's readiness ping with the seeds compose and
+//!   Kubernetes hand them, and refuses a route without the CA's certificate or without
+//!   the route password; the account and connection limits hold with their errors;
 //! - `deploy/nats/accounts.conf` in a real nats-server keeps every caller away from the
 //!   bus's stored state: each refusal is seen as a permission violation from the server,
 //!   requests from other accounts reach the bus with server-made reply subjects, and the
@@ -33,7 +34,7 @@ use futures::StreamExt;
 use serde_yaml_ng::Value;
 use sessionbus_nats::jetstream::SPANS_STREAM;
 use sessionbus_nats::{STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION, find_nats_server, sessionbus_binary};
+use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION, WorkerProcess, find_nats_server, sessionbus_binary};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -1474,6 +1475,86 @@ fn subject_alt_names(cert: &Path) -> String {
     format!("{},", text.lines().skip(1).map(str::trim).collect::<Vec<_>>().join(""))
 }
 
+/// The sessionbus services as compose and Kubernetes run them, against `urls`: a worker
+/// and the exporter with the worker's seed, the readiness probe (`sessionbus status
+/// --ping`) with the worker's seed and with every other user's (client applications and
+/// dashboards through their accounts, with their inbox prefixes).
+async fn services_run_with_their_own_seeds(urls: &str, credentials: &Credentials, admin: &jetstream::Context) {
+    let worker_seed = credentials.seed_file("worker").display().to_string();
+    let worker = WorkerProcess::start_without_setup(urls, &[], &[("NATS_NKEY", worker_seed.as_str())])
+        .await
+        .expect("the worker starts with the worker's seed on the layout setup made");
+    for (user, prefix) in [("worker", None), ("app_a", Some("_INBOX_app_a")), ("tenant", None), ("dashboard", None)] {
+        let mut command = Command::new(sessionbus_binary().expect("the sessionbus binary"));
+        command
+            .args(["status", "--ping"])
+            .env("NATS_URL", urls)
+            .env("NATS_NKEY", credentials.seed_file(user))
+            .env_remove("NATS_INBOX_PREFIX");
+        if let Some(prefix) = prefix {
+            command.env("NATS_INBOX_PREFIX", prefix);
+        }
+        let output = command.output().expect("run sessionbus status --ping");
+        assert!(
+            output.status.success(),
+            "`sessionbus status --ping` as {user}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // The exporter: its durable consumer on the trace stream, fed by a trace record.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let stdout = dir.path().join("exporter.out");
+    let stderr = dir.path().join("exporter.err");
+    let mut exporter = Command::new(sessionbus_binary().expect("the sessionbus binary"))
+        .arg("exporter")
+        .env("NATS_URL", urls)
+        .env("NATS_NKEY", &worker_seed)
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://127.0.0.1:{}", free_port()))
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+        .spawn()
+        .expect("start sessionbus exporter");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let output = || {
+        let out = std::fs::read_to_string(&stdout).unwrap_or_default();
+        format!("{out}{}", std::fs::read_to_string(&stderr).unwrap_or_default())
+    };
+    while !output().contains("sessionbus exporter ready") {
+        let exited = exporter.try_wait().expect("exporter status");
+        assert!(exited.is_none() && Instant::now() < deadline, "the exporter did not start: {}", output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let first_url = urls.split(',').next().expect("a URL");
+    let worker_js = jetstream::new(auth::connect_url(first_url, credentials, "worker", None).await.client);
+    let ack = worker_js
+        .publish("sessionbus.v1.trace.deploy-test", "{}".into())
+        .await
+        .expect("publish")
+        .await
+        .expect("a trace record is stored");
+    let mut trace = admin.get_stream(TRACE_STREAM).await.expect("the trace stream");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = trace.consumer_info("sessionbus-exporter").await;
+        if let Ok(info) = &info
+            && info.delivered.stream_sequence >= ack.sequence
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the exporter never read the trace record: {info:?}; {}", output());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = exporter.kill();
+    let _ = exporter.wait();
+    for (what, log) in [("worker", worker.stderr()), ("exporter", output())] {
+        assert!(!log.to_lowercase().contains("permissions violation"), "{what}: {log}");
+    }
+}
+
 /// The route TLS of a server outside the cluster: (the directory of its certificate
 /// `node1.pem`, the directory of the CA `ca.pem` it trusts), or none.
 type RouteTls<'a> = Option<(&'a Path, &'a Path)>;
@@ -1537,6 +1618,8 @@ async fn cluster_of_the_node_configs_routes_over_tls_with_the_password_and_refus
         let cluster = info.cluster.as_ref().expect("a clustered stream");
         assert_eq!(cluster.replicas.len(), 2, "{name}: a leader and two followers");
     }
+    services_run_with_their_own_seeds(&urls, &credentials, &js).await;
+
     let first = &nodes[0];
     let http = ports[0].http;
     let (peers, route_count) = routes_of(http).expect("routez");
