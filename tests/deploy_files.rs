@@ -1536,7 +1536,7 @@ async fn services_run_with_their_own_seeds(urls: &str, credentials: &Credentials
         .expect("publish")
         .await
         .expect("a trace record is stored");
-    let mut trace = admin.get_stream(TRACE_STREAM).await.expect("the trace stream");
+    let trace = admin.get_stream(TRACE_STREAM).await.expect("the trace stream");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let info = trace.consumer_info("sessionbus-exporter").await;
