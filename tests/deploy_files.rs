@@ -1986,6 +1986,9 @@ async fn client_apps_and_tenants_reach_only_the_bus_operations_and_their_reply_s
             .expect("the worker appends");
         let event = timeout(WAIT, events.next()).await.expect("an event in time").expect("an event");
         assert_eq!(event.subject.as_str(), "sessionbus.v1.events.s1.graph", "{user}");
+        // A real event is a JetStream republish: it names the stream it comes from.
+        let stream = event.headers.as_ref().and_then(|headers| headers.get("Nats-Stream")).map(|v| v.to_string());
+        assert_eq!(stream.as_deref(), Some(STATE_STREAM), "{user}: the event's Nats-Stream header");
         client.assert_no_violation("calls, turns and events");
 
         // Refused: every subject that names stored state, each leaving the streams as
