@@ -16,7 +16,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{FutureExt as _, StreamExt as _};
 use opentelemetry::trace::FutureExt as _;
 use sessionbus_api::{
     AssembledTurn, PluginError, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext, TraceEvent,
@@ -305,7 +305,11 @@ impl JetStreamHost {
     ) -> Result<TurnOutput, RunError> {
         let config = &self.inner.config;
         let executor = Arc::clone(&self.inner.executor);
-        let mut run = std::pin::pin!(async move { executor.run(context).await });
+        // A panicking executor fails its turn (500, lease freed at once) instead of
+        // killing the task that holds the lease.
+        let mut run = std::pin::pin!(std::panic::AssertUnwindSafe(async move { executor.run(context).await })
+            .catch_unwind()
+            .map(|ran| ran.unwrap_or_else(|panic| Err(executor_panicked(turn_id, panic.as_ref())))));
         let deadline = tokio::time::sleep(config.max_turn_duration);
         tokio::pin!(deadline);
         let mut renewals =
@@ -315,8 +319,10 @@ impl JetStreamHost {
             tokio::select! {
                 output = &mut run => return output.map_err(RunError::Executor),
                 _ = &mut deadline => {
-                    return Err(RunError::Executor(PluginError::Unavailable(format!(
-                        "turn `{turn_id}` ran longer than the maximum of {:?} and was stopped", config.max_turn_duration
+                    // Permanent: the same turn would run as long again.
+                    return Err(RunError::Executor(PluginError::Session(format!(
+                        "turn `{turn_id}` ran longer than the maximum of {:?} and was stopped; nothing was \
+                         committed", config.max_turn_duration
                     ))));
                 }
                 _ = renewals.tick() => {
@@ -507,6 +513,17 @@ enum RunError {
     LeaseLost(PluginError),
     /// The executor failed (or ran too long).
     Executor(PluginError),
+}
+
+/// The error of a turn whose executor panicked.
+fn executor_panicked(turn_id: &str, panic: &(dyn std::any::Any + Send)) -> PluginError {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message");
+    tracing::error!(turn_id, panic = what, "the turn executor panicked; the turn failed and its lease was freed");
+    PluginError::Session(format!("the executor of turn `{turn_id}` panicked ({what}); nothing was committed"))
 }
 
 fn duration_ms(duration: Duration) -> u64 {
