@@ -6,8 +6,10 @@ use std::future::Future;
 /// What a host call knows about the bus request it serves.
 #[derive(Clone, Debug, Default)]
 pub struct RequestContext {
-    /// The `Sessionbus-Request-Id` of the request.
-    pub request_id: String,
+    /// The idempotency key of the request (its `Sessionbus-Request-Id`, scoped by
+    /// subject); `None` where calls are not retries of one request (an executor's own
+    /// calls during a turn), so each gets a fresh key.
+    pub request_id: Option<String>,
     /// The `traceparent` of the span handling the request.
     pub traceparent: Option<String>,
 }
@@ -23,7 +25,7 @@ pub async fn with_request<F: Future>(context: RequestContext, future: F) -> F::O
 
 /// Runs `future` with `request_id` as the current request id.
 pub async fn with_request_id<F: Future>(request_id: String, future: F) -> F::Output {
-    with_request(RequestContext { request_id, traceparent: None }, future).await
+    with_request(RequestContext { request_id: Some(request_id), traceparent: None }, future).await
 }
 
 /// The current request context, when the call serves a bus request.
@@ -57,7 +59,7 @@ pub fn scoped_request_id(subject: &str, request_id: &str) -> String {
 
 /// The current request id, or a fresh UUID when the call is not serving a bus request.
 pub fn current_request_id() -> String {
-    CURRENT.try_with(|c| c.request_id.clone()).unwrap_or_else(|_| uuid::Uuid::new_v4().to_string())
+    CURRENT.try_with(|c| c.request_id.clone()).ok().flatten().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
 /// The current traceparent, when known.

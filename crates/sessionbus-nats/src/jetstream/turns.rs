@@ -28,6 +28,7 @@ use super::api::{JsError, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
+use crate::request_context::RequestContext;
 use crate::subjects::{session_token, turn_token};
 
 /// Lost races for the lease (or the graph) before `start_turn` gives up. Waiting for a
@@ -305,11 +306,17 @@ impl JetStreamHost {
     ) -> Result<TurnOutput, RunError> {
         let config = &self.inner.config;
         let executor = Arc::clone(&self.inner.executor);
+        // The executor's own calls to the host are not retries of `start_turn`: they run
+        // without its idempotency key (each gets a fresh one), under the turn's trace.
+        let calls = RequestContext { request_id: None, traceparent: crate::request_context::current_traceparent() };
+        let executor_run = crate::request_context::with_request(calls, async move { executor.run(context).await });
         // A panicking executor fails its turn (500, lease freed at once) instead of
         // killing the task that holds the lease.
-        let mut run = std::pin::pin!(std::panic::AssertUnwindSafe(async move { executor.run(context).await })
-            .catch_unwind()
-            .map(|ran| ran.unwrap_or_else(|panic| Err(executor_panicked(turn_id, panic.as_ref())))));
+        let mut run = std::pin::pin!(
+            std::panic::AssertUnwindSafe(executor_run)
+                .catch_unwind()
+                .map(|ran| ran.unwrap_or_else(|panic| Err(executor_panicked(turn_id, panic.as_ref()))))
+        );
         let deadline = tokio::time::sleep(config.max_turn_duration);
         tokio::pin!(deadline);
         let mut renewals =
