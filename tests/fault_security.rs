@@ -335,6 +335,25 @@ async fn no_client_dashboard_or_other_app_reaches_stored_state_under_the_shipped
     table.push(json!({ "attacker": "app_b", "attack": "read app_a's replies", "outcome": "refused by the server" }));
     table.push(json!({ "attacker": "app_b", "attack": "answer on app_a's inbox", "outcome": "refused by the server" }));
 
+    // Within one account, app_a can make the worker's reply land on an events subject
+    // app_b watches (the server delivers replies to the reply subject's subscribers in
+    // the caller's account). It carries no JetStream republish headers, so app_b's event
+    // stream does not take it for an event.
+    let app_b_bus = BusClient::new(app_b.client.clone(), BusClientConfig::default());
+    let mut typed = app_b_bus.events(&session).await.expect("app_b watches the victim");
+    let mut raw = app_b.client.subscribe(format!("sessionbus.v1.events.{session}.meta")).await.expect("raw watch");
+    app_b.client.flush().await.expect("flush");
+    let forged_reply = format!("sessionbus.v1.events.{session}.meta");
+    app_a.client.publish_with_reply("sessionbus.v1.ping", forged_reply, Bytes::from_static(b"{}")).await.expect("ping");
+    app_a.client.flush().await.expect("flush");
+    let delivered = tokio::time::timeout(auth::WAIT, raw.next()).await.expect("the reply reaches app_b's subject");
+    assert!(delivered.is_some_and(|m| m.headers.is_none_or(|h| h.get("Nats-Stream").is_none())));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), typed.next()).await.is_err(),
+        "app_b's event stream took a worker's reply for an event"
+    );
+    table.push(json!({ "attacker": "app_a", "attack": "ping with reply on an events subject app_b watches", "outcome": "delivered in APPS without republish headers; not an event to BusClient::events or sessionbus watch" }));
+
     // The bus still serves app_a, and app_b's spy saw none of it.
     let snapshot = bus.snapshot_session(&session).await.expect("the victim is still readable");
     assert_eq!(snapshot.turn_index, 1);

@@ -55,15 +55,18 @@ pub struct SessionEvent {
     /// What was written.
     pub kind: EventKind,
     /// The stream the write is stored in (`Nats-Stream`).
-    pub stream: Option<String>,
+    pub stream: String,
     /// Its sequence there (`Nats-Sequence`).
-    pub sequence: Option<u64>,
+    pub sequence: u64,
     /// The stored message body (JSON).
     pub payload: Bytes,
 }
 
 impl SessionEvent {
-    /// Parses a republished message; `None` for subjects that are not session events.
+    /// Parses a message JetStream republished; `None` for subjects that are not
+    /// session events and for messages without the republish headers (`Nats-Stream`,
+    /// `Nats-Sequence`). Those are never events: in an account shared by several
+    /// applications, one of them can make a worker's reply arrive on an events subject.
     pub fn parse(subjects: &Subjects, message: &async_nats::Message) -> Option<Self> {
         let rest = message.subject.strip_prefix(subjects.prefix())?.strip_prefix(".events.")?;
         let mut parts = rest.splitn(3, '.');
@@ -81,8 +84,8 @@ impl SessionEvent {
         Some(Self {
             session_id,
             kind,
-            stream: header("Nats-Stream"),
-            sequence: header("Nats-Sequence").and_then(|s| s.parse().ok()),
+            stream: header("Nats-Stream")?,
+            sequence: header("Nats-Sequence")?.parse().ok()?,
             payload: message.payload.clone(),
         })
     }

@@ -87,7 +87,7 @@ fn text_line(event: &SessionEvent) -> String {
             format!(
                 "{} tools, {members} members, generation {}",
                 tools.map_or(0, |t| t.len()),
-                event.sequence.unwrap_or(0)
+                event.sequence
             )
         }
         EventKind::Trace => {
@@ -96,7 +96,7 @@ fn text_line(event: &SessionEvent) -> String {
     };
     format!(
         "{:>8}  {:<40}  {:<6}  {summary}",
-        event.sequence.map(|s| s.to_string()).unwrap_or_default(),
+        event.sequence,
         event.session_id,
         event.kind.name()
     )
