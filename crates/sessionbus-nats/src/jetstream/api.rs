@@ -89,6 +89,13 @@ impl Write {
         Self { subject, payload, msg_id, expect: None, rollup: false }
     }
 
+    /// A write to a subject that keeps only its latest record (a session's meta and
+    /// lease, a turn's ledger): stored with `Nats-Rollup: sub`, so earlier records
+    /// (a long turn's lease renewals, say) do not accumulate in the stream.
+    pub(crate) fn latest(subject: String, payload: Bytes, msg_id: String) -> Self {
+        Self::new(subject, payload, msg_id).rollup()
+    }
+
     /// Stored only if the last sequence of `on_subject` (default: the write's own
     /// subject; may be a wildcard) is `sequence` (0: never written).
     pub(crate) fn if_last_sequence(mut self, sequence: u64, on_subject: Option<String>) -> Self {

@@ -352,7 +352,7 @@ impl JetStreamHost {
         let leaf = if nodes.is_empty() { None } else { leaf };
 
         let mut writes = vec![
-            Write::new(subjects.meta(&token), encode(&meta)?, format!("{request_id}/0")).if_last_sequence(0, None),
+            Write::latest(subjects.meta(&token), encode(&meta)?, format!("{request_id}/0")).if_last_sequence(0, None),
         ];
         let chunks = chunk_nodes(nodes);
         let last_chunk = chunks.len().saturating_sub(1);
@@ -420,12 +420,11 @@ impl JetStreamHost {
             };
             let closed = MetaRecord { closed: true, ..meta };
             let writes = [
-                Write::new(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
+                Write::latest(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
                     .if_last_sequence(lease_seq, None),
                 // Conditioned on the meta read: a turn committed since is never overwritten.
-                Write::new(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1"))
-                    .if_last_sequence(meta_seq, None)
-                    .rollup(),
+                Write::latest(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1"))
+                    .if_last_sequence(meta_seq, None),
             ];
             match self.inner.api.publish_batch(&writes).await {
                 Ok(_) => {

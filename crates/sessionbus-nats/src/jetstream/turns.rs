@@ -180,21 +180,21 @@ impl JetStreamHost {
         // Two conditional writes, not a batch (an atomic batch costs several ms on the
         // server; only the commit needs one). The lease comes first: a crash between the
         // two leaves a lease that expires, and a retry of this turn waits for it.
-        let lease_write =
-            Write::new(subjects.lease(token), encode(&lease)?, format!("{run_id}/0")).if_last_sequence(lease_seq, None);
+        let lease_write = Write::latest(subjects.lease(token), encode(&lease)?, format!("{run_id}/0"))
+            .if_last_sequence(lease_seq, None);
         let lease_seq = match self.inner.api.publish(&lease_write).await {
             Ok(ack) => ack.seq,
             Err(JsError::WrongLastSequence { .. } | JsError::InFlight) => return Ok(None),
             Err(err) if err.is_transient() => return Ok(None),
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
-        let ledger_write = Write::new(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
+        let ledger_write = Write::latest(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
             .if_last_sequence(ledger_seq, None);
         match self.inner.api.publish(&ledger_write).await {
             Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.seq })),
             Err(err) => {
                 // The ledger moved under us: give the lease back and decide again.
-                let free = Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
+                let free = Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
                     .if_last_sequence(lease_seq, None);
                 let _ = self.inner.api.publish(&free).await;
                 match err {
@@ -349,7 +349,7 @@ impl JetStreamHost {
         };
         let payload = encode(&lease).map_err(RunError::Executor)?;
         let write =
-            Write::new(self.inner.config.subjects.lease(token), payload, format!("{}/renew/{renewal}", held.run_id))
+            Write::latest(self.inner.config.subjects.lease(token), payload, format!("{}/renew/{renewal}", held.run_id))
                 .if_last_sequence(held.lease_seq, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => {
@@ -379,9 +379,9 @@ impl JetStreamHost {
         let failed = LedgerRecord::Failed { input: input.clone(), error: error.clone() };
         let writes = match (encode(&LeaseRecord::Free), encode(&failed)) {
             (Ok(free), Ok(failed)) => [
-                Write::new(subjects.lease(token), free, format!("{}/f0", held.run_id))
+                Write::latest(subjects.lease(token), free, format!("{}/f0", held.run_id))
                     .if_last_sequence(held.lease_seq, None),
-                Write::new(turn_subject.to_owned(), failed, format!("{}/f1", held.run_id))
+                Write::latest(turn_subject.to_owned(), failed, format!("{}/f1", held.run_id))
                     .if_last_sequence(held.ledger_seq, None),
             ],
             _ => return,
@@ -455,15 +455,14 @@ impl JetStreamHost {
                 traceparent: held.traceparent.clone(),
             };
             let writes = [
-                Write::new(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))
+                Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))
                     .if_last_sequence(held.lease_seq, None),
                 Write::new(subjects.graph(token), encode(&record)?, format!("{}/c1", held.run_id))
                     .if_last_sequence(view.graph_seq, None),
-                Write::new(turn_subject.to_owned(), encode(&completed)?, format!("{}/c2", held.run_id))
+                Write::latest(turn_subject.to_owned(), encode(&completed)?, format!("{}/c2", held.run_id))
                     .if_last_sequence(held.ledger_seq, None),
-                Write::new(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id))
-                    .if_last_sequence(meta_seq, None)
-                    .rollup(),
+                Write::latest(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id))
+                    .if_last_sequence(meta_seq, None),
             ];
             if let Some(write) = writes.iter().find(|w| w.payload.len() > self.max_payload().saturating_sub(1024)) {
                 return Err(self.too_large("a turn's commit record", write.payload.len()));
