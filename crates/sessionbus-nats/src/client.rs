@@ -191,12 +191,23 @@ impl BusClient {
         };
         let payload = wire::encode(body)?;
         self.check_size(&payload)?;
+        // The caller's request id when it resends a call (`request_context::with_request_id`),
+        // else a fresh one; reused on every attempt.
+        let request_id = crate::request_context::current()
+            .and_then(|context| context.request_id)
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut headers = HeaderMap::new();
-        headers.insert(wire::REQUEST_ID, uuid::Uuid::new_v4().to_string().as_str());
+        headers.insert(wire::REQUEST_ID, request_id.as_str());
         let cx =
             propagation::messaging_span(&Context::current(), SpanKind::Client, op, || self.template(&target), &subject);
         propagation::inject(&cx, &mut headers);
-        let result = self.send_with_retries(&target, op, &subject, payload, headers).await;
+        let mutation = matches!(target, Target::Session(_, op) if op.is_mutation()) || matches!(target, Target::Create);
+        let result = self.send_with_retries(&target, op, &subject, payload, headers).await.map_err(|failed| {
+            match (mutation, failed.maybe_delivered) {
+                (true, true) => outcome_unknown(failed.error, &request_id),
+                _ => failed.error,
+            }
+        });
         if let Err(error) = &result {
             propagation::record_error(&cx, error.message());
         }
@@ -211,9 +222,10 @@ impl BusClient {
         subject: &str,
         payload: bytes::Bytes,
         headers: HeaderMap,
-    ) -> Result<T, PluginError> {
+    ) -> Result<T, Unanswered> {
         let config = &self.inner.config;
         let mut last_error = None;
+        let mut maybe_delivered = false;
         for attempt in 0..config.attempts.max(1) {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt.min(6))).await;
@@ -224,25 +236,35 @@ impl BusClient {
                 .timeout(Some(config.timeout));
             match self.inner.client.send_request(subject.to_owned(), request).await {
                 Ok(message) => match wire::decode_reply::<T>(op, message.headers.as_ref(), &message.payload) {
-                    Err(error) if error.kind() == ErrorKind::Unavailable => last_error = Some(error),
-                    other => return other,
+                    Err(error) if error.kind() == ErrorKind::Unavailable => {
+                        // A worker ran the call and could not finish it (or refused it).
+                        maybe_delivered = true;
+                        last_error = Some(error);
+                    }
+                    other => return other.map_err(|error| Unanswered { error, maybe_delivered: false }),
                 },
                 Err(err) => {
                     last_error = Some(match err.kind() {
                         async_nats::RequestErrorKind::NoResponders => self.no_worker(target),
-                        async_nats::RequestErrorKind::TimedOut => PluginError::Unavailable(format!(
-                            "timed out after {:?} waiting for a sessionbus worker on {subject}",
-                            config.timeout
-                        )),
-                        async_nats::RequestErrorKind::MaxPayloadExceeded => {
-                            return Err(PluginError::payload_too_large(err));
+                        async_nats::RequestErrorKind::TimedOut => {
+                            maybe_delivered = true;
+                            PluginError::Unavailable(format!(
+                                "timed out after {:?} waiting for a sessionbus worker on {subject}",
+                                config.timeout
+                            ))
                         }
-                        _ => PluginError::Unavailable(format!("request on {subject} failed: {err}")),
+                        async_nats::RequestErrorKind::MaxPayloadExceeded => {
+                            return Err(Unanswered { error: PluginError::payload_too_large(err), maybe_delivered });
+                        }
+                        _ => {
+                            maybe_delivered = true;
+                            PluginError::Unavailable(format!("request on {subject} failed: {err}"))
+                        }
                     });
                 }
             }
         }
-        Err(last_error.unwrap_or_else(|| self.no_worker(target)))
+        Err(Unanswered { error: last_error.unwrap_or_else(|| self.no_worker(target)), maybe_delivered })
     }
 
     async fn session_call<B: Serialize, T: DeserializeOwned>(
@@ -507,4 +529,20 @@ impl SessionGraphService for BusClient {
         let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
         Ok(())
     }
+}
+
+/// A call that got no answer it could return, and whether a worker may have run it.
+struct Unanswered {
+    error: PluginError,
+    /// False only when no worker can have received the call (no responders every time).
+    maybe_delivered: bool,
+}
+
+/// The error of a write that may or may not have been applied.
+fn outcome_unknown(error: PluginError, request_id: &str) -> PluginError {
+    PluginError::Unavailable(format!(
+        "{}; the outcome is unknown (the write may have been applied): resend it with request id {request_id} \
+         (`request_context::with_request_id`, or the `Sessionbus-Request-Id` header), which applies it at most once",
+        error.message()
+    ))
 }
