@@ -144,3 +144,50 @@ async fn a_second_caller_of_a_running_turn_waits_for_it_and_gets_the_same_result
     assert_eq!(snapshot.turn_index, 1, "the turn ran and committed once");
     support::report("attached_caller", json!({ "turn_ms": LONG_TURN_MS, "both_answered_after_s": took.as_secs_f64() }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_clock_runs_a_minute_ahead_takes_over_no_live_turn() {
+    let server = NatsServer::start().expect("nats-server");
+    let slow = ["--executor", "slow", "--turn-delay-ms", "8000"];
+    let _honest = support::worker(&server.url(), &slow).await;
+    let bus = support::bus(&server.url(), BusClientConfig::default()).await;
+    let session = support::new_id();
+    bus.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+    let mut events = bus.events(&session).await.expect("events");
+    let running = {
+        let bus = bus.clone();
+        let turn = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("long")).expect("turn");
+        tokio::spawn(async move { bus.start_turn(turn).await })
+    };
+    // The honest worker holds the lease once its lease event is out.
+    let lease_taken = async {
+        while let Some(event) = futures::StreamExt::next(&mut events).await {
+            if event.kind == sessionbus_nats::EventKind::Lease {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), lease_taken).await.expect("the turn takes its lease");
+    // A second worker whose wall clock is 60 s ahead: by its clock, the lease expired.
+    let mut skewed = slow.to_vec();
+    skewed.extend(["--clock-skew-ms", "60000"]);
+    let _skewed = support::worker(&server.url(), &skewed).await;
+    let mut refused = 0;
+    for attempt in 0..12 {
+        match bus.close_session(&session).await {
+            Err(PluginError::Conflict(_)) => refused += 1,
+            other => panic!("close attempt {attempt} while the turn runs: {other:?}"),
+        }
+        let other =
+            SessionTurnRequest::for_turn(&session, format!("other{attempt}"), TurnInput::text("x")).expect("turn");
+        match bus.start_turn(other).await {
+            Err(PluginError::Conflict(_)) => refused += 1,
+            other => panic!("another turn while t1 runs: {other:?}"),
+        }
+    }
+    let result = running.await.expect("join").expect("the live turn commits: nobody took it over");
+    assert_eq!(result.state.turn_index, 1);
+    let snapshot = bus.snapshot_session(&session).await.expect("snapshot");
+    assert_eq!(snapshot.turn_index, 1, "one turn, committed once");
+    support::report("clock_skew", json!({ "skew_s": 60, "refusals_while_the_turn_ran": refused }));
+}

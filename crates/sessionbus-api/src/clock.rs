@@ -1,17 +1,36 @@
 //! Wall-clock timestamps in the RFC 3339 form lash writes (`2025-06-14T09:21:07.412318+00:00`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds added to this process's wall clock (see [`set_skew_ms`]).
+static SKEW_MS: AtomicI64 = AtomicI64::new(0);
+
+/// Shifts this process's wall clock by `skew_ms` (for tests: a machine whose clock runs
+/// ahead or behind). Wall-clock time only stamps records; no decision of the bus
+/// compares two machines' clocks, and the tests prove it with skewed workers.
+pub fn set_skew_ms(skew_ms: i64) {
+    SKEW_MS.store(skew_ms, Ordering::Relaxed);
+}
+
+fn since_epoch() -> Duration {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let skew = SKEW_MS.load(Ordering::Relaxed);
+    match skew >= 0 {
+        true => now.saturating_add(Duration::from_millis(skew.unsigned_abs())),
+        false => now.saturating_sub(Duration::from_millis(skew.unsigned_abs())),
+    }
+}
 
 /// Now, as RFC 3339 UTC with microseconds.
 pub fn now_rfc3339() -> String {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since_epoch = since_epoch();
     format_rfc3339(since_epoch.as_secs(), since_epoch.subsec_micros())
 }
 
 /// Milliseconds since the Unix epoch.
 pub fn now_unix_ms() -> u64 {
-    let since_epoch = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn format_rfc3339(secs: u64, micros: u32) -> String {

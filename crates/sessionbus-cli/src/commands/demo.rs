@@ -127,6 +127,7 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
                 lease_ttl_secs: 30,
                 reply_prefixes: Vec::new(),
                 drain_timeout_secs: 10,
+                clock_skew_ms: 0,
             };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");

@@ -52,6 +52,9 @@ pub struct WorkerArgs {
     /// whether or not the server is still reachable.
     #[arg(long, default_value_t = 10)]
     pub drain_timeout_secs: u64,
+    /// Test only: shift this worker's wall clock (milliseconds, may be negative).
+    #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
+    pub clock_skew_ms: i64,
 }
 
 struct SlowExecutor(Duration);
@@ -74,6 +77,7 @@ pub async fn start_worker(
         ExecutorKind::Echo => Arc::new(EchoExecutor),
         ExecutorKind::Slow => Arc::new(SlowExecutor(Duration::from_millis(args.turn_delay_ms))),
     };
+    sessionbus_api::clock::set_skew_ms(args.clock_skew_ms);
     if args.setup {
         setup_layout(&client, &subjects, &args.layout, Duration::from_secs(60)).await?;
     }

@@ -14,6 +14,7 @@
 mod api;
 mod exporter;
 mod layout;
+mod lease_watch;
 mod records;
 mod registry;
 mod sessions;
@@ -85,6 +86,8 @@ struct Inner {
     holder: String,
     views: ViewCache,
     catalogs: CatalogCache,
+    /// Held leases this host has seen, to judge their liveness by its own clock.
+    leases: lease_watch::LeaseWatch,
     /// The server's `max_payload`, read once at connect (it is a server setting).
     max_payload: usize,
 }
@@ -115,6 +118,7 @@ impl JetStreamHost {
                 context,
                 views: ViewCache::new(config.cached_sessions, config.cached_nodes),
                 catalogs: CatalogCache::new(config.cached_sessions),
+                leases: lease_watch::LeaseWatch::new(config.cached_sessions),
                 max_payload,
                 holder: uuid::Uuid::new_v4().to_string(),
                 executor,
@@ -142,6 +146,17 @@ impl JetStreamHost {
 
     fn max_payload(&self) -> usize {
         self.inner.max_payload
+    }
+
+    /// True while a lease held at sequence `seq` of session `token` may be alive: until
+    /// this host has seen that sequence unchanged for the holder's TTL (`ttl_ms`; 0
+    /// means this host's own).
+    fn lease_alive(&self, token: &str, seq: u64, ttl_ms: u64) -> bool {
+        let ttl = match ttl_ms {
+            0 => self.inner.config.lease_ttl,
+            ms => std::time::Duration::from_millis(ms),
+        };
+        self.inner.leases.alive(token, seq, ttl)
     }
 }
 

@@ -25,8 +25,18 @@ pub(crate) struct MetaRecord {
 pub(crate) enum LeaseRecord {
     /// No turn runs.
     Free,
-    /// `turn_id` runs on `holder` until `expires_at_ms` unless renewed.
-    Held { turn_id: String, holder: String, run_id: String, expires_at_ms: u64 },
+    /// `turn_id` runs on `holder`, renewed within every `ttl_ms`. `expires_at_ms` (the
+    /// holder's clock) is informational: liveness is judged by watching the lease's
+    /// sequence (`lease_watch.rs`); `ttl_ms` 0 (records of older workers) means the
+    /// observer's own TTL.
+    Held {
+        turn_id: String,
+        holder: String,
+        run_id: String,
+        expires_at_ms: u64,
+        #[serde(default)]
+        ttl_ms: u64,
+    },
     /// The session is closed.
     Closed,
 }

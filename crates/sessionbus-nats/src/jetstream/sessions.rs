@@ -408,9 +408,7 @@ impl JetStreamHost {
             let Some((meta_seq, meta)) = view.meta.clone() else { return Ok(()) };
             let lease_seq = match &view.lease {
                 Some((_, LeaseRecord::Closed)) => return Ok(()),
-                Some((_, LeaseRecord::Held { turn_id, expires_at_ms, .. }))
-                    if *expires_at_ms > clock::now_unix_ms() =>
-                {
+                Some((seq, LeaseRecord::Held { turn_id, ttl_ms, .. })) if self.lease_alive(&token, *seq, *ttl_ms) => {
                     return Err(PluginError::Conflict(format!(
                         "session `{session_id}` has a running turn `{turn_id}`; close it after the turn completes"
                     )));

@@ -110,7 +110,6 @@ impl JetStreamHost {
         while lost_races < DECISION_ROUNDS {
             let state = self.read_turn_state(&token, &turn_subject).await?;
             let Some(_) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
-            let now = clock::now_unix_ms();
             let ledger_seq = state.ledger.as_ref().map_or(0, |(seq, _)| *seq);
             match &state.ledger {
                 Some((_, record)) if record.input() != &turn.input => return Err(other_input(&turn_id)),
@@ -118,8 +117,8 @@ impl JetStreamHost {
                     return self.stored_result(&token, result, graph_request_id).await;
                 }
                 Some((_, LedgerRecord::Running { run_id, .. })) => {
-                    let live = matches!(&state.lease, Some((_, LeaseRecord::Held { run_id: held, expires_at_ms, .. }))
-                        if held == run_id && *expires_at_ms > now);
+                    let live = matches!(&state.lease, Some((seq, LeaseRecord::Held { run_id: held, ttl_ms, .. }))
+                        if held == run_id && self.lease_alive(&token, *seq, *ttl_ms));
                     if live {
                         self.wait_for_ledger(&token, &turn_subject, &mut attached).await?;
                         continue;
@@ -131,7 +130,9 @@ impl JetStreamHost {
                 Some((_, LeaseRecord::Closed)) => {
                     return Err(PluginError::Session(format!("session `{session_id}` is closed")));
                 }
-                Some((_, LeaseRecord::Held { turn_id: running, expires_at_ms, .. })) if *expires_at_ms > now => {
+                Some((seq, LeaseRecord::Held { turn_id: running, ttl_ms, .. }))
+                    if self.lease_alive(&token, *seq, *ttl_ms) =>
+                {
                     if running != &turn_id {
                         return Err(PluginError::Conflict(format!(
                             "session `{session_id}` already has a running turn"
@@ -170,6 +171,7 @@ impl JetStreamHost {
             holder: self.inner.holder.clone(),
             run_id: run_id.clone(),
             expires_at_ms: clock::now_unix_ms() + duration_ms(self.inner.config.lease_ttl),
+            ttl_ms: duration_ms(self.inner.config.lease_ttl),
         };
         let traceparent = crate::request_context::current_traceparent();
         let running = LedgerRecord::Running {
@@ -346,6 +348,7 @@ impl JetStreamHost {
             holder: self.inner.holder.clone(),
             run_id: held.run_id.clone(),
             expires_at_ms: clock::now_unix_ms() + duration_ms(self.inner.config.lease_ttl),
+            ttl_ms: duration_ms(self.inner.config.lease_ttl),
         };
         let payload = encode(&lease).map_err(RunError::Executor)?;
         let write =
