@@ -82,6 +82,27 @@ enum Target<'a> {
 }
 
 impl BusClient {
+    /// Completes a paged graph (a snapshot's, or a turn's state): fetches the pages
+    /// after the first, up to the graph the first page was cut from (`graph_as_of`).
+    async fn complete_graph(&self, session_id: &str, snapshot: &mut SessionSnapshot) -> Result<(), PluginError> {
+        let number = |value: Option<Value>| match value {
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        let mut next = number(snapshot.extra.remove(wire::GRAPH_NEXT_SEQ));
+        let as_of = number(snapshot.extra.remove(wire::GRAPH_AS_OF));
+        while let Some(after_seq) = next {
+            let request = GraphPageRequest { after_seq, limit: self.inner.config.graph_page_limit, as_of };
+            let page: GraphPage = self.session_call(session_id, Op::GraphPage, &request).await?;
+            if page.nodes.is_empty() && page.next_seq.is_some() {
+                return Err(PluginError::Unavailable("a graph page came back empty; the graph is incomplete".into()));
+            }
+            snapshot.session_graph.nodes.extend(page.nodes);
+            next = page.next_seq;
+        }
+        Ok(())
+    }
+
     /// A client over `client`.
     pub fn new(client: Client, config: BusClientConfig) -> Self {
         Self {
@@ -424,26 +445,7 @@ impl SessionStateService for BusClient {
 
     async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
         let mut snapshot: SessionSnapshot = self.session_call(session_id, Op::Snapshot, &Empty {}).await?;
-        let mut next = match snapshot.extra.remove(wire::GRAPH_NEXT_SEQ) {
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
-        };
-        while let Some(after_seq) = next {
-            let page: GraphPage = self
-                .session_call(
-                    session_id,
-                    Op::GraphPage,
-                    &GraphPageRequest { after_seq, limit: self.inner.config.graph_page_limit },
-                )
-                .await?;
-            if page.nodes.is_empty() && page.next_seq.is_some() {
-                return Err(PluginError::Unavailable(
-                    "a graph page came back empty; the snapshot is incomplete".into(),
-                ));
-            }
-            snapshot.session_graph.nodes.extend(page.nodes);
-            next = page.next_seq;
-        }
+        self.complete_graph(session_id, &mut snapshot).await?;
         Ok(snapshot)
     }
 
@@ -510,7 +512,10 @@ impl SessionLifecycleService for BusClient {
     }
 
     async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
-        self.run_turn(request).await
+        let session_id = request.session_id().to_owned();
+        let mut turn = self.run_turn(request).await?;
+        self.complete_graph(&session_id, &mut turn.state).await?;
+        Ok(turn)
     }
 }
 

@@ -29,13 +29,19 @@ pub const MAX_ERROR_HEADER_BYTES: usize = 256;
 pub struct Empty {}
 
 /// `graph_page` request: nodes after position `after_seq` (0-based count of nodes
-/// already read), at most `limit`.
+/// already read), at most `limit`, and none past position `as_of`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GraphPageRequest {
     /// How many nodes the caller has already read.
     pub after_seq: u64,
     /// The most nodes to return.
     pub limit: u32,
+    /// The node count of the graph the first page was cut from (its `graph_as_of`):
+    /// pages stop there, so nodes appended since do not join the snapshot. A graph's
+    /// nodes are append-only, so the first `as_of` nodes are exactly that graph's.
+    /// Absent (older clients): pages run to the current end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub as_of: Option<u64>,
 }
 
 /// `graph_page` reply.
@@ -123,6 +129,9 @@ pub struct PingReply {
 
 /// The key under which a snapshot reply names the next graph page.
 pub const GRAPH_NEXT_SEQ: &str = "graph_next_seq";
+/// The field of a paged snapshot (or a turn's paged state) holding the node count of
+/// the graph it was cut from; the `as_of` of its `graph_page` requests.
+pub const GRAPH_AS_OF: &str = "graph_as_of";
 
 /// Decodes a request body; malformed input is `InvalidRequest` naming the op.
 pub fn decode_request<T: DeserializeOwned>(op: &str, payload: &[u8]) -> Result<T, PluginError> {

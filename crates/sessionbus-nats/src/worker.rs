@@ -402,6 +402,7 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
         }
         Op::GraphPage => {
             let page: GraphPageRequest = body(op, payload)?;
+            // The host's current snapshot; `as_of` cuts it back to the first page's graph.
             let snapshot = host.snapshot_session(session_id).await.map_err(failed)?;
             graph_page(snapshot, page, limit)
         }
@@ -466,7 +467,7 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             if let Some(progress) = progress {
                 progress.abort();
             }
-            reply(result)
+            turn_reply(result.map_err(failed)?, limit)
         }
     }
 }
@@ -485,25 +486,52 @@ async fn send_progress(client: Client, reply: String, every: Duration) {
 }
 
 /// The snapshot reply: the whole snapshot when it fits, else the first page of its
-/// graph with `graph_next_seq`.
+/// graph with `graph_next_seq` and `graph_as_of`.
 fn first_page(mut snapshot: SessionSnapshot, limit: usize) -> Reply {
     let body = wire::encode(&snapshot).map_err(failed)?;
     if body.len() <= limit {
         return Ok(body);
     }
-    let nodes = std::mem::take(&mut snapshot.session_graph.nodes);
-    let overhead = wire::encode(&snapshot).map_err(failed)?.len() + 64;
-    let count = nodes_fitting(&nodes, 0, limit.saturating_sub(overhead));
-    let total = nodes.len();
-    snapshot.session_graph.nodes = nodes.into_iter().take(count).collect();
-    snapshot
-        .extra
-        .insert(wire::GRAPH_NEXT_SEQ.to_owned(), serde_json::Value::from((count < total).then_some(count as u64)));
+    let overhead = body.len() - nodes_size(&snapshot.session_graph.nodes);
+    cut_first_page(&mut snapshot, limit.saturating_sub(overhead + 128));
     wire::encode(&snapshot).map_err(failed)
 }
 
+/// A turn's reply: like a snapshot, its state's graph is paged when the whole reply
+/// does not fit (the client completes it with `graph_page`).
+fn turn_reply(mut turn: sessionbus_api::AssembledTurn, limit: usize) -> Reply {
+    let body = wire::encode(&turn).map_err(failed)?;
+    if body.len() <= limit {
+        return Ok(body);
+    }
+    let overhead = body.len() - nodes_size(&turn.state.session_graph.nodes);
+    cut_first_page(&mut turn.state, limit.saturating_sub(overhead + 128));
+    wire::encode(&turn).map_err(failed)
+}
+
+/// Keeps the nodes of `snapshot` that fit `budget` bytes and marks the cut: where the
+/// next page starts (`graph_next_seq`) and how many nodes the whole graph has
+/// (`graph_as_of`).
+fn cut_first_page(snapshot: &mut SessionSnapshot, budget: usize) {
+    let nodes = &mut snapshot.session_graph.nodes;
+    let total = nodes.len();
+    let count = nodes_fitting(nodes, 0, budget);
+    nodes.truncate(count);
+    let next = (count < total).then_some(count as u64);
+    snapshot.extra.insert(wire::GRAPH_NEXT_SEQ.to_owned(), serde_json::Value::from(next));
+    snapshot.extra.insert(wire::GRAPH_AS_OF.to_owned(), serde_json::Value::from(total as u64));
+}
+
+/// The JSON size of `nodes` inside their array.
+fn nodes_size(nodes: &[sessionbus_api::SessionNode]) -> usize {
+    nodes.iter().map(|node| serde_json::to_vec(node).map_or(0, |b| b.len() + 1)).sum()
+}
+
 fn graph_page(snapshot: SessionSnapshot, page: GraphPageRequest, limit: usize) -> Reply {
-    let nodes = snapshot.session_graph.nodes;
+    let mut nodes = snapshot.session_graph.nodes;
+    if let Some(as_of) = page.as_of {
+        nodes.truncate(usize::try_from(as_of).unwrap_or(usize::MAX));
+    }
     let start = usize::try_from(page.after_seq).unwrap_or(usize::MAX).min(nodes.len());
     let by_size = nodes_fitting(&nodes, start, limit.saturating_sub(64));
     let count = by_size.min(page.limit.max(1) as usize);

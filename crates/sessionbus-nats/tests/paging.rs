@@ -1,0 +1,86 @@
+//! Replies larger than one message arrive complete and consistent: a turn on a
+//! 20,000-node session returns through BusClient in full (its graph paged like a
+//! snapshot's), and the pages of a snapshot stop at the graph the first page was cut
+//! from, even while other writers append.
+
+mod common;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sessionbus_api::{
+    AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _,
+    SessionLifecycleService as _, SessionTurnRequest, TurnInput,
+};
+use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
+use sessionbus_nats::{BusClient, Op, Subjects};
+
+/// A session of 20,000 nodes of about 420 bytes each: over 8 MiB of graph.
+async fn big_session(client: &BusClient) -> String {
+    let session = common::create_root(client).await;
+    let filler = "z".repeat(400);
+    for batch in 0..40 {
+        let nodes =
+            (0..500).map(|n| SessionAppendNode::message("User", format!("{:05} {filler}", batch * 500 + n))).collect();
+        client
+            .append_session_nodes(&session, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
+            .await
+            .expect("append");
+    }
+    session
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_on_a_twenty_thousand_node_session_returns_in_full() {
+    let bus = common::bus_over_jetstream(Arc::new(EchoExecutor), 1).await;
+    let session = big_session(&bus.host).await;
+    let turn = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("hello")).expect("turn");
+    let result = bus.host.start_turn(turn).await.expect("the turn's reply arrives, paged");
+    let nodes = &result.state.session_graph.nodes;
+    assert_eq!(nodes.len(), 20_002, "every node, the turn's two included");
+    for (i, node) in nodes.iter().take(20_000).enumerate() {
+        assert!(node.conversation_text().expect("text").starts_with(&format!("{i:05} ")), "node {i} out of order");
+    }
+    assert!(!result.state.extra.contains_key("graph_next_seq"), "the client completed the pages");
+    // Asked again, the completed turn is answered from the ledger, paged the same way.
+    let again = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("hello")).expect("turn");
+    assert_eq!(bus.host.start_turn(again).await.expect("stored result").state.session_graph.nodes.len(), 20_002);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_pages_stop_at_the_graph_of_the_first_page() {
+    let server = common::server();
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
+    let client = common::client_on(&server).await;
+    let session = big_session(&client).await;
+    let raw = server.client().await.expect("connect");
+    let subjects = Subjects::default();
+    let first = raw.request(subjects.session_op(&session, Op::Snapshot), Bytes::from_static(b"{}")).await.expect("first");
+    let first: serde_json::Value = serde_json::from_slice(&first.payload).expect("json");
+    let as_of = first["graph_as_of"].as_u64().expect("the first page says which graph it was cut from");
+    assert_eq!(as_of, 20_000);
+    let mut read = first["session_graph"]["nodes"].as_array().expect("nodes").len() as u64;
+    // Another writer appends while the caller pages.
+    client
+        .append_session_nodes(
+            &session,
+            AppendSessionNodesRequest {
+                nodes: vec![SessionAppendNode::message("User", "appended after the first page")],
+                requires_ancestor_node_id: None,
+            },
+        )
+        .await
+        .expect("append");
+    let mut next = first["graph_next_seq"].as_u64();
+    while let Some(after_seq) = next {
+        let request = GraphPageRequest { after_seq, limit: 5000, as_of: Some(as_of) };
+        let reply = raw
+            .request(subjects.session_op(&session, Op::GraphPage), serde_json::to_vec(&request).expect("json").into())
+            .await
+            .expect("page");
+        let page: GraphPage = serde_json::from_slice(&reply.payload).expect("a page");
+        read += page.nodes.len() as u64;
+        next = page.next_seq;
+    }
+    assert_eq!(read, 20_000, "the pages end where the first page's graph ended");
+}
