@@ -204,6 +204,15 @@ impl CatalogCache {
         entries.get(session_id).map(|(generation, catalog)| (*generation, std::sync::Arc::clone(catalog)))
     }
 
+    /// Drops the catalog of `session_id` cached at a generation older than `generation`
+    /// (a write of this caller's made it stale).
+    pub fn forget_older(&self, session_id: &str, generation: u64) {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if entries.get(session_id).is_some_and(|(cached, _)| *cached < generation) {
+            entries.remove(session_id);
+        }
+    }
+
     /// The cached catalog of `session_id` at `generation`, or `build()`'s, cached.
     pub fn get_or_build(
         &self,
@@ -223,5 +232,23 @@ impl CatalogCache {
         let catalog = std::sync::Arc::new(build());
         entries.insert(session_id.to_owned(), (generation, std::sync::Arc::clone(&catalog)));
         catalog
+    }
+}
+
+#[cfg(test)]
+mod catalog_cache_tests {
+    use super::*;
+
+    #[test]
+    fn a_newer_generation_drops_the_cached_catalog_and_keeps_a_newer_one() {
+        let cache = CatalogCache::new(4);
+        cache.get_or_build("s", 3, Vec::new);
+        cache.forget_older("s", 3);
+        assert_eq!(cache.get("s").map(|(generation, _)| generation), Some(3), "same generation kept");
+        cache.forget_older("s", 5);
+        assert!(cache.get("s").is_none(), "a catalog older than the caller's write is dropped");
+        cache.get_or_build("s", 7, Vec::new);
+        cache.forget_older("s", 5);
+        assert_eq!(cache.get("s").map(|(generation, _)| generation), Some(7), "a newer catalog is kept");
     }
 }

@@ -458,6 +458,9 @@ impl SessionStateService for BusClient {
         }
     }
 
+    /// Asks with the cached catalog's generation; the worker answers `unchanged` only
+    /// when it knows that generation is current. This client's own tool writes drop the
+    /// catalog they made stale, so its next call reads the leader (read-your-writes).
     async fn shared_tool_catalog(&self, session_id: &str) -> Result<Arc<Vec<Value>>, PluginError> {
         let cached = self.inner.catalogs.get(session_id);
         let ask = ToolCatalogRequest { if_generation: cached.as_ref().map(|(generation, _)| *generation) };
@@ -480,6 +483,7 @@ impl SessionStateService for BusClient {
 
     async fn apply_tool_state(&self, session_id: &str, snapshot: ToolState) -> Result<u64, PluginError> {
         let reply: GenerationReply = self.session_call(session_id, Op::ApplyToolState, &snapshot).await?;
+        self.inner.catalogs.forget_older(session_id, reply.generation);
         Ok(reply.generation)
     }
 
@@ -491,6 +495,7 @@ impl SessionStateService for BusClient {
     ) -> Result<u64, PluginError> {
         let body = MembershipRequest { tool_names: tool_names.to_vec(), present };
         let reply: GenerationReply = self.session_call(session_id, Op::SetToolMembership, &body).await?;
+        self.inner.catalogs.forget_older(session_id, reply.generation);
         Ok(reply.generation)
     }
 }

@@ -53,8 +53,11 @@ pub struct WorkerConfig {
     /// This worker's id (in `ping` replies and the service metadata).
     pub worker_id: String,
     /// Learn tool-state generations from JetStream's republished tool events, so an
-    /// unchanged catalog is answered without a JetStream read. Only for hosts whose
-    /// writes are republished (the JetStream host).
+    /// unchanged catalog is answered without a JetStream read where that is provably
+    /// safe (the tools stream on the standalone server this worker is connected to; see
+    /// docs/decisions/0003). Only for hosts whose writes are republished (the JetStream
+    /// host) and that read through the same server. The connection's
+    /// `subscription_capacity` must be at least 1024 (async-nats's default is 65,536).
     pub tool_events: bool,
     /// The reply subjects this worker answers; a request with any other reply subject
     /// is dropped unanswered and unexecuted (see [`ReplyPolicy`]).
@@ -143,7 +146,7 @@ impl Worker {
             .await
             .map_err(|err| unavailable("could not start the sessionbus service", err))?;
         let generations = match config.tool_events {
-            true => Some(ToolGenerations::subscribe(&client, &config.subjects, 65_536).await?),
+            true => Some(ToolGenerations::start(&client, &config.subjects, 65_536).await?),
             false => None,
         };
         let shared = Arc::new(Shared {
@@ -409,16 +412,16 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
         Op::ToolCatalog => {
             let ask: ToolCatalogRequest = body(op, payload)?;
             let token = crate::subjects::session_token(session_id).map_err(failed)?;
-            if let (Some(generations), Some(asked)) = (&shared.generations, ask.if_generation) {
-                generations.sync().await;
-                if generations.get(&token) == Some(asked) {
-                    return reply(Ok(ToolCatalogReply::Unchanged { generation: asked, unchanged: true }));
-                }
+            if let (Some(generations), Some(asked)) = (&shared.generations, ask.if_generation)
+                && generations.current(&token).await == Some(asked)
+            {
+                return reply(Ok(ToolCatalogReply::Unchanged { generation: asked, unchanged: true }));
             }
+            let ticket = shared.generations.as_ref().map(ToolGenerations::ticket);
             let state = host.tool_state(session_id).await.map_err(failed)?;
             let generation = state.generation;
-            if let Some(generations) = &shared.generations {
-                generations.observe(&token, generation);
+            if let (Some(generations), Some(ticket)) = (&shared.generations, ticket) {
+                generations.observe_read(ticket, &token, generation);
             }
             if ask.if_generation == Some(generation) {
                 reply(Ok(ToolCatalogReply::Unchanged { generation, unchanged: true }))

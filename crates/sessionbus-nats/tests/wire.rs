@@ -321,3 +321,45 @@ async fn an_unchanged_catalog_costs_no_jetstream_read() {
     assert!(!Arc::ptr_eq(&catalog, &changed));
     assert_eq!(changed.len(), 1);
 }
+
+/// The body of the next catalog request `asks` sees.
+async fn next_ask(asks: &mut async_nats::Subscriber) -> serde_json::Value {
+    let message =
+        tokio::time::timeout(Duration::from_secs(5), asks.next()).await.expect("a catalog request").expect("ask");
+    serde_json::from_slice(&message.payload).expect("json")
+}
+
+/// A client's own tool write drops the catalog it made stale: its next
+/// `shared_tool_catalog` asks for the full catalog (no `if_generation`), whatever the
+/// worker serving it knows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_own_tool_write_drops_its_cached_catalog() {
+    let server = common::server();
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
+    let client = common::client_on(&server).await;
+    let session = common::create_root(&client).await;
+    let mut tools = ToolState::default();
+    tools.insert(ToolManifest::new("tool:bash", "bash", ""));
+    tools.insert(ToolManifest::new("tool:grep", "grep", ""));
+    let generation = client.apply_tool_state(&session, tools).await.expect("apply");
+    client.shared_tool_catalog(&session).await.expect("catalog");
+
+    let watcher = server.client().await.expect("connect");
+    let mut asks = watcher.subscribe("sessionbus.v1.session.*.tool_catalog").await.expect("subscribe");
+    watcher.flush().await.expect("flush");
+    client.shared_tool_catalog(&session).await.expect("catalog");
+    assert_eq!(next_ask(&mut asks).await["if_generation"], generation, "asks with the cached generation");
+
+    let toggled = client.set_tool_membership(&session, &["grep".into()], false).await.expect("toggle");
+    let catalog = client.shared_tool_catalog(&session).await.expect("catalog");
+    assert_eq!(next_ask(&mut asks).await.get("if_generation"), None, "a write of its own dropped the cache");
+    assert_eq!(catalog.len(), 1);
+
+    let mut tools = client.tool_state(&session).await.expect("state");
+    tools.set_membership("tool:grep", true).expect("known tool");
+    assert_eq!(tools.generation, toggled);
+    client.apply_tool_state(&session, tools).await.expect("apply");
+    let catalog = client.shared_tool_catalog(&session).await.expect("catalog");
+    assert_eq!(next_ask(&mut asks).await.get("if_generation"), None, "apply_tool_state dropped it too");
+    assert_eq!(catalog.len(), 2);
+}

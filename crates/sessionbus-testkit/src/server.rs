@@ -11,6 +11,9 @@ use crate::find_nats_server;
 /// The `max_payload` every testkit server sets explicitly: 8 MiB.
 pub const MAX_PAYLOAD: usize = 8 * 1024 * 1024;
 
+/// The configuration file in a server's directory.
+const CONFIG_FILE: &str = "nats-server.conf";
+
 /// How long a server may take to accept connections.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -111,6 +114,24 @@ impl NatsServer {
         let _ = self.child.wait();
     }
 
+    /// Kills the server (SIGKILL) and starts it again on the same port with the same
+    /// configuration and JetStream store, then waits until it accepts clients. Clients
+    /// connected to it lose their connection and reconnect.
+    pub fn restart(&mut self) -> Result<(), TestkitError> {
+        self.kill();
+        let binary = find_nats_server()?;
+        self.child = Command::new(&binary)
+            .arg("--config")
+            .arg(self.dir.path().join(CONFIG_FILE))
+            .arg("--log")
+            .arg(self.log_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        self.wait_ready()
+    }
+
     fn wait_ready(&mut self) -> Result<(), TestkitError> {
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while Instant::now() < deadline {
@@ -163,7 +184,7 @@ fn write_config(dir: &Path, port: u16, options: &ServerOptions) -> Result<PathBu
         "listen: \"127.0.0.1:{port}\"\nmax_payload: {MAX_PAYLOAD}\njetstream {{\n  store_dir: {store:?}\n  max_memory_store: 1GB\n  max_file_store: 20GB\n}}\n{}\n",
         options.extra_config
     );
-    let path = dir.join("nats-server.conf");
+    let path = dir.join(CONFIG_FILE);
     std::fs::write(&path, config)?;
     Ok(path)
 }
