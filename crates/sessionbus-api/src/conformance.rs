@@ -213,7 +213,7 @@ pub async fn create_ids_and_duplicates(factory: &dyn HostFactory) {
     let id = create_root(host.as_ref()).await;
     assert_kind(
         within(host.create_session(SessionCreateRequest::root(Some(id.clone())))).await,
-        ErrorKind::Session,
+        ErrorKind::Conflict,
         &format!("session `{id}` already exists"),
     );
     let handle = within(host.create_session(SessionCreateRequest::root(None))).await.expect("create without id");
@@ -369,7 +369,7 @@ pub async fn set_tool_membership_unknown_tool(factory: &dyn HostFactory) {
     let generation = within(host.apply_tool_state(&id, tools(&["bash"]))).await.expect("apply");
     assert_kind(
         within(host.set_tool_membership(&id, &["nope".to_string()], false)).await,
-        ErrorKind::Session,
+        ErrorKind::InvalidRequest,
         "unknown tool `nope`",
     );
     assert_eq!(within(host.tool_state(&id)).await.expect("state").generation, generation);
@@ -597,7 +597,7 @@ pub async fn close_rules(factory: &dyn HostFactory) {
     let id = create_root(host.as_ref()).await;
     within(host.close_session(&id)).await.expect("close");
     within(host.close_session(&id)).await.expect("close again");
-    assert_kind(within(host.start_turn(turn(&id, "t1", "hi"))).await, ErrorKind::Session, "closed");
+    assert_kind(within(host.start_turn(turn(&id, "t1", "hi"))).await, ErrorKind::Conflict, "closed");
     assert_kind(
         within(host.append_session_nodes(
             &id,
@@ -607,7 +607,7 @@ pub async fn close_rules(factory: &dyn HostFactory) {
             },
         ))
         .await,
-        ErrorKind::Session,
+        ErrorKind::Conflict,
         "closed",
     );
     within(host.snapshot_session(&id)).await.expect("a closed session can still be read");

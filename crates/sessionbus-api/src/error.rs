@@ -99,6 +99,23 @@ impl PluginError {
         Self::Session(format!("unknown session `{session_id}`"))
     }
 
+    /// ``session `id` is closed``: a write to a closed session (a conflict with the
+    /// session's state: 409 on the bus).
+    pub fn session_closed(session_id: &str) -> Self {
+        Self::Conflict(format!("session `{session_id}` is closed"))
+    }
+
+    /// ``session `id` already exists``: a create with a taken id (409 on the bus).
+    pub fn session_exists(session_id: &str) -> Self {
+        Self::Conflict(format!("session `{session_id}` already exists"))
+    }
+
+    /// ``unknown tool `name` ``: a membership change naming a tool the session does not
+    /// have (the request is wrong: 400 on the bus).
+    pub fn unknown_tool(name: &str) -> Self {
+        Self::InvalidRequest(format!("unknown tool `{name}`"))
+    }
+
     /// `payload too large: <detail>`: a request or value that cannot fit in one NATS
     /// message (answered with status 413 on the bus). Nothing was written.
     pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {

@@ -91,10 +91,6 @@ fn session_mut<'a>(state: &'a mut State, session_id: &str) -> Result<&'a mut Ses
     state.sessions.get_mut(session_id).ok_or_else(|| PluginError::unknown_session(session_id))
 }
 
-fn closed_error(session_id: &str) -> PluginError {
-    PluginError::Session(format!("session `{session_id}` is closed"))
-}
-
 /// Chains `nodes` onto the graph's leaf, assigning ids by the contract's rules.
 fn chain_nodes(graph: &mut SessionGraph, nodes: Vec<SessionAppendNode>) -> Vec<String> {
     let ids = assign_node_ids(&nodes, |id| graph.nodes.iter().any(|n| n.node_id == id), |_| uuid::Uuid::new_v4());
@@ -173,7 +169,7 @@ impl SessionLifecycleService for InMemoryHost {
         validate_session_id(&session_id)?;
         let mut state = self.lock();
         if state.sessions.contains_key(&session_id) {
-            return Err(PluginError::Session(format!("session `{session_id}` already exists")));
+            return Err(PluginError::session_exists(&session_id));
         }
         let parent_session_id = match &request.relation {
             SessionRelation::Root => None,
@@ -244,7 +240,7 @@ impl SessionLifecycleService for InMemoryHost {
                 }
                 None => {
                     if session.closed {
-                        return Err(closed_error(&session_id));
+                        return Err(PluginError::session_closed(&session_id));
                     }
                     if session.running_turn.is_some() {
                         return Err(PluginError::Conflict(format!(
@@ -344,7 +340,7 @@ impl SessionGraphService for InMemoryHost {
         let mut state = self.lock();
         let session = session_mut(&mut state, session_id)?;
         if session.closed {
-            return Err(closed_error(session_id));
+            return Err(PluginError::session_closed(session_id));
         }
         let graph = &mut session.snapshot.session_graph;
         if let Some(ancestor) = &request.requires_ancestor_node_id

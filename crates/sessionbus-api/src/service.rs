@@ -62,7 +62,7 @@ pub fn toggle_membership(state: &mut ToolState, tool_names: &[String], present: 
             .iter()
             .find(|(_, entry)| entry.manifest().name == *name)
             .map(|(id, _)| id.clone())
-            .ok_or_else(|| PluginError::Session(format!("unknown tool `{name}`")))?;
+            .ok_or_else(|| PluginError::unknown_tool(name))?;
         state.set_membership(&id, present).map_err(|err| PluginError::Session(err.to_string()))?;
     }
     Ok(())

@@ -136,6 +136,11 @@ pub const GRAPH_AS_OF: &str = "graph_as_of";
 /// Decodes a request body; malformed input is `InvalidRequest` naming the op.
 pub fn decode_request<T: DeserializeOwned>(op: &str, payload: &[u8]) -> Result<T, PluginError> {
     let payload: &[u8] = if payload.iter().all(u8::is_ascii_whitespace) { b"{}" } else { payload };
+    // Every request body is a JSON object; serde would also take a struct from an array
+    // of its fields in order, which no client means to send.
+    if payload.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(PluginError::InvalidRequest(format!("malformed `{op}` request body: expected a JSON object")));
+    }
     serde_json::from_slice(payload)
         .map_err(|err| PluginError::InvalidRequest(format!("malformed `{op}` request body: {err}")))
 }

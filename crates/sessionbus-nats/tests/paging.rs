@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sessionbus_api::{
-    AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _,
-    SessionLifecycleService as _, SessionTurnRequest, TurnInput,
+    AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _, SessionLifecycleService as _,
+    SessionTurnRequest, TurnInput,
 };
 use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
 use sessionbus_nats::{BusClient, Op, Subjects};
@@ -55,7 +55,8 @@ async fn snapshot_pages_stop_at_the_graph_of_the_first_page() {
     let session = big_session(&client).await;
     let raw = server.client().await.expect("connect");
     let subjects = Subjects::default();
-    let first = raw.request(subjects.session_op(&session, Op::Snapshot), Bytes::from_static(b"{}")).await.expect("first");
+    let first =
+        raw.request(subjects.session_op(&session, Op::Snapshot), Bytes::from_static(b"{}")).await.expect("first");
     let first: serde_json::Value = serde_json::from_slice(&first.payload).expect("json");
     let as_of = first["graph_as_of"].as_u64().expect("the first page says which graph it was cut from");
     assert_eq!(as_of, 20_000);

@@ -283,7 +283,7 @@ async fn errors_keep_their_kind_across_the_wire() {
         client.apply_tool_state(&session, ToolState { generation: 7, ..Default::default() }).await.expect_err("stale");
     assert_eq!(err, PluginError::Conflict("generation mismatch: expected 7, actual 0".into()));
     let err = client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect_err("exists");
-    assert_eq!(err, PluginError::Session(format!("session `{session}` already exists")));
+    assert_eq!(err, PluginError::session_exists(&session), "409 on the wire, restored as a conflict");
 }
 
 /// An unchanged catalog costs one small round trip: the worker answers `unchanged`

@@ -84,20 +84,11 @@ fn text_line(event: &SessionEvent) -> String {
         EventKind::Tools => {
             let tools = body["tools"].as_object();
             let members = tools.map_or(0, |t| t.values().filter(|e| e["member"].as_bool() != Some(false)).count());
-            format!(
-                "{} tools, {members} members, generation {}",
-                tools.map_or(0, |t| t.len()),
-                event.sequence
-            )
+            format!("{} tools, {members} members, generation {}", tools.map_or(0, |t| t.len()), event.sequence)
         }
         EventKind::Trace => {
             format!("{} {}", body["type"].as_str().unwrap_or("?"), body["context"]["turn_id"].as_str().unwrap_or(""))
         }
     };
-    format!(
-        "{:>8}  {:<40}  {:<6}  {summary}",
-        event.sequence,
-        event.session_id,
-        event.kind.name()
-    )
+    format!("{:>8}  {:<40}  {:<6}  {summary}", event.sequence, event.session_id, event.kind.name())
 }

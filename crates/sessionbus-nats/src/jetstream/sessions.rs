@@ -47,10 +47,6 @@ fn js(what: &'static str) -> impl Fn(JsError) -> PluginError {
     move |err| err.into_plugin(what)
 }
 
-fn closed_error(session_id: &str) -> PluginError {
-    PluginError::Session(format!("session `{session_id}` is closed"))
-}
-
 /// Turns appended nodes into stored ones chained onto `leaf`, with ids by the contract's
 /// rules (uuids derived from `request_id`, so a retry builds the same ids).
 pub(crate) fn build_nodes(
@@ -249,7 +245,7 @@ impl JetStreamHost {
                     return Err(PluginError::unknown_session(session_id));
                 }
                 if view.is_closed() {
-                    return Err(closed_error(session_id));
+                    return Err(PluginError::session_closed(session_id));
                 }
                 return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: view.leaf.clone() });
             }
@@ -388,7 +384,7 @@ impl JetStreamHost {
                     Some(stored) if stored.msg_id.as_deref() == Some(format!("{request_id}/0").as_str()) => {
                         Ok(decode::<MetaRecord>("meta", &stored.payload)?.handle)
                     }
-                    _ => Err(PluginError::Session(format!("session `{session_id}` already exists"))),
+                    _ => Err(PluginError::session_exists(&session_id)),
                 }
             }
             Err(err) => Err(err.into_plugin("creating a session")),

@@ -128,7 +128,7 @@ impl JetStreamHost {
             }
             let lease_seq = match &state.lease {
                 Some((_, LeaseRecord::Closed)) => {
-                    return Err(PluginError::Session(format!("session `{session_id}` is closed")));
+                    return Err(PluginError::session_closed(&session_id));
                 }
                 Some((seq, LeaseRecord::Held { turn_id: running, ttl_ms, .. }))
                     if self.lease_alive(&token, *seq, *ttl_ms) =>
