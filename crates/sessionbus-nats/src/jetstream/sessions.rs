@@ -93,30 +93,50 @@ impl JetStreamHost {
     }
 
     /// [`Self::refresh`] with the session sequence already read (before calling this).
+    ///
+    /// The view ends consistent at one stream sequence: meta, lease and graph are read
+    /// at once, and when any of them is newer than the session sequence read before
+    /// (a write landed between the reads, so one may predate it and another not), the
+    /// session sequence is read again and so are they.
     async fn refresh_from(&self, token: &str, view: &mut SessionView, session_seq: u64) -> Result<(), PluginError> {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
         let (meta_subject, lease_subject, graph_subject) =
             (subjects.meta(token), subjects.lease(token), subjects.graph(token));
-        let (meta, lease, graph_last) = tokio::join!(
-            api.last(STATE_STREAM, &meta_subject),
-            api.last(STATE_STREAM, &lease_subject),
-            api.last(STATE_STREAM, &graph_subject),
-        );
-        view.meta = meta
-            .map_err(js("reading session meta"))?
-            .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
-            .transpose()?;
-        view.lease = lease
-            .map_err(js("reading a lease"))?
-            .map(|m| decode("lease", &m.payload).map(|r| (m.seq, r)))
-            .transpose()?;
-        if let Some(last) = graph_last.map_err(js("reading a graph"))? {
-            self.catch_up_graph(token, view, last).await?;
+        let mut session_seq = session_seq;
+        for _ in 0..APPEND_ATTEMPTS {
+            let (meta, lease, graph_last) = tokio::join!(
+                api.last(STATE_STREAM, &meta_subject),
+                api.last(STATE_STREAM, &lease_subject),
+                api.last(STATE_STREAM, &graph_subject),
+            );
+            view.meta = meta
+                .map_err(js("reading session meta"))?
+                .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
+                .transpose()?;
+            view.lease = lease
+                .map_err(js("reading a lease"))?
+                .map(|m| decode("lease", &m.payload).map(|r| (m.seq, r)))
+                .transpose()?;
+            let graph_last = graph_last.map_err(js("reading a graph"))?;
+            let newest = [view.meta.as_ref().map(|(seq, _)| *seq), view.lease.as_ref().map(|(seq, _)| *seq)]
+                .into_iter()
+                .chain([graph_last.as_ref().map(|m| m.seq)])
+                .flatten()
+                .max()
+                .unwrap_or(0);
+            if let Some(last) = graph_last {
+                self.catch_up_graph(token, view, last).await?;
+            }
+            if newest <= session_seq {
+                view.session_seq = session_seq;
+                view.loaded = true;
+                return Ok(());
+            }
+            session_seq = self.session_seq(token).await?;
         }
-        view.session_seq = session_seq;
-        view.loaded = true;
-        Ok(())
+        view.loaded = false;
+        Err(PluginError::Unavailable(format!("session `{token}` kept changing while it was read; retry the read")))
     }
 
     /// Applies every graph record up to and including `last`.
