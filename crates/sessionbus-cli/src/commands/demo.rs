@@ -123,6 +123,7 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
                 executor: ExecutorKind::Echo,
                 turn_delay_ms: 0,
                 lease_ttl_secs: 30,
+                lease_renew_ms: None,
             };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");

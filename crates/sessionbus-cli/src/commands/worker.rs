@@ -40,6 +40,10 @@ pub struct WorkerArgs {
     /// Lease TTL of a running turn, in seconds.
     #[arg(long, default_value_t = 30)]
     pub lease_ttl_secs: u64,
+    /// How often a running turn's lease is renewed, in milliseconds (default: a sixth of
+    /// the lease TTL, at least 200 ms).
+    #[arg(long)]
+    pub lease_renew_ms: Option<u64>,
 }
 
 struct SlowExecutor(Duration);
@@ -67,7 +71,9 @@ pub async fn start_worker(
         subjects: subjects.clone(),
         layout: LayoutConfig { replicas: args.replicas, ..LayoutConfig::default() },
         lease_ttl,
-        lease_renew_every: (lease_ttl / 6).max(Duration::from_millis(200)),
+        lease_renew_every: args
+            .lease_renew_ms
+            .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),
         ..JetStreamHostConfig::default()
     };
     let host = JetStreamHost::connect(client.clone(), executor, host_config).await?;
