@@ -66,15 +66,27 @@ async fn stored_statuses(nats: &async_nats::Client, session: &str, turn_id: &str
         .collect()
 }
 
-/// Waits, within `limit`, until the worker's log holds every one of `lines`.
-async fn wait_for_log(worker: &WorkerProcess, lines: &[&str], limit: Duration) -> String {
+/// Waits, within `limit`, until the woken zombie's commit attempt is over: it logged the
+/// refused commit and the refused release that follows, or a second `completed` ledger
+/// record is stored (its commit went through). Returns its log.
+async fn wait_for_zombie_commit(
+    zombie: &WorkerProcess,
+    nats: &async_nats::Client,
+    session: &str,
+    limit: Duration,
+) -> String {
     let deadline = Instant::now() + limit;
     loop {
-        let log = worker.stderr();
-        if lines.iter().all(|line| log.contains(line)) {
+        let log = zombie.stderr();
+        if (log.contains(COMMIT_FENCED) && log.contains(RELEASE_REFUSED))
+            || stored_statuses(nats, session, "t1").await.iter().filter(|s| *s == "completed").count() > 1
+        {
             return log;
         }
-        assert!(Instant::now() < deadline, "the worker did not log {lines:?} within {limit:?}; its log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "the woken worker neither logged a refused commit nor committed within {limit:?}; its log:\n{log}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -147,16 +159,17 @@ async fn a_stopped_worker_woken_after_a_takeover_has_its_commit_refused() {
     assert!(stopped_at.elapsed() > Duration::from_secs(3), "the zombie was stopped for less than its turn");
     zombie.cont().expect("SIGCONT");
     let woke_at = Instant::now();
-    let log = wait_for_log(&zombie, &[COMMIT_FENCED, RELEASE_REFUSED], Duration::from_secs(30)).await;
-    println!("zombie: its commit was refused {:?} after the SIGCONT", woke_at.elapsed());
-    assert!(!log.contains(RENEWAL_REFUSED), "the zombie stopped at a renewal, not at its commit: {log}");
+    let log = wait_for_zombie_commit(&zombie, &nats, &session, Duration::from_secs(30)).await;
+    println!("zombie: its commit attempt ended {:?} after the SIGCONT", woke_at.elapsed());
+    let statuses = stored_statuses(&nats, &session, "t1").await;
+    assert_eq!(statuses.iter().filter(|s| *s == "completed").count(), 1, "stored ledger records: {statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("completed"), "stored ledger records: {statuses:?}");
     let after = client.snapshot_session(&session).await.expect("snapshot");
     assert_eq!(after.session_graph, committed.session_graph, "nothing the zombie wrote is visible");
     assert_eq!(after.turn_index, 1);
     assert_eq!(result.state.session_graph, after.session_graph);
-    let statuses = stored_statuses(&nats, &session, "t1").await;
-    assert_eq!(statuses.iter().filter(|s| *s == "completed").count(), 1, "stored ledger records: {statuses:?}");
-    assert_eq!(statuses.last().map(String::as_str), Some("completed"), "stored ledger records: {statuses:?}");
     assert_committed_once(&client, &session).await;
+    assert!(log.contains(COMMIT_FENCED), "the woken worker's commit was not refused as fenced: {log}");
+    assert!(!log.contains(RENEWAL_REFUSED), "the zombie stopped at a renewal, not at its commit: {log}");
     println!("zombie: takeover committed; the woken worker's commit was refused (fenced); ledger: {statuses:?}");
 }
