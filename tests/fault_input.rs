@@ -11,6 +11,8 @@
 //!   measured and reported, not asserted: a loaded machine can stretch it), memory grows
 //!   by at most 8 MiB, and every refused turn, retried, then completes.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -145,7 +147,9 @@ async fn hostile_input_gets_typed_errors_and_the_worker_s_memory_stays_flat() {
             tried += 1;
         }
     }
+    let answered_400 = tried;
     // Odd but valid ids are sessions nobody created.
+    let mut answered_404 = 0;
     for id in ["a.b", "*", ">", "with space", "ünïcödé", "sessionbus.v1.session.x.close"] {
         assert_eq!(
             code_of(&raw, subjects.session_op(&token(id.as_bytes()), Op::Snapshot), b"{}".to_vec()).await,
@@ -153,6 +157,7 @@ async fn hostile_input_gets_typed_errors_and_the_worker_s_memory_stays_flat() {
             "{id}"
         );
         tried += 1;
+        answered_404 += 1;
     }
     assert!(worker.is_running(), "the worker died: {}", worker.stderr());
     let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
@@ -167,6 +172,20 @@ async fn hostile_input_gets_typed_errors_and_the_worker_s_memory_stays_flat() {
         mib(baseline),
         mib(after),
         rss_kib.iter().map(|k| mib(*k)).collect::<Vec<_>>()
+    );
+    support::report(
+        "hostile_input",
+        serde_json::json!({
+            "requests": tried,
+            "answered_400": answered_400,
+            "answered_404": answered_404,
+            "rss_before_mib": before as f64 / 1024.0,
+            "rss_after_first_op_mib": baseline as f64 / 1024.0,
+            "rss_at_end_mib": after as f64 / 1024.0,
+            "rss_after_each_op_mib": rss_kib.iter().map(|k| *k as f64 / 1024.0).collect::<Vec<_>>(),
+            "flat_bound_mib": FLAT_KIB / 1024,
+            "seed": seed,
+        }),
     );
     assert!(
         after <= baseline + FLAT_KIB,
@@ -260,4 +279,18 @@ async fn overload_beyond_the_turn_limit_is_refused_and_every_turn_then_completes
         }
     }
     assert_eq!(completed, 18, "every refused turn completed when retried");
+    support::report(
+        "overload",
+        serde_json::json!({
+            "turns_at_once": 20,
+            "turn_limit": 2,
+            "accepted_and_completed": accepted,
+            "refused_503": refused,
+            "refused_then_completed": completed,
+            "refusal_latency_median_ms": median_refusal.as_secs_f64() * 1000.0,
+            "refusal_latency_slowest_ms": slowest_refusal.as_secs_f64() * 1000.0,
+            "rss_before_mib": before as f64 / 1024.0,
+            "rss_after_mib": after as f64 / 1024.0,
+        }),
+    );
 }

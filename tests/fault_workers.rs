@@ -120,9 +120,20 @@ async fn a_killed_worker_s_turn_completes_once_on_another() {
     let killed_at = Instant::now();
     let result = tokio::time::timeout(Duration::from_secs(60), turn).await.expect("bounded").expect("join");
     let result = result.expect("the retry with the same turn id completes on the other worker");
-    println!("worker loss: the turn completed {:?} after the SIGKILL", killed_at.elapsed());
+    let completed_after = killed_at.elapsed();
+    println!("worker loss: the turn completed {completed_after:?} after the SIGKILL");
     assert_eq!(result.state.turn_index, 1);
     let statuses = stored_statuses(&nats, &session, "t1").await;
+    support::report(
+        "worker_loss",
+        serde_json::json!({
+            "completed_after_kill_s": completed_after.as_secs_f64(),
+            "lease_ttl_s": 2,
+            "turn_delay_s": 3,
+            "stored_ledger_statuses": statuses,
+            "graph_nodes": result.state.session_graph.nodes.len(),
+        }),
+    );
     assert_eq!(statuses.iter().filter(|s| *s == "completed").count(), 1, "stored ledger records: {statuses:?}");
     assert_committed_once(&client, &session).await;
     let again = client
@@ -160,11 +171,23 @@ async fn a_stopped_worker_woken_after_a_takeover_has_its_commit_refused() {
     zombie.cont().expect("SIGCONT");
     let woke_at = Instant::now();
     let log = wait_for_zombie_commit(&zombie, &nats, &session, Duration::from_secs(30)).await;
-    println!("zombie: its commit attempt ended {:?} after the SIGCONT", woke_at.elapsed());
+    let attempt_ended = woke_at.elapsed();
+    println!("zombie: its commit attempt ended {attempt_ended:?} after the SIGCONT");
     let statuses = stored_statuses(&nats, &session, "t1").await;
+    let after = client.snapshot_session(&session).await.expect("snapshot");
+    support::report(
+        "zombie",
+        serde_json::json!({
+            "commit_attempt_ended_after_sigcont_s": attempt_ended.as_secs_f64(),
+            "zombie_logged_fenced_commit": log.contains(COMMIT_FENCED),
+            "zombie_logged_refused_renewal": log.contains(RENEWAL_REFUSED),
+            "stored_ledger_statuses": statuses,
+            "graph_unchanged_after_wake": after.session_graph == committed.session_graph,
+            "turn_index": after.turn_index,
+        }),
+    );
     assert_eq!(statuses.iter().filter(|s| *s == "completed").count(), 1, "stored ledger records: {statuses:?}");
     assert_eq!(statuses.last().map(String::as_str), Some("completed"), "stored ledger records: {statuses:?}");
-    let after = client.snapshot_session(&session).await.expect("snapshot");
     assert_eq!(after.session_graph, committed.session_graph, "nothing the zombie wrote is visible");
     assert_eq!(after.turn_index, 1);
     assert_eq!(result.state.session_graph, after.session_graph);
