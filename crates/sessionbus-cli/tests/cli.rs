@@ -214,9 +214,12 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         "20",
         "--history",
         "20",
+        "--out",
     ];
+    let out = tempfile::tempdir().expect("tempdir");
     let output = Command::new(BIN)
         .args(args)
+        .arg(out.path())
         .env("NATS_SERVER_BIN", sessionbus_testkit::find_nats_server().expect("nats-server installed"))
         .env_remove("NATS_URL")
         .env("RUST_LOG", "warn")
@@ -264,4 +267,12 @@ fn bench_runs_every_measurement_with_tiny_counts() {
     expected_sorted.sort();
     assert_eq!(names, expected_sorted, "the bench's measurements changed");
     assert!(results.iter().any(|r| r["name"] == "echo" && r["raw_p50_ms"].as_f64().is_some_and(|v| v > 0.0)));
+    // `--out` keeps the run's results in a file of its own.
+    let files: Vec<_> = std::fs::read_dir(out.path()).expect("out dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    assert!(name.starts_with("bench-r1-") && name.ends_with("Z.json"), "{name}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("json");
+    assert_eq!(saved, report, "the saved results are the printed ones");
 }
