@@ -146,7 +146,11 @@ async fn a_killed_worker_s_turn_completes_once_on_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_worker_woken_after_a_takeover_has_its_commit_refused() {
     let server = NatsServer::start().expect("nats-server");
-    let zombie = WorkerProcess::start(&server.url(), &SLOW_NO_RENEWAL).await.expect("worker");
+    // Debug logs of the JetStream host: a failure shows which path the woken worker took.
+    let zombie =
+        WorkerProcess::start_with_env(&server.url(), &SLOW_NO_RENEWAL, &[("RUST_LOG", "warn,sessionbus_nats=debug")])
+            .await
+            .expect("worker");
     let nats = server.client().await.expect("connect");
     let client = BusClient::new(nats.clone(), client_config());
     let session = format!("zombie-{}", uuid::Uuid::new_v4().simple());
