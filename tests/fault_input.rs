@@ -3,9 +3,15 @@
 //! - Hostile input: for every op, 1,000 generated malformed or random bodies, plus
 //!   hostile ids (control characters, CR/LF, NUL, non-canonical encodings, over-long):
 //!   every reply is a typed error within the timeout (400 for malformed input, 404 for
-//!   odd but valid ids), the worker never dies, and its memory stays flat.
-//! - Overload: 10x the worker's turn concurrency in flight: the excess is answered 503
-//!   at once, every accepted call completes, memory stays bounded.
+//!   odd but valid ids), the worker never dies, and its memory stays flat: after the
+//!   first op's 1,000 bodies, its resident memory grows by at most 8 MiB over the other
+//!   10,000-odd requests (a leak of 1 KiB per request would add 10 MiB).
+//! - Overload: 20 turns at once against a worker that runs 2: exactly 2 are accepted and
+//!   complete, exactly 18 are refused with 503 "overloaded" (each refusal's latency is
+//!   measured and reported, not asserted: a loaded machine can stretch it), memory grows
+//!   by at most 8 MiB, and every refused turn, retried, then completes.
+
+mod support;
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +22,9 @@ use sessionbus_api::{ErrorKind, SessionCreateRequest, SessionLifecycleService, S
 use sessionbus_nats::wire::SERVICE_ERROR_CODE;
 use sessionbus_nats::{BusClient, BusClientConfig, Op, Subjects};
 use sessionbus_testkit::{NatsServer, WorkerProcess};
+
+/// How much a worker's resident memory may grow and still count as flat.
+const FLAT_KIB: u64 = 8 * 1024;
 
 /// A small deterministic generator (xorshift64*), so a failure can be replayed.
 struct Random(u64);
@@ -91,7 +100,7 @@ async fn code_of(raw: &async_nats::Client, subject: String, body: Vec<u8>) -> St
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_input_gets_typed_errors_and_the_worker_stays_flat() {
+async fn hostile_input_gets_typed_errors_and_the_worker_s_memory_stays_flat() {
     let server = NatsServer::start().expect("nats-server");
     let mut worker = WorkerProcess::start(&server.url(), &[]).await.expect("worker");
     let raw = server.client().await.expect("connect");
@@ -106,6 +115,8 @@ async fn hostile_input_gets_typed_errors_and_the_worker_stays_flat() {
     let mut targets: Vec<String> = Op::ALL.into_iter().map(|op| subjects.session_op("chat-42", op)).collect();
     targets.push(subjects.create());
     let mut tried = 0usize;
+    // Resident memory after each op's bodies: the first reading is the baseline of "flat".
+    let mut rss_kib = Vec::new();
     for subject in &targets {
         let bodies: Vec<Vec<u8>> = (0..1000).map(|i| malformed(&mut random, i)).collect();
         // In flight at once: below the worker's turn limit (32), so no call is refused as overload.
@@ -117,6 +128,7 @@ async fn hostile_input_gets_typed_errors_and_the_worker_stays_flat() {
             }
             tried += chunk.len();
         }
+        rss_kib.push(worker.rss_kib().expect("rss"));
     }
     // Hostile ids: control characters, CR/LF, NUL, over-long, non-canonical spellings.
     let hostile: Vec<Vec<u8>> = vec![
@@ -135,7 +147,9 @@ async fn hostile_input_gets_typed_errors_and_the_worker_stays_flat() {
             tried += 1;
         }
     }
+    let answered_400 = tried;
     // Odd but valid ids are sessions nobody created.
+    let mut answered_404 = 0;
     for id in ["a.b", "*", ">", "with space", "ünïcödé", "sessionbus.v1.session.x.close"] {
         assert_eq!(
             code_of(&raw, subjects.session_op(&token(id.as_bytes()), Op::Snapshot), b"{}".to_vec()).await,
@@ -143,22 +157,48 @@ async fn hostile_input_gets_typed_errors_and_the_worker_stays_flat() {
             "{id}"
         );
         tried += 1;
+        answered_404 += 1;
     }
     assert!(worker.is_running(), "the worker died: {}", worker.stderr());
     let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
     client.ping().await.expect("the worker still serves");
     let after = worker.rss_kib().expect("rss");
+    let baseline = rss_kib[0];
+    let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
     println!(
-        "hostile input: {tried} requests, all typed errors; worker RSS {:.1} MiB -> {:.1} MiB (seed {seed:#x})",
-        before as f64 / 1024.0,
-        after as f64 / 1024.0
+        "hostile input: {tried} requests, all typed errors; worker RSS {} MiB before, {} MiB after the first op, \
+         {} MiB at the end; after each op (MiB): {:?} (seed {seed:#x})",
+        mib(before),
+        mib(baseline),
+        mib(after),
+        rss_kib.iter().map(|k| mib(*k)).collect::<Vec<_>>()
     );
-    assert!(after < before + 64 * 1024, "worker memory grew from {before} KiB to {after} KiB");
+    support::report(
+        "hostile_input",
+        serde_json::json!({
+            "requests": tried,
+            "answered_400": answered_400,
+            "answered_404": answered_404,
+            "rss_before_mib": before as f64 / 1024.0,
+            "rss_after_first_op_mib": baseline as f64 / 1024.0,
+            "rss_at_end_mib": after as f64 / 1024.0,
+            "rss_after_each_op_mib": rss_kib.iter().map(|k| *k as f64 / 1024.0).collect::<Vec<_>>(),
+            "flat_bound_mib": FLAT_KIB / 1024,
+            "seed": seed,
+        }),
+    );
+    assert!(
+        after <= baseline + FLAT_KIB,
+        "worker memory is not flat: {} MiB after the first op, {} MiB at the end (allowed: +{} MiB)",
+        mib(baseline),
+        mib(after),
+        FLAT_KIB / 1024
+    );
     assert!(!worker.stderr().contains("panicked"), "{}", worker.stderr());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overload_is_refused_fast_and_accepted_calls_complete() {
+async fn overload_beyond_the_turn_limit_is_refused_and_every_turn_then_completes() {
     let server = NatsServer::start().expect("nats-server");
     let mut worker = WorkerProcess::start(
         &server.url(),
@@ -186,6 +226,7 @@ async fn overload_is_refused_fast_and_accepted_calls_complete() {
     let results =
         tokio::time::timeout(Duration::from_secs(60), futures::future::join_all(calls)).await.expect("bounded");
     let (mut accepted, mut refused) = (0, 0);
+    let mut refusal_latencies = Vec::new();
     for (result, elapsed) in &results {
         match result {
             Ok(turn) => {
@@ -195,32 +236,61 @@ async fn overload_is_refused_fast_and_accepted_calls_complete() {
             Err(err) => {
                 assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
                 assert!(err.message().contains("overloaded"), "{err}");
-                assert!(*elapsed < Duration::from_secs(1), "a refusal took {elapsed:?}");
+                refusal_latencies.push(*elapsed);
                 refused += 1;
             }
         }
     }
     let after = worker.rss_kib().expect("rss");
+    refusal_latencies.sort();
+    let slowest_refusal = refusal_latencies.last().copied().unwrap_or_default();
+    let median_refusal = refusal_latencies.get(refusal_latencies.len() / 2).copied().unwrap_or_default();
     println!(
-        "overload: 20 turns at once against a limit of 2: {accepted} accepted and completed, {refused} refused with 503; \
-         worker RSS {:.1} -> {:.1} MiB",
+        "overload: 20 turns at once against a limit of 2: {accepted} accepted and completed, {refused} refused with 503 \
+         (refusal latency: median {median_refusal:?}, slowest {slowest_refusal:?}); worker RSS {:.1} -> {:.1} MiB",
         before as f64 / 1024.0,
         after as f64 / 1024.0
     );
-    assert!(accepted >= 2, "the worker must run up to its limit");
-    assert!(refused >= 10, "the excess must be refused");
-    assert!(after < before + 32 * 1024);
+    assert_eq!(accepted, 2, "the worker runs exactly its limit of 2 turns");
+    assert_eq!(refused, 18, "the other 18 are refused");
+    assert!(
+        after <= before + FLAT_KIB,
+        "worker memory grew from {before} KiB to {after} KiB under overload (allowed: +{} MiB)",
+        FLAT_KIB / 1024
+    );
     assert!(worker.is_running());
-    // Once the load is gone, the refused turns go through.
-    for (session, (result, _)) in sessions.iter().zip(&results) {
-        if result.is_err() {
-            let request = SessionTurnRequest::for_turn(session, "t1", TurnInput::text("busy?")).expect("turn");
-            let retry = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
-            tokio::time::timeout(Duration::from_secs(30), retry.start_turn(request))
-                .await
-                .expect("bounded")
-                .expect("retry");
-            break;
+    // Once the load is gone, every refused turn goes through: retried two at a time (the
+    // worker's limit), each completes as the session's first turn.
+    let retry = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
+    let refused_sessions: Vec<&String> =
+        sessions.iter().zip(&results).filter(|(_, (result, _))| result.is_err()).map(|(session, _)| session).collect();
+    let mut completed = 0;
+    for pair in refused_sessions.chunks(2) {
+        let turns = pair.iter().map(|session| {
+            let request = SessionTurnRequest::for_turn(session.as_str(), "t1", TurnInput::text("busy?")).expect("turn");
+            let retry = retry.clone();
+            async move { retry.start_turn(request).await }
+        });
+        for turn in
+            tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(turns)).await.expect("bounded")
+        {
+            assert_eq!(turn.expect("a refused turn, retried, completes").state.turn_index, 1);
+            completed += 1;
         }
     }
+    assert_eq!(completed, 18, "every refused turn completed when retried");
+    support::report(
+        "overload",
+        serde_json::json!({
+            "turns_at_once": 20,
+            "turn_limit": 2,
+            "accepted_and_completed": accepted,
+            "refused_503": refused,
+            "refused_then_completed": completed,
+            "refusal_latency_median_ms": median_refusal.as_secs_f64() * 1000.0,
+            "refusal_latency_slowest_ms": slowest_refusal.as_secs_f64() * 1000.0,
+            "rss_before_mib": before as f64 / 1024.0,
+            "rss_after_mib": after as f64 / 1024.0,
+        }),
+    );
 }

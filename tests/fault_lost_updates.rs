@@ -10,8 +10,8 @@
 //! - the final tool state equals each client's last acknowledged toggle;
 //! - every acknowledged append is in the graph exactly once, in one chain.
 //!
-//! The full history of the tool state is kept by an audit stream that captures the
-//! tools bucket's republished events (the bucket itself keeps only 64 revisions per key).
+//! The full history of the tool state is kept by an audit that records the tools bucket's
+//! republished events (the bucket itself keeps only 64 revisions per key).
 
 mod support;
 
@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream};
+use async_nats::jetstream;
 use serde_json::{Value, json};
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, SessionAppendNode, SessionCreateRequest,
@@ -27,6 +27,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::BusClientConfig;
 use sessionbus_nats::subjects::session_token;
+use support::audit::{self, is_member};
 use support::{bounded, report, scaled};
 
 const TOGGLERS: usize = 16;
@@ -34,12 +35,6 @@ const APPENDERS: usize = 8;
 
 fn tool_name(client: usize) -> String {
     format!("tool-{client:02}")
-}
-
-/// Membership of `tool` in a stored tool state (absent `member` means true).
-fn is_member(state: &Value, tool: &str) -> Option<bool> {
-    let entry = state.get("tools")?.get(format!("tool:{tool}"))?;
-    Some(entry.get("member").and_then(Value::as_bool).unwrap_or(true))
 }
 
 #[derive(Default)]
@@ -64,16 +59,10 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
     let session = support::new_id();
     let token = session_token(&session).expect("token");
 
-    // The audit stream: every revision of this session's tool state, as republished.
+    // The audit: every revision of this session's tool state, as republished.
+    let audited = format!("sessionbus.v1.events.{token}.tools");
+    let recorder = audit::Recorder::start(&admin, std::slice::from_ref(&audited)).await;
     let js = jetstream::new(admin.clone());
-    js.create_stream(stream::Config {
-        name: "AUDIT_TOOLS".into(),
-        subjects: vec![format!("sessionbus.v1.events.{token}.tools")],
-        num_replicas: 1,
-        ..Default::default()
-    })
-    .await
-    .expect("audit stream");
 
     let setup = support::bus(&url, BusClientConfig::default()).await;
     support::wait_ready(&setup).await;
@@ -151,27 +140,18 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
     let distinct: HashSet<u64> = generations.iter().copied().collect();
     let duplicated_generations = generations.len() - distinct.len();
 
-    let history: BTreeMap<u64, Value> = bounded("reading the audit", Duration::from_secs(120), async {
-        // Republished events are stored by the audit stream right after the bucket
-        // stores them; wait until the last acknowledged one is there.
-        let last = *generations.iter().max().expect("some generations");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let all = support::read_all(&admin, "AUDIT_TOOLS", ">").await;
-            let stored: BTreeMap<u64, Value> = all
-                .iter()
-                .map(|m| {
-                    let revision = m.headers.get("Nats-Sequence").and_then(|s| s.parse().ok()).expect("Nats-Sequence");
-                    (revision, m.json())
-                })
-                .collect();
-            if stored.contains_key(&last) || Instant::now() > deadline {
-                break stored;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await;
+    // Republished events come right after the bucket stores them; wait (at most 20 s)
+    // until the last acknowledged one is there.
+    let last = *generations.iter().max().expect("some generations");
+    let history: BTreeMap<u64, Value> = bounded(
+        "reading the audit",
+        Duration::from_secs(120),
+        recorder.history(&audited, Duration::from_secs(20), |stored| stored.contains_key(&last)),
+    )
+    .await
+    .into_iter()
+    .map(|(revision, event)| (revision, event.body))
+    .collect();
     let revisions: Vec<u64> = history.keys().copied().collect();
     assert_eq!(revisions.first().copied(), Some(first_generation), "the audit starts at the first revision");
     let expected: Vec<u64> = (first_generation..=*revisions.last().expect("revisions")).collect();
@@ -189,7 +169,8 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
             Some(_) => {}
         }
     }
-    let reverted = count_reverts(&history);
+    let all_tools: Vec<String> = (0..TOGGLERS).map(tool_name).collect();
+    let reverted = audit::count_reverts(history.values(), &all_tools);
     let final_state = setup.tool_state(&session).await.expect("final tool state");
     let final_json = serde_json::to_value(&final_state).expect("json");
     let mut last_acknowledged: HashMap<usize, (usize, bool)> = HashMap::new();
@@ -270,7 +251,6 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
     // The check has teeth: a write made from a stale read (an old revision that differs
     // from the last one in several tools, stored without a condition) is flagged.
     let last = history.values().next_back().expect("revisions").clone();
-    let all_tools: Vec<String> = (0..TOGGLERS).map(tool_name).collect();
     let stale = history
         .values()
         .find(|old| all_tools.iter().filter(|tool| is_member(old, tool) != is_member(&last, tool)).count() > 1)
@@ -282,27 +262,10 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
         .expect("publish")
         .await
         .expect("a stale write without a condition is stored");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut with_stale = history.clone();
-    while with_stale.len() == history.len() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        for message in support::read_all(&admin, "AUDIT_TOOLS", ">").await {
-            let revision = message.headers.get("Nats-Sequence").and_then(|s| s.parse().ok()).expect("Nats-Sequence");
-            with_stale.insert(revision, message.json());
-        }
-    }
-    assert_eq!(count_reverts(&with_stale), 1, "the checker must flag a write made from a stale read");
-}
-
-/// How many stored revisions change more than one tool's membership at once: each
-/// toggle changes one tool, so such a revision was written from a stale read and
-/// reverted someone else's toggle.
-fn count_reverts(history: &BTreeMap<u64, Value>) -> usize {
-    let all_tools: Vec<String> = (0..TOGGLERS).map(tool_name).collect();
-    history
-        .values()
-        .collect::<Vec<_>>()
-        .windows(2)
-        .filter(|pair| all_tools.iter().filter(|tool| is_member(pair[0], tool) != is_member(pair[1], tool)).count() > 1)
-        .count()
+    let with_stale = recorder.history(&audited, Duration::from_secs(10), |stored| stored.len() > history.len()).await;
+    assert_eq!(
+        audit::count_reverts(with_stale.values().map(|r| &r.body), &all_tools),
+        1,
+        "the checker must flag a write made from a stale read"
+    );
 }

@@ -747,11 +747,16 @@ pub async fn trace_session_rule(factory: &dyn HostFactory) {
 }
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling the check with
-/// `$factory` (an expression evaluating to a [`HostFactory`]).
+/// `$factory` (an expression evaluating to a [`HostFactory`]); `sequentially $factory`
+/// expands to one future running every check in turn.
 #[macro_export]
 macro_rules! conformance_tests {
-    ($factory:expr) => {
-        $crate::conformance_tests!(@checks $factory;
+    // One expression (an async block) that runs every check in turn on `$factory`.
+    (sequentially $factory:expr) => {
+        $crate::conformance_tests! { @list @sequential $factory }
+    };
+    (@list @$mode:ident $factory:expr) => {
+        $crate::conformance_tests! { @$mode $factory;
             snapshot_current_follows_binding,
             snapshot_unknown_session,
             create_ids_and_duplicates,
@@ -774,7 +779,13 @@ macro_rules! conformance_tests {
             running_turn_id_attaches_and_others_are_refused,
             turn_commit_is_atomic,
             trace_session_rule
-        );
+        }
+    };
+    (@sequential $factory:expr; $($check:ident),* $(,)?) => {
+        async {
+            let factory = $factory;
+            $($crate::conformance::$check(&factory).await;)*
+        }
     };
     (@checks $factory:expr; $($check:ident),* $(,)?) => {
         $(
@@ -784,5 +795,8 @@ macro_rules! conformance_tests {
                 $crate::conformance::$check(&factory).await;
             }
         )*
+    };
+    ($factory:expr) => {
+        $crate::conformance_tests! { @list @checks $factory }
     };
 }

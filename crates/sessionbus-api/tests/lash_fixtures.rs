@@ -1,7 +1,14 @@
 //! Every JSON value in `tests/fixtures/lash/` (written by the lash runtime's own serde
-//! code) deserializes into the matching sessionbus type and serializes back to the
-//! same JSON value.
+//! code) goes through a typed round trip, text to text: fixture -> T -> JSON -> T ->
+//! JSON. Both values of T are equal, both JSON texts are equal, and the JSON written is
+//! the fixture's (compared as JSON values, so key order and whitespace do not matter).
+//!
+//! Lash values that sessionbus carries as opaque JSON (causal refs, agent frame records,
+//! tool call records) have no sessionbus type: each is round-tripped inside the typed
+//! value that carries it (an appended node's `caused_by`, a snapshot's `agent_frames`, an
+//! assembled turn's `tool_calls`).
 
+use std::fmt::Debug;
 use std::path::Path;
 
 use serde::Serialize;
@@ -14,31 +21,76 @@ fn fixture(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("read {}: {err}", path.display()))
 }
 
-fn round_trip_value<T: Serialize + DeserializeOwned>(name: &str, original: Value) -> T {
-    let typed: T =
-        serde_json::from_value(original.clone()).unwrap_or_else(|err| panic!("{name} does not deserialize: {err}"));
-    let written = serde_json::to_value(&typed).expect("serialize");
+/// `text` -> T -> JSON -> T -> JSON: the two T are equal, the two JSON texts are equal,
+/// and the first JSON is `text`'s value.
+fn round_trip_text<T: Serialize + DeserializeOwned + PartialEq + Debug>(name: &str, text: &str) -> T {
+    let typed: T = serde_json::from_str(text).unwrap_or_else(|err| panic!("{name} does not deserialize: {err}"));
+    let written = serde_json::to_string(&typed).expect("serialize");
+    let again: T =
+        serde_json::from_str(&written).unwrap_or_else(|err| panic!("{name} as written does not deserialize: {err}"));
+    assert_eq!(again, typed, "{name}: the value read back from its own JSON differs");
+    let rewritten = serde_json::to_string(&again).expect("serialize");
+    assert_eq!(rewritten, written, "{name}: writing the value read back gives other JSON");
+    let original: Value = serde_json::from_str(text).expect("fixture is JSON");
+    let written: Value = serde_json::from_str(&written).expect("written JSON");
     assert_eq!(written, original, "{name} does not serialize back to the same JSON");
     typed
 }
 
-fn round_trip<T: Serialize + DeserializeOwned>(name: &str) -> T {
-    let original: Value = serde_json::from_str(&fixture(name)).expect("fixture is JSON");
-    round_trip_value(name, original)
+fn round_trip<T: Serialize + DeserializeOwned + PartialEq + Debug>(name: &str) -> T {
+    round_trip_text(name, &fixture(name))
+}
+
+/// A fixture of an opaque lash value placed into a typed carrier: `carrier` (a fixture
+/// of `T`) with the value at `pointer` (whose last step is an object key or `-` for
+/// appending to an array) set to the fixture `name`. Returns the carrier's text.
+fn carried(name: &str, carrier: &str, pointer: &str) -> String {
+    let value: Value = serde_json::from_str(&fixture(name)).expect("fixture is JSON");
+    let mut carrier: Value = serde_json::from_str(&fixture(carrier)).expect("carrier is JSON");
+    let (parent, last) = pointer.rsplit_once('/').expect("a pointer");
+    let slot = carrier.pointer_mut(parent).unwrap_or_else(|| panic!("{pointer} in the carrier"));
+    match (slot, last) {
+        (Value::Array(items), "-") => items.push(value),
+        (Value::Object(fields), key) => {
+            fields.insert(key.to_owned(), value);
+        }
+        (other, _) => panic!("cannot place {name} at {pointer} in {other}"),
+    }
+    serde_json::to_string(&carrier).expect("json")
 }
 
 macro_rules! fixture_tests {
-    ($($test:ident: $ty:ty = $file:literal;)*) => {
+    (
+        typed { $($test:ident: $ty:ty = $file:literal;)* }
+        opaque { $($otest:ident: $file_o:literal in $carrier_ty:ty = $carrier:literal at $pointer:literal;)* }
+    ) => {
         $(
             #[test]
             fn $test() {
                 round_trip::<$ty>($file);
             }
         )*
+        $(
+            #[test]
+            fn $otest() {
+                let text = carried($file_o, $carrier, $pointer);
+                let name = concat!($file_o, " in ", $carrier);
+                let carrier: $carrier_ty = round_trip_text(name, &text);
+                let placed: Value = serde_json::to_value(&carrier).expect("json");
+                let (parent, last) = $pointer.rsplit_once('/').expect("a pointer");
+                let carried = if last == "-" {
+                    placed.pointer(parent).and_then(Value::as_array).and_then(|items| items.last()).cloned()
+                } else {
+                    placed.pointer($pointer).cloned()
+                };
+                let original: Value = serde_json::from_str(&fixture($file_o)).expect("json");
+                assert_eq!(carried, Some(original), "{name}: the carried value changed");
+            }
+        )*
         /// Every fixture file is covered by a test above (the trace records separately).
         #[test]
         fn every_fixture_is_covered() {
-            let covered = [$($file,)* "trace_records.jsonl", "README.md"];
+            let covered = [$($file,)* $($file_o,)* "trace_records.jsonl", "README.md"];
             let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/lash");
             for entry in std::fs::read_dir(dir).expect("fixture dir") {
                 let name = entry.expect("entry").file_name().into_string().expect("utf-8 name");
@@ -49,6 +101,7 @@ macro_rules! fixture_tests {
 }
 
 fixture_tests! {
+    typed {
     plugin_error_registration: PluginError = "plugin_error_registration.json";
     plugin_error_snapshot: PluginError = "plugin_error_snapshot.json";
     plugin_error_invoke: PluginError = "plugin_error_invoke.json";
@@ -63,7 +116,6 @@ fixture_tests! {
     session_snapshot_full: SessionSnapshot = "session_snapshot_full.json";
     session_snapshot_default: SessionSnapshot = "session_snapshot_default.json";
     session_graph_branched: SessionGraph = "session_graph_branched.json";
-    agent_frame_record: Value = "agent_frame_record.json";
     append_request_message: AppendSessionNodesRequest = "append_request_message.json";
     append_request_protocol_event: AppendSessionNodesRequest = "append_request_protocol_event.json";
     append_request_plugin: AppendSessionNodesRequest = "append_request_plugin.json";
@@ -79,14 +131,6 @@ fixture_tests! {
     execution_scope_queue_drain: ExecutionScope = "execution_scope_queue_drain.json";
     execution_scope_session_delete: ExecutionScope = "execution_scope_session_delete.json";
     execution_scope_runtime_operation: ExecutionScope = "execution_scope_runtime_operation.json";
-    causal_ref_turn: Value = "causal_ref_turn.json";
-    causal_ref_effect: Value = "causal_ref_effect.json";
-    causal_ref_effect_no_turn: Value = "causal_ref_effect_no_turn.json";
-    causal_ref_tool_call: Value = "causal_ref_tool_call.json";
-    causal_ref_process: Value = "causal_ref_process.json";
-    causal_ref_process_event: Value = "causal_ref_process_event.json";
-    causal_ref_trigger_occurrence: Value = "causal_ref_trigger_occurrence.json";
-    causal_ref_session_node: Value = "causal_ref_session_node.json";
     token_usage: TokenUsage = "token_usage.json";
     direct_completion: DirectCompletion = "direct_completion.json";
     turn_outcome_finished_assistant_message: TurnOutcome = "turn_outcome_finished_assistant_message.json";
@@ -104,12 +148,25 @@ fixture_tests! {
     turn_outcome_stopped_tool_error: TurnOutcome = "turn_outcome_stopped_tool_error.json";
     turn_outcome_stopped_tool_failure: TurnOutcome = "turn_outcome_stopped_tool_failure.json";
     assembled_turn_finished: AssembledTurn = "assembled_turn_finished.json";
-    tool_call_record_success: Value = "tool_call_record_success.json";
     tool_manifest: ToolManifest = "tool_manifest.json";
     tool_manifest_minimal: ToolManifest = "tool_manifest_minimal.json";
     tool_state_two_tools: ToolState = "tool_state_two_tools.json";
     tool_state_two_tools_one_nonmember: ToolState = "tool_state_two_tools_one_nonmember.json";
     tool_state_roundtrip_orphaned: ToolState = "tool_state_roundtrip_orphaned.json";
+    }
+    // Carried as opaque JSON inside a typed value.
+    opaque {
+    agent_frame_record: "agent_frame_record.json" in SessionSnapshot = "session_snapshot_small.json" at "/agent_frames/-";
+    causal_ref_turn: "causal_ref_turn.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_effect: "causal_ref_effect.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_effect_no_turn: "causal_ref_effect_no_turn.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_tool_call: "causal_ref_tool_call.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_process: "causal_ref_process.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_process_event: "causal_ref_process_event.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_trigger_occurrence: "causal_ref_trigger_occurrence.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    causal_ref_session_node: "causal_ref_session_node.json" in AppendSessionNodesRequest = "append_request_message.json" at "/nodes/0/caused_by";
+    tool_call_record_success: "tool_call_record_success.json" in AssembledTurn = "assembled_turn_finished.json" at "/tool_calls/-";
+    }
 }
 
 #[test]
@@ -117,8 +174,7 @@ fn trace_records_round_trip() {
     let text = fixture("trace_records.jsonl");
     let mut kinds = Vec::new();
     for (line_number, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
-        let original: Value = serde_json::from_str(line).expect("trace line is JSON");
-        let record: TraceRecord = round_trip_value(&format!("trace_records.jsonl:{}", line_number + 1), original);
+        let record: TraceRecord = round_trip_text(&format!("trace_records.jsonl:{}", line_number + 1), line);
         assert_eq!(record.schema_version, TRACE_SCHEMA_VERSION);
         kinds.push(record.event.kind());
     }
@@ -159,15 +215,15 @@ fn extra_error_variants_are_written_as_lash_session_errors() {
 fn unknown_fields_are_tolerated_and_kept() {
     let mut manifest: Value = serde_json::from_str(&fixture("tool_manifest_minimal.json")).expect("json");
     manifest["future_field"] = serde_json::json!({"x": 1});
-    round_trip_value::<ToolManifest>("manifest with an unknown field", manifest);
+    round_trip_text::<ToolManifest>("manifest with an unknown field", &manifest.to_string());
     let mut snapshot: Value = serde_json::from_str(&fixture("session_snapshot_small.json")).expect("json");
     snapshot["future_field"] = serde_json::json!([1, 2]);
-    round_trip_value::<SessionSnapshot>("snapshot with an unknown field", snapshot);
+    round_trip_text::<SessionSnapshot>("snapshot with an unknown field", &snapshot.to_string());
     let mut record: Value =
         serde_json::from_str(fixture("trace_records.jsonl").lines().nth(1).expect("line")).expect("json");
     record["context"]["future_field"] = serde_json::json!("x");
     record["future_event_field"] = serde_json::json!(3);
-    round_trip_value::<TraceRecord>("trace record with unknown fields", record);
+    round_trip_text::<TraceRecord>("trace record with unknown fields", &record.to_string());
 }
 
 #[test]

@@ -207,3 +207,84 @@ fn a_worker_without_the_layout_says_to_run_setup() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("run `sessionbus setup`"), "the error says what to do: {stderr}");
 }
+
+/// `sessionbus bench` still runs end to end (tiny counts, one node): every measurement
+/// BENCHMARKS.md reports is in its JSON, with a finite positive ratio. The figures of a
+/// run this small mean nothing; this keeps the bench from rotting.
+#[test]
+fn bench_runs_every_measurement_with_tiny_counts() {
+    let args = [
+        "bench",
+        "--json",
+        "--iterations",
+        "10",
+        "--throughput-calls",
+        "40",
+        "--in-flight",
+        "4",
+        "--sessions",
+        "20",
+        "--history",
+        "20",
+        "--out",
+    ];
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(BIN)
+        .args(args)
+        .arg(out.path())
+        .env("NATS_SERVER_BIN", sessionbus_testkit::find_nats_server().expect("nats-server installed"))
+        .env_remove("NATS_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "sessionbus bench failed: {stderr}");
+    let text = stdout(&output);
+    let report: serde_json::Value =
+        serde_json::from_str(text.lines().last().expect("a JSON line")).expect("the bench prints JSON");
+    assert_eq!(report["setup"], "one node, R1");
+    assert_eq!(report["iterations"], 10);
+    let results = report["results"].as_array().expect("results");
+    let mut ratios = std::collections::BTreeMap::new();
+    for result in results {
+        let name = result["name"].as_str().expect("a name").to_owned();
+        for (key, value) in result.as_object().expect("an object") {
+            if key.contains("ratio") {
+                let ratio = value.as_f64().unwrap_or(f64::NAN);
+                assert!(ratio.is_finite() && ratio > 0.0, "{name}.{key} = {value}");
+                ratios.insert(format!("{name}.{key}"), ratio);
+            }
+        }
+    }
+    let expected = [
+        "tool_state.p50_ratio",
+        "tool_state.throughput_ratio",
+        "snapshot_session.p50_ratio",
+        "snapshot_session.throughput_ratio",
+        "tool_catalog.p50_ratio",
+        "tool_catalog.throughput_ratio",
+        "apply_tool_state.p50_ratio",
+        "apply_tool_state.throughput_ratio",
+        "append_session_nodes.p50_ratio",
+        "append_session_nodes.throughput_ratio",
+        "shared_tool_catalog (unchanged).p50_ratio",
+        "shared_tool_catalog (unchanged).throughput_ratio",
+        "emit_trace_event.throughput_ratio",
+        "snapshot_large.second_to_first_ratio",
+        "append_history.history_ratio",
+        "worker_memory.memory_ratio",
+    ];
+    let names: Vec<&str> = ratios.keys().map(String::as_str).collect();
+    let mut expected_sorted = expected.to_vec();
+    expected_sorted.sort();
+    assert_eq!(names, expected_sorted, "the bench's measurements changed");
+    assert!(results.iter().any(|r| r["name"] == "echo" && r["raw_p50_ms"].as_f64().is_some_and(|v| v > 0.0)));
+    // `--out` keeps the run's results in a file of its own.
+    let files: Vec<_> = std::fs::read_dir(out.path()).expect("out dir").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+    assert!(name.starts_with("bench-r1-") && name.ends_with("Z.json"), "{name}");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("json");
+    assert_eq!(saved, report, "the saved results are the printed ones");
+}

@@ -238,7 +238,8 @@ mod tests {
             "other.v1.session.x.snapshot",
             "sessionbus.v1.session.x",
         ] {
-            assert!(subjects.parse_session_op(subject).is_err(), "{subject}");
+            let err = subjects.parse_session_op(subject).expect_err(subject);
+            assert_eq!(err.kind(), sessionbus_api::ErrorKind::InvalidRequest, "{subject}: {err:?}");
         }
     }
 }

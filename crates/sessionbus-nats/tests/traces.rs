@@ -9,6 +9,7 @@ mod otlp;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
@@ -153,28 +154,104 @@ async fn emit_customs(client: &sessionbus_nats::BusClient, session: &str, range:
     }
 }
 
+/// A collector that is down: it accepts connections on its port and closes each one at
+/// once, without an answer, and counts them (each one is an export that failed).
+struct DownCollector {
+    port: u16,
+    failed_exports: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl DownCollector {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let port = listener.local_addr().expect("addr").port();
+        let (failed_exports, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
+        let thread = std::thread::spawn({
+            let (failed_exports, stop) = (Arc::clone(&failed_exports), Arc::clone(&stop));
+            move || {
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((connection, _)) => {
+                            drop(connection);
+                            failed_exports.fetch_add(1, Ordering::SeqCst);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+        });
+        Self { port, failed_exports, stop, thread: Some(thread) }
+    }
+
+    /// Waits, within `limit`, until `n` exports have failed against it.
+    async fn wait_failed(&self, n: usize, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.failed_exports.load(Ordering::SeqCst) < n {
+            assert!(tokio::time::Instant::now() < deadline, "no {n} failed exports within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops accepting and frees the port; returns how many exports failed.
+    fn shut_down(mut self) -> usize {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            thread.join().expect("collector thread");
+        }
+        self.failed_exports.load(Ordering::SeqCst)
+    }
+}
+
+/// The exporter's durable consumer: records delivered and not yet acknowledged, and not
+/// yet delivered.
+async fn exporter_backlog(nats: &async_nats::Client) -> (u64, u64) {
+    let info = nats
+        .request("$JS.API.CONSUMER.INFO.SESSIONBUS_TRACE.sessionbus-exporter", "".into())
+        .await
+        .expect("consumer info");
+    let info: serde_json::Value = serde_json::from_slice(&info.payload).expect("json");
+    (info["num_ack_pending"].as_u64().unwrap_or(u64::MAX), info["num_pending"].as_u64().unwrap_or(u64::MAX))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_collector_outage_delays_spans_and_loses_none() {
     let server = common::server();
     let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
-    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
+    let down = DownCollector::start();
+    let port = down.port;
     let url = format!("http://127.0.0.1:{port}");
     let (exporter, stop) = start_exporter(&server, &url, "sessionbus-exporter").await;
     let session = common::create_root(&client).await;
     emit_customs(&client, &session, 0..1000).await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The outage is real: exports were tried and failed (a first one and a retry).
+    down.wait_failed(2, Duration::from_secs(30)).await;
     assert!(!exporter.is_finished(), "the exporter must survive the outage");
+    let failed_exports = down.shut_down();
     let receiver = otlp::Receiver::start(port).await;
     receiver
         .wait_for(Duration::from_secs(60), |spans| {
             spans.iter().filter(|s| s.span.name == "lash.custom").count() >= 1000
         })
         .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Every record is acknowledged (none left to redeliver): what arrived is final.
+    let nats = server.client().await.expect("connect");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let backlog = exporter_backlog(&nats).await;
+        if backlog == (0, 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the exporter still holds records: {backlog:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let spans = receiver.received();
     let ids: Vec<String> = spans.iter().map(|s| hex(&s.span.span_id)).collect();
     let unique: HashSet<&String> = ids.iter().collect();
+    println!("collector outage: {failed_exports} exports failed while it was down; {} spans after", ids.len());
     assert_eq!(unique.len(), 1000, "every span arrived");
     assert_eq!(ids.len(), 1000, "no span arrived twice");
     let _ = stop.send(());

@@ -17,6 +17,7 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 ///
 /// `cargo nextest run --workspace` builds it before any test runs (the CLI's own
 /// integration tests need it); a narrower run needs `cargo build -p sessionbus-cli` first.
+/// A binary older than any of its sources is refused (it would test old code).
 pub fn sessionbus_binary() -> Result<PathBuf, TestkitError> {
     if let Some(path) = std::env::var_os("SESSIONBUS_BIN") {
         let path = PathBuf::from(path);
@@ -43,28 +44,26 @@ pub fn sessionbus_binary() -> Result<PathBuf, TestkitError> {
             path.display()
         )));
     }
-    warn_if_stale(&path, &workspace);
+    refuse_if_stale(&path, &workspace)?;
     Ok(path)
 }
 
-/// Warns (once per process) when a source of the binary is newer than the binary.
-fn warn_if_stale(binary: &Path, workspace: &Path) {
-    static WARNED: std::sync::Once = std::sync::Once::new();
+/// Refuses a binary older than a source it is built from (`cargo build -p
+/// sessionbus-cli` was not run after an edit): the tests would test old code.
+fn refuse_if_stale(binary: &Path, workspace: &Path) -> Result<(), TestkitError> {
     let built = std::fs::metadata(binary).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
     let newest = ["crates/sessionbus-cli/src", "crates/sessionbus-nats/src", "crates/sessionbus-api/src"]
         .iter()
         .filter_map(|dir| newest_file(&workspace.join(dir)))
         .max();
-    if let Some((modified, file)) = newest
-        && modified > built
-    {
-        WARNED.call_once(|| {
-            eprintln!(
-                "warning: {} is older than {}: run `cargo build -p sessionbus-cli` to test the current sources",
-                binary.display(),
-                file.display()
-            );
-        });
+    match newest {
+        Some((modified, file)) if modified > built => Err(TestkitError::NotInstalled(format!(
+            "{} is older than {}: it does not hold the current sources. Run `cargo build -p sessionbus-cli` (or \
+             point SESSIONBUS_BIN at a current build)",
+            binary.display(),
+            file.display()
+        ))),
+        _ => Ok(()),
     }
 }
 

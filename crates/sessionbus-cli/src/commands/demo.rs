@@ -128,6 +128,7 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
                 reply_prefixes: Vec::new(),
                 drain_timeout_secs: 10,
                 clock_skew_ms: 0,
+                lease_renew_ms: None,
             };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");

@@ -55,6 +55,10 @@ pub struct WorkerArgs {
     /// Test only: shift this worker's wall clock (milliseconds, may be negative).
     #[arg(long, default_value_t = 0, hide = true, allow_hyphen_values = true)]
     pub clock_skew_ms: i64,
+    /// How often a running turn's lease is renewed, in milliseconds (default: a sixth of
+    /// the lease TTL, at least 200 ms).
+    #[arg(long)]
+    pub lease_renew_ms: Option<u64>,
 }
 
 struct SlowExecutor(Duration);
@@ -85,7 +89,9 @@ pub async fn start_worker(
     let host_config = JetStreamHostConfig {
         subjects: subjects.clone(),
         lease_ttl,
-        lease_renew_every: (lease_ttl / 6).max(Duration::from_millis(200)),
+        lease_renew_every: args
+            .lease_renew_ms
+            .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),
         ..JetStreamHostConfig::default()
     };
     let host = JetStreamHost::connect(client.clone(), executor, host_config).await?;

@@ -501,9 +501,20 @@ impl JetStreamHost {
                         .last(STATE_STREAM, turn_subject)
                         .await
                         .map_err(|e| e.into_plugin("reading a ledger"))?;
-                    if let Some((_, LedgerRecord::Completed { .. })) = decoded::<LedgerRecord>("ledger", ledger)? {
-                        drop(view);
-                        return self.stored_result(token, &result, &held.run_id).await;
+                    if let Some((_, LedgerRecord::Completed { graph_request_id, .. })) =
+                        decoded::<LedgerRecord>("ledger", ledger)?
+                    {
+                        if graph_request_id == held.run_id {
+                            drop(view);
+                            return self.stored_result(token, &result, &held.run_id).await;
+                        }
+                        // Completed by another run: this one lost its lease, and its
+                        // commit (whatever its answer was) cannot have been applied.
+                        tracing::warn!(turn_id, ?err, "commit refused: the turn lost its lease to another worker");
+                        return Err(PluginError::Unavailable(format!(
+                            "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with \
+                             the same turn id"
+                        )));
                     }
                     if !err.is_transient() {
                         return Err(err.into_plugin("committing a turn"));

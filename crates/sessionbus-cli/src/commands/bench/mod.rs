@@ -49,6 +49,10 @@ pub struct BenchArgs {
     /// Nodes of the large history (append cost and snapshot of a large graph).
     #[arg(long, default_value_t = 10_000)]
     pub history: usize,
+    /// Also write the JSON results to `<DIR>/bench-<r1|r3>-<UTC time>.json` (one file per
+    /// run, never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<std::path::PathBuf>,
 }
 
 fn err(what: &str) -> impl Fn(sessionbus_api::PluginError) -> String + '_ {
@@ -163,7 +167,40 @@ pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), Cli
     let _ = std::fs::remove_dir_all(&root);
     let rows = result.map_err(CliError::Other)?;
     report(&args, &rows);
+    if let Some(dir) = &args.out {
+        let setup = if args.cluster { "r3" } else { "r1" };
+        let path = dir.join(format!("bench-{setup}-{}.json", utc_timestamp()));
+        let text = serde_json::to_string_pretty(&results_json(&args, &rows)).unwrap_or_default();
+        std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&path, text))
+            .map_err(|e| CliError::Other(format!("could not write {}: {e}", path.display())))?;
+        eprintln!("bench results written to {}", path.display());
+    }
     Ok(())
+}
+
+/// Now, as `YYYYMMDDTHHMMSSZ` (UTC).
+fn utc_timestamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let (days, seconds) = ((now / 86_400) as i64, now % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", seconds / 3600, seconds / 60 % 60, seconds % 60)
+}
+
+/// The results as `--json` prints them.
+fn results_json(args: &BenchArgs, rows: &[Row]) -> Value {
+    let setup = if args.cluster { "3-node cluster, R3" } else { "one node, R1" };
+    let results: Vec<&Value> = rows.iter().map(|r| &r.json).filter(|v| !v.is_null()).collect();
+    json!({"setup": setup, "iterations": args.iterations, "in_flight": args.in_flight, "results": results})
 }
 
 async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replicas: usize) -> Result<Vec<Row>, String> {
@@ -580,11 +617,7 @@ fn push_pair(
 fn report(args: &BenchArgs, rows: &[Row]) {
     let setup = if args.cluster { "3-node cluster, R3" } else { "one node, R1" };
     if args.json {
-        let results: Vec<&Value> = rows.iter().map(|r| &r.json).filter(|v| !v.is_null()).collect();
-        println!(
-            "{}",
-            json!({"setup": setup, "iterations": args.iterations, "in_flight": args.in_flight, "results": results})
-        );
+        println!("{}", results_json(args, rows));
         return;
     }
     let mut table = output::table(["measurement", "raw", "bus", "ratio", "target", "met"]);
