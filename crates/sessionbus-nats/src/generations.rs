@@ -252,7 +252,12 @@ impl EventTask {
             if self.client.flush().await.is_err() {
                 continue;
             }
-            let local = self.stream_is_local().await;
+            let Some(local) = self.stream_is_local().await else {
+                // Not known (no answer, an error): nothing is trusted; ask again shortly.
+                drop(subscriber);
+                self.idle_until(None).await;
+                continue;
+            };
             if self.connects() != connection {
                 continue;
             }
@@ -274,15 +279,22 @@ impl EventTask {
     /// Answers barriers until the connection is no longer `connection` (or for one tick
     /// when `None`).
     async fn idle_until(&mut self, connection: Option<u64>) {
+        let tick = tokio::time::sleep(TICK);
+        tokio::pin!(tick);
         loop {
             tokio::select! {
                 barrier = self.barriers.recv() => match barrier {
                     Some(barrier) => { let _ = barrier.send(()); }
                     None => std::future::pending::<()>().await,
                 },
-                () = tokio::time::sleep(TICK) => {}
+                () = &mut tick => {
+                    if connection.is_none() {
+                        return;
+                    }
+                    tick.as_mut().reset(tokio::time::Instant::now() + TICK);
+                }
             }
-            if connection.is_none_or(|connection| connection != self.connects()) {
+            if connection.is_some_and(|connection| connection != self.connects()) {
                 return;
             }
         }
@@ -345,21 +357,25 @@ impl EventTask {
         }
     }
 
-    /// True when the tools stream is stored on this connection's server and that server
-    /// is standalone (not in a cluster, not reached through a leaf node).
-    async fn stream_is_local(&self) -> bool {
+    /// Whether the tools stream is stored on this connection's server and that server is
+    /// standalone (not in a cluster, not reached through a leaf node); `None` when
+    /// JetStream did not say.
+    async fn stream_is_local(&self) -> Option<bool> {
         let request = async_nats::Request::new().timeout(Some(Duration::from_secs(5)));
-        let Ok(reply) = self.client.send_request(format!("$JS.API.STREAM.INFO.{TOOLS_STREAM}"), request).await else {
-            return false;
-        };
-        let Ok(info) = serde_json::from_slice::<serde_json::Value>(&reply.payload) else { return false };
+        let reply = self.client.send_request(format!("$JS.API.STREAM.INFO.{TOOLS_STREAM}"), request).await.ok()?;
+        let info = serde_json::from_slice::<serde_json::Value>(&reply.payload).ok()?;
+        if info.get("error").is_some() {
+            return None;
+        }
         let server = self.client.server_info();
         let leader = info["cluster"]["leader"].as_str();
         let cluster = info["cluster"]["name"].as_str().unwrap_or_default();
-        server.cluster.is_none()
-            && cluster.is_empty()
-            && leader == Some(server.server_name.as_str())
-            && info["config"]["num_replicas"].as_u64().unwrap_or(1) <= 1
+        Some(
+            server.cluster.is_none()
+                && cluster.is_empty()
+                && leader == Some(server.server_name.as_str())
+                && info["config"]["num_replicas"].as_u64().unwrap_or(1) <= 1,
+        )
     }
 }
 
