@@ -76,11 +76,13 @@ async fn load_route(source: &async_nats::Client) {
 /// Read-your-writes through two workers on different servers of a 3-node cluster. Worker
 /// A is on n1, which leads the tools stream; worker B on n2. Before each write the route
 /// n1 -> n2 is loaded with other traffic, so the write's tool event reaches n2 late. After
-/// each acknowledged write, every read sees the writer's generation:
-/// - another client's `tool_catalog {"if_generation": <previous>}` served by B;
-/// - another client's `shared_tool_catalog` served by B (its cache holds the previous one);
-/// - the writer's own `shared_tool_catalog` (the writer on n3 has no local worker: its
-///   calls go to A or B).
+/// each acknowledged write, every read sees the writer's generation, whichever worker
+/// serves it (the queue group picks A or B at random; both are checked to have served
+/// reads):
+/// - another client's `tool_catalog {"if_generation": <previous>}`, 4 times per write;
+/// - another client's `shared_tool_catalog` (its cache holds the previous catalog);
+/// - the writer's own `shared_tool_catalog` (writes alternate between a client on n1 and
+///   one on n3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_catalog_read_after_a_tool_write_sees_the_writers_generation_through_any_server() {
     const STEPS: usize = 24;
