@@ -10,6 +10,8 @@
 //! - [`WorkerProcess::start`] spawns `sessionbus worker` (the binary found by
 //!   [`sessionbus_binary`]), waits for its ready line, and can SIGKILL, SIGSTOP and
 //!   SIGCONT it and read its resident memory.
+//! - [`AckDropper`] is a protocol-aware proxy in front of a server that drops one
+//!   chosen reply (a JetStream ack) while the connection stays up.
 //!
 //! The nats-server binary is `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else the
 //! copy the repository's `scripts/install-nats-server` puts in `.tools/venv/bin`.
@@ -18,10 +20,12 @@
 
 mod binary;
 mod cluster;
+mod proxy;
 mod server;
 mod worker;
 
 pub use binary::{NATS_SERVER_VERSION, find_nats_server};
 pub use cluster::{CLUSTER_SIZE, NatsCluster};
+pub use proxy::{AckDropper, Publish};
 pub use server::{MAX_PAYLOAD, NatsServer, ServerOptions, TestkitError};
 pub use worker::{WorkerProcess, sessionbus_binary};

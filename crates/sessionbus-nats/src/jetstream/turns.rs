@@ -359,13 +359,17 @@ impl JetStreamHost {
                 held.lease_seq = ack.seq;
                 Ok(())
             }
-            Err(err) => {
-                tracing::warn!(turn_id, ?err, "lease renewal refused; stopping the turn without committing");
-                Err(RunError::LeaseLost(PluginError::Unavailable(format!(
-                    "turn `{turn_id}` lost its lease (renewal refused: {err:?}); nothing was committed; retry with the \
-                     same turn id"
-                ))))
-            }
+            // A resend whose first attempt was stored (its ack lost): on a single-replica
+            // stream the server checks the condition before the message id. The lease's
+            // last message decides: if it is this renewal, the turn goes on.
+            Err(err @ JsError::WrongLastSequence { .. }) => match self.stored_as_last(&write).await {
+                Some(seq) => {
+                    held.lease_seq = seq;
+                    Ok(())
+                }
+                None => Err(lease_lost(turn_id, &err)),
+            },
+            Err(err) => Err(lease_lost(turn_id, &err)),
         }
     }
 
@@ -476,48 +480,36 @@ impl JetStreamHost {
                     view.loaded = false;
                     return Ok(result);
                 }
-                Err(JsError::WrongLastSequence { .. } | JsError::InFlight) => {
-                    let lease = self
-                        .inner
-                        .api
-                        .last(STATE_STREAM, &subjects.lease(token))
-                        .await
-                        .map_err(|e| e.into_plugin("reading a lease"))?;
-                    if lease.map(|m| m.seq) != Some(held.lease_seq) {
-                        tracing::warn!(turn_id, "commit refused: the turn lost its lease to another worker");
-                        return Err(PluginError::Unavailable(format!(
-                            "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with \
-                             the same turn id"
-                        )));
-                    }
-                    // The graph or the meta moved under the turn: re-read both and retry.
-                }
                 Err(err) => {
-                    // The commit may have been applied (a lost ack, a duplicate batch): the ledger decides.
+                    // The commit may have been applied although its answer says otherwise
+                    // (a lost ack and a resend refused by its own condition, a duplicate
+                    // batch): the ledger decides first.
                     tracing::debug!(?err, turn_id, "turn commit failed; reading the ledger to decide");
-                    let ledger = self
-                        .inner
-                        .api
-                        .last(STATE_STREAM, turn_subject)
-                        .await
-                        .map_err(|e| e.into_plugin("reading a ledger"))?;
-                    if let Some((_, LedgerRecord::Completed { graph_request_id, .. })) =
-                        decoded::<LedgerRecord>("ledger", ledger)?
-                    {
-                        if graph_request_id == held.run_id {
+                    match self.completed_by(turn_subject, &held.run_id).await? {
+                        Some(true) => {
                             drop(view);
                             return self.stored_result(token, &result, &held.run_id).await;
                         }
-                        // Completed by another run: this one lost its lease, and its
-                        // commit (whatever its answer was) cannot have been applied.
-                        tracing::warn!(turn_id, ?err, "commit refused: the turn lost its lease to another worker");
-                        return Err(PluginError::Unavailable(format!(
-                            "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with \
-                             the same turn id"
-                        )));
+                        // Completed by another run: this one lost its lease, and its commit
+                        // cannot have been applied.
+                        Some(false) => return Err(commit_fenced(turn_id, &err)),
+                        None => {}
                     }
-                    if !err.is_transient() {
-                        return Err(err.into_plugin("committing a turn"));
+                    match err {
+                        JsError::WrongLastSequence { .. } | JsError::InFlight => {
+                            let lease = self
+                                .inner
+                                .api
+                                .last(STATE_STREAM, &subjects.lease(token))
+                                .await
+                                .map_err(|e| e.into_plugin("reading a lease"))?;
+                            if lease.map(|m| m.seq) != Some(held.lease_seq) {
+                                return Err(commit_fenced(turn_id, &err));
+                            }
+                            // The graph or the meta moved under the turn: re-read both, retry.
+                        }
+                        err if !err.is_transient() => return Err(err.into_plugin("committing a turn")),
+                        _ => {}
                     }
                 }
             }
@@ -533,6 +525,43 @@ enum RunError {
     LeaseLost(PluginError),
     /// The executor failed (or ran too long).
     Executor(PluginError),
+}
+
+impl JetStreamHost {
+    /// Whether the turn's ledger says completed: `Some(true)` by run `run_id`,
+    /// `Some(false)` by another run, `None` not completed.
+    async fn completed_by(&self, turn_subject: &str, run_id: &str) -> Result<Option<bool>, PluginError> {
+        let ledger =
+            self.inner.api.last(STATE_STREAM, turn_subject).await.map_err(|e| e.into_plugin("reading a ledger"))?;
+        Ok(match decoded::<LedgerRecord>("ledger", ledger)? {
+            Some((_, LedgerRecord::Completed { graph_request_id, .. })) => Some(graph_request_id == run_id),
+            _ => None,
+        })
+    }
+
+    /// The sequence of `write` when it is the last message on its subject (same message
+    /// id): a resend that met its own stored first attempt, not a lost race.
+    async fn stored_as_last(&self, write: &Write) -> Option<u64> {
+        let stored = self.inner.api.last(STATE_STREAM, &write.subject).await.ok().flatten()?;
+        (stored.msg_id.as_deref() == Some(write.msg_id.as_str())).then_some(stored.seq)
+    }
+}
+
+/// A commit was refused: another worker took the turn over.
+fn commit_fenced(turn_id: &str, err: &JsError) -> PluginError {
+    tracing::warn!(turn_id, ?err, "commit refused: the turn lost its lease to another worker");
+    PluginError::Unavailable(format!(
+        "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with the same turn id"
+    ))
+}
+
+/// A renewal was refused: another worker took the turn over.
+fn lease_lost(turn_id: &str, err: &JsError) -> RunError {
+    tracing::warn!(turn_id, ?err, "lease renewal refused; stopping the turn without committing");
+    RunError::LeaseLost(PluginError::Unavailable(format!(
+        "turn `{turn_id}` lost its lease (renewal refused: {err:?}); nothing was committed; retry with the same \
+         turn id"
+    )))
 }
 
 /// The error of a turn whose executor panicked.
