@@ -31,7 +31,6 @@ use sessionbus_api::{
 };
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::WorkerProcess;
 
 /// What must not change when a refused client tries to write: the three streams and
 /// the session as the bus serves it.
@@ -54,14 +53,7 @@ async fn observed(admin: &Client, bus: &BusClient, session: &str) -> (BTreeMap<&
 async fn the_real_worker_and_client_work_under_deploy_permissions_and_nothing_else_does() {
     let (server, credentials) = start_server();
     setup_as_admin(&server.url(), &credentials, 1);
-    let worker_seed = credentials.seed_file("worker");
-    let worker = WorkerProcess::start_without_setup(
-        &server.url(),
-        &[],
-        &[("NATS_NKEY", worker_seed.to_str().expect("utf-8 path")), ("RUST_LOG", "warn")],
-    )
-    .await
-    .expect("the worker starts under the worker user");
+    let worker = auth::worker_as_worker_user(&server, &credentials).await;
     let admin = connect(&server, &credentials, "admin", None).await.client;
     let auth::Conn { client: client_nats, errors: mut client_errors } =
         connect(&server, &credentials, "app_a", Some("_INBOX_app_a")).await;

@@ -31,7 +31,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::wire::{PROGRESS, REQUEST_ID};
 use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::{NatsServer, WorkerProcess};
+use sessionbus_testkit::NatsServer;
 
 /// Every stream of the bus, as stored.
 const STREAMS: [&str; 4] = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, "KV_SESSIONBUS_SPANS"];
@@ -262,14 +262,7 @@ async fn observe(admin: &Client, conn: &mut auth::Conn, attack: &Attack, counted
 async fn no_client_dashboard_or_other_app_reaches_stored_state_under_the_shipped_accounts() {
     let (server, credentials) = auth::start_server();
     auth::setup_as_admin(&server.url(), &credentials, 1);
-    let worker_seed = credentials.seed_file("worker");
-    let worker = WorkerProcess::start_without_setup(
-        &server.url(),
-        &[],
-        &[("NATS_NKEY", worker_seed.to_str().expect("utf-8 path")), ("RUST_LOG", "warn")],
-    )
-    .await
-    .expect("the worker starts under the worker user, on the layout setup made");
+    let worker = auth::worker_as_worker_user(&server, &credentials).await;
     let admin = auth::connect(&server, &credentials, "admin", None).await.client;
     let app_a = auth::connect(&server, &credentials, "app_a", Some("_INBOX_app_a")).await;
     let bus = BusClient::new(app_a.client.clone(), BusClientConfig::default());

@@ -187,3 +187,19 @@ impl Conn {
         }
     }
 }
+
+/// A real `sessionbus worker` under the `worker` user (its seed from `credentials`), on
+/// the layout `sessionbus setup` made as admin (it has no right to make it).
+pub async fn worker_as_worker_user(
+    server: &NatsServer,
+    credentials: &Credentials,
+) -> sessionbus_testkit::WorkerProcess {
+    let seed = credentials.seed_file("worker");
+    sessionbus_testkit::WorkerProcess::start_without_setup(
+        &server.url(),
+        &[],
+        &[("NATS_NKEY", seed.to_str().expect("utf-8 path")), ("RUST_LOG", "warn")],
+    )
+    .await
+    .expect("the worker starts under the worker user, on the layout setup made")
+}

@@ -220,31 +220,11 @@ pub fn report(name: &str, figures: Value) {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability");
     if std::fs::create_dir_all(dir.join("history")).is_ok() {
         let _ = std::fs::write(dir.join(format!("{name}.json")), &text);
-        let _ = std::fs::write(dir.join("history").join(format!("{name}-{}.json", utc_timestamp())), &text);
+        let _ = std::fs::write(
+            dir.join("history").join(format!("{name}-{}.json", sessionbus_api::clock::now_basic_utc())),
+            &text,
+        );
     }
-}
-
-/// Now, as `YYYYMMDDTHHMMSS.mmmZ` (UTC).
-pub fn utc_timestamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("after 1970");
-    let (days, seconds) = (now.as_secs() / 86_400, now.as_secs() % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{:03}Z",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60,
-        now.subsec_millis()
-    )
 }
 
 /// Keeps the workers' logs in `target/tmp/reliability/<name>-worker-<n>.log` when

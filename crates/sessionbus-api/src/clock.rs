@@ -40,6 +40,19 @@ fn format_rfc3339(secs: u64, micros: u32) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{micros:06}+00:00", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
+/// Now, in the ISO 8601 basic form with milliseconds (`20261130T212603.123Z`): sortable
+/// and safe in file names (report and bench history files).
+pub fn now_basic_utc() -> String {
+    format_basic(since_epoch())
+}
+
+fn format_basic(since_epoch: Duration) -> String {
+    let (secs, millis) = (since_epoch.as_secs(), since_epoch.subsec_millis());
+    let (year, month, day) = civil_from_days(secs / 86_400);
+    let rem = secs % 86_400;
+    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}.{millis:03}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
 /// Howard Hinnant's days-to-civil algorithm, for days since 1970-01-01.
 fn civil_from_days(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
@@ -56,12 +69,20 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::format_rfc3339;
+    use super::{format_basic, format_rfc3339};
 
     #[test]
     fn formats_known_instants() {
         assert_eq!(format_rfc3339(0, 0), "1970-01-01T00:00:00.000000+00:00");
         assert_eq!(format_rfc3339(1_749_892_867, 412_318), "2025-06-14T09:21:07.412318+00:00");
         assert_eq!(format_rfc3339(951_782_400, 1), "2000-02-29T00:00:00.000001+00:00");
+    }
+
+    #[test]
+    fn basic_form_sorts_and_fits_file_names() {
+        let at = |secs: u64, millis: u64| format_basic(std::time::Duration::from_millis(secs * 1000 + millis));
+        assert_eq!(at(1_749_892_867, 412), "20250614T092107.412Z");
+        assert_eq!(at(0, 0), "19700101T000000.000Z");
+        assert!(at(951_782_400, 1) < at(951_782_400, 2));
     }
 }

@@ -13,27 +13,12 @@ use sessionbus_api::{
     SessionTurnRequest, TurnInput,
 };
 use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
-use sessionbus_nats::{BusClient, Op, Subjects};
-
-/// A session of 20,000 nodes of about 420 bytes each: over 8 MiB of graph.
-async fn big_session(client: &BusClient) -> String {
-    let session = common::create_root(client).await;
-    let filler = "z".repeat(400);
-    for batch in 0..40 {
-        let nodes =
-            (0..500).map(|n| SessionAppendNode::message("User", format!("{:05} {filler}", batch * 500 + n))).collect();
-        client
-            .append_session_nodes(&session, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
-            .await
-            .expect("append");
-    }
-    session
-}
+use sessionbus_nats::{Op, Subjects};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_on_a_twenty_thousand_node_session_returns_in_full() {
     let bus = common::bus_over_jetstream(Arc::new(EchoExecutor), 1).await;
-    let session = big_session(&bus.host).await;
+    let session = common::twenty_thousand_node_session(&bus.host).await;
     let turn = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("hello")).expect("turn");
     let result = bus.host.start_turn(turn).await.expect("the turn's reply arrives, paged");
     let nodes = &result.state.session_graph.nodes;
@@ -52,7 +37,7 @@ async fn snapshot_pages_stop_at_the_graph_of_the_first_page() {
     let server = common::server();
     let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let client = common::client_on(&server).await;
-    let session = big_session(&client).await;
+    let session = common::twenty_thousand_node_session(&client).await;
     let raw = server.client().await.expect("connect");
     let subjects = Subjects::default();
     let first =

@@ -183,16 +183,7 @@ async fn a_twenty_thousand_node_snapshot_arrives_complete() {
     let host = Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await);
     let _worker = common::worker_on(&server, host).await;
     let client = common::client_on(&server).await;
-    let session = common::create_root(&client).await;
-    let filler = "z".repeat(400);
-    for batch in 0..40 {
-        let nodes =
-            (0..500).map(|n| SessionAppendNode::message("User", format!("{:05} {filler}", batch * 500 + n))).collect();
-        client
-            .append_session_nodes(&session, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
-            .await
-            .expect("append");
-    }
+    let session = common::twenty_thousand_node_session(&client).await;
     let raw = server.client().await.expect("connect");
     let first = raw
         .request(Subjects::default().session_op(&session, Op::Snapshot), Bytes::from_static(b"{}"))

@@ -185,3 +185,19 @@ pub async fn create_root(host: &impl SessionLifecycleService) -> String {
     host.create_session(SessionCreateRequest::root(Some(id.clone()))).await.expect("create session");
     id
 }
+
+/// A session of 20,000 nodes of about 420 bytes each (over 8 MiB of graph), node `i`'s
+/// text starting with `i` as five digits.
+pub async fn twenty_thousand_node_session(host: &(impl SessionLifecycleService + SessionGraphService)) -> String {
+    let session = create_root(host).await;
+    let filler = "z".repeat(400);
+    for batch in 0..40 {
+        let nodes = (0..500)
+            .map(|n| sessionbus_api::SessionAppendNode::message("User", format!("{:05} {filler}", batch * 500 + n)))
+            .collect();
+        host.append_session_nodes(&session, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
+            .await
+            .expect("append");
+    }
+    session
+}

@@ -169,7 +169,7 @@ pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), Cli
     report(&args, &rows);
     if let Some(dir) = &args.out {
         let setup = if args.cluster { "r3" } else { "r1" };
-        let path = dir.join(format!("bench-{setup}-{}.json", utc_timestamp()));
+        let path = dir.join(format!("bench-{setup}-{}.json", sessionbus_api::clock::now_basic_utc()));
         let text = serde_json::to_string_pretty(&results_json(&args, &rows)).unwrap_or_default();
         std::fs::create_dir_all(dir)
             .and_then(|()| std::fs::write(&path, text))
@@ -177,23 +177,6 @@ pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), Cli
         eprintln!("bench results written to {}", path.display());
     }
     Ok(())
-}
-
-/// Now, as `YYYYMMDDTHHMMSSZ` (UTC).
-fn utc_timestamp() -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
-    let (days, seconds) = ((now / 86_400) as i64, now % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z", seconds / 3600, seconds / 60 % 60, seconds % 60)
 }
 
 /// The results as `--json` prints them.
