@@ -10,6 +10,9 @@ pub struct RequestContext {
     /// subject); `None` where calls are not retries of one request (an executor's own
     /// calls during a turn), so each gets a fresh key.
     pub request_id: Option<String>,
+    /// A digest of the request's body: a write stored under the same idempotency key
+    /// with another digest is a reused request id, refused (400).
+    pub body_digest: Option<String>,
     /// The `traceparent` of the span handling the request.
     pub traceparent: Option<String>,
 }
@@ -25,7 +28,7 @@ pub async fn with_request<F: Future>(context: RequestContext, future: F) -> F::O
 
 /// Runs `future` with `request_id` as the current request id.
 pub async fn with_request_id<F: Future>(request_id: String, future: F) -> F::Output {
-    with_request(RequestContext { request_id: Some(request_id), traceparent: None }, future).await
+    with_request(RequestContext { request_id: Some(request_id), ..RequestContext::default() }, future).await
 }
 
 /// The current request context, when the call serves a bus request.
@@ -60,6 +63,16 @@ pub fn scoped_request_id(subject: &str, request_id: &str) -> String {
 /// The current request id, or a fresh UUID when the call is not serving a bus request.
 pub fn current_request_id() -> String {
     CURRENT.try_with(|c| c.request_id.clone()).ok().flatten().unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The digest of the current request's body, when the call serves a bus request.
+pub fn current_body_digest() -> Option<String> {
+    CURRENT.try_with(|c| c.body_digest.clone()).ok().flatten()
+}
+
+/// The digest [`RequestContext::body_digest`] holds for `body`.
+pub fn body_digest(body: &[u8]) -> String {
+    uuid::Uuid::new_v5(&REQUEST_SCOPE_NAMESPACE, body).simple().to_string()
 }
 
 /// The current traceparent, when known.

@@ -336,7 +336,11 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     };
     let parent = propagation::extract(headers);
     let cx = propagation::messaging_span(&parent, SpanKind::Server, operation, template, &message.subject);
-    let context = RequestContext { request_id: Some(request_id), traceparent: propagation::traceparent_of(&cx) };
+    let context = RequestContext {
+        request_id: Some(request_id),
+        body_digest: Some(crate::request_context::body_digest(&message.payload)),
+        traceparent: propagation::traceparent_of(&cx),
+    };
     let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
     if let Err((_, error)) = &result {
         propagation::record_error(&cx, error.message());

@@ -47,6 +47,8 @@ pub(crate) enum JsError {
     TimedOut,
     /// The message is larger than the server accepts.
     TooLarge(String),
+    /// The message id was already used by a write for a request with another body.
+    ReusedRequestId,
     /// Any other API error.
     Other(String),
 }
@@ -67,9 +69,19 @@ impl JsError {
                  cluster electing a leader?)"
             )),
             JsError::TimedOut => PluginError::Unavailable(format!("{what}: JetStream did not answer in time")),
+            JsError::ReusedRequestId => reused_request_id(),
             other => PluginError::Unavailable(format!("{what}: JetStream error {other:?}")),
         }
     }
+}
+
+/// The answer to a call whose request id was used before for another body.
+pub(crate) fn reused_request_id() -> PluginError {
+    PluginError::InvalidRequest(
+        "this Sessionbus-Request-Id was already used for a request with another body; nothing was written: \
+         send a new call with a new request id"
+            .to_owned(),
+    )
 }
 
 /// One write: subject, body, idempotency key and optional condition.
@@ -82,11 +94,17 @@ pub(crate) struct Write {
     pub(crate) expect: Option<(u64, Option<String>)>,
     /// `Nats-Rollup: sub`: this message replaces the subject's earlier ones.
     pub(crate) rollup: bool,
+    /// The digest of the request the write serves (`Sessionbus-Request-Digest`).
+    pub(crate) digest: Option<String>,
 }
+
+/// The header holding the digest of the request a stored message was written for.
+pub(crate) const REQUEST_DIGEST: &str = "Sessionbus-Request-Digest";
 
 impl Write {
     pub(crate) fn new(subject: String, payload: Bytes, msg_id: String) -> Self {
-        Self { subject, payload, msg_id, expect: None, rollup: false }
+        let digest = crate::request_context::current_body_digest();
+        Self { subject, payload, msg_id, expect: None, rollup: false, digest }
     }
 
     /// A write to a subject that keeps only its latest record (a session's meta and
@@ -120,17 +138,22 @@ impl Write {
         if self.rollup {
             headers.insert("Nats-Rollup", "sub");
         }
+        if let Some(digest) = &self.digest {
+            headers.insert(REQUEST_DIGEST, digest.as_str());
+        }
         headers
     }
 }
 
 /// A successful publish.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Ack {
     /// The stream sequence of the stored message (the last one, for a batch).
     pub(crate) seq: u64,
     /// The server had already stored this message id.
     pub(crate) duplicate: bool,
+    /// The stream that stored it.
+    pub(crate) stream: String,
 }
 
 /// A message read back from a stream.
@@ -141,6 +164,16 @@ pub(crate) struct StoredMessage {
     pub(crate) payload: Bytes,
     /// `KV-Operation` (`DEL`, `PURGE`) for KV delete markers.
     pub(crate) kv_operation: Option<String>,
+    /// The digest of the request it was written for.
+    pub(crate) digest: Option<String>,
+}
+
+impl StoredMessage {
+    /// True when this message was written for a request with another body than the
+    /// `write` now made under its message id.
+    pub(crate) fn written_for_another_body(&self, write: &Write) -> bool {
+        matches!((&self.digest, &write.digest), (Some(stored), Some(ours)) if stored != ours)
+    }
 }
 
 #[derive(Deserialize)]
@@ -159,6 +192,8 @@ struct AckBody {
     seq: u64,
     #[serde(default)]
     duplicate: bool,
+    #[serde(default)]
+    stream: String,
 }
 
 #[derive(Deserialize)]
@@ -299,18 +334,28 @@ impl JetStreamApi {
     /// over the condition (a duplicate ack with the first sequence).
     pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
         let electing = std::sync::atomic::AtomicBool::new(false);
-        self.retrying(|| async {
-            let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
-                tokio::time::timeout(RESEND_EVERY, self.publish_once(write)).await.unwrap_or(Err(JsError::TimedOut))
-            } else {
-                self.publish_once(write).await
-            };
-            if matches!(&result, Err(err) if err.is_transient()) {
-                electing.store(true, std::sync::atomic::Ordering::Relaxed);
+        let ack = self
+            .retrying(|| async {
+                let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
+                    tokio::time::timeout(RESEND_EVERY, self.publish_once(write)).await.unwrap_or(Err(JsError::TimedOut))
+                } else {
+                    self.publish_once(write).await
+                };
+                if matches!(&result, Err(err) if err.is_transient()) {
+                    electing.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                result
+            })
+            .await?;
+        // A duplicate: the id was stored before. A retry of the same request is answered
+        // like the first call; the same id for another body is refused.
+        if ack.duplicate && write.digest.is_some() {
+            let stored = self.retrying(|| self.leader_read(&ack.stream, serde_json::json!({ "seq": ack.seq }))).await?;
+            if stored.is_some_and(|stored| stored.written_for_another_body(write)) {
+                return Err(JsError::ReusedRequestId);
             }
-            result
-        })
-        .await
+        }
+        Ok(ack)
     }
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
@@ -364,6 +409,7 @@ impl JetStreamApi {
             seq: raw.seq,
             msg_id: header("Nats-Msg-Id"),
             kv_operation: header("KV-Operation"),
+            digest: header(REQUEST_DIGEST),
             payload: Bytes::from(decode(raw.data)?),
         }))
     }
@@ -424,7 +470,7 @@ fn parse_ack(reply: &[u8]) -> Result<Ack, JsError> {
         serde_json::from_slice(reply).map_err(|err| JsError::Other(format!("malformed publish ack: {err}")))?;
     match body.error {
         Some(error) => Err(api_error(error)),
-        None => Ok(Ack { seq: body.seq, duplicate: body.duplicate }),
+        None => Ok(Ack { seq: body.seq, duplicate: body.duplicate, stream: body.stream }),
     }
 }
 
@@ -443,8 +489,9 @@ mod tests {
 
     #[test]
     fn parses_acks_and_error_codes() {
-        assert_eq!(parse_ack(br#"{"stream":"S","seq":7}"#), Ok(Ack { seq: 7, duplicate: false }));
-        assert_eq!(parse_ack(br#"{"stream":"S","seq":7,"duplicate":true}"#), Ok(Ack { seq: 7, duplicate: true }));
+        let ack = |seq, duplicate| Ack { seq, duplicate, stream: "S".to_owned() };
+        assert_eq!(parse_ack(br#"{"stream":"S","seq":7}"#), Ok(ack(7, false)));
+        assert_eq!(parse_ack(br#"{"stream":"S","seq":7,"duplicate":true}"#), Ok(ack(7, true)));
         assert_eq!(
             parse_ack(br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
             Err(JsError::WrongLastSequence { actual: Some(42) })

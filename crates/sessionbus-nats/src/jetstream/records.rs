@@ -50,6 +50,9 @@ pub(crate) struct GraphRecord {
     pub(crate) nodes: Vec<SessionNode>,
     /// The session's leaf after this record.
     pub(crate) leaf: Option<String>,
+    /// The digest of the append request's body (a retry with another body is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) digest: Option<String>,
 }
 
 /// `<prefix>.state.<sid>.turn.<tid>`: the turn ledger.

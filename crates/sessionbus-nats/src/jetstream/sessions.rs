@@ -250,6 +250,10 @@ impl JetStreamHost {
                 self.refresh(&token, &mut view).await?;
             }
             if let Some((node_ids, leaf_node_id)) = view.result_of(&request_id) {
+                let digest = crate::request_context::current_body_digest();
+                if view.stored_for_another_body(&request_id, digest.as_deref()) {
+                    return Err(super::api::reused_request_id());
+                }
                 return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
             }
             let stale_branch = request.requires_ancestor_node_id.as_ref().is_some_and(|a| !view.is_on_active_path(a));
@@ -270,7 +274,8 @@ impl JetStreamHost {
                 return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: view.leaf.clone() });
             }
             let (nodes, leaf) = build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone());
-            let record = GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf };
+            let digest = crate::request_context::current_body_digest();
+            let record = GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf, digest };
             let payload = encode(&record)?;
             if payload.len() > self.payload_limit() {
                 return Err(self.too_large("the appended nodes", payload.len()));
@@ -350,6 +355,7 @@ impl JetStreamHost {
                         turn_id: None,
                         nodes: graph.nodes,
                         leaf: graph.leaf_node_id,
+                        digest: None,
                     },
                 );
                 None
@@ -359,7 +365,13 @@ impl JetStreamHost {
             let graph = self.snapshot(&source).await?.session_graph;
             copy.apply_graph(
                 1,
-                GraphRecord { request_id: String::new(), turn_id: None, nodes: graph.nodes, leaf: graph.leaf_node_id },
+                GraphRecord {
+                    request_id: String::new(),
+                    turn_id: None,
+                    nodes: graph.nodes,
+                    leaf: graph.leaf_node_id,
+                    digest: None,
+                },
             );
         }
         let (initial, leaf) = build_nodes(&copy, request.initial_nodes, &request_id, copy.leaf.clone());
@@ -379,6 +391,7 @@ impl JetStreamHost {
                 turn_id: None,
                 nodes: chunk,
                 leaf: chunk_leaf,
+                digest: None,
             };
             writes.push(Write::new(subjects.graph(&token), encode(&record)?, format!("{request_id}/{}", index + 1)));
         }
@@ -402,6 +415,9 @@ impl JetStreamHost {
                     .map_err(js("reading session meta"))?;
                 match stored {
                     Some(stored) if stored.msg_id.as_deref() == Some(format!("{request_id}/0").as_str()) => {
+                        if stored.written_for_another_body(&writes[0]) {
+                            return Err(super::api::reused_request_id());
+                        }
                         Ok(decode::<MetaRecord>("meta", &stored.payload)?.handle)
                     }
                     _ => Err(PluginError::session_exists(&session_id)),

@@ -74,6 +74,9 @@ impl JetStreamHost {
                     .await
                     .map_err(|err| err.into_plugin("reading tool state"))?;
                 if let Some(stored) = first_after.filter(|m| m.msg_id.as_deref() == Some(msg_id.as_str())) {
+                    if stored.written_for_another_body(&write) {
+                        return Err(super::api::reused_request_id());
+                    }
                     return Ok(stored.seq);
                 }
                 let actual = match actual {

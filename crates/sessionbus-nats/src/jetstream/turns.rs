@@ -310,7 +310,8 @@ impl JetStreamHost {
         let executor = Arc::clone(&self.inner.executor);
         // The executor's own calls to the host are not retries of `start_turn`: they run
         // without its idempotency key (each gets a fresh one), under the turn's trace.
-        let calls = RequestContext { request_id: None, traceparent: crate::request_context::current_traceparent() };
+        let calls =
+            RequestContext { traceparent: crate::request_context::current_traceparent(), ..RequestContext::default() };
         let executor_run = crate::request_context::with_request(calls, async move { executor.run(context).await });
         // A panicking executor fails its turn (500, lease freed at once) instead of
         // killing the task that holds the lease.
@@ -444,8 +445,13 @@ impl JetStreamHost {
                 self.catch_up_graph(token, &mut view, last).await?;
             }
             let (nodes, leaf) = build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone());
-            let record =
-                GraphRecord { request_id: held.run_id.clone(), turn_id: Some(turn_id.to_owned()), nodes, leaf };
+            let record = GraphRecord {
+                request_id: held.run_id.clone(),
+                turn_id: Some(turn_id.to_owned()),
+                nodes,
+                leaf,
+                digest: None,
+            };
             let mut state = before.clone();
             state.turn_index = meta.turn_index;
             state.token_usage = meta.token_usage;

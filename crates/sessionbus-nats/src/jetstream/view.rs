@@ -29,6 +29,8 @@ pub(crate) struct SessionView {
     records: Vec<(u64, usize, String)>,
     /// Record position by request id.
     by_request: HashMap<String, usize>,
+    /// The request body digest of each append record that has one, by request id.
+    digests: HashMap<String, String>,
 }
 
 impl SessionView {
@@ -75,6 +77,9 @@ impl SessionView {
             self.rebuild_active_path();
         }
         self.by_request.insert(record.request_id.clone(), self.records.len());
+        if let Some(digest) = record.digest {
+            self.digests.insert(record.request_id.clone(), digest);
+        }
         self.records.push((seq, self.nodes.len(), record.request_id));
         self.graph_seq = seq;
     }
@@ -89,6 +94,12 @@ impl SessionView {
             }
             cursor = self.nodes[position].parent_node_id.clone();
         }
+    }
+
+    /// True when request `request_id` was stored for a body with another digest than
+    /// `digest`.
+    pub(crate) fn stored_for_another_body(&self, request_id: &str, digest: Option<&str>) -> bool {
+        matches!((self.digests.get(request_id), digest), (Some(stored), Some(ours)) if stored != ours)
     }
 
     /// The node ids and leaf a stored request produced, when it is in the graph.
