@@ -338,7 +338,9 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     let cx = propagation::messaging_span(&parent, SpanKind::Server, operation, template, &message.subject);
     let context = RequestContext {
         request_id: Some(request_id),
-        body_digest: Some(crate::request_context::body_digest(&message.payload)),
+        // Only writes are compared with what their request id stored before: reads (the
+        // most frequent calls) skip hashing their body.
+        body_digest: writes(route).then(|| crate::request_context::body_digest(&message.payload)),
         traceparent: propagation::traceparent_of(&cx),
     };
     let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
@@ -381,6 +383,15 @@ async fn handle_route<H: SessionHost + ?Sized + 'static>(
         ));
     }
     Ok(body)
+}
+
+/// True for the routes whose calls write (and so carry a body digest).
+fn writes(route: Route) -> bool {
+    match route {
+        Route::Session(op) => op.is_mutation(),
+        Route::Create => true,
+        Route::Ping => false,
+    }
 }
 
 /// Decodes the request body of `op`; malformed input is a 400.

@@ -55,6 +55,13 @@ pub(crate) struct GraphRecord {
     pub(crate) digest: Option<String>,
 }
 
+impl GraphRecord {
+    /// A new session's start point: `graph` copied as one record of no request.
+    pub(crate) fn start_point(graph: sessionbus_api::SessionGraph) -> Self {
+        Self { request_id: String::new(), turn_id: None, nodes: graph.nodes, leaf: graph.leaf_node_id, digest: None }
+    }
+}
+
 /// `<prefix>.state.<sid>.turn.<tid>`: the turn ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

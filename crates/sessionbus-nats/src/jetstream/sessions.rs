@@ -348,31 +348,13 @@ impl JetStreamHost {
                 meta.agent_frames = snapshot.agent_frames;
                 meta.current_agent_frame_id = snapshot.current_agent_frame_id;
                 let graph = snapshot.session_graph;
-                copy.apply_graph(
-                    1,
-                    GraphRecord {
-                        request_id: String::new(),
-                        turn_id: None,
-                        nodes: graph.nodes,
-                        leaf: graph.leaf_node_id,
-                        digest: None,
-                    },
-                );
+                copy.apply_graph(1, GraphRecord::start_point(graph));
                 None
             }
         };
         if let Some(source) = source {
             let graph = self.snapshot(&source).await?.session_graph;
-            copy.apply_graph(
-                1,
-                GraphRecord {
-                    request_id: String::new(),
-                    turn_id: None,
-                    nodes: graph.nodes,
-                    leaf: graph.leaf_node_id,
-                    digest: None,
-                },
-            );
+            copy.apply_graph(1, GraphRecord::start_point(graph));
         }
         let (initial, leaf) = build_nodes(&copy, request.initial_nodes, &request_id, copy.leaf.clone());
         let mut nodes = std::mem::take(&mut copy.nodes);
