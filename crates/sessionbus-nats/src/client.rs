@@ -214,9 +214,7 @@ impl BusClient {
         self.check_size(&payload)?;
         // The caller's request id when it resends a call (`request_context::with_request_id`),
         // else a fresh one; reused on every attempt.
-        let request_id = crate::request_context::current()
-            .and_then(|context| context.request_id)
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let request_id = crate::request_context::current_request_id();
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, request_id.as_str());
         let cx =
