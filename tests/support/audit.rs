@@ -101,21 +101,39 @@ impl Drop for Recorder {
     }
 }
 
-/// Revisions whose predecessor on their subject is missing from `history`: each stored
-/// revision names the one before it (`Nats-Last-Sequence`), so a complete history from
-/// `first` on is one unbroken chain. Returns the `(revision, missing predecessor)` pairs.
-pub fn chain_breaks(history: &BTreeMap<u64, Revision>, first: u64) -> Vec<(u64, u64)> {
-    let mut breaks = Vec::new();
-    let mut previous = None;
-    for revision in history.range(first..).map(|(_, r)| r) {
-        match previous {
-            None if revision.seq != first => breaks.push((revision.seq, first)),
-            Some(previous) if revision.previous != previous => breaks.push((revision.seq, revision.previous)),
-            _ => {}
+/// Revisions JetStream stored that the audit did not see, from `first` on: the
+/// predecessors (`Nats-Last-Sequence`) that recorded revisions name but `history` lacks.
+///
+/// A republished event is a core NATS message sent by the stream leader: the events it
+/// sent just before it was killed can die in its buffers, while its replicas committed
+/// the revision. The next revision's `Nats-Last-Sequence` is JetStream's own statement
+/// that the unseen one was stored on the subject (its body stays unknown).
+pub fn unseen(history: &BTreeMap<u64, Revision>, first: u64) -> Vec<u64> {
+    history
+        .range(first..)
+        .map(|(_, r)| r.previous)
+        .filter(|previous| *previous >= first && !history.contains_key(previous))
+        .collect()
+}
+
+/// Whether JetStream stored revision `seq`: the audit recorded it, or a recorded revision
+/// names it as its predecessor.
+pub fn stored(history: &BTreeMap<u64, Revision>, seq: u64) -> bool {
+    history.contains_key(&seq) || history.values().any(|r| r.previous == seq)
+}
+
+/// The recorded revisions split into runs in which each revision's predecessor is the
+/// one before it: the pairs that are neighbours in JetStream's chain, not just in the
+/// audit.
+pub fn chain_runs(history: &BTreeMap<u64, Revision>) -> Vec<Vec<&Revision>> {
+    let mut runs: Vec<Vec<&Revision>> = Vec::new();
+    for revision in history.values() {
+        match runs.last_mut() {
+            Some(run) if run.last().is_some_and(|last| last.seq == revision.previous) => run.push(revision),
+            _ => runs.push(vec![revision]),
         }
-        previous = Some(revision.seq);
     }
-    breaks
+    runs
 }
 
 /// Membership of `tool` in a stored tool state (an absent `member` means true); `None`
