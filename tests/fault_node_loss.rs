@@ -69,7 +69,7 @@ impl Timeline {
         self.longest_call = self.longest_call.max(now - started);
         match result {
             Ok(_) => self.successes.push(now),
-            Err(err) => self.failures.push((err.kind(), err.message().to_owned())),
+            Err(err) => self.failures.push((err.kind(), err.message().into_owned())),
         }
     }
 

@@ -1,15 +1,30 @@
 //! [`PluginError`], the contract's error, and its wire form.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// The error every session service call returns.
 ///
-/// The first four variants are lash's. `Conflict`, `Unavailable` and `InvalidRequest`
-/// let callers tell a revision conflict, a transport failure and bad input apart
-/// without parsing text; on the wire they are written as lash's `session` variant
-/// (`{"type":"session","message":..}`) so a lash client reads every error body, and
-/// their class travels beside the body (see [`ErrorKind`]).
+/// The first four variants are lash's. The others let callers decide on typed detail,
+/// never on text: an unknown session, a conflict with the generation it expected and the
+/// one it found, a value too large with its size and limit, a lost lease apart from an
+/// overloaded worker. On the wire every variant is written in lash's shape
+/// (`{"type":"session","message":..}` for the sessionbus ones), so a lash client reads
+/// every error body; the typed detail travels beside the body ([`PluginError::detail`],
+/// restored by [`PluginError::from_wire`]).
+///
+/// ```
+/// use sessionbus_api::{ErrorKind, PluginError};
+///
+/// let err = PluginError::GenerationMismatch { expected: 3, actual: 5 };
+/// assert_eq!(err.kind(), ErrorKind::Conflict);
+/// // Across the wire: lash's body plus the detail, restored to the same typed error.
+/// let body: PluginError = serde_json::from_value(serde_json::to_value(&err).unwrap()).unwrap();
+/// assert_eq!(PluginError::from_wire(err.kind(), body, err.detail().as_deref()), err);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum PluginError {
     /// A plugin could not be registered.
     #[error("plugin registration failed: {0}")]
@@ -23,18 +38,69 @@ pub enum PluginError {
     /// A session service refused or failed the call.
     #[error("{0}")]
     Session(String),
+    /// No session has this id (404 on the bus).
+    #[error("unknown session `{session_id}`")]
+    UnknownSession {
+        /// The id asked for.
+        session_id: String,
+    },
+    /// A create named an id that is taken (409 on the bus).
+    #[error("session `{session_id}` already exists")]
+    SessionExists {
+        /// The taken id.
+        session_id: String,
+    },
+    /// A write to a closed session (409 on the bus).
+    #[error("session `{session_id}` is closed")]
+    SessionClosed {
+        /// The closed session.
+        session_id: String,
+    },
+    /// A tool-state write expected another generation (409: re-read and retry).
+    #[error("generation mismatch: expected {expected}, actual {actual}")]
+    GenerationMismatch {
+        /// The generation the caller's write was conditioned on.
+        expected: u64,
+        /// The generation the store holds.
+        actual: u64,
+    },
     /// A compare-and-set lost: the caller's view is stale (re-read and retry).
     #[error("{0}")]
     Conflict(String),
-    /// The service could not be reached or is overloaded (retry later).
-    #[error("{0}")]
-    Unavailable(String),
+    /// A membership change named a tool the session does not have (400 on the bus).
+    #[error("unknown tool `{name}`")]
+    UnknownTool {
+        /// The tool asked for.
+        name: String,
+    },
+    /// A request or value cannot fit (413 on the bus). Nothing was written.
+    #[error("payload too large: {what} is {size} {unit}; the limit is {limit} {unit}")]
+    TooLarge {
+        /// What is too large ("the request", "the reply", "a graph record", ...).
+        what: String,
+        /// Its size.
+        size: u64,
+        /// The limit it exceeds.
+        limit: u64,
+        /// The unit of both ("bytes", "messages").
+        unit: String,
+    },
     /// The request is malformed or violates a rule of the contract (do not retry).
     #[error("{0}")]
     InvalidRequest(String),
+    /// A turn lost its lease to another worker: nothing was committed, and a retry with
+    /// the same turn id reaches whoever holds the turn now.
+    #[error("{0}")]
+    LeaseLost(String),
+    /// The worker has no room for the call (retry shortly, or add workers).
+    #[error("{0}")]
+    Overloaded(String),
+    /// The service could not be reached or did not answer in time (retry later).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
-/// The class of a [`PluginError`], for `match` instead of text parsing.
+/// The class of a [`PluginError`]: what a caller does about it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
     /// [`PluginError::Registration`].
@@ -43,14 +109,32 @@ pub enum ErrorKind {
     Snapshot,
     /// [`PluginError::Invoke`].
     Invoke,
-    /// [`PluginError::Session`].
+    /// [`PluginError::Session`] and [`PluginError::UnknownSession`].
     Session,
-    /// [`PluginError::Conflict`].
+    /// A conflict with the stored state: [`PluginError::Conflict`],
+    /// [`PluginError::GenerationMismatch`], [`PluginError::SessionExists`],
+    /// [`PluginError::SessionClosed`]. Re-read, then decide.
     Conflict,
-    /// [`PluginError::Unavailable`].
+    /// Retry later: [`PluginError::Unavailable`], [`PluginError::Overloaded`],
+    /// [`PluginError::LeaseLost`].
     Unavailable,
-    /// [`PluginError::InvalidRequest`].
+    /// Do not retry: [`PluginError::InvalidRequest`], [`PluginError::UnknownTool`],
+    /// [`PluginError::TooLarge`].
     InvalidRequest,
+}
+
+/// The typed part of a sessionbus error, as it travels beside lash's body.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "reason", rename_all = "snake_case")]
+enum Detail {
+    UnknownSession { session_id: String },
+    SessionExists { session_id: String },
+    SessionClosed { session_id: String },
+    GenerationMismatch { expected: u64, actual: u64 },
+    UnknownTool { name: String },
+    TooLarge { what: String, size: u64, limit: u64, unit: String },
+    LeaseLost,
+    Overloaded,
 }
 
 impl PluginError {
@@ -60,27 +144,33 @@ impl PluginError {
             Self::Registration(_) => ErrorKind::Registration,
             Self::Snapshot(_) => ErrorKind::Snapshot,
             Self::Invoke(_) => ErrorKind::Invoke,
-            Self::Session(_) => ErrorKind::Session,
-            Self::Conflict(_) => ErrorKind::Conflict,
-            Self::Unavailable(_) => ErrorKind::Unavailable,
-            Self::InvalidRequest(_) => ErrorKind::InvalidRequest,
+            Self::Session(_) | Self::UnknownSession { .. } => ErrorKind::Session,
+            Self::Conflict(_)
+            | Self::GenerationMismatch { .. }
+            | Self::SessionExists { .. }
+            | Self::SessionClosed { .. } => ErrorKind::Conflict,
+            Self::Unavailable(_) | Self::Overloaded(_) | Self::LeaseLost(_) => ErrorKind::Unavailable,
+            Self::InvalidRequest(_) | Self::UnknownTool { .. } | Self::TooLarge { .. } => ErrorKind::InvalidRequest,
         }
     }
 
-    /// The human-readable message, without the variant's prefix.
-    pub fn message(&self) -> &str {
+    /// The human-readable message, without the lash variants' prefix.
+    pub fn message(&self) -> Cow<'_, str> {
         match self {
             Self::Registration(m)
             | Self::Snapshot(m)
             | Self::Invoke(m)
             | Self::Session(m)
             | Self::Conflict(m)
-            | Self::Unavailable(m)
-            | Self::InvalidRequest(m) => m,
+            | Self::InvalidRequest(m)
+            | Self::LeaseLost(m)
+            | Self::Overloaded(m)
+            | Self::Unavailable(m) => Cow::Borrowed(m),
+            typed => Cow::Owned(typed.to_string()),
         }
     }
 
-    /// Rebuilds an error of `kind` carrying `message`.
+    /// Rebuilds an error of `kind` carrying `message` (no typed detail).
     pub fn from_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
         let message = message.into();
         match kind {
@@ -94,42 +184,91 @@ impl PluginError {
         }
     }
 
-    /// ``unknown session `id` ``: the answer for a session id nobody created.
+    /// The typed detail of a sessionbus variant as JSON (`{"reason":..,..}`), to travel
+    /// beside lash's body; `None` for the variants that carry only a message.
+    pub fn detail(&self) -> Option<String> {
+        let detail = match self {
+            Self::UnknownSession { session_id } => Detail::UnknownSession { session_id: session_id.clone() },
+            Self::SessionExists { session_id } => Detail::SessionExists { session_id: session_id.clone() },
+            Self::SessionClosed { session_id } => Detail::SessionClosed { session_id: session_id.clone() },
+            Self::GenerationMismatch { expected, actual } => {
+                Detail::GenerationMismatch { expected: *expected, actual: *actual }
+            }
+            Self::UnknownTool { name } => Detail::UnknownTool { name: name.clone() },
+            Self::TooLarge { what, size, limit, unit } => {
+                Detail::TooLarge { what: what.clone(), size: *size, limit: *limit, unit: unit.clone() }
+            }
+            Self::LeaseLost(_) => Detail::LeaseLost,
+            Self::Overloaded(_) => Detail::Overloaded,
+            _ => return None,
+        };
+        serde_json::to_string(&detail).ok()
+    }
+
+    /// Restores an error from the wire: the class (`kind`), lash's body and the detail
+    /// written by [`PluginError::detail`]. A missing or unreadable detail (an older
+    /// peer) gives the plain variant of `kind` with the body's message.
+    pub fn from_wire(kind: ErrorKind, body: PluginError, detail: Option<&str>) -> Self {
+        let detail = detail.and_then(|d| serde_json::from_str::<Detail>(d).ok());
+        match detail {
+            Some(Detail::UnknownSession { session_id }) => Self::UnknownSession { session_id },
+            Some(Detail::SessionExists { session_id }) => Self::SessionExists { session_id },
+            Some(Detail::SessionClosed { session_id }) => Self::SessionClosed { session_id },
+            Some(Detail::GenerationMismatch { expected, actual }) => Self::GenerationMismatch { expected, actual },
+            Some(Detail::UnknownTool { name }) => Self::UnknownTool { name },
+            Some(Detail::TooLarge { what, size, limit, unit }) => Self::TooLarge { what, size, limit, unit },
+            Some(Detail::LeaseLost) => Self::LeaseLost(body.message().into_owned()),
+            Some(Detail::Overloaded) => Self::Overloaded(body.message().into_owned()),
+            None => match (kind, &body) {
+                (ErrorKind::Session, _)
+                | (ErrorKind::Registration, _)
+                | (ErrorKind::Snapshot, _)
+                | (ErrorKind::Invoke, _) => body,
+                _ => Self::from_kind(kind, body.message()),
+            },
+        }
+    }
+
+    /// [`PluginError::UnknownSession`] for `session_id`.
     pub fn unknown_session(session_id: &str) -> Self {
-        Self::Session(format!("unknown session `{session_id}`"))
+        Self::UnknownSession { session_id: session_id.to_owned() }
     }
 
-    /// ``session `id` is closed``: a write to a closed session (a conflict with the
-    /// session's state: 409 on the bus).
+    /// [`PluginError::SessionClosed`] for `session_id`.
     pub fn session_closed(session_id: &str) -> Self {
-        Self::Conflict(format!("session `{session_id}` is closed"))
+        Self::SessionClosed { session_id: session_id.to_owned() }
     }
 
-    /// ``session `id` already exists``: a create with a taken id (409 on the bus).
+    /// [`PluginError::SessionExists`] for `session_id`.
     pub fn session_exists(session_id: &str) -> Self {
-        Self::Conflict(format!("session `{session_id}` already exists"))
+        Self::SessionExists { session_id: session_id.to_owned() }
     }
 
-    /// ``unknown tool `name` ``: a membership change naming a tool the session does not
-    /// have (the request is wrong: 400 on the bus).
+    /// [`PluginError::UnknownTool`] for `name`.
     pub fn unknown_tool(name: &str) -> Self {
-        Self::InvalidRequest(format!("unknown tool `{name}`"))
+        Self::UnknownTool { name: name.to_owned() }
     }
 
-    /// `payload too large: <detail>`: a request or value that cannot fit in one NATS
-    /// message (answered with status 413 on the bus). Nothing was written.
-    pub fn payload_too_large(detail: impl std::fmt::Display) -> Self {
-        Self::InvalidRequest(format!("payload too large: {detail}"))
+    /// [`PluginError::TooLarge`]: `what` is `size` bytes, over `limit` bytes.
+    pub fn too_large(what: impl Into<String>, size: usize, limit: usize) -> Self {
+        Self::TooLarge { what: what.into(), size: size as u64, limit: limit as u64, unit: "bytes".to_owned() }
     }
 
-    /// True when this is the [`PluginError::payload_too_large`] answer.
+    /// True when a compare-and-set lost ([`PluginError::GenerationMismatch`] or a plain
+    /// [`PluginError::Conflict`]): re-reading and retrying can succeed. A closed or
+    /// taken session is a conflict no retry fixes.
+    pub fn is_lost_race(&self) -> bool {
+        matches!(self, Self::GenerationMismatch { .. } | Self::Conflict(_))
+    }
+
+    /// True for [`PluginError::TooLarge`].
     pub fn is_payload_too_large(&self) -> bool {
-        matches!(self, Self::InvalidRequest(m) if m.starts_with("payload too large: "))
+        matches!(self, Self::TooLarge { .. })
     }
 
-    /// True when this is the [`PluginError::unknown_session`] answer.
+    /// True for [`PluginError::UnknownSession`].
     pub fn is_unknown_session(&self) -> bool {
-        matches!(self, Self::Session(m) if m.starts_with("unknown session `"))
+        matches!(self, Self::UnknownSession { .. })
     }
 }
 
@@ -137,22 +276,20 @@ impl PluginError {
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "type", content = "message", rename_all = "snake_case")]
 enum WireError<'a> {
-    Registration(std::borrow::Cow<'a, str>),
-    Snapshot(std::borrow::Cow<'a, str>),
-    Invoke(std::borrow::Cow<'a, str>),
-    Session(std::borrow::Cow<'a, str>),
+    Registration(Cow<'a, str>),
+    Snapshot(Cow<'a, str>),
+    Invoke(Cow<'a, str>),
+    Session(Cow<'a, str>),
 }
 
 impl Serialize for PluginError {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let message = std::borrow::Cow::Borrowed(self.message());
+        let message = self.message();
         let wire = match self {
             Self::Registration(_) => WireError::Registration(message),
             Self::Snapshot(_) => WireError::Snapshot(message),
             Self::Invoke(_) => WireError::Invoke(message),
-            Self::Session(_) | Self::Conflict(_) | Self::Unavailable(_) | Self::InvalidRequest(_) => {
-                WireError::Session(message)
-            }
+            _ => WireError::Session(message),
         };
         wire.serialize(serializer)
     }
@@ -166,5 +303,60 @@ impl<'de> Deserialize<'de> for PluginError {
             WireError::Invoke(m) => Self::Invoke(m.into_owned()),
             WireError::Session(m) => Self::Session(m.into_owned()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_variant() -> Vec<PluginError> {
+        vec![
+            PluginError::Registration("r".into()),
+            PluginError::Snapshot("s".into()),
+            PluginError::Invoke("i".into()),
+            PluginError::Session("x".into()),
+            PluginError::unknown_session("a"),
+            PluginError::session_exists("a"),
+            PluginError::session_closed("a"),
+            PluginError::GenerationMismatch { expected: 1, actual: 2 },
+            PluginError::Conflict("c".into()),
+            PluginError::unknown_tool("t"),
+            PluginError::too_large("the request", 10, 5),
+            PluginError::InvalidRequest("bad".into()),
+            PluginError::LeaseLost("lost".into()),
+            PluginError::Overloaded("busy".into()),
+            PluginError::Unavailable("down".into()),
+        ]
+    }
+
+    #[test]
+    fn every_variant_survives_the_wire_as_the_same_typed_error() {
+        for error in every_variant() {
+            let body: PluginError =
+                serde_json::from_value(serde_json::to_value(&error).expect("encode")).expect("lash's shape");
+            assert_eq!(PluginError::from_wire(error.kind(), body, error.detail().as_deref()), error);
+        }
+    }
+
+    #[test]
+    fn without_detail_an_error_keeps_its_class_and_message() {
+        for error in every_variant() {
+            let body: PluginError =
+                serde_json::from_value(serde_json::to_value(&error).expect("encode")).expect("lash's shape");
+            let restored = PluginError::from_wire(error.kind(), body, None);
+            assert_eq!((restored.kind(), restored.message()), (error.kind(), error.message()));
+        }
+    }
+
+    #[test]
+    fn the_body_is_lashs_shape() {
+        let body = serde_json::to_value(PluginError::GenerationMismatch { expected: 1, actual: 2 }).expect("encode");
+        assert_eq!(
+            body,
+            serde_json::json!({"type": "session", "message": "generation mismatch: expected 1, actual 2"})
+        );
+        let body = serde_json::to_value(PluginError::Invoke("boom".into())).expect("encode");
+        assert_eq!(body, serde_json::json!({"type": "invoke", "message": "boom"}));
     }
 }

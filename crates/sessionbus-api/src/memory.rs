@@ -138,10 +138,7 @@ impl SessionStateService for InMemoryHost {
         let mut state = self.lock();
         let actual = state.tools.get(session_id).map_or(0, |tools| tools.generation);
         if snapshot.generation != actual {
-            return Err(PluginError::Conflict(format!(
-                "generation mismatch: expected {}, actual {actual}",
-                snapshot.generation
-            )));
+            return Err(PluginError::GenerationMismatch { expected: snapshot.generation, actual });
         }
         state.tool_revision += 1;
         snapshot.generation = state.tool_revision;

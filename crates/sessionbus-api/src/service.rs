@@ -110,11 +110,13 @@ pub trait SessionHost: SessionStateService + SessionLifecycleService + SessionGr
 
 impl<T: SessionStateService + SessionLifecycleService + SessionGraphService + ?Sized> SessionHost for T {}
 
-/// How often [`set_membership_with_retry`] re-reads after a `Conflict` before giving up.
+/// How often [`set_membership_with_retry`] re-reads after a lost compare-and-set before
+/// giving up.
 pub const MEMBERSHIP_ATTEMPTS: u32 = 64;
 
 /// `set_tool_membership` as every sessionbus host implements it: read, toggle by
-/// manifest name, apply; on `Conflict` re-read and retry (bounded, with jitter), so
+/// manifest name, apply; on a lost compare-and-set ([`PluginError::GenerationMismatch`]
+/// or [`PluginError::Conflict`]) re-read and retry (bounded, with jitter), so
 /// concurrent togglers never lose an update.
 pub async fn set_membership_with_retry<S: SessionStateService + ?Sized>(
     service: &S,
@@ -127,11 +129,11 @@ pub async fn set_membership_with_retry<S: SessionStateService + ?Sized>(
         let mut state = service.tool_state(session_id).await?;
         toggle_membership(&mut state, tool_names, present)?;
         match service.apply_tool_state(session_id, state).await {
-            Err(PluginError::Conflict(message)) => {
+            Err(lost) if lost.is_lost_race() => {
                 attempt += 1;
                 if attempt >= MEMBERSHIP_ATTEMPTS {
                     return Err(PluginError::Conflict(format!(
-                        "{message} (gave up after {attempt} attempts: too many concurrent writers)"
+                        "{lost} (gave up after {attempt} attempts: too many concurrent writers)"
                     )));
                 }
                 tokio::time::sleep(retry_pause(attempt)).await;

@@ -187,10 +187,7 @@ impl BusClient {
     fn check_size(&self, payload: &[u8]) -> Result<(), PluginError> {
         let limit = self.inner.max_payload;
         if payload.len() + 512 > limit {
-            return Err(PluginError::payload_too_large(format_args!(
-                "the request is {} bytes; the server's max_payload is {limit} bytes",
-                payload.len()
-            )));
+            return Err(PluginError::too_large("the request (with 512 bytes of headers)", payload.len() + 512, limit));
         }
         Ok(())
     }
@@ -228,7 +225,7 @@ impl BusClient {
             }
         });
         if let Err(error) = &result {
-            propagation::record_error(&cx, error.message());
+            propagation::record_error(&cx, &error.message());
         }
         cx.span().end();
         result
@@ -273,7 +270,12 @@ impl BusClient {
                             ))
                         }
                         async_nats::RequestErrorKind::MaxPayloadExceeded => {
-                            return Err(Unanswered { error: PluginError::payload_too_large(err), maybe_delivered });
+                            let error = PluginError::too_large(
+                                "the request with its headers",
+                                payload.len(),
+                                self.inner.max_payload,
+                            );
+                            return Err(Unanswered { error, maybe_delivered });
                         }
                         _ => {
                             maybe_delivered = true;
@@ -348,7 +350,7 @@ impl BusClient {
         propagation::inject(&cx, &mut headers);
         let result = self.await_turn(&target, &request, &subject, &inbox, headers, payload).await;
         if let Err(error) = &result {
-            propagation::record_error(&cx, error.message());
+            propagation::record_error(&cx, &error.message());
         }
         cx.span().end();
         result

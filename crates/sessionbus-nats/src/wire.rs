@@ -23,6 +23,9 @@ pub const SERVICE_ERROR: &str = "Nats-Service-Error";
 pub const SERVICE_ERROR_CODE: &str = "Nats-Service-Error-Code";
 /// The longest `Nats-Service-Error` value, in bytes.
 pub const MAX_ERROR_HEADER_BYTES: usize = 256;
+/// The header carrying an error's typed detail (`{"reason":..,..}`) beside lash's body:
+/// the session id of a 404, the generations of a conflict, the sizes of a 413.
+pub const ERROR_DETAIL: &str = "Sessionbus-Error-Detail";
 
 /// An empty body: `{}` (an empty payload is accepted as well).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -182,15 +185,19 @@ impl ErrorCode {
         }
     }
 
-    /// The code an error is answered with.
+    /// The code an error is answered with: from its variant, never its text.
     pub fn for_error(error: &PluginError) -> Self {
-        match error.kind() {
-            ErrorKind::InvalidRequest if error.is_payload_too_large() => Self::TooLarge,
-            ErrorKind::InvalidRequest => Self::InvalidRequest,
-            ErrorKind::Conflict => Self::Conflict,
-            ErrorKind::Unavailable => Self::Unavailable,
-            ErrorKind::Session if error.is_unknown_session() => Self::UnknownSession,
-            _ => Self::Internal,
+        match error {
+            PluginError::TooLarge { .. } => Self::TooLarge,
+            PluginError::UnknownSession { .. } => Self::UnknownSession,
+            _ => match error.kind() {
+                ErrorKind::InvalidRequest => Self::InvalidRequest,
+                ErrorKind::Conflict => Self::Conflict,
+                ErrorKind::Unavailable => Self::Unavailable,
+                ErrorKind::Registration | ErrorKind::Snapshot | ErrorKind::Invoke | ErrorKind::Session => {
+                    Self::Internal
+                }
+            },
         }
     }
 
@@ -207,16 +214,22 @@ impl ErrorCode {
         }
     }
 
-    /// Rebuilds the error from this code and the body's lash-shaped error: the three
-    /// sessionbus variants travel as `session` on the wire and are restored here.
-    pub fn rebuild(self, body: PluginError) -> PluginError {
-        let kind = match self {
-            Self::InvalidRequest | Self::TooLarge => ErrorKind::InvalidRequest,
-            Self::Conflict => ErrorKind::Conflict,
-            Self::Unavailable => ErrorKind::Unavailable,
-            Self::UnknownSession | Self::Internal => return body,
-        };
-        PluginError::from_kind(kind, body.message())
+    /// The class of error this code stands for; `None` when the body's lash variant
+    /// says it (404 and 500).
+    fn kind(self) -> Option<ErrorKind> {
+        match self {
+            Self::InvalidRequest | Self::TooLarge => Some(ErrorKind::InvalidRequest),
+            Self::Conflict => Some(ErrorKind::Conflict),
+            Self::Unavailable => Some(ErrorKind::Unavailable),
+            Self::UnknownSession | Self::Internal => None,
+        }
+    }
+
+    /// Rebuilds the error from this code, the body's lash-shaped error and the typed
+    /// detail (`Sessionbus-Error-Detail`, absent from older workers).
+    pub fn rebuild(self, body: PluginError, detail: Option<&str>) -> PluginError {
+        let kind = self.kind().unwrap_or_else(|| body.kind());
+        PluginError::from_wire(kind, body, detail)
     }
 }
 
@@ -242,8 +255,12 @@ pub fn header_safe(text: &str) -> String {
 /// The headers and body of an error reply.
 pub fn error_reply(code: ErrorCode, error: &PluginError) -> (HeaderMap, Bytes) {
     let mut headers = HeaderMap::new();
-    headers.insert(SERVICE_ERROR, header_safe(error.message()).as_str());
+    headers.insert(SERVICE_ERROR, header_safe(&error.message()).as_str());
     headers.insert(SERVICE_ERROR_CODE, code.as_u16().to_string().as_str());
+    // JSON escapes control characters, so the detail is header-safe whole.
+    if let Some(detail) = error.detail() {
+        headers.insert(ERROR_DETAIL, detail.as_str());
+    }
     // A PluginError always serializes; the fallback keeps the reply well-formed anyway.
     let body = serde_json::to_vec(error).unwrap_or_else(|_| br#"{"type":"session","message":"error"}"#.to_vec());
     (headers, Bytes::from(body))
@@ -262,7 +279,7 @@ pub fn decode_reply<T: DeserializeOwned>(
             let summary = headers.and_then(|h| h.get(SERVICE_ERROR)).map(|v| v.as_str().to_owned());
             PluginError::Session(summary.unwrap_or_else(|| format!("`{op}` failed without an error body")))
         });
-        return Err(code.rebuild(body));
+        return Err(code.rebuild(body, headers.and_then(|h| h.get(ERROR_DETAIL)).map(|v| v.as_str())));
     }
     serde_json::from_slice(payload).map_err(|err| {
         PluginError::Unavailable(format!(

@@ -238,7 +238,7 @@ async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
         }
         let semaphore = if is_turn { &shared.turns } else { &shared.fast };
         let Ok(permit) = Arc::clone(semaphore).try_acquire_owned() else {
-            let error = PluginError::Unavailable(format!(
+            let error = PluginError::Overloaded(format!(
                 "sessionbus worker {} is overloaded ({} `{name}` requests in flight); retry shortly or add workers",
                 shared.config.worker_id,
                 if is_turn { shared.config.max_turns_in_flight } else { shared.config.max_fast_in_flight },
@@ -293,7 +293,7 @@ fn record_error(errors: &ErrorStats, endpoint: &str, code: ErrorCode, error: &Pl
     entry.errors += 1;
     entry.overloaded += u64::from(overloaded);
     *entry.by_code.entry(code.as_u16()).or_default() += 1;
-    entry.last_error = Some(wire::header_safe(error.message()));
+    entry.last_error = Some(wire::header_safe(&error.message()));
 }
 
 async fn respond_error(request: &service::Request, code: ErrorCode, error: &PluginError) {
@@ -345,7 +345,7 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
     };
     let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
     if let Err((_, error)) = &result {
-        propagation::record_error(&cx, error.message());
+        propagation::record_error(&cx, &error.message());
     }
     cx.span().end();
     result
@@ -374,13 +374,7 @@ async fn handle_route<H: SessionHost + ?Sized + 'static>(
         }
     }?;
     if body.len() > limit {
-        return Err((
-            ErrorCode::TooLarge,
-            PluginError::payload_too_large(format_args!(
-                "the reply is {} bytes; the server's max_payload is {limit} bytes",
-                body.len()
-            )),
-        ));
+        return Err((ErrorCode::TooLarge, PluginError::too_large("the reply", body.len(), limit)));
     }
     Ok(body)
 }

@@ -14,7 +14,7 @@ use async_nats::jetstream;
 use futures::StreamExt as _;
 use sessionbus_api::conformance::GatedExecutor;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, ErrorKind, SessionAppendNode,
+    AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, ErrorKind, PluginError, SessionAppendNode,
     SessionCreateRequest, SessionGraphService, SessionLifecycleService, SessionStateService, SessionTurnRequest,
     ToolManifest, ToolState, TurnInput,
 };
@@ -283,8 +283,9 @@ async fn only_real_conflicts_are_reported() {
                 match host.apply_tool_state(&session, state.clone()).await {
                     Ok(generation) => successes.lock().unwrap().push(generation),
                     Err(err) => {
-                        assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
-                        let (expected, actual) = parse_mismatch(err.message());
+                        let PluginError::GenerationMismatch { expected, actual } = err else {
+                            panic!("a lost write must be a generation mismatch: {err:?}")
+                        };
                         assert_ne!(expected, actual, "a conflict was reported for a matching generation: {err}");
                         conflicts.fetch_add(1, Ordering::SeqCst);
                     }
@@ -302,12 +303,6 @@ async fn only_real_conflicts_are_reported() {
     successes.sort();
     let last = hosts[0].tool_state(&session).await.expect("read").generation;
     assert_eq!(successes, (start + 1..=last).collect::<Vec<_>>(), "stored revisions and acknowledged successes differ");
-}
-
-fn parse_mismatch(message: &str) -> (u64, u64) {
-    let numbers: Vec<u64> =
-        message.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).filter_map(|s| s.parse().ok()).collect();
-    (numbers[0], numbers[1])
 }
 
 /// 7 (decisions read the leader): a workload of every kind of decision (tool CAS,

@@ -263,7 +263,8 @@ async fn events_report_every_stored_write() {
     }
 }
 
-/// A worker over the in-memory host answers the same errors on the wire.
+/// A worker over the in-memory host answers the same errors on the wire, typed detail
+/// included.
 #[tokio::test]
 async fn errors_keep_their_kind_across_the_wire() {
     let server = common::server();
@@ -272,7 +273,8 @@ async fn errors_keep_their_kind_across_the_wire() {
     let session = common::create_root(&client).await;
     let err =
         client.apply_tool_state(&session, ToolState { generation: 7, ..Default::default() }).await.expect_err("stale");
-    assert_eq!(err, PluginError::Conflict("generation mismatch: expected 7, actual 0".into()));
+    assert_eq!(err, PluginError::GenerationMismatch { expected: 7, actual: 0 }, "typed detail crosses the wire");
+    assert_eq!(err.message(), "generation mismatch: expected 7, actual 0");
     let err = client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect_err("exists");
     assert_eq!(err, PluginError::session_exists(&session), "409 on the wire, restored as a conflict");
 }

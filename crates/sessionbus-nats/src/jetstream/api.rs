@@ -35,8 +35,9 @@ const RESEND_EVERY: Duration = Duration::from_millis(250);
 /// What went wrong talking to JetStream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum JsError {
-    /// 10071: the expected-sequence condition failed; `actual` when the server said.
-    WrongLastSequence { actual: Option<u64> },
+    /// 10071: the expected-sequence condition failed (re-read to learn what is stored:
+    /// the server's description is text, and no decision reads text).
+    WrongLastSequence,
     /// 10164 / 10158: a concurrent write is in flight; re-read and retry.
     InFlight,
     /// 10201: the batch repeats a seen message id (it may already be committed).
@@ -45,8 +46,8 @@ pub(crate) enum JsError {
     NoStream,
     /// No answer in time.
     TimedOut,
-    /// The message is larger than the server accepts.
-    TooLarge(String),
+    /// The message (`size` bytes) is larger than the server accepts (`limit` bytes).
+    TooLarge { size: usize, limit: usize },
     /// The message id was already used by a write for a request with another body.
     ReusedRequestId,
     /// Any other API error.
@@ -62,8 +63,8 @@ impl JsError {
     /// The contract error for a failure that could not be retried away.
     pub(crate) fn into_plugin(self, what: &str) -> PluginError {
         match self {
-            JsError::WrongLastSequence { .. } => PluginError::Conflict(format!("{what}: a concurrent write won")),
-            JsError::TooLarge(message) => PluginError::payload_too_large(message),
+            JsError::WrongLastSequence => PluginError::Conflict(format!("{what}: a concurrent write won")),
+            JsError::TooLarge { size, limit } => PluginError::too_large(format!("{what}: a message"), size, limit),
             JsError::NoStream => PluginError::Unavailable(format!(
                 "{what}: JetStream has no leader for the sessionbus streams (is JetStream enabled, and is the \
                  cluster electing a leader?)"
@@ -215,19 +216,14 @@ struct RawStored {
 
 fn api_error(error: ApiError) -> JsError {
     match error.err_code {
-        ERR_WRONG_LAST_SEQUENCE => JsError::WrongLastSequence {
-            actual: error
-                .description
-                .rsplit(|c: char| !c.is_ascii_digit())
-                .find(|s| !s.is_empty())
-                .and_then(|s| s.parse().ok()),
-        },
+        ERR_WRONG_LAST_SEQUENCE => JsError::WrongLastSequence,
         ERR_SUBJECT_IN_FLIGHT | ERR_MSG_ID_IN_FLIGHT => JsError::InFlight,
         ERR_BATCH_DUPLICATE => JsError::BatchDuplicate,
         // 10059: stream not found; 10008: "JetStream system temporarily unavailable",
         // which a stream or the cluster answers while it has no leader.
         10059 | ERR_TEMPORARILY_UNAVAILABLE => JsError::NoStream,
-        10054 => JsError::TooLarge(error.description),
+        // The publisher fills in the sizes (`JetStreamApi::sized`).
+        10054 => JsError::TooLarge { size: 0, limit: 0 },
         code => JsError::Other(format!("{} (error {code})", error.description)),
     }
 }
@@ -281,13 +277,14 @@ impl JetStreamApi {
     }
 
     async fn request_untraced(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<Bytes, JsError> {
+        let size = payload.len();
         let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.timeout));
         match self.client.send_request(subject, request).await {
             Ok(message) => Ok(message.payload),
             Err(err) => Err(match err.kind() {
                 async_nats::RequestErrorKind::NoResponders => JsError::NoStream,
                 async_nats::RequestErrorKind::TimedOut => JsError::TimedOut,
-                async_nats::RequestErrorKind::MaxPayloadExceeded => JsError::TooLarge(err.to_string()),
+                async_nats::RequestErrorKind::MaxPayloadExceeded => self.too_large(size),
                 _ => JsError::Other(err.to_string()),
             }),
         }
@@ -321,7 +318,20 @@ impl JetStreamApi {
     /// Publishes one write and parses its ack (no retry).
     pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
         let reply = self.request("publish", write.subject.clone(), write.headers(), write.payload.clone()).await?;
-        parse_ack(&reply)
+        parse_ack(&reply).map_err(|err| self.sized(err, write))
+    }
+
+    /// [`JsError::TooLarge`] for a message of `size` bytes on this connection.
+    fn too_large(&self, size: usize) -> JsError {
+        JsError::TooLarge { size, limit: self.client.server_info().max_payload }
+    }
+
+    /// `err` with the sizes of `write` when the server refused it as too large.
+    fn sized(&self, err: JsError, write: &Write) -> JsError {
+        match err {
+            JsError::TooLarge { .. } => self.too_large(write.payload.len()),
+            other => other,
+        }
     }
 
     /// Publishes one write, retrying transient failures with the same message id (the
@@ -382,7 +392,7 @@ impl JetStreamApi {
         headers.insert("Nats-Batch-Sequence", writes.len().to_string().as_str());
         headers.insert("Nats-Batch-Commit", "1");
         let reply = self.request("batch commit", last.subject.clone(), headers, last.payload.clone()).await?;
-        parse_ack(&reply)
+        parse_ack(&reply).map_err(|err| self.sized(err, last))
     }
 
     async fn get_once(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
@@ -494,7 +504,7 @@ mod tests {
         assert_eq!(parse_ack(br#"{"stream":"S","seq":7,"duplicate":true}"#), Ok(ack(7, true)));
         assert_eq!(
             parse_ack(br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
-            Err(JsError::WrongLastSequence { actual: Some(42) })
+            Err(JsError::WrongLastSequence)
         );
         assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10164,"description":"x"}}"#), Err(JsError::InFlight));
         assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10158,"description":"x"}}"#), Err(JsError::InFlight));

@@ -72,10 +72,7 @@ impl JetStreamHost {
     }
 
     pub(super) fn too_large(&self, what: &str, size: usize) -> PluginError {
-        PluginError::payload_too_large(format_args!(
-            "{what} is {size} bytes; the server's max_payload is {} bytes",
-            self.max_payload()
-        ))
+        PluginError::too_large(what, size, self.max_payload())
     }
 
     /// Reads meta, lease and graph from the stream leader into `view`. `session_seq` is
@@ -290,7 +287,7 @@ impl JetStreamHost {
                     view.session_seq = ack.seq;
                     return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
                 }
-                Ok(_) | Err(JsError::WrongLastSequence { .. }) => view.loaded = false,
+                Ok(_) | Err(JsError::WrongLastSequence) => view.loaded = false,
                 Err(err) => return Err(err.into_plugin("appending to a session graph")),
             }
         }
@@ -378,17 +375,19 @@ impl JetStreamHost {
             writes.push(Write::new(subjects.graph(&token), encode(&record)?, format!("{request_id}/{}", index + 1)));
         }
         if writes.len() > 1000 {
-            return Err(PluginError::payload_too_large(format_args!(
-                "the start point's graph needs {} messages; a create batch holds at most 1000",
-                writes.len()
-            )));
+            return Err(PluginError::TooLarge {
+                what: "the start point's graph (one create batch)".to_owned(),
+                size: writes.len() as u64,
+                limit: 1000,
+                unit: "messages".to_owned(),
+            });
         }
         if let Some(write) = writes.iter().find(|w| w.payload.len() > self.payload_limit()) {
             return Err(self.too_large("a graph record of the new session", write.payload.len()));
         }
         match self.inner.api.publish_batch(&writes).await {
             Ok(_) => Ok(meta.handle),
-            Err(JsError::WrongLastSequence { .. } | JsError::BatchDuplicate) => {
+            Err(JsError::WrongLastSequence | JsError::BatchDuplicate) => {
                 let stored = self
                     .inner
                     .api
@@ -443,9 +442,7 @@ impl JetStreamHost {
                     view.loaded = false;
                     return Ok(());
                 }
-                Err(JsError::WrongLastSequence { .. } | JsError::BatchDuplicate | JsError::InFlight) => {
-                    view.loaded = false
-                }
+                Err(JsError::WrongLastSequence | JsError::BatchDuplicate | JsError::InFlight) => view.loaded = false,
                 Err(err) => return Err(err.into_plugin("closing a session")),
             }
         }

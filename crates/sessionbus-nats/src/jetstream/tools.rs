@@ -62,7 +62,7 @@ impl JetStreamHost {
         let write = Write::new(key_subject(&token), payload, msg_id.clone()).if_last_sequence(expected, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => Ok(ack.seq),
-            Err(JsError::WrongLastSequence { actual }) => {
+            Err(JsError::WrongLastSequence) => {
                 // A retry whose first attempt was stored meets its own write: on a
                 // single node (R1) the condition is checked before dedupe. A write
                 // conditioned on `expected` can only have been stored as the key's first
@@ -79,11 +79,9 @@ impl JetStreamHost {
                     }
                     return Ok(stored.seq);
                 }
-                let actual = match actual {
-                    Some(actual) => actual,
-                    None => self.last_tool_entry(&token).await?.map_or(0, |m| m.seq),
-                };
-                Err(PluginError::Conflict(format!("generation mismatch: expected {expected}, actual {actual}")))
+                // What is stored now (at or after the write that won).
+                let actual = self.last_tool_entry(&token).await?.map_or(0, |m| m.seq);
+                Err(PluginError::GenerationMismatch { expected, actual })
             }
             Err(err) => Err(err.into_plugin("writing tool state")),
         }
@@ -103,8 +101,8 @@ impl JetStreamHost {
             let mut state = self.read_tool_state(session_id).await?;
             toggle_membership(&mut state, tool_names, present)?;
             match self.write_tool_state(session_id, state, format!("{request_id}/{attempt}")).await {
-                Err(PluginError::Conflict(message)) if attempt + 1 < MEMBERSHIP_ATTEMPTS => {
-                    tracing::debug!(session_id, attempt, message, "tool membership conflict, retrying");
+                Err(lost) if lost.is_lost_race() && attempt + 1 < MEMBERSHIP_ATTEMPTS => {
+                    tracing::debug!(session_id, attempt, %lost, "tool membership conflict, retrying");
                     attempt += 1;
                     tokio::time::sleep(retry_pause(attempt)).await;
                 }

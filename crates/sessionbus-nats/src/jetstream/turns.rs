@@ -186,7 +186,7 @@ impl JetStreamHost {
             .if_last_sequence(lease_seq, None);
         let lease_seq = match self.inner.api.publish(&lease_write).await {
             Ok(ack) => ack.seq,
-            Err(JsError::WrongLastSequence { .. } | JsError::InFlight) => return Ok(None),
+            Err(JsError::WrongLastSequence | JsError::InFlight) => return Ok(None),
             Err(err) if err.is_transient() => return Ok(None),
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
@@ -200,7 +200,7 @@ impl JetStreamHost {
                     .if_last_sequence(lease_seq, None);
                 let _ = self.inner.api.publish(&free).await;
                 match err {
-                    JsError::WrongLastSequence { .. } | JsError::InFlight => Ok(None),
+                    JsError::WrongLastSequence | JsError::InFlight => Ok(None),
                     err if err.is_transient() => Ok(None),
                     err => Err(err.into_plugin("recording a running turn")),
                 }
@@ -363,7 +363,7 @@ impl JetStreamHost {
             // A resend whose first attempt was stored (its ack lost): on a single-replica
             // stream the server checks the condition before the message id. The lease's
             // last message decides: if it is this renewal, the turn goes on.
-            Err(err @ JsError::WrongLastSequence { .. }) => match self.stored_as_last(&write).await {
+            Err(err @ JsError::WrongLastSequence) => match self.stored_as_last(&write).await {
                 Some(seq) => {
                     held.lease_seq = seq;
                     Ok(())
@@ -502,7 +502,7 @@ impl JetStreamHost {
                         None => {}
                     }
                     match err {
-                        JsError::WrongLastSequence { .. } | JsError::InFlight => {
+                        JsError::WrongLastSequence | JsError::InFlight => {
                             let lease = self
                                 .inner
                                 .api
@@ -556,7 +556,7 @@ impl JetStreamHost {
 /// A commit was refused: another worker took the turn over.
 fn commit_fenced(turn_id: &str, err: &JsError) -> PluginError {
     tracing::warn!(turn_id, ?err, "commit refused: the turn lost its lease to another worker");
-    PluginError::Unavailable(format!(
+    PluginError::LeaseLost(format!(
         "turn `{turn_id}` lost its lease before it could commit; nothing was committed; retry with the same turn id"
     ))
 }
@@ -564,7 +564,7 @@ fn commit_fenced(turn_id: &str, err: &JsError) -> PluginError {
 /// A renewal was refused: another worker took the turn over.
 fn lease_lost(turn_id: &str, err: &JsError) -> RunError {
     tracing::warn!(turn_id, ?err, "lease renewal refused; stopping the turn without committing");
-    RunError::LeaseLost(PluginError::Unavailable(format!(
+    RunError::LeaseLost(PluginError::LeaseLost(format!(
         "turn `{turn_id}` lost its lease (renewal refused: {err:?}); nothing was committed; retry with the same \
          turn id"
     )))
