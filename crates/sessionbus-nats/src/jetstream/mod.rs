@@ -19,6 +19,7 @@ mod records;
 mod registry;
 mod sessions;
 mod tools;
+mod turn_protocol;
 mod turns;
 mod view;
 

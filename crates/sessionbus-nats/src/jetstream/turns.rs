@@ -28,6 +28,9 @@ use super::api::{JsError, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
+use super::turn_protocol::{
+    AfterFailedCommit, CommitRefusal, Observed, StartDecision, decide_after_failed_commit, decide_start,
+};
 use crate::request_context::RequestContext;
 use crate::subjects::{session_token, turn_token};
 
@@ -40,9 +43,21 @@ const ATTACH_POLL: Duration = Duration::from_millis(500);
 
 /// What the lease and ledger say about a turn, read from the stream leader.
 struct TurnState {
-    meta: Option<(u64, MetaRecord)>,
+    session_exists: bool,
     lease: Option<(u64, LeaseRecord)>,
+    lease_alive: bool,
     ledger: Option<(u64, LedgerRecord)>,
+}
+
+impl TurnState {
+    fn observed(&self) -> Observed<'_> {
+        Observed {
+            session_exists: self.session_exists,
+            lease: self.lease.as_ref().map(|(seq, record)| (*seq, record)),
+            lease_alive: self.lease_alive,
+            ledger: self.ledger.as_ref().map(|(seq, record)| (*seq, record)),
+        }
+    }
 }
 
 /// A lease this host holds for one run of a turn.
@@ -93,11 +108,13 @@ impl JetStreamHost {
             api.last(STATE_STREAM, turn_subject),
         );
         let read = |err: JsError| err.into_plugin("reading a turn's state");
-        Ok(TurnState {
-            meta: decoded("meta", meta.map_err(read)?)?,
-            lease: decoded("lease", lease.map_err(read)?)?,
-            ledger: decoded("ledger", ledger.map_err(read)?)?,
-        })
+        let session_exists = meta.map_err(read)?.is_some();
+        let lease: Option<(u64, LeaseRecord)> = decoded("lease", lease.map_err(read)?)?;
+        let lease_alive = match &lease {
+            Some((seq, LeaseRecord::Held { ttl_ms, .. })) => self.lease_alive(token, *seq, *ttl_ms),
+            _ => false,
+        };
+        Ok(TurnState { session_exists, lease, lease_alive, ledger: decoded("ledger", ledger.map_err(read)?)? })
     }
 
     async fn drive_turn(&self, turn: SessionTurnInput) -> Result<AssembledTurn, PluginError> {
@@ -109,47 +126,24 @@ impl JetStreamHost {
         let mut lost_races = 0;
         while lost_races < DECISION_ROUNDS {
             let state = self.read_turn_state(&token, &turn_subject).await?;
-            let Some(_) = state.meta else { return Err(PluginError::unknown_session(&session_id)) };
-            let ledger_seq = state.ledger.as_ref().map_or(0, |(seq, _)| *seq);
-            match &state.ledger {
-                Some((_, record)) if record.input() != &turn.input => return Err(other_input(&turn_id)),
-                Some((_, LedgerRecord::Completed { result, graph_request_id, .. })) => {
+            match decide_start(&state.observed(), &turn_id, &turn.input) {
+                StartDecision::UnknownSession => return Err(PluginError::unknown_session(&session_id)),
+                StartDecision::OtherInput => return Err(other_input(&turn_id)),
+                StartDecision::ReturnStored { result, graph_request_id } => {
                     return self.stored_result(&token, result, graph_request_id).await;
                 }
-                Some((_, LedgerRecord::Running { run_id, .. })) => {
-                    let live = matches!(&state.lease, Some((seq, LeaseRecord::Held { run_id: held, ttl_ms, .. }))
-                        if held == run_id && self.lease_alive(&token, *seq, *ttl_ms));
-                    if live {
-                        self.wait_for_ledger(&token, &turn_subject, &mut attached).await?;
-                        continue;
+                StartDecision::SessionClosed => return Err(PluginError::session_closed(&session_id)),
+                StartDecision::AnotherTurnRuns => {
+                    return Err(PluginError::Conflict(format!("session `{session_id}` already has a running turn")));
+                }
+                StartDecision::Wait => self.wait_for_ledger(&turn_subject, &mut attached).await?,
+                StartDecision::Take { lease_seq, ledger_seq } => {
+                    if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
+                        return self.run_and_commit(&token, &turn_subject, turn, held).await;
                     }
+                    lost_races += 1;
                 }
-                Some((_, LedgerRecord::Failed { .. })) | None => {}
             }
-            let lease_seq = match &state.lease {
-                Some((_, LeaseRecord::Closed)) => {
-                    return Err(PluginError::session_closed(&session_id));
-                }
-                Some((seq, LeaseRecord::Held { turn_id: running, ttl_ms, .. }))
-                    if self.lease_alive(&token, *seq, *ttl_ms) =>
-                {
-                    if running != &turn_id {
-                        return Err(PluginError::Conflict(format!(
-                            "session `{session_id}` already has a running turn"
-                        )));
-                    }
-                    // This turn is being started by another caller (lease taken, ledger
-                    // not yet written): wait for it instead of taking its lease.
-                    self.wait_for_ledger(&token, &turn_subject, &mut attached).await?;
-                    continue;
-                }
-                Some((seq, _)) => *seq,
-                None => 0,
-            };
-            if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
-                return self.run_and_commit(&token, &turn_subject, turn, held).await;
-            }
-            lost_races += 1;
         }
         Err(PluginError::Conflict(format!("turn `{turn_id}` kept losing races for the session's lease; retry later")))
     }
@@ -211,14 +205,12 @@ impl JetStreamHost {
     /// Waits until the turn's ledger may have changed (an event, or a poll interval).
     async fn wait_for_ledger(
         &self,
-        token: &str,
         turn_subject: &str,
         attached: &mut Option<async_nats::Subscriber>,
     ) -> Result<(), PluginError> {
         let Some(subscriber) = attached else {
             let prefix = self.inner.config.subjects.prefix();
             let events = turn_subject.replacen(&format!("{prefix}.state."), &format!("{prefix}.events."), 1);
-            let _ = token;
             *attached = Some(
                 self.inner
                     .api
@@ -285,8 +277,8 @@ impl JetStreamHost {
         };
         let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
         let (lease, retry_input) = (held.clone(), input.clone());
-        let committed =
-            self.commit(token, turn_subject, &turn_id, input, output, held, snapshot, started_at_ms, duration_ms).await;
+        let commit = Commit { turn_id, input, output, held, before: snapshot, started_at_ms, duration_ms };
+        let committed = self.commit(token, turn_subject, commit).await;
         if let Err(err) = &committed {
             // The commit failed (a leader election, a graph that kept moving). Free the
             // lease at once, so a retry need not wait for it to expire. The release is
@@ -402,19 +394,9 @@ impl JetStreamHost {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn commit(
-        &self,
-        token: &str,
-        turn_subject: &str,
-        turn_id: &str,
-        input: TurnInput,
-        output: TurnOutput,
-        held: HeldLease,
-        before: SessionSnapshot,
-        started_at_ms: u64,
-        duration_ms: u64,
-    ) -> Result<AssembledTurn, PluginError> {
+    async fn commit(&self, token: &str, turn_subject: &str, commit: Commit) -> Result<AssembledTurn, PluginError> {
+        let Commit { turn_id, input, output, held, before, started_at_ms, duration_ms } = commit;
+        let turn_id = turn_id.as_str();
         let subjects = &self.inner.config.subjects;
         let view_lock = self.inner.views.get(token);
         let mut view = view_lock.lock().await;
@@ -489,33 +471,28 @@ impl JetStreamHost {
                 Err(err) => {
                     // The commit may have been applied although its answer says otherwise
                     // (a lost ack and a resend refused by its own condition, a duplicate
-                    // batch): the ledger decides first.
+                    // batch): the ledger decides first, then the lease.
                     tracing::debug!(?err, turn_id, "turn commit failed; reading the ledger to decide");
-                    match self.completed_by(turn_subject, &held.run_id).await? {
-                        Some(true) => {
+                    let refusal = match &err {
+                        JsError::WrongLastSequence | JsError::InFlight => CommitRefusal::Condition,
+                        err if err.is_transient() => CommitRefusal::Transient,
+                        _ => CommitRefusal::Permanent,
+                    };
+                    let (api, lease_subject) = (&self.inner.api, subjects.lease(token));
+                    let (ledger, lease) =
+                        tokio::join!(api.last(STATE_STREAM, turn_subject), api.last(STATE_STREAM, &lease_subject));
+                    let ledger =
+                        decoded::<LedgerRecord>("ledger", ledger.map_err(|e| e.into_plugin("reading a ledger"))?)?;
+                    let lease_seq = lease.map_err(|e| e.into_plugin("reading a lease"))?.map(|m| m.seq);
+                    let ledger = ledger.as_ref().map(|(_, record)| record);
+                    match decide_after_failed_commit(ledger, lease_seq, &held.run_id, held.lease_seq, refusal) {
+                        AfterFailedCommit::Committed => {
                             drop(view);
                             return self.stored_result(token, &result, &held.run_id).await;
                         }
-                        // Completed by another run: this one lost its lease, and its commit
-                        // cannot have been applied.
-                        Some(false) => return Err(commit_fenced(turn_id, &err)),
-                        None => {}
-                    }
-                    match err {
-                        JsError::WrongLastSequence | JsError::InFlight => {
-                            let lease = self
-                                .inner
-                                .api
-                                .last(STATE_STREAM, &subjects.lease(token))
-                                .await
-                                .map_err(|e| e.into_plugin("reading a lease"))?;
-                            if lease.map(|m| m.seq) != Some(held.lease_seq) {
-                                return Err(commit_fenced(turn_id, &err));
-                            }
-                            // The graph or the meta moved under the turn: re-read both, retry.
-                        }
-                        err if !err.is_transient() => return Err(err.into_plugin("committing a turn")),
-                        _ => {}
+                        AfterFailedCommit::Fenced => return Err(commit_fenced(turn_id, &err)),
+                        AfterFailedCommit::Retry => {}
+                        AfterFailedCommit::Fail => return Err(err.into_plugin("committing a turn")),
                     }
                 }
             }
@@ -526,6 +503,18 @@ impl JetStreamHost {
     }
 }
 
+/// Everything a turn's commit writes, and the lease it is fenced on.
+struct Commit {
+    turn_id: String,
+    input: TurnInput,
+    output: TurnOutput,
+    held: HeldLease,
+    /// The session as the executor saw it.
+    before: SessionSnapshot,
+    started_at_ms: u64,
+    duration_ms: u64,
+}
+
 enum RunError {
     /// The lease was taken over; the run stopped without committing.
     LeaseLost(PluginError),
@@ -534,17 +523,6 @@ enum RunError {
 }
 
 impl JetStreamHost {
-    /// Whether the turn's ledger says completed: `Some(true)` by run `run_id`,
-    /// `Some(false)` by another run, `None` not completed.
-    async fn completed_by(&self, turn_subject: &str, run_id: &str) -> Result<Option<bool>, PluginError> {
-        let ledger =
-            self.inner.api.last(STATE_STREAM, turn_subject).await.map_err(|e| e.into_plugin("reading a ledger"))?;
-        Ok(match decoded::<LedgerRecord>("ledger", ledger)? {
-            Some((_, LedgerRecord::Completed { graph_request_id, .. })) => Some(graph_request_id == run_id),
-            _ => None,
-        })
-    }
-
     /// The sequence of `write` when it is the last message on its subject (same message
     /// id): a resend that met its own stored first attempt, not a lost race.
     async fn stored_as_last(&self, write: &Write) -> Option<u64> {
