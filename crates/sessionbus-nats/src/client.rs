@@ -20,7 +20,7 @@ use tokio::sync::{OnceCell, mpsc};
 
 use crate::propagation;
 
-use crate::subjects::{Op, Subjects, session_token};
+use crate::subjects::{Endpoint, Op, Subjects, session_token};
 use crate::wire::{
     self, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply, StartTurnRequest,
     ToolCatalogReply, ToolCatalogRequest, TraceRequest,
@@ -74,11 +74,21 @@ pub struct BusClient {
     bound: SessionBinding,
 }
 
-/// Where a call goes.
-enum Target<'a> {
-    Session(&'a str, Op),
-    Create,
-    Ping,
+/// Where a call goes: an endpoint, and the session of a per-session one.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    endpoint: Endpoint,
+    session_id: &'a str,
+}
+
+impl<'a> Target<'a> {
+    fn session(session_id: &'a str, op: Op) -> Self {
+        Self { endpoint: Endpoint::Session(op), session_id }
+    }
+
+    fn global(endpoint: Endpoint) -> Self {
+        Self { endpoint, session_id: "" }
+    }
 }
 
 impl BusClient {
@@ -153,35 +163,15 @@ impl BusClient {
 
     /// Asks any worker for readiness; answers once one serves every endpoint.
     pub async fn ping(&self) -> Result<PingReply, PluginError> {
-        self.call(Target::Ping, &Empty {}).await
+        self.call(Target::global(Endpoint::Ping), &Empty {}).await
     }
 
     fn subject(&self, target: &Target<'_>) -> Result<String, PluginError> {
-        let subjects = &self.inner.config.subjects;
-        Ok(match target {
-            Target::Session(session_id, op) => subjects.session_op(&session_token(session_id)?, *op),
-            Target::Create => subjects.create(),
-            Target::Ping => subjects.ping(),
-        })
-    }
-
-    /// The subject template of a call, for span names (`<prefix>.session.{session_id}.<op>`).
-    fn template(&self, target: &Target<'_>) -> String {
-        match target {
-            Target::Session(_, op) => {
-                format!("{}.session.{{session_id}}.{}", self.inner.config.subjects.prefix(), op.as_str())
-            }
-            other => self.listening_pattern(other),
-        }
-    }
-
-    fn listening_pattern(&self, target: &Target<'_>) -> String {
-        let subjects = &self.inner.config.subjects;
-        match target {
-            Target::Session(_, op) => subjects.session_op_wildcard(*op),
-            Target::Create => subjects.create(),
-            Target::Ping => subjects.ping(),
-        }
+        let token = match target.endpoint {
+            Endpoint::Session(_) => session_token(target.session_id)?,
+            Endpoint::Create | Endpoint::Ping => String::new(),
+        };
+        Ok(self.inner.config.subjects.call(target.endpoint, &token))
     }
 
     fn check_size(&self, payload: &[u8]) -> Result<(), PluginError> {
@@ -195,18 +185,14 @@ impl BusClient {
     fn no_worker(&self, target: &Target<'_>) -> PluginError {
         PluginError::Unavailable(format!(
             "no sessionbus worker is listening on {}: start one with `sessionbus worker`",
-            self.listening_pattern(target)
+            self.inner.config.subjects.listen(target.endpoint)
         ))
     }
 
     /// One call: request/reply with a request id reused on every retry.
     async fn call<B: Serialize, T: DeserializeOwned>(&self, target: Target<'_>, body: &B) -> Result<T, PluginError> {
         let subject = self.subject(&target)?;
-        let op = match &target {
-            Target::Session(_, op) => op.as_str(),
-            Target::Create => "create",
-            Target::Ping => "ping",
-        };
+        let op = target.endpoint.name();
         let payload = wire::encode(body)?;
         self.check_size(&payload)?;
         // The caller's request id when it resends a call (`request_context::with_request_id`),
@@ -214,10 +200,15 @@ impl BusClient {
         let request_id = crate::request_context::current_request_id();
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, request_id.as_str());
-        let cx =
-            propagation::messaging_span(&Context::current(), SpanKind::Client, op, || self.template(&target), &subject);
+        let cx = propagation::messaging_span(
+            &Context::current(),
+            SpanKind::Client,
+            op,
+            || self.inner.config.subjects.template(target.endpoint),
+            &subject,
+        );
         propagation::inject(&cx, &mut headers);
-        let mutation = matches!(target, Target::Session(_, op) if op.is_mutation()) || matches!(target, Target::Create);
+        let mutation = target.endpoint.writes();
         let result = self.send_with_retries(&target, op, &subject, payload, headers).await.map_err(|failed| {
             match (mutation, failed.maybe_delivered) {
                 (true, true) => outcome_unknown(failed.error, &request_id),
@@ -294,7 +285,7 @@ impl BusClient {
         op: Op,
         body: &B,
     ) -> Result<T, PluginError> {
-        self.call(Target::Session(session_id, op), body).await
+        self.call(Target::session(session_id, op), body).await
     }
 
     async fn turn_inbox(&self) -> Result<&str, PluginError> {
@@ -326,7 +317,7 @@ impl BusClient {
     /// `start_turn` as README.md "Long calls" says: progress requested, replies read
     /// from the demultiplexed inbox, an idle timeout, and retries by turn id.
     async fn run_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
-        let target = Target::Session(request.session_id(), Op::StartTurn);
+        let target = Target::session(request.session_id(), Op::StartTurn);
         let subject = self.subject(&target)?;
         let body = StartTurnRequest {
             turn_id: request.turn_id().to_owned(),
@@ -344,7 +335,7 @@ impl BusClient {
             &Context::current(),
             SpanKind::Client,
             "start_turn",
-            || self.template(&target),
+            || self.inner.config.subjects.template(target.endpoint),
             &subject,
         );
         propagation::inject(&cx, &mut headers);
@@ -508,7 +499,7 @@ impl SessionLifecycleService for BusClient {
             let current = self.bound.start_point()?.to_owned();
             request.start = SessionStartPoint::ExistingSession { session_id: current };
         }
-        self.call(Target::Create, &request).await
+        self.call(Target::global(Endpoint::Create), &request).await
     }
 
     async fn close_session(&self, session_id: &str) -> Result<(), PluginError> {

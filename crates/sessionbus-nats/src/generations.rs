@@ -177,8 +177,8 @@ impl ToolGenerations {
         let (ready_tx, ready_rx) = oneshot::channel();
         let events = EventTask {
             client: client.clone(),
-            subject: format!("{}.events.*.tools", subjects.prefix()),
-            prefix: format!("{}.events.", subjects.prefix()),
+            subject: subjects.tool_events(),
+            prefix: subjects.events_prefix(),
             knowledge: Arc::clone(&knowledge),
             barriers: barrier_rx,
             ready: Some(ready_tx),

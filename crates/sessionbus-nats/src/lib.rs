@@ -24,5 +24,5 @@ pub mod worker;
 pub use client::{BusClient, BusClientConfig};
 pub use events::{EventKind, EventStream, SessionEvent};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
-pub use subjects::{DEFAULT_PREFIX, Op, Subjects};
+pub use subjects::{DEFAULT_PREFIX, Endpoint, Op, Subjects};
 pub use worker::{Worker, WorkerConfig};

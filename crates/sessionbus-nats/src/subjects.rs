@@ -2,14 +2,26 @@
 //!
 //! | subject | what |
 //! |---|---|
-//! | `<prefix>.session.<sid>.<op>` | one request per trait call, served by workers |
+//! | `<prefix>.session.<sid>.<op>` | one request per trait call, served by workers ([`Endpoint`]) |
 //! | `<prefix>.create` | `create_session` |
 //! | `<prefix>.ping` | readiness |
 //! | `<prefix>.events.<sid>.<kind>` | one event per stored write (JetStream republish) |
 //! | `<prefix>.state.<sid>.{meta,lease,graph,turn.<tid>}` | the `SESSIONBUS_STATE` stream |
 //! | `<prefix>.trace.<sid>` | the `SESSIONBUS_TRACE` stream |
+//! | `$KV.SESSIONBUS_TOOLS.<sid>` | a session's tool state (the KV bucket's stream) |
 //!
 //! `<sid>` and `<tid>` are ids encoded by [`sessionbus_api::ids`].
+//!
+//! ```
+//! use sessionbus_nats::{Endpoint, Op, Subjects};
+//!
+//! let subjects = Subjects::default();
+//! let snapshot = Endpoint::Session(Op::Snapshot);
+//! assert_eq!(subjects.listen(snapshot), "sessionbus.v1.session.*.snapshot");
+//! assert_eq!(subjects.call(snapshot, "chat-42"), "sessionbus.v1.session.chat-42.snapshot");
+//! assert_eq!(subjects.template(snapshot), "sessionbus.v1.session.{session_id}.snapshot");
+//! assert_eq!(subjects.call(Endpoint::Create, "ignored"), "sessionbus.v1.create");
+//! ```
 
 use std::fmt;
 use std::str::FromStr;
@@ -18,6 +30,8 @@ use sessionbus_api::{PluginError, ids};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "sessionbus.v1";
+/// The KV bucket holding tool state.
+pub const TOOLS_BUCKET: &str = "SESSIONBUS_TOOLS";
 
 /// The per-session operations of the bus, one endpoint each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -101,6 +115,54 @@ impl FromStr for Op {
     }
 }
 
+/// Every endpoint a worker serves: the one table that the client, the worker, `$SRV`
+/// and the docs take their subjects and names from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A per-session op on `<prefix>.session.<sid>.<op>`.
+    Session(Op),
+    /// `create_session` on `<prefix>.create`.
+    Create,
+    /// Readiness on `<prefix>.ping`.
+    Ping,
+}
+
+impl Endpoint {
+    /// Every endpoint, in the order workers add them.
+    pub const ALL: [Endpoint; 12] = [
+        Endpoint::Session(Op::Snapshot),
+        Endpoint::Session(Op::GraphPage),
+        Endpoint::Session(Op::ToolCatalog),
+        Endpoint::Session(Op::ToolState),
+        Endpoint::Session(Op::ApplyToolState),
+        Endpoint::Session(Op::SetToolMembership),
+        Endpoint::Session(Op::Close),
+        Endpoint::Session(Op::StartTurn),
+        Endpoint::Session(Op::AppendNodes),
+        Endpoint::Session(Op::Trace),
+        Endpoint::Create,
+        Endpoint::Ping,
+    ];
+
+    /// The endpoint's name (in `$SRV`, spans and errors).
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Session(op) => op.as_str(),
+            Endpoint::Create => "create",
+            Endpoint::Ping => "ping",
+        }
+    }
+
+    /// True for endpoints that change state (resent with the same request id).
+    pub fn writes(self) -> bool {
+        match self {
+            Endpoint::Session(op) => op.is_mutation(),
+            Endpoint::Create => true,
+            Endpoint::Ping => false,
+        }
+    }
+}
+
 /// Builds and parses the subjects under one prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Subjects {
@@ -124,24 +186,39 @@ impl Subjects {
         &self.prefix
     }
 
-    /// `<prefix>.session.<sid>.<op>` for an encoded session token.
+    /// The subject of one call of `endpoint` (per-session endpoints on the session's
+    /// encoded token; create and ping ignore it).
+    pub fn call(&self, endpoint: Endpoint, session_token: &str) -> String {
+        self.endpoint_subject(endpoint, session_token)
+    }
+
+    /// What a worker's `endpoint` listens on (`<prefix>.session.*.<op>` for a session op).
+    pub fn listen(&self, endpoint: Endpoint) -> String {
+        self.endpoint_subject(endpoint, "*")
+    }
+
+    /// The subject template of `endpoint`, for span names
+    /// (`<prefix>.session.{session_id}.<op>`).
+    pub fn template(&self, endpoint: Endpoint) -> String {
+        self.endpoint_subject(endpoint, "{session_id}")
+    }
+
+    /// `<prefix>.session.<sid>.<op>`: shorthand for [`Subjects::call`] of a session op.
     pub fn session_op(&self, session_token: &str, op: Op) -> String {
-        format!("{}.session.{session_token}.{}", self.prefix, op.as_str())
+        self.call(Endpoint::Session(op), session_token)
     }
 
-    /// `<prefix>.session.*.<op>`: what a worker's endpoint listens on.
-    pub fn session_op_wildcard(&self, op: Op) -> String {
-        format!("{}.session.*.{}", self.prefix, op.as_str())
-    }
-
-    /// `<prefix>.create`.
+    /// `<prefix>.create`: shorthand for [`Subjects::listen`] of [`Endpoint::Create`].
     pub fn create(&self) -> String {
-        format!("{}.create", self.prefix)
+        self.listen(Endpoint::Create)
     }
 
-    /// `<prefix>.ping`.
-    pub fn ping(&self) -> String {
-        format!("{}.ping", self.prefix)
+    fn endpoint_subject(&self, endpoint: Endpoint, session: &str) -> String {
+        match endpoint {
+            Endpoint::Session(op) => format!("{}.session.{session}.{}", self.prefix, op.as_str()),
+            Endpoint::Create => format!("{}.create", self.prefix),
+            Endpoint::Ping => format!("{}.ping", self.prefix),
+        }
     }
 
     /// Decodes the session id and op of a request subject.
@@ -159,6 +236,52 @@ impl Subjects {
     /// `<prefix>.events.<sid>.>` for an encoded session token, or every session.
     pub fn events(&self, session_token: Option<&str>) -> String {
         format!("{}.events.{}.>", self.prefix, session_token.unwrap_or("*"))
+    }
+
+    /// `<prefix>.events.`: what every event subject starts with.
+    pub fn events_prefix(&self) -> String {
+        format!("{}.events.", self.prefix)
+    }
+
+    /// `<prefix>.events.*.tools`: the tool-state events of every session.
+    pub fn tool_events(&self) -> String {
+        format!("{}.events.*.tools", self.prefix)
+    }
+
+    /// `<prefix>.events.<sid>.turn.<tid>`: the events of one turn's ledger.
+    pub fn turn_events(&self, session_token: &str, turn_token: &str) -> String {
+        format!("{}.events.{session_token}.turn.{turn_token}", self.prefix)
+    }
+
+    /// The republish rules of the three streams, as (source, destination): every stored
+    /// write becomes an event on `<prefix>.events.<sid>.<kind>`.
+    pub fn republish_tools(&self) -> (String, String) {
+        (self.tool_key("*"), format!("{}.events.{{{{wildcard(1)}}}}.tools", self.prefix))
+    }
+
+    /// See [`Subjects::republish_tools`]: the state stream's rule.
+    pub fn republish_state(&self) -> (String, String) {
+        (format!("{}.state.*.>", self.prefix), format!("{}.events.{{{{wildcard(1)}}}}.>", self.prefix))
+    }
+
+    /// See [`Subjects::republish_tools`]: the trace stream's rule.
+    pub fn republish_trace(&self) -> (String, String) {
+        (format!("{}.trace.*", self.prefix), format!("{}.events.{{{{wildcard(1)}}}}.trace", self.prefix))
+    }
+
+    /// `$KV.SESSIONBUS_TOOLS.<sid>`: a session's tool state.
+    pub fn tool_key(&self, session_token: &str) -> String {
+        format!("$KV.{TOOLS_BUCKET}.{session_token}")
+    }
+
+    /// `$KV.SESSIONBUS_TOOLS.>`: the subjects of the tools bucket's stream.
+    pub fn tools_all(&self) -> String {
+        self.tool_key(">")
+    }
+
+    /// `<prefix>.state.*.meta`: every session's meta (the registry).
+    pub fn meta_all(&self) -> String {
+        self.meta("*")
     }
 
     /// `<prefix>.state.>`: the subjects of the state stream.
@@ -222,11 +345,23 @@ mod tests {
         for id in ["chat-42", "a.b c", "line\u{e9}", "*>"] {
             let token = session_token(id).expect("valid id");
             for op in Op::ALL {
-                let subject = subjects.session_op(&token, op);
+                let subject = subjects.call(Endpoint::Session(op), &token);
                 assert_eq!(subject.split('.').count(), 5, "{subject}");
                 assert_eq!(subjects.parse_session_op(&subject).expect("parse"), (id.to_string(), op));
             }
         }
+    }
+
+    #[test]
+    fn the_endpoint_table_covers_every_op_once() {
+        let subjects = Subjects::default();
+        let ops: Vec<Op> =
+            Endpoint::ALL.iter().filter_map(|e| if let Endpoint::Session(op) = e { Some(*op) } else { None }).collect();
+        assert_eq!(ops, Op::ALL);
+        let listened: std::collections::HashSet<String> = Endpoint::ALL.iter().map(|e| subjects.listen(*e)).collect();
+        assert_eq!(listened.len(), Endpoint::ALL.len(), "every endpoint listens on its own subject");
+        assert_eq!(subjects.listen(Endpoint::Ping), "sessionbus.v1.ping");
+        assert!(Endpoint::Create.writes() && !Endpoint::Ping.writes());
     }
 
     #[test]

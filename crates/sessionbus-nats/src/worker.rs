@@ -25,7 +25,7 @@ use crate::generations::ToolGenerations;
 use crate::propagation;
 use crate::reply_policy::ReplyPolicy;
 use crate::request_context::{RequestContext, scoped_request_id, with_request};
-use crate::subjects::{Op, Subjects};
+use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
     self, Empty, ErrorCode, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
     StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
@@ -160,22 +160,15 @@ impl Worker {
             errors,
             refused_senders: Mutex::default(),
         });
-        let subjects = &config.subjects;
-        let mut routes: Vec<(String, String, Route)> = Op::ALL
-            .into_iter()
-            .map(|op| (op.as_str().to_owned(), subjects.session_op_wildcard(op), Route::Session(op)))
-            .collect();
-        routes.push(("create".to_owned(), subjects.create(), Route::Create));
-        routes.push(("ping".to_owned(), subjects.ping(), Route::Ping));
-        let mut loops = Vec::with_capacity(routes.len());
-        for (name, subject, route) in routes {
+        let mut loops = Vec::with_capacity(Endpoint::ALL.len());
+        for route in Endpoint::ALL {
             let endpoint = service
                 .endpoint_builder()
-                .name(&name)
-                .add(subject)
+                .name(route.name())
+                .add(config.subjects.listen(route))
                 .await
                 .map_err(|err| unavailable("could not subscribe a sessionbus endpoint", err))?;
-            loops.push(tokio::spawn(serve_endpoint(Arc::clone(&shared), endpoint, name, route)));
+            loops.push(tokio::spawn(serve_endpoint(Arc::clone(&shared), endpoint, route)));
         }
         let info = service.info().await;
         client
@@ -215,25 +208,18 @@ impl Worker {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Route {
-    Session(Op),
-    Create,
-    Ping,
-}
-
 async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
     shared: Arc<Shared<H>>,
     mut endpoint: service::endpoint::Endpoint,
-    name: String,
-    route: Route,
+    route: Endpoint,
 ) {
-    let is_turn = matches!(route, Route::Session(Op::StartTurn));
+    let name = route.name();
+    let is_turn = route == Endpoint::Session(Op::StartTurn);
     while let Some(request) = endpoint.next().await {
         if let Some(reply) = request.message.reply.as_deref()
             && !shared.config.reply_policy.allows(reply)
         {
-            refuse_reply(&shared, &name, reply, &request.message.subject);
+            refuse_reply(&shared, name, reply, &request.message.subject);
             continue;
         }
         let semaphore = if is_turn { &shared.turns } else { &shared.fast };
@@ -243,12 +229,11 @@ async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
                 shared.config.worker_id,
                 if is_turn { shared.config.max_turns_in_flight } else { shared.config.max_fast_in_flight },
             ));
-            record_error(&shared.errors, &name, ErrorCode::Unavailable, &error, true);
+            record_error(&shared.errors, name, ErrorCode::Unavailable, &error, true);
             respond_error(&request, ErrorCode::Unavailable, &error).await;
             continue;
         };
         let shared = Arc::clone(&shared);
-        let name = name.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let reply = handle(&shared, &request, route).await;
@@ -259,7 +244,7 @@ async fn serve_endpoint<H: SessionHost + ?Sized + 'static>(
                     }
                 }
                 Err((code, error)) => {
-                    record_error(&shared.errors, &name, code, &error, false);
+                    record_error(&shared.errors, name, code, &error, false);
                     respond_error(&request, code, &error).await;
                 }
             }
@@ -316,7 +301,7 @@ fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
 async fn handle<H: SessionHost + ?Sized + 'static>(
     shared: &Arc<Shared<H>>,
     request: &service::Request,
-    route: Route,
+    route: Endpoint,
 ) -> Reply {
     let message = &request.message;
     let headers = message.headers.as_ref();
@@ -324,23 +309,15 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
         .filter(|id| sessionbus_api::ids::validate_id("request id", id).is_ok())
         .map_or_else(|| uuid::Uuid::new_v4().to_string(), |id| scoped_request_id(&message.subject, id));
     let limit = shared.reply_limit;
-    let operation = match route {
-        Route::Session(op) => op.as_str(),
-        Route::Create => "create",
-        Route::Ping => "ping",
-    };
-    let template = || match route {
-        Route::Session(op) => format!("{}.session.{{session_id}}.{}", shared.config.subjects.prefix(), op.as_str()),
-        Route::Create => shared.config.subjects.create(),
-        Route::Ping => shared.config.subjects.ping(),
-    };
+    let operation = route.name();
+    let template = || shared.config.subjects.template(route);
     let parent = propagation::extract(headers);
     let cx = propagation::messaging_span(&parent, SpanKind::Server, operation, template, &message.subject);
     let context = RequestContext {
         request_id: Some(request_id),
         // Only writes are compared with what their request id stored before: reads (the
         // most frequent calls) skip hashing their body.
-        body_digest: writes(route).then(|| crate::request_context::body_digest(&message.payload)),
+        body_digest: route.writes().then(|| crate::request_context::body_digest(&message.payload)),
         traceparent: propagation::traceparent_of(&cx),
     };
     let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
@@ -354,21 +331,21 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
 async fn handle_route<H: SessionHost + ?Sized + 'static>(
     shared: &Arc<Shared<H>>,
     request: &service::Request,
-    route: Route,
+    route: Endpoint,
     limit: usize,
 ) -> Reply {
     let message = &request.message;
     let body = match route {
-        Route::Ping => wire::encode(&PingReply {
+        Endpoint::Ping => wire::encode(&PingReply {
             worker_id: shared.config.worker_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         })
         .map_err(failed),
-        Route::Create => {
+        Endpoint::Create => {
             let create: SessionCreateRequest = wire::decode_request("create", &message.payload).map_err(failed)?;
             reply(shared.host.create_session(create).await)
         }
-        Route::Session(op) => {
+        Endpoint::Session(op) => {
             let (session_id, _) = shared.config.subjects.parse_session_op(&message.subject).map_err(failed)?;
             handle_session_op(shared, request, op, &session_id, limit).await
         }
@@ -377,15 +354,6 @@ async fn handle_route<H: SessionHost + ?Sized + 'static>(
         return Err((ErrorCode::TooLarge, PluginError::too_large("the reply", body.len(), limit)));
     }
     Ok(body)
-}
-
-/// True for the routes whose calls write (and so carry a body digest).
-fn writes(route: Route) -> bool {
-    match route {
-        Route::Session(op) => op.is_mutation(),
-        Route::Create => true,
-        Route::Ping => false,
-    }
 }
 
 /// Decodes the request body of `op`; malformed input is a 400.

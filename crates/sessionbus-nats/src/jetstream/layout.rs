@@ -12,11 +12,10 @@ use async_nats::jetstream::{self, kv, stream};
 use sessionbus_api::PluginError;
 
 use crate::subjects::Subjects;
+pub use crate::subjects::TOOLS_BUCKET;
 
 use super::exporter::SPANS_BUCKET;
 
-/// The KV bucket holding tool state; its revision is the tool-state generation.
-pub const TOOLS_BUCKET: &str = "SESSIONBUS_TOOLS";
 /// The stream behind [`TOOLS_BUCKET`].
 pub const TOOLS_STREAM: &str = "KV_SESSIONBUS_TOOLS";
 /// The stream holding every session's meta, lease, graph and turn ledger.
@@ -61,7 +60,8 @@ pub async fn ensure_layout(
     subjects: &Subjects,
     config: &LayoutConfig,
 ) -> Result<(), PluginError> {
-    let prefix = subjects.prefix();
+    let republish =
+        |(source, destination): (String, String)| Some(stream::Republish { source, destination, headers_only: false });
     context
         .create_or_update_key_value(kv::Config {
             bucket: TOOLS_BUCKET.to_owned(),
@@ -69,11 +69,7 @@ pub async fn ensure_layout(
             history: config.tool_history,
             num_replicas: config.replicas,
             storage: stream::StorageType::File,
-            republish: Some(stream::Republish {
-                source: format!("$KV.{TOOLS_BUCKET}.*"),
-                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.tools"),
-                headers_only: false,
-            }),
+            republish: republish(subjects.republish_tools()),
             ..Default::default()
         })
         .await
@@ -89,11 +85,7 @@ pub async fn ensure_layout(
             allow_rollup: true,
             allow_direct: true,
             allow_atomic_publish: true,
-            republish: Some(stream::Republish {
-                source: format!("{prefix}.state.*.>"),
-                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.>"),
-                headers_only: false,
-            }),
+            republish: republish(subjects.republish_state()),
             ..Default::default()
         })
         .await
@@ -108,11 +100,7 @@ pub async fn ensure_layout(
             max_age: config.trace_max_age,
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
-            republish: Some(stream::Republish {
-                source: format!("{prefix}.trace.*"),
-                destination: format!("{prefix}.events.{{{{wildcard(1)}}}}.trace"),
-                headers_only: false,
-            }),
+            republish: republish(subjects.republish_trace()),
             ..Default::default()
         })
         .await
@@ -137,7 +125,7 @@ pub async fn verify_layout(context: &jetstream::Context, subjects: &Subjects) ->
     let expected = [
         (STATE_STREAM, subjects.state_all()),
         (TRACE_STREAM, subjects.trace_all()),
-        (TOOLS_STREAM, format!("$KV.{TOOLS_BUCKET}.>")),
+        (TOOLS_STREAM, subjects.tools_all()),
     ];
     for (stream, subject) in expected {
         let mut handle = context.get_stream(stream).await.map_err(|err| missing(stream, err))?;

@@ -38,7 +38,7 @@ pub async fn list_sessions(
     };
     let context = async_nats::jetstream::new(client.clone());
     let mut stream = context.get_stream(STATE_STREAM).await.map_err(|e| unavailable(&e))?;
-    let filter = format!("{}.state.*.meta", subjects.prefix());
+    let filter = subjects.meta_all();
     let info = stream.info().await.map_err(|e| unavailable(&e))?;
     if info.state.messages == 0 {
         return Ok(Vec::new());

@@ -11,12 +11,8 @@ use sessionbus_api::{MEMBERSHIP_ATTEMPTS, PluginError, ToolState, retry_pause, t
 
 use super::JetStreamHost;
 use super::api::{JsError, StoredMessage, Write};
-use super::layout::{TOOLS_BUCKET, TOOLS_STREAM};
+use super::layout::TOOLS_STREAM;
 use crate::subjects::session_token;
-
-fn key_subject(token: &str) -> String {
-    format!("$KV.{TOOLS_BUCKET}.{token}")
-}
 
 /// A stored entry as tool state (a delete marker reads as an empty state at its revision).
 fn state_of(message: Option<StoredMessage>) -> Result<ToolState, PluginError> {
@@ -33,7 +29,7 @@ impl JetStreamHost {
     async fn last_tool_entry(&self, token: &str) -> Result<Option<StoredMessage>, PluginError> {
         self.inner
             .api
-            .last(TOOLS_STREAM, &key_subject(token))
+            .last(TOOLS_STREAM, &self.inner.config.subjects.tool_key(token))
             .await
             .map_err(|err| err.into_plugin("reading tool state"))
     }
@@ -59,7 +55,8 @@ impl JetStreamHost {
         if payload.len() + 256 > limit {
             return Err(self.too_large("the tool state", payload.len()));
         }
-        let write = Write::new(key_subject(&token), payload, msg_id.clone()).if_last_sequence(expected, None);
+        let write = Write::new(self.inner.config.subjects.tool_key(&token), payload, msg_id.clone())
+            .if_last_sequence(expected, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => Ok(ack.seq),
             Err(JsError::WrongLastSequence) => {
@@ -70,7 +67,7 @@ impl JetStreamHost {
                 let first_after = self
                     .inner
                     .api
-                    .next(TOOLS_STREAM, &key_subject(&token), expected + 1)
+                    .next(TOOLS_STREAM, &self.inner.config.subjects.tool_key(&token), expected + 1)
                     .await
                     .map_err(|err| err.into_plugin("reading tool state"))?;
                 if let Some(stored) = first_after.filter(|m| m.msg_id.as_deref() == Some(msg_id.as_str())) {

@@ -121,7 +121,8 @@ impl JetStreamHost {
         let session_id = turn.session_id.clone();
         let turn_id = turn.turn_id.clone();
         let token = session_token(&session_id)?;
-        let turn_subject = self.inner.config.subjects.turn(&token, &turn_token(&turn_id)?);
+        let turn_key = turn_token(&turn_id)?;
+        let turn_subject = self.inner.config.subjects.turn(&token, &turn_key);
         let mut attached: Option<async_nats::Subscriber> = None;
         let mut lost_races = 0;
         while lost_races < DECISION_ROUNDS {
@@ -136,7 +137,7 @@ impl JetStreamHost {
                 StartDecision::AnotherTurnRuns => {
                     return Err(PluginError::Conflict(format!("session `{session_id}` already has a running turn")));
                 }
-                StartDecision::Wait => self.wait_for_ledger(&turn_subject, &mut attached).await?,
+                StartDecision::Wait => self.wait_for_ledger(&token, &turn_key, &mut attached).await?,
                 StartDecision::Take { lease_seq, ledger_seq } => {
                     if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
                         return self.run_and_commit(&token, &turn_subject, turn, held).await;
@@ -205,12 +206,12 @@ impl JetStreamHost {
     /// Waits until the turn's ledger may have changed (an event, or a poll interval).
     async fn wait_for_ledger(
         &self,
-        turn_subject: &str,
+        token: &str,
+        turn_token: &str,
         attached: &mut Option<async_nats::Subscriber>,
     ) -> Result<(), PluginError> {
         let Some(subscriber) = attached else {
-            let prefix = self.inner.config.subjects.prefix();
-            let events = turn_subject.replacen(&format!("{prefix}.state."), &format!("{prefix}.events."), 1);
+            let events = self.inner.config.subjects.turn_events(token, turn_token);
             *attached = Some(
                 self.inner
                     .api
