@@ -21,6 +21,7 @@ pub mod ids;
 pub mod memory;
 mod service;
 mod session;
+pub mod sync;
 mod tools;
 mod trace;
 mod turn;

@@ -73,7 +73,7 @@ impl InMemoryHost {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock cannot leave a half-applied write: every
         // mutation below validates first and then writes, so the data stays usable.
-        self.inner.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        crate::sync::lock(&self.inner.state)
     }
 
     fn record_trace(&self, session_id: &str, mut context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {

@@ -200,14 +200,14 @@ impl CatalogCache {
 
     /// The cached catalog of `session_id` and its generation, if any.
     pub fn get(&self, session_id: &str) -> Option<(u64, std::sync::Arc<Vec<Value>>)> {
-        let entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entries = crate::sync::lock(&self.entries);
         entries.get(session_id).map(|(generation, catalog)| (*generation, std::sync::Arc::clone(catalog)))
     }
 
     /// Drops the catalog of `session_id` cached at a generation older than `generation`
     /// (a write of this caller's made it stale).
     pub fn forget_older(&self, session_id: &str, generation: u64) {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = crate::sync::lock(&self.entries);
         if entries.get(session_id).is_some_and(|(cached, _)| *cached < generation) {
             entries.remove(session_id);
         }
@@ -220,7 +220,7 @@ impl CatalogCache {
         generation: u64,
         build: impl FnOnce() -> Vec<Value>,
     ) -> std::sync::Arc<Vec<Value>> {
-        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut entries = crate::sync::lock(&self.entries);
         if let Some((cached, catalog)) = entries.get(session_id)
             && *cached == generation
         {

@@ -38,6 +38,7 @@ use sessionbus_api::PluginError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::jetstream::TOOLS_STREAM;
+use crate::lock;
 use crate::subjects::Subjects;
 
 /// Events drained in a row, without finding the subscription empty, after which an
@@ -162,10 +163,6 @@ impl Drop for ToolGenerations {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-fn lock(knowledge: &Mutex<Knowledge>) -> std::sync::MutexGuard<'_, Knowledge> {
-    knowledge.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ToolGenerations {

@@ -13,6 +13,7 @@
 pub mod client;
 pub mod events;
 mod generations;
+mod graph_cuts;
 pub mod jetstream;
 pub mod propagation;
 pub mod reply_policy;
@@ -26,3 +27,5 @@ pub use events::{EventKind, EventStream, SessionEvent};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
 pub use subjects::{DEFAULT_PREFIX, Endpoint, Op, Subjects};
 pub use worker::{Worker, WorkerConfig};
+
+use sessionbus_api::sync::lock;

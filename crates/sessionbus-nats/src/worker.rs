@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
 use sessionbus_api::{
-    AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionSnapshot,
-    SessionTurnRequest, ToolState, claim_trace_context,
+    AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionNode,
+    SessionSnapshot, SessionTurnRequest, ToolState, claim_trace_context,
 };
 use tokio::sync::Semaphore;
 
@@ -106,6 +106,8 @@ struct Shared<H: ?Sized> {
     reply_limit: usize,
     /// Senders of refused reply subjects already logged.
     refused_senders: Mutex<HashSet<String>>,
+    /// The graphs of replies cut into pages, which the next pages are sliced from.
+    cuts: GraphCuts,
 }
 
 /// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
@@ -159,6 +161,7 @@ impl Worker {
             config: config.clone(),
             errors,
             refused_senders: Mutex::default(),
+            cuts: GraphCuts::default(),
         });
         let mut loops = Vec::with_capacity(Endpoint::ALL.len());
         for route in Endpoint::ALL {
@@ -268,9 +271,8 @@ fn refuse_reply<H: ?Sized>(shared: &Shared<H>, endpoint: &str, reply: &str, subj
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use crate::graph_cuts::GraphCuts;
+use crate::lock;
 
 fn record_error(errors: &ErrorStats, endpoint: &str, code: ErrorCode, error: &PluginError, overloaded: bool) {
     let mut errors = lock(errors);
@@ -378,13 +380,23 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
         Op::Snapshot => {
             let _: Empty = body(op, payload)?;
             let snapshot = host.snapshot_session(session_id).await.map_err(failed)?;
-            first_page(snapshot, limit)
+            first_page(snapshot, limit, |whole| shared.cuts.keep(session_id, whole))
         }
         Op::GraphPage => {
             let page: GraphPageRequest = body(op, payload)?;
-            // The host's current snapshot; `as_of` cuts it back to the first page's graph.
-            let snapshot = host.snapshot_session(session_id).await.map_err(failed)?;
-            graph_page(snapshot, page, limit)
+            // The graph the first page was cut from when this worker keeps it, else the
+            // host's current graph (`as_of` cuts it back to the first page's graph).
+            let nodes = match page.as_of.and_then(|as_of| shared.cuts.get(session_id, as_of)) {
+                Some(nodes) => nodes,
+                None => {
+                    let nodes = Arc::new(host.snapshot_session(session_id).await.map_err(failed)?.session_graph.nodes);
+                    if page.as_of.is_some() {
+                        shared.cuts.keep(session_id, Arc::clone(&nodes));
+                    }
+                    nodes
+                }
+            };
+            graph_page(&nodes, page, limit)
         }
         Op::ToolCatalog => {
             let ask: ToolCatalogRequest = body(op, payload)?;
@@ -447,7 +459,7 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             if let Some(progress) = progress {
                 progress.abort();
             }
-            turn_reply(result.map_err(failed)?, limit)
+            turn_reply(result.map_err(failed)?, limit, |whole| shared.cuts.keep(session_id, whole))
         }
     }
 }
@@ -466,64 +478,66 @@ async fn send_progress(client: Client, reply: String, every: Duration) {
 }
 
 /// The snapshot reply: the whole snapshot when it fits, else the first page of its
-/// graph with `graph_next_seq` and `graph_as_of`.
-fn first_page(mut snapshot: SessionSnapshot, limit: usize) -> Reply {
+/// graph with `graph_next_seq` and `graph_as_of` (the whole graph goes to `keep`).
+fn first_page(mut snapshot: SessionSnapshot, limit: usize, keep: impl FnOnce(Arc<Vec<SessionNode>>)) -> Reply {
     let body = wire::encode(&snapshot).map_err(failed)?;
     if body.len() <= limit {
         return Ok(body);
     }
     let overhead = body.len() - nodes_size(&snapshot.session_graph.nodes);
-    cut_first_page(&mut snapshot, limit.saturating_sub(overhead + 128));
+    keep(cut_first_page(&mut snapshot, limit.saturating_sub(overhead + 128)));
     wire::encode(&snapshot).map_err(failed)
 }
 
 /// A turn's reply: like a snapshot, its state's graph is paged when the whole reply
 /// does not fit (the client completes it with `graph_page`).
-fn turn_reply(mut turn: sessionbus_api::AssembledTurn, limit: usize) -> Reply {
+fn turn_reply(
+    mut turn: sessionbus_api::AssembledTurn,
+    limit: usize,
+    keep: impl FnOnce(Arc<Vec<SessionNode>>),
+) -> Reply {
     let body = wire::encode(&turn).map_err(failed)?;
     if body.len() <= limit {
         return Ok(body);
     }
     let overhead = body.len() - nodes_size(&turn.state.session_graph.nodes);
-    cut_first_page(&mut turn.state, limit.saturating_sub(overhead + 128));
+    keep(cut_first_page(&mut turn.state, limit.saturating_sub(overhead + 128)));
     wire::encode(&turn).map_err(failed)
 }
 
 /// Keeps the nodes of `snapshot` that fit `budget` bytes and marks the cut: where the
 /// next page starts (`graph_next_seq`) and how many nodes the whole graph has
-/// (`graph_as_of`).
-fn cut_first_page(snapshot: &mut SessionSnapshot, budget: usize) {
-    let nodes = &mut snapshot.session_graph.nodes;
-    let total = nodes.len();
-    let count = nodes_fitting(nodes, 0, budget);
-    nodes.truncate(count);
-    let next = (count < total).then_some(count as u64);
+/// (`graph_as_of`). Returns the whole graph.
+fn cut_first_page(snapshot: &mut SessionSnapshot, budget: usize) -> Arc<Vec<SessionNode>> {
+    let whole = std::mem::take(&mut snapshot.session_graph.nodes);
+    let count = nodes_fitting(&whole, 0, budget);
+    snapshot.session_graph.nodes = whole[..count].to_vec();
+    let next = (count < whole.len()).then_some(count as u64);
     snapshot.extra.insert(wire::GRAPH_NEXT_SEQ.to_owned(), serde_json::Value::from(next));
-    snapshot.extra.insert(wire::GRAPH_AS_OF.to_owned(), serde_json::Value::from(total as u64));
+    snapshot.extra.insert(wire::GRAPH_AS_OF.to_owned(), serde_json::Value::from(whole.len() as u64));
+    Arc::new(whole)
 }
 
 /// The JSON size of `nodes` inside their array.
-fn nodes_size(nodes: &[sessionbus_api::SessionNode]) -> usize {
+fn nodes_size(nodes: &[SessionNode]) -> usize {
     nodes.iter().map(|node| serde_json::to_vec(node).map_or(0, |b| b.len() + 1)).sum()
 }
 
-fn graph_page(snapshot: SessionSnapshot, page: GraphPageRequest, limit: usize) -> Reply {
-    let mut nodes = snapshot.session_graph.nodes;
-    if let Some(as_of) = page.as_of {
-        nodes.truncate(usize::try_from(as_of).unwrap_or(usize::MAX));
-    }
+/// One page of `graph` (cut back to `as_of` nodes when given): only its nodes are copied.
+fn graph_page(graph: &[SessionNode], page: GraphPageRequest, limit: usize) -> Reply {
+    let cut = page.as_of.map_or(graph.len(), |as_of| usize::try_from(as_of).unwrap_or(usize::MAX).min(graph.len()));
+    let nodes = &graph[..cut];
     let start = usize::try_from(page.after_seq).unwrap_or(usize::MAX).min(nodes.len());
-    let by_size = nodes_fitting(&nodes, start, limit.saturating_sub(64));
+    let by_size = nodes_fitting(nodes, start, limit.saturating_sub(64));
     let count = by_size.min(page.limit.max(1) as usize);
     let end = start + count;
     let next_seq = (end < nodes.len()).then_some(end as u64);
-    let nodes = nodes.into_iter().skip(start).take(count).collect();
-    reply(Ok(GraphPage { nodes, next_seq }))
+    reply(Ok(GraphPage { nodes: nodes[start..end].to_vec(), next_seq }))
 }
 
 /// How many nodes from `start` fit in `budget` bytes of JSON (at least one when any is left,
 /// so paging always progresses; a single node too large is refused by the size check).
-fn nodes_fitting(nodes: &[sessionbus_api::SessionNode], start: usize, budget: usize) -> usize {
+fn nodes_fitting(nodes: &[SessionNode], start: usize, budget: usize) -> usize {
     let mut used = 0;
     let mut count = 0;
     for node in &nodes[start..] {

@@ -1,19 +1,24 @@
 //! Replies larger than one message arrive complete and consistent: a turn on a
 //! 20,000-node session returns through BusClient in full (its graph paged like a
-//! snapshot's), and the pages of a snapshot stop at the graph the first page was cut
-//! from, even while other writers append.
+//! snapshot's), the pages of a snapshot stop at the graph the first page was cut from,
+//! even while other writers append, and the pages after the first are sliced from that
+//! graph instead of a whole snapshot read per page.
 
 mod common;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
+use sessionbus_api::memory::InMemoryHost;
 use sessionbus_api::{
-    AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _, SessionLifecycleService as _,
-    SessionTurnRequest, TurnInput,
+    AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, PluginError, SessionAppendNode,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
+    SessionStateService, SessionTurnRequest, TurnInput,
 };
 use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
-use sessionbus_nats::{Op, Subjects};
+use sessionbus_nats::{BusClient, BusClientConfig, Op, Subjects};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_on_a_twenty_thousand_node_session_returns_in_full() {
@@ -69,4 +74,58 @@ async fn snapshot_pages_stop_at_the_graph_of_the_first_page() {
         next = page.next_seq;
     }
     assert_eq!(read, 20_000, "the pages end where the first page's graph ended");
+}
+
+/// An in-memory host that counts the snapshots read from it (and serves only what the
+/// paging test calls).
+struct CountingHost {
+    inner: InMemoryHost,
+    snapshots: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl SessionStateService for CountingHost {
+    async fn snapshot_session(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+        self.snapshots.fetch_add(1, Ordering::SeqCst);
+        self.inner.snapshot_session(session_id).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionLifecycleService for CountingHost {
+    async fn create_session(&self, request: SessionCreateRequest) -> Result<SessionHandle, PluginError> {
+        self.inner.create_session(request).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionGraphService for CountingHost {
+    async fn append_session_nodes(
+        &self,
+        session_id: &str,
+        request: AppendSessionNodesRequest,
+    ) -> Result<AppendSessionNodesResult, PluginError> {
+        self.inner.append_session_nodes(session_id, request).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_a_snapshot_reads_the_hosts_graph_once_not_once_per_page() {
+    let server = common::server();
+    let host =
+        Arc::new(CountingHost { inner: InMemoryHost::new(Arc::new(EchoExecutor)), snapshots: AtomicUsize::new(0) });
+    let _worker = common::worker_on(&server, Arc::clone(&host)).await;
+    // One attempt, with room for an 8 MiB graph on a loaded machine: a resend would
+    // read the host again.
+    let config = BusClientConfig { timeout: Duration::from_secs(60), attempts: 1, ..BusClientConfig::default() };
+    let client = BusClient::new(server.client().await.expect("connect"), config);
+    let session = common::twenty_thousand_node_session(&client).await;
+    host.snapshots.store(0, Ordering::SeqCst);
+    let snapshot = client.snapshot_session(&session).await.expect("snapshot");
+    assert_eq!(snapshot.session_graph.nodes.len(), 20_000, "every page arrived");
+    assert_eq!(
+        host.snapshots.load(Ordering::SeqCst),
+        1,
+        "one read for the first page; the next pages are sliced from the graph it was cut from"
+    );
 }

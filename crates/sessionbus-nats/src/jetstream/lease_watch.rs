@@ -28,7 +28,7 @@ impl LeaseWatch {
     /// True while the lease of session `token` at sequence `seq` may still be held:
     /// until this process has seen that same sequence for `ttl`.
     pub(crate) fn alive(&self, token: &str, seq: u64, ttl: Duration) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut seen = crate::lock(&self.seen);
         observe(&mut seen, self.capacity, token, seq, Instant::now(), ttl)
     }
 }

@@ -143,7 +143,7 @@ impl ViewCache {
     /// The view of session token `token`, created empty when absent. When the cache
     /// is full, views nobody is using are dropped first.
     pub(crate) fn get(&self, token: &str) -> Arc<tokio::sync::Mutex<SessionView>> {
-        let mut views = self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut views = crate::lock(&self.views);
         if let Some(view) = views.get(token) {
             return Arc::clone(view);
         }
@@ -173,6 +173,6 @@ impl ViewCache {
 
     /// How many views are cached.
     pub(crate) fn len(&self) -> usize {
-        self.views.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).len()
+        crate::lock(&self.views).len()
     }
 }
