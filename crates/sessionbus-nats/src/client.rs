@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sessionbus_api::sync::Backoff;
+
 use async_nats::{Client, HeaderMap, Message, StatusCode};
 use futures::StreamExt as _;
 use opentelemetry::Context;
@@ -26,6 +28,10 @@ use crate::wire::{
     ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 
+/// The pause before each resend of a call (0.1 s, doubling, at most 3.2 s).
+const CALL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(3200));
+/// The pause before each resend of a turn (0.2 s, doubling, at most 3.2 s).
+const TURN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(3200));
 /// Settings of a [`BusClient`].
 #[derive(Clone, Debug)]
 pub struct BusClientConfig {
@@ -235,7 +241,7 @@ impl BusClient {
         let mut maybe_delivered = false;
         for attempt in 0..config.attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(50) * 2u32.pow(attempt.min(6))).await;
+                tokio::time::sleep(CALL_BACKOFF.pause(attempt)).await;
             }
             let request = async_nats::Request::new()
                 .payload(payload.clone())
@@ -302,7 +308,7 @@ impl BusClient {
                 tokio::spawn(async move {
                     while let Some(message) = subscriber.next().await {
                         let Some(key) = message.subject.rsplit('.').next() else { continue };
-                        let route = routes.lock().unwrap_or_else(|p| p.into_inner()).get(key).cloned();
+                        let route = crate::lock(&routes).get(key).cloned();
                         if let Some(route) = route {
                             let _ = route.send(message);
                         }
@@ -360,11 +366,11 @@ impl BusClient {
         let mut last_error = None;
         for attempt in 0..config.attempts.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(100) * 2u32.pow(attempt.min(5))).await;
+                tokio::time::sleep(TURN_BACKOFF.pause(attempt)).await;
             }
             let key = uuid::Uuid::new_v4().simple().to_string();
             let (sender, mut replies) = mpsc::unbounded_channel();
-            self.inner.turn_routes.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone(), sender);
+            crate::lock(&self.inner.turn_routes).insert(key.clone(), sender);
             let _route = RouteGuard { routes: Arc::clone(&self.inner.turn_routes), key: key.clone() };
             self.inner
                 .client
@@ -424,7 +430,7 @@ struct RouteGuard {
 
 impl Drop for RouteGuard {
     fn drop(&mut self) {
-        self.routes.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+        crate::lock(&self.routes).remove(&self.key);
     }
 }
 

@@ -68,7 +68,7 @@ pub async fn export_with_retry<E: SpanExporter>(
     if batch.is_empty() {
         return Ok(());
     }
-    let mut pause = Duration::from_millis(100);
+    let backoff = sessionbus_api::sync::Backoff::new(Duration::from_millis(100), max_pause);
     let mut tried = 0u32;
     loop {
         match exporter.export(batch.clone()).await {
@@ -79,9 +79,9 @@ pub async fn export_with_retry<E: SpanExporter>(
                     tracing::warn!(%err, spans = batch.len(), tried, "giving up exporting spans");
                     return Err(batch);
                 }
+                let pause = backoff.pause(tried);
                 tracing::warn!(%err, spans = batch.len(), ?pause, "span export failed; retrying");
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(max_pause);
             }
         }
     }
