@@ -45,6 +45,22 @@ struct Inner {
 
 /// An in-process host with every rule of the contract. Clones share state; a clone
 /// made with [`InMemoryHost::bound_to`] answers `snapshot_current` for its session.
+///
+/// ```
+/// use std::sync::Arc;
+/// use sessionbus_api::memory::InMemoryHost;
+/// use sessionbus_api::{EchoExecutor, SessionCreateRequest, SessionLifecycleService as _, SessionTurnRequest};
+/// use sessionbus_api::{SessionStateService as _, TurnInput};
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let host = InMemoryHost::new(Arc::new(EchoExecutor));
+/// let session = host.create_session(SessionCreateRequest::root(Some("chat-42".into()))).await.unwrap();
+/// let turn = SessionTurnRequest::for_turn(&session.session_id, "t1", TurnInput::text("hello")).unwrap();
+/// let done = host.start_turn(turn).await.unwrap();
+/// assert_eq!(done.state.turn_index, 1);
+/// assert_eq!(host.snapshot_session("chat-42").await.unwrap().session_graph.nodes.len(), 2);
+/// # });
+/// ```
 #[derive(Clone)]
 pub struct InMemoryHost {
     inner: Arc<Inner>,

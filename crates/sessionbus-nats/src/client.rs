@@ -74,6 +74,20 @@ struct Inner {
 
 /// A client of the bus: implements the three traits by request/reply. Cheap to clone;
 /// [`BusClient::bound`] makes a view bound to one session.
+///
+/// ```no_run
+/// use sessionbus_api::{SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _};
+/// use sessionbus_nats::{BusClient, BusClientConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let bus = BusClient::new(nats, BusClientConfig::default());
+/// let handle = bus.create_session(SessionCreateRequest::root(None)).await?;
+/// let snapshot = bus.snapshot_session(&handle.session_id).await?;
+/// assert_eq!(snapshot.turn_index, 0);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct BusClient {
     inner: Arc<Inner>,

@@ -112,6 +112,24 @@ struct Shared<H: ?Sized> {
 
 /// A running worker. [`Worker::shutdown`] stops taking requests and waits for the ones
 /// in flight.
+///
+/// Serves any host of the three traits; here the in-memory reference host:
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// use sessionbus_api::{EchoExecutor, memory::InMemoryHost};
+/// use sessionbus_nats::{Worker, WorkerConfig};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// let host = Arc::new(InMemoryHost::new(Arc::new(EchoExecutor)));
+/// let worker = Worker::start(nats, host, WorkerConfig::default()).await?;
+/// // ... serve until asked to stop, then drain for at most 10 s.
+/// worker.shutdown(Duration::from_secs(10)).await;
+/// # Ok(())
+/// # }
+/// ```
 pub struct Worker {
     service: service::Service,
     loops: Vec<tokio::task::JoinHandle<()>>,

@@ -95,6 +95,22 @@ struct Inner {
 
 /// The durable host: implements the three traits on JetStream. Cheap to clone; clones
 /// share the connection and caches.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use sessionbus_api::{EchoExecutor, SessionCreateRequest, SessionLifecycleService as _};
+/// use sessionbus_nats::jetstream::{LayoutConfig, ensure_layout};
+/// use sessionbus_nats::{JetStreamHost, JetStreamHostConfig, Subjects};
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let nats = async_nats::connect("nats://127.0.0.1:4222").await?;
+/// // Once per deployment (what `sessionbus setup` does):
+/// ensure_layout(&async_nats::jetstream::new(nats.clone()), &Subjects::default(), &LayoutConfig::default()).await?;
+/// let host = JetStreamHost::connect(nats, Arc::new(EchoExecutor), JetStreamHostConfig::default()).await?;
+/// host.create_session(SessionCreateRequest::root(Some("chat-42".into()))).await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct JetStreamHost {
     inner: Arc<Inner>,
