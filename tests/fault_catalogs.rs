@@ -58,7 +58,7 @@ async fn ask_catalog(nats: &async_nats::Client, session: &str, if_generation: u6
 }
 
 fn config() -> BusClientConfig {
-    BusClientConfig { attempts: 10, ..BusClientConfig::default() }
+    BusClientConfig::default().with_attempts(10)
 }
 
 /// Pushes `MIB` MiB of other traffic from `source`'s server to the subscriber behind

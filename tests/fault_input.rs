@@ -206,7 +206,7 @@ async fn overload_beyond_the_turn_limit_is_refused_and_every_turn_then_completes
     )
     .await
     .expect("worker");
-    let config = BusClientConfig { attempts: 1, ..BusClientConfig::default() };
+    let config = BusClientConfig::default().with_attempts(1);
     let client = BusClient::new(server.client().await.expect("connect"), config);
     let sessions: Vec<String> = (0..20).map(|i| format!("overload-{i}-{}", uuid::Uuid::new_v4().simple())).collect();
     for session in &sessions {

@@ -113,12 +113,10 @@ fn bus_config() -> BusClientConfig {
     // (0.1 s, 0.2 s, 0.4 s, ...). At 3 s per attempt the first resend overlaps the
     // election, and elections of up to 9 s end in a window or a gap of at most 0.4 s.
     // Turns are watched by progress messages (every 2 s): 5 s of silence means lost.
-    BusClientConfig {
-        timeout: Duration::from_secs(3),
-        attempts: 6,
-        turn_idle_timeout: Duration::from_secs(5),
-        ..BusClientConfig::default()
-    }
+    BusClientConfig::default()
+        .with_timeout(Duration::from_secs(3))
+        .with_attempts(6)
+        .with_turn_idle_timeout(Duration::from_secs(5))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,7 +40,7 @@ const RELEASE_REFUSED: &str = "could not record a failed turn";
 
 fn client_config() -> BusClientConfig {
     // Progress comes every 2 s from a live worker; 3 s of silence means it is gone.
-    BusClientConfig { turn_idle_timeout: Duration::from_secs(3), attempts: 10, ..BusClientConfig::default() }
+    BusClientConfig::default().with_turn_idle_timeout(Duration::from_secs(3)).with_attempts(10)
 }
 
 /// Ledger statuses of `turn_id`, as republished for every stored write.

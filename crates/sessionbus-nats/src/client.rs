@@ -32,8 +32,9 @@ use crate::wire::{
 const CALL_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_millis(3200));
 /// The pause before each resend of a turn (0.2 s, doubling, at most 3.2 s).
 const TURN_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_millis(3200));
-/// Settings of a [`BusClient`].
+/// Settings of a [`BusClient`]: `BusClientConfig::default().with_timeout(..)`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct BusClientConfig {
     /// The subject prefix.
     pub subjects: Subjects,
@@ -58,6 +59,14 @@ impl Default for BusClientConfig {
         }
     }
 }
+
+with_setters!(BusClientConfig {
+    with_subjects => subjects: Subjects,
+    with_timeout => timeout: Duration,
+    with_attempts => attempts: u32,
+    with_turn_idle_timeout => turn_idle_timeout: Duration,
+    with_graph_page_limit => graph_page_limit: u32,
+});
 
 type TurnRoutes = Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>;
 

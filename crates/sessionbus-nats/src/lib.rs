@@ -10,6 +10,23 @@
 
 #![deny(missing_docs)]
 
+/// Builder-style `with_<field>` setters for a `#[non_exhaustive]` config struct, so other
+/// crates build it from `Default` (`Config::default().with_timeout(..)`).
+macro_rules! with_setters {
+    ($config:ty { $($setter:ident => $field:ident: $ty:ty),* $(,)? }) => {
+        impl $config {
+            $(
+                #[doc = concat!("This config with `", stringify!($field), "` set to `value`.")]
+                #[must_use]
+                pub fn $setter(mut self, value: $ty) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
 pub mod client;
 pub mod events;
 mod generations;

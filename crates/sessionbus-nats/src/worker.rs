@@ -41,6 +41,7 @@ const REPLY_HEADROOM: usize = 4096;
 
 /// Settings of a [`Worker`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct WorkerConfig {
     /// The subject prefix.
     pub subjects: Subjects,
@@ -63,6 +64,16 @@ pub struct WorkerConfig {
     /// is dropped unanswered and unexecuted (see [`ReplyPolicy`]).
     pub reply_policy: ReplyPolicy,
 }
+
+with_setters!(WorkerConfig {
+    with_subjects => subjects: Subjects,
+    with_max_fast_in_flight => max_fast_in_flight: usize,
+    with_max_turns_in_flight => max_turns_in_flight: usize,
+    with_progress_every => progress_every: Duration,
+    with_worker_id => worker_id: String,
+    with_tool_events => tool_events: bool,
+    with_reply_policy => reply_policy: ReplyPolicy,
+});
 
 impl Default for WorkerConfig {
     fn default() -> Self {

@@ -26,7 +26,7 @@ async fn an_unanswered_write_says_its_outcome_is_unknown_and_how_to_resend_it() 
     let stalled = server.client().await.expect("connect");
     let mut requests = stalled.subscribe("sessionbus.v1.session.*.append_nodes").await.expect("subscribe");
     stalled.flush().await.expect("flush");
-    let config = BusClientConfig { timeout: Duration::from_millis(200), attempts: 2, ..BusClientConfig::default() };
+    let config = BusClientConfig::default().with_timeout(Duration::from_millis(200)).with_attempts(2);
     let bus = BusClient::new(server.client().await.expect("connect"), config);
     let error = bus.append_session_nodes("s1", append("hello")).await.expect_err("no answer");
     let seen = requests.next().await.expect("the stalled worker got the request");

@@ -32,11 +32,9 @@ fn message(text: &str) -> AppendSessionNodesRequest {
 }
 
 fn short_lease() -> JetStreamHostConfig {
-    JetStreamHostConfig {
-        lease_ttl: Duration::from_secs(2),
-        lease_renew_every: Duration::from_millis(300),
-        ..Default::default()
-    }
+    JetStreamHostConfig::default()
+        .with_lease_ttl(Duration::from_secs(2))
+        .with_lease_renew_every(Duration::from_millis(300))
 }
 
 /// 1 (fenced turns) and 8 (leases): a worker that cannot renew its lease loses the turn
@@ -51,11 +49,9 @@ async fn a_worker_that_lost_its_lease_cannot_commit() {
     let stalled = common::jetstream_host_with(
         &server,
         stalled_gate.clone(),
-        JetStreamHostConfig {
-            lease_ttl: Duration::from_secs(2),
-            lease_renew_every: Duration::from_secs(3600),
-            ..Default::default()
-        },
+        JetStreamHostConfig::default()
+            .with_lease_ttl(Duration::from_secs(2))
+            .with_lease_renew_every(Duration::from_secs(3600)),
     )
     .await;
     let healthy = common::jetstream_host_with(&server, Arc::new(EchoExecutor), short_lease()).await;

@@ -117,7 +117,7 @@ async fn paging_a_snapshot_reads_the_hosts_graph_once_not_once_per_page() {
     let _worker = common::worker_on(&server, Arc::clone(&host)).await;
     // One attempt, with room for an 8 MiB graph on a loaded machine: a resend would
     // read the host again.
-    let config = BusClientConfig { timeout: Duration::from_secs(60), attempts: 1, ..BusClientConfig::default() };
+    let config = BusClientConfig::default().with_timeout(Duration::from_secs(60)).with_attempts(1);
     let client = BusClient::new(server.client().await.expect("connect"), config);
     let session = common::twenty_thousand_node_session(&client).await;
     host.snapshots.store(0, Ordering::SeqCst);

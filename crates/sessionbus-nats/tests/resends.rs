@@ -21,12 +21,10 @@ async fn host_behind(server: &sessionbus_testkit::NatsServer, proxy: &AckDropper
         .await
         .expect("layout");
     let client = async_nats::connect(proxy.url()).await.expect("connect through the proxy");
-    let config = JetStreamHostConfig {
-        lease_ttl: Duration::from_secs(5),
-        lease_renew_every: Duration::from_millis(300),
-        api_timeout: Duration::from_secs(1),
-        ..JetStreamHostConfig::default()
-    };
+    let config = JetStreamHostConfig::default()
+        .with_lease_ttl(Duration::from_secs(5))
+        .with_lease_renew_every(Duration::from_millis(300))
+        .with_api_timeout(Duration::from_secs(1));
     JetStreamHost::connect(client, Arc::new(common::SlowExecutor(turn)), config).await.expect("host")
 }
 

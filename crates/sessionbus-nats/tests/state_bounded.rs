@@ -34,11 +34,9 @@ async fn messages_per_subject(client: &async_nats::Client, session: &str) -> std
 async fn lease_renewals_and_many_turns_keep_the_state_stream_bounded() {
     let server = common::server();
     // 120 renewals in about 6 s stand in for a 10-minute turn renewed every 5 s.
-    let config = JetStreamHostConfig {
-        lease_ttl: Duration::from_secs(2),
-        lease_renew_every: Duration::from_millis(50),
-        ..JetStreamHostConfig::default()
-    };
+    let config = JetStreamHostConfig::default()
+        .with_lease_ttl(Duration::from_secs(2))
+        .with_lease_renew_every(Duration::from_millis(50));
     let long = Arc::new(common::SlowExecutor(Duration::from_millis(120 * 50 + 200)));
     let host = common::jetstream_host_with(&server, long, config).await;
     let session = common::create_root(&host).await;

@@ -25,11 +25,9 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn exporter_config() -> TraceExporterConfig {
-    TraceExporterConfig {
-        max_retry_pause: Duration::from_millis(300),
-        ack_wait: Duration::from_secs(3),
-        ..TraceExporterConfig::default()
-    }
+    TraceExporterConfig::default()
+        .with_max_retry_pause(Duration::from_millis(300))
+        .with_ack_wait(Duration::from_secs(3))
 }
 
 async fn start_exporter(

@@ -40,11 +40,9 @@ impl TurnExecutor for Failing {
 async fn bus() -> (common::Kept<sessionbus_nats::BusClient>, Arc<Failing>) {
     let executor = Arc::new(Failing { runs: AtomicUsize::new(0) });
     let server = common::server();
-    let config = JetStreamHostConfig {
-        max_turn_duration: Duration::from_millis(500),
-        lease_ttl: Duration::from_secs(30),
-        ..JetStreamHostConfig::default()
-    };
+    let config = JetStreamHostConfig::default()
+        .with_max_turn_duration(Duration::from_millis(500))
+        .with_lease_ttl(Duration::from_secs(30));
     let host = Arc::new(common::jetstream_host_with(&server, executor.clone(), config).await);
     let worker = common::jetstream_worker_on(&server, host).await;
     let client = common::client_on(&server).await;

@@ -165,7 +165,7 @@ async fn a_thirty_second_turn_completes_through_a_five_second_idle_timeout() {
     let host =
         Arc::new(common::jetstream_host_on(&server, Arc::new(common::SlowExecutor(Duration::from_secs(30)))).await);
     let _worker = common::worker_on(&server, host).await;
-    let config = BusClientConfig { turn_idle_timeout: Duration::from_secs(5), attempts: 1, ..Default::default() };
+    let config = BusClientConfig::default().with_turn_idle_timeout(Duration::from_secs(5)).with_attempts(1);
     let client = BusClient::new(server.client().await.expect("connect"), config);
     let session = common::create_root(&client).await;
     let request = SessionTurnRequest::for_turn(&session, "long", TurnInput::text("take your time")).expect("turn");

@@ -137,7 +137,7 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
         }
     };
     let nats = connection.connect_to(&url, "sessionbus-demo").await?;
-    let client = BusClient::new(nats, BusClientConfig { subjects: connection.subjects(), ..Default::default() });
+    let client = BusClient::new(nats, BusClientConfig::default().with_subjects(connection.subjects()));
     let ready = client.ping().await?;
     eprintln!("worker {} (sessionbus {}) answers", ready.worker_id, ready.version);
 

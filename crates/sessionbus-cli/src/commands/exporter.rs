@@ -27,11 +27,8 @@ pub async fn spawn(
         ));
     }
     let exporter = otlp_exporter("sessionbus-exporter", None).map_err(|e| CliError::Other(e.to_string()))?;
-    let config = TraceExporterConfig {
-        subjects: connection.subjects(),
-        consumer: args.consumer.clone(),
-        ..TraceExporterConfig::default()
-    };
+    let config =
+        TraceExporterConfig::default().with_subjects(connection.subjects()).with_consumer(args.consumer.clone());
     Ok(tokio::spawn(async move {
         let mut shutdown = shutdown;
         let stopped = async move {

@@ -59,7 +59,7 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
             let summary = describe_session(&nats, &subjects, &session_id)
                 .await?
                 .ok_or_else(|| CliError::Other(format!("unknown session `{session_id}`")))?;
-            let client = BusClient::new(nats, BusClientConfig { subjects, ..Default::default() });
+            let client = BusClient::new(nats, BusClientConfig::default().with_subjects(subjects));
             let snapshot = client.snapshot_session(&session_id).await?;
             let tools = client.tool_state(&session_id).await?;
             let members: Vec<String> = tools

@@ -39,7 +39,7 @@ pub async fn setup_layout(
     wait: Duration,
 ) -> Result<(), CliError> {
     let context = async_nats::jetstream::new(client.clone());
-    let config = LayoutConfig { replicas: layout.replicas.max(1), ..LayoutConfig::default() };
+    let config = LayoutConfig::default().with_replicas(layout.replicas.max(1));
     let deadline = Instant::now() + wait;
     loop {
         match ensure_layout(&context, subjects, &config).await {

@@ -47,10 +47,8 @@ async fn gather(nats: &async_nats::Client, subject: String, wait: Duration) -> R
 pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), CliError> {
     let nats = connection.connect("sessionbus-status").await?;
     if args.ping {
-        let client = BusClient::new(
-            nats,
-            BusClientConfig { subjects: connection.subjects(), attempts: 1, ..Default::default() },
-        );
+        let client =
+            BusClient::new(nats, BusClientConfig::default().with_subjects(connection.subjects()).with_attempts(1));
         let reply = client.ping().await?;
         println!("ready: worker {} (sessionbus {})", reply.worker_id, reply.version);
         return Ok(());

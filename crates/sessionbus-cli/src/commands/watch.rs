@@ -23,7 +23,7 @@ pub struct WatchArgs {
 /// Prints events until Ctrl-C (or `--count`).
 pub async fn run(connection: &ConnectionArgs, args: WatchArgs) -> Result<(), CliError> {
     let nats = connection.connect("sessionbus-watch").await?;
-    let client = BusClient::new(nats, BusClientConfig { subjects: connection.subjects(), ..Default::default() });
+    let client = BusClient::new(nats, BusClientConfig::default().with_subjects(connection.subjects()));
     let mut events = match &args.session_id {
         Some(session_id) => client.events(session_id).await?,
         None => client.events_all().await?,

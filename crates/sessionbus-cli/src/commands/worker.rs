@@ -86,23 +86,20 @@ pub async fn start_worker(
         setup_layout(&client, &subjects, &args.layout, Duration::from_secs(60)).await?;
     }
     let lease_ttl = Duration::from_secs(args.lease_ttl_secs.max(1));
-    let host_config = JetStreamHostConfig {
-        subjects: subjects.clone(),
-        lease_ttl,
-        lease_renew_every: args
-            .lease_renew_ms
-            .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),
-        ..JetStreamHostConfig::default()
-    };
+    let host_config = JetStreamHostConfig::default()
+        .with_subjects(subjects.clone())
+        .with_lease_ttl(lease_ttl)
+        .with_lease_renew_every(
+            args.lease_renew_ms
+                .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),
+        );
     let host = JetStreamHost::connect(client.clone(), executor, host_config).await?;
-    let worker_config = WorkerConfig {
-        subjects,
-        max_fast_in_flight: args.concurrency.max(1),
-        max_turns_in_flight: args.turns.max(1),
-        tool_events: true,
-        reply_policy: ReplyPolicy::with_prefixes(args.reply_prefixes.iter().cloned()),
-        ..WorkerConfig::default()
-    };
+    let worker_config = WorkerConfig::default()
+        .with_subjects(subjects)
+        .with_max_fast_in_flight(args.concurrency.max(1))
+        .with_max_turns_in_flight(args.turns.max(1))
+        .with_tool_events(true)
+        .with_reply_policy(ReplyPolicy::with_prefixes(args.reply_prefixes.iter().cloned()));
     let worker = Worker::start(client, Arc::new(host.clone()), worker_config).await?;
     Ok((worker, host))
 }

@@ -34,6 +34,7 @@ pub const SPANS_STREAM: &str = "KV_SESSIONBUS_SPANS";
 
 /// Settings of the trace exporter.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct TraceExporterConfig {
     /// The subject prefix.
     pub subjects: Subjects,
@@ -48,6 +49,14 @@ pub struct TraceExporterConfig {
     /// the records are not redelivered.
     pub ack_wait: Duration,
 }
+
+with_setters!(TraceExporterConfig {
+    with_subjects => subjects: Subjects,
+    with_consumer => consumer: String,
+    with_batch => batch: usize,
+    with_max_retry_pause => max_retry_pause: Duration,
+    with_ack_wait => ack_wait: Duration,
+});
 
 impl Default for TraceExporterConfig {
     fn default() -> Self {

@@ -25,6 +25,7 @@ pub const TRACE_STREAM: &str = "SESSIONBUS_TRACE";
 
 /// How the streams are created.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct LayoutConfig {
     /// Replicas of every stream and bucket (1 on a single node, 3 in a cluster).
     pub replicas: usize,
@@ -35,6 +36,13 @@ pub struct LayoutConfig {
     /// How long trace records are kept.
     pub trace_max_age: Duration,
 }
+
+with_setters!(LayoutConfig {
+    with_replicas => replicas: usize,
+    with_duplicate_window => duplicate_window: Duration,
+    with_tool_history => tool_history: i64,
+    with_trace_max_age => trace_max_age: Duration,
+});
 
 impl Default for LayoutConfig {
     fn default() -> Self {

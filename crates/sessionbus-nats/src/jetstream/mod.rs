@@ -43,6 +43,7 @@ use view::ViewCache;
 
 /// Settings of a [`JetStreamHost`].
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct JetStreamHostConfig {
     /// The subject prefix.
     pub subjects: Subjects,
@@ -62,6 +63,17 @@ pub struct JetStreamHostConfig {
     /// How long transient JetStream failures (leader elections) are retried.
     pub retry_budget: Duration,
 }
+
+with_setters!(JetStreamHostConfig {
+    with_subjects => subjects: Subjects,
+    with_lease_ttl => lease_ttl: Duration,
+    with_lease_renew_every => lease_renew_every: Duration,
+    with_max_turn_duration => max_turn_duration: Duration,
+    with_cached_sessions => cached_sessions: usize,
+    with_cached_nodes => cached_nodes: usize,
+    with_api_timeout => api_timeout: Duration,
+    with_retry_budget => retry_budget: Duration,
+});
 
 impl Default for JetStreamHostConfig {
     fn default() -> Self {

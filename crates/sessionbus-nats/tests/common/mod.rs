@@ -118,7 +118,7 @@ pub async fn serve_jetstream(server: &NatsServer, executor: Arc<dyn TurnExecutor
 /// A worker that learns tool generations from JetStream events (for JetStream hosts).
 pub async fn jetstream_worker_on(server: &NatsServer, host: Arc<JetStreamHost>) -> Worker {
     let client = server.client().await.expect("connect");
-    Worker::start(client, host, WorkerConfig { tool_events: true, ..WorkerConfig::default() }).await.expect("worker")
+    Worker::start(client, host, WorkerConfig::default().with_tool_events(true)).await.expect("worker")
 }
 
 pub async fn client_on(server: &NatsServer) -> BusClient {

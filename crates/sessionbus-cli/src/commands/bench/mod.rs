@@ -191,7 +191,7 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     let subjects = connection.subjects();
     // The host in this process is only for setup; every measured bus call goes to the
     // worker process.
-    let setup_config = JetStreamHostConfig { subjects: subjects.clone(), ..JetStreamHostConfig::default() };
+    let setup_config = JetStreamHostConfig::default().with_subjects(subjects.clone());
     let setup_client = connect("bench-setup").await?;
     setup_layout(&setup_client, &subjects, &LayoutArgs { replicas }, std::time::Duration::from_secs(60))
         .await
@@ -200,10 +200,8 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
         .await
         .map_err(|error| format!("setup: {error}"))?;
     let worker = WorkerProcess::spawn(url).map_err(|e| e.to_string())?;
-    let client = BusClient::new(
-        connect("bench-bus").await?,
-        BusClientConfig { subjects: subjects.clone(), ..Default::default() },
-    );
+    let client =
+        BusClient::new(connect("bench-bus").await?, BusClientConfig::default().with_subjects(subjects.clone()));
     client.ping().await.map_err(err("ping"))?;
     let raw = Raw::start(connect("bench-raw").await?, connect("bench-echo").await?).await?;
     let raw_js = async_nats::jetstream::new(connect("bench-raw-js").await?);
