@@ -22,9 +22,9 @@ mod auth;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
@@ -34,7 +34,10 @@ use futures::StreamExt;
 use serde_yaml_ng::Value;
 use sessionbus_nats::jetstream::SPANS_STREAM;
 use sessionbus_nats::{STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::{MAX_PAYLOAD, NATS_SERVER_VERSION, WorkerProcess, find_nats_server, sessionbus_binary};
+use sessionbus_testkit::{
+    Backoff, MAX_PAYLOAD, NATS_SERVER_VERSION, ServerProcess, WorkerConfig, WorkerProcess, find_nats_server,
+    monitoring_get, sessionbus_binary,
+};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -1248,12 +1251,7 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
 
 /// A loopback port nobody listens on right now (never 4222).
 fn free_port() -> u16 {
-    loop {
-        let port = TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port();
-        if port != 4222 {
-            return port;
-        }
-    }
+    sessionbus_testkit::free_port().expect("a free loopback port")
 }
 
 /// Runs `scripts/gen-certs DIR 1`: a CA and node1..3 certificates in `dir`.
@@ -1317,68 +1315,23 @@ fn node_config(n: usize, dir: &Path, certs: &Path, ports: Ports) -> PathBuf {
     path
 }
 
-/// A nats-server process, killed on drop.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn start(config: &Path, log: PathBuf, env: &BTreeMap<String, String>) -> Self {
-        let binary = find_nats_server().expect("nats-server is installed");
-        let child = Command::new(binary)
-            .arg("--config")
-            .arg(config)
-            .arg("--log")
-            .arg(&log)
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        Self { child, log }
-    }
-
-    fn log_len(&self) -> usize {
-        std::fs::read_to_string(&self.log).map(|text| text.len()).unwrap_or(0)
-    }
-
-    /// The log written after `offset`.
-    fn log_since(&self, offset: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        text.get(offset..).unwrap_or_default().to_owned()
-    }
-
-    /// Waits until the log after `offset` contains `needle`.
-    fn wait_log(&self, offset: usize, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if self.log_since(offset).contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+/// Waits until the log of `server` after `offset` contains `needle`.
+fn wait_log(server: &ServerProcess, offset: usize, needle: &str) -> bool {
+    let mut backoff = Backoff::fixed(Duration::from_millis(50)).within(Duration::from_secs(15));
+    loop {
+        if server.log_since(offset).contains(needle) {
+            return true;
         }
-        false
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !backoff.wait_blocking() {
+            return false;
+        }
     }
 }
 
 /// GET `path` from the monitoring port, as JSON (None while the port is not up).
 fn monitor(port: u16, path: &str) -> Option<serde_json::Value> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (_, body) = response.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
+    let (_, body) = monitoring_get(port, path).ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// The servers a node has routes to (by name), and its number of route connections.
@@ -1393,18 +1346,19 @@ fn routes_of(http: u16) -> Option<(BTreeSet<String>, u64)> {
 
 /// Waits until `routes_of(http)` satisfies `done`, returning the last answer.
 fn wait_routes(http: u16, done: impl Fn(&BTreeSet<String>, u64) -> bool) -> (BTreeSet<String>, u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut backoff = Backoff::fixed(Duration::from_millis(100)).within(Duration::from_secs(30));
     let mut last = (BTreeSet::new(), 0);
-    while Instant::now() < deadline {
+    loop {
         if let Some(routes) = routes_of(http) {
             if done(&routes.0, routes.1) {
                 return routes;
             }
             last = routes;
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if !backoff.wait_blocking() {
+            return last;
+        }
     }
-    last
 }
 
 #[test]
@@ -1481,9 +1435,12 @@ fn subject_alt_names(cert: &Path) -> String {
 /// dashboards through their accounts, with their inbox prefixes).
 async fn services_run_with_their_own_seeds(urls: &str, credentials: &Credentials, admin: &jetstream::Context) {
     let worker_seed = credentials.seed_file("worker").display().to_string();
-    let worker = WorkerProcess::start_without_setup(urls, &[], &[("NATS_NKEY", worker_seed.as_str())])
-        .await
-        .expect("the worker starts with the worker's seed on the layout setup made");
+    let worker = WorkerProcess::start_with(
+        urls,
+        &WorkerConfig::default().without_setup().env("NATS_NKEY", worker_seed.as_str()),
+    )
+    .await
+    .expect("the worker starts with the worker's seed on the layout setup made");
     for (user, prefix) in [("worker", None), ("app_a", Some("_INBOX_app_a")), ("tenant", None), ("dashboard", None)] {
         let mut command = Command::new(sessionbus_binary().expect("the sessionbus binary"));
         command
@@ -1560,7 +1517,7 @@ async fn services_run_with_their_own_seeds(urls: &str, credentials: &Credentials
 type RouteTls<'a> = Option<(&'a Path, &'a Path)>;
 
 /// A server outside the cluster that tries to join it through `route`.
-fn rogue(dir: &Path, name: &str, route: &str, tls: RouteTls, http: u16) -> Server {
+fn rogue(dir: &Path, name: &str, route: &str, tls: RouteTls, http: u16) -> ServerProcess {
     let tls = tls.map_or_else(String::new, |(cert_dir, ca_dir)| {
         format!(
             "tls {{ cert_file: {:?}, key_file: {:?}, ca_file: {:?}, verify: true }}",
@@ -1578,7 +1535,8 @@ fn rogue(dir: &Path, name: &str, route: &str, tls: RouteTls, http: u16) -> Serve
     );
     let path = dir.join(format!("{name}.conf"));
     std::fs::write(&path, config).expect("write the rogue config");
-    Server::start(&path, dir.join(format!("{name}.log")), &BTreeMap::new())
+    ServerProcess::spawn(&path, dir.join(format!("{name}.log")), BTreeMap::<String, String>::new())
+        .expect("start the rogue nats-server")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1597,7 +1555,8 @@ async fn cluster_of_the_node_configs_routes_over_tls_with_the_password_and_refus
         let n = index + 1;
         let config = node_config(n, &dir.path().join(format!("node{n}")), &certs, *node_ports);
         names.push(nats_conf(NODE_CONFIGS[index]).at(&["server_name"]).str().to_owned());
-        nodes.push(Server::start(&config, dir.path().join(format!("node{n}.log")), &credentials.server_env));
+        let log = dir.path().join(format!("node{n}.log"));
+        nodes.push(ServerProcess::spawn(&config, log, credentials.server_env.clone()).expect("start nats-server"));
     }
 
     // The routes form: every node has routes to both others.
@@ -1656,7 +1615,7 @@ async fn cluster_of_the_node_configs_routes_over_tls_with_the_password_and_refus
     let received = String::from_utf8_lossy(&received);
     assert!(closed, "the server should close a route connection without TLS");
     assert!(!received.contains("PONG") && !received.contains("+OK"), "a raw route was answered: {received}");
-    assert!(first.wait_log(offset, "TLS route handshake error"), "{}", first.log_since(offset));
+    assert!(wait_log(first, offset, "TLS route handshake error"), "{}", first.log_since(offset));
     unchanged("a raw route connection");
 
     // Servers that try to join: without a certificate, with another CA's certificate,
@@ -1677,7 +1636,7 @@ async fn cluster_of_the_node_configs_routes_over_tls_with_the_password_and_refus
         let rogue_http = free_port();
         let rogue = rogue(dir.path(), name, route, tls, rogue_http);
         assert!(
-            first.wait_log(offset, reason),
+            wait_log(first, offset, reason),
             "{name}: expected {reason:?} in node1's log:\n{}",
             first.log_since(offset)
         );

@@ -31,7 +31,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::wire::{PROGRESS, REQUEST_ID};
 use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::NatsServer;
+use sessionbus_testkit::{NatsServer, WorkerProcess};
 
 /// Every stream of the bus, as stored.
 const STREAMS: [&str; 4] = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, "KV_SESSIONBUS_SPANS"];
@@ -365,12 +365,18 @@ impl<T, E> ErrOrNone for Result<Option<T>, E> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_authorization_the_worker_drops_requests_with_hostile_reply_subjects() {
+/// A server without authorization, a worker, a connection and a bus client on it.
+async fn open_bus() -> (NatsServer, WorkerProcess, Client, BusClient) {
     let server = NatsServer::start().expect("nats-server");
     let worker = support::worker(&server.url(), &[]).await;
-    let admin = server.client().await.expect("connect");
-    let bus = BusClient::new(admin.clone(), BusClientConfig::default());
+    let client = server.client().await.expect("connect");
+    let bus = BusClient::new(client.clone(), BusClientConfig::default());
+    (server, worker, client, bus)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_authorization_the_worker_drops_requests_with_hostile_reply_subjects() {
+    let (_server, worker, admin, bus) = open_bus().await;
     let session = victim(&bus).await;
     let mut table = Vec::new();
     for attack in attacks(&session).into_iter().filter(|attack| attack.reply.is_some() && attack.endpoint.is_some()) {
@@ -391,10 +397,7 @@ async fn without_authorization_the_worker_drops_requests_with_hostile_reply_subj
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_id_reused_on_another_session_is_a_new_write() {
-    let server = NatsServer::start().expect("nats-server");
-    let _worker = support::worker(&server.url(), &[]).await;
-    let client = server.client().await.expect("connect");
-    let bus = BusClient::new(client.clone(), BusClientConfig::default());
+    let (_server, _worker, client, bus) = open_bus().await;
     let (a, b) = (support::new_id(), support::new_id());
     for session in [&a, &b] {
         bus.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use sessionbus_api::{
-    SessionCreateRequest, SessionLifecycleService, SessionStateService, SessionTurnRequest, TurnInput,
+    AssembledTurn, PluginError, SessionCreateRequest, SessionLifecycleService, SessionStateService, SessionTurnRequest,
+    TurnInput,
 };
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM};
-use sessionbus_testkit::{NatsServer, WorkerProcess};
+use sessionbus_testkit::{Backoff, NatsServer, WorkerConfig, WorkerProcess};
 
 const SLOW: [&str; 6] = ["--executor", "slow", "--turn-delay-ms", "3000", "--lease-ttl-secs", "2"];
 /// A worker that never renews a lease within a turn (every 10 minutes): after a SIGCONT
@@ -56,6 +57,32 @@ async fn next_status(events: &mut async_nats::Subscriber, limit: Duration) -> Op
     body["status"].as_str().map(str::to_owned)
 }
 
+/// A turn running on a worker of `server`: its connection, client and session, and the
+/// task awaiting the turn's answer.
+struct RunningTurn {
+    nats: async_nats::Client,
+    client: BusClient,
+    session: String,
+    turn: tokio::task::JoinHandle<Result<AssembledTurn, PluginError>>,
+}
+
+/// Creates a session named `<name>-<uuid>` and starts its turn `t1` with `input` on the
+/// workers of `server`; returns once the ledger says the turn runs.
+async fn running_turn(server: &NatsServer, name: &str, input: &str) -> RunningTurn {
+    let nats = server.client().await.expect("connect");
+    let client = BusClient::new(nats.clone(), client_config());
+    let session = format!("{name}-{}", uuid::Uuid::new_v4().simple());
+    client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+    let mut events = ledger_events(&nats, &session, "t1").await;
+    let turn = tokio::spawn({
+        let client = client.clone();
+        let request = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text(input)).expect("turn");
+        async move { client.start_turn(request).await }
+    });
+    assert_eq!(next_status(&mut events, Duration::from_secs(10)).await.as_deref(), Some("running"));
+    RunningTurn { nats, client, session, turn }
+}
+
 /// Every ledger record of `turn_id` stored in the state stream: their statuses, in order.
 async fn stored_statuses(nats: &async_nats::Client, session: &str, turn_id: &str) -> Vec<String> {
     let token = session_token(session).expect("token");
@@ -75,7 +102,7 @@ async fn wait_for_zombie_commit(
     session: &str,
     limit: Duration,
 ) -> String {
-    let deadline = Instant::now() + limit;
+    let mut backoff = Backoff::fixed(Duration::from_millis(50)).within(limit);
     loop {
         let log = zombie.stderr();
         if (log.contains(COMMIT_FENCED) && log.contains(RELEASE_REFUSED))
@@ -84,10 +111,9 @@ async fn wait_for_zombie_commit(
             return log;
         }
         assert!(
-            Instant::now() < deadline,
+            backoff.wait().await,
             "the woken worker neither logged a refused commit nor committed within {limit:?}; its log:\n{log}"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -104,17 +130,7 @@ async fn assert_committed_once(client: &BusClient, session: &str) {
 async fn a_killed_worker_s_turn_completes_once_on_another() {
     let server = NatsServer::start().expect("nats-server");
     let mut first = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");
-    let nats = server.client().await.expect("connect");
-    let client = BusClient::new(nats.clone(), client_config());
-    let session = format!("loss-{}", uuid::Uuid::new_v4().simple());
-    client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
-    let mut events = ledger_events(&nats, &session, "t1").await;
-    let turn = tokio::spawn({
-        let client = client.clone();
-        let request = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("survive")).expect("turn");
-        async move { client.start_turn(request).await }
-    });
-    assert_eq!(next_status(&mut events, Duration::from_secs(10)).await.as_deref(), Some("running"));
+    let RunningTurn { nats, client, session, turn } = running_turn(&server, "loss", "survive").await;
     let _second = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");
     first.kill();
     let killed_at = Instant::now();
@@ -147,21 +163,9 @@ async fn a_killed_worker_s_turn_completes_once_on_another() {
 async fn a_stopped_worker_woken_after_a_takeover_has_its_commit_refused() {
     let server = NatsServer::start().expect("nats-server");
     // Debug logs of the JetStream host: a failure shows which path the woken worker took.
-    let zombie =
-        WorkerProcess::start_with_env(&server.url(), &SLOW_NO_RENEWAL, &[("RUST_LOG", "warn,sessionbus_nats=debug")])
-            .await
-            .expect("worker");
-    let nats = server.client().await.expect("connect");
-    let client = BusClient::new(nats.clone(), client_config());
-    let session = format!("zombie-{}", uuid::Uuid::new_v4().simple());
-    client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
-    let mut events = ledger_events(&nats, &session, "t1").await;
-    let turn = tokio::spawn({
-        let client = client.clone();
-        let request = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("who commits?")).expect("turn");
-        async move { client.start_turn(request).await }
-    });
-    assert_eq!(next_status(&mut events, Duration::from_secs(10)).await.as_deref(), Some("running"));
+    let config = WorkerConfig::default().args(SLOW_NO_RENEWAL).env("RUST_LOG", "warn,sessionbus_nats=debug");
+    let zombie = WorkerProcess::start_with(&server.url(), &config).await.expect("worker");
+    let RunningTurn { nats, client, session, turn } = running_turn(&server, "zombie", "who commits?").await;
     zombie.stop().expect("SIGSTOP");
     let stopped_at = Instant::now();
     let _healthy = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");

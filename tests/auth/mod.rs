@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_nats::{Client, ConnectOptions, Event};
-use sessionbus_testkit::{NatsServer, ServerOptions, sessionbus_binary};
+use sessionbus_testkit::{NatsServer, ServerConfig, WorkerConfig, WorkerProcess, sessionbus_binary};
 use tokio::sync::mpsc;
 
 /// How long a test waits for a connection or a refusal.
@@ -91,7 +91,8 @@ pub fn start_server() -> (NatsServer, Credentials) {
     let accounts = read("deploy/nats/accounts.conf");
     let mut extra = credentials.as_config_variables(&accounts);
     extra.push_str(&accounts);
-    let server = NatsServer::start_with(ServerOptions { extra_config: extra }).expect("nats-server with accounts.conf");
+    let server =
+        NatsServer::start_with(ServerConfig::default().extra_config(extra)).expect("nats-server with accounts.conf");
     assert_ne!(server.port(), 4222, "tests never use the default port");
     (server, credentials)
 }
@@ -190,16 +191,13 @@ impl Conn {
 
 /// A real `sessionbus worker` under the `worker` user (its seed from `credentials`), on
 /// the layout `sessionbus setup` made as admin (it has no right to make it).
-pub async fn worker_as_worker_user(
-    server: &NatsServer,
-    credentials: &Credentials,
-) -> sessionbus_testkit::WorkerProcess {
+pub async fn worker_as_worker_user(server: &NatsServer, credentials: &Credentials) -> WorkerProcess {
     let seed = credentials.seed_file("worker");
-    sessionbus_testkit::WorkerProcess::start_without_setup(
-        &server.url(),
-        &[],
-        &[("NATS_NKEY", seed.to_str().expect("utf-8 path")), ("RUST_LOG", "warn")],
-    )
-    .await
-    .expect("the worker starts under the worker user, on the layout setup made")
+    let config = WorkerConfig::default()
+        .without_setup()
+        .env("NATS_NKEY", seed.to_str().expect("utf-8 path"))
+        .env("RUST_LOG", "warn");
+    WorkerProcess::start_with(&server.url(), &config)
+        .await
+        .expect("the worker starts under the worker user, on the layout setup made")
 }

@@ -7,8 +7,8 @@ use clap::Args;
 /// Connection options shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct ConnectionArgs {
-    /// The NATS server(s) to use, comma separated. `up` and `demo --embedded` start
-    /// their own server when this is not set.
+    /// The NATS server(s) to use, comma separated. `up` and `demo` start their own
+    /// server when this is not set.
     #[arg(long, env = "NATS_URL", global = true)]
     pub nats_url: Option<String>,
     /// A NATS credentials file (JWT + NKey seed).
@@ -43,6 +43,10 @@ pub enum CliError {
     /// A bus call failed.
     #[error("{0}")]
     Bus(#[from] sessionbus_api::PluginError),
+    /// A local nats-server or worker process could not be started (the message says
+    /// what to install or check).
+    #[error(transparent)]
+    Launch(#[from] sessionbus_launch::LaunchError),
     /// Anything else, already explained.
     #[error("{0}")]
     Other(String),

@@ -2,7 +2,6 @@
 
 mod commands;
 mod connect;
-mod embedded;
 mod output;
 
 use clap::{Parser, Subcommand};

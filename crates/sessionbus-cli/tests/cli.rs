@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sessionbus_testkit::NatsServer;
+use sessionbus_testkit::{NatsServer, WorkerConfig, WorkerProcess, free_port};
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionbus");
 
@@ -33,20 +33,12 @@ fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn start_worker(url: &str) -> Running {
+/// `sessionbus setup`, then a `sessionbus worker` on the layout it made, ready.
+async fn start_worker(url: &str) -> WorkerProcess {
     let setup = run(url, &["setup"]);
     assert!(setup.status.success(), "setup: {}", String::from_utf8_lossy(&setup.stderr));
     assert!(stdout(&setup).contains("SESSIONBUS_STATE"), "setup lists what it made: {}", stdout(&setup));
-    let mut child =
-        sessionbus(url).args(["worker"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn worker");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = lines.next().expect("a line").expect("readable");
-    assert!(ready.contains("ready"), "{ready}");
-    Running(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind").local_addr().expect("addr").port()
+    WorkerProcess::start_with(url, &WorkerConfig::default().binary(BIN).without_setup()).await.expect("a ready worker")
 }
 
 fn signal(pid: u32, name: &str) {
@@ -57,7 +49,7 @@ fn signal(pid: u32, name: &str) {
 #[test]
 fn up_serves_and_stops_cleanly_leaving_no_process() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let data_dir = dir.path().join("data");
     let mut child = Command::new(BIN)
         .args(["up", "--port", &port.to_string(), "--http-port", "0", "--data-dir"])
@@ -118,7 +110,7 @@ fn up_serves_and_stops_cleanly_leaving_no_process() {
 fn demo_sessions_watch_and_status_against_a_worker() {
     let server = NatsServer::start().expect("nats-server");
     let url = server.url();
-    let _worker = start_worker(&url);
+    let _worker = tokio::runtime::Runtime::new().expect("runtime").block_on(start_worker(&url));
 
     let mut watch = sessionbus(&url)
         .args(["watch", "--json", "--count", "30"])
@@ -176,7 +168,7 @@ fn demo_sessions_watch_and_status_against_a_worker() {
 
 #[test]
 fn commands_without_a_bus_explain_what_to_do() {
-    let port = free_port();
+    let port = free_port().expect("a free port");
     let url = format!("nats://127.0.0.1:{port}");
     let output = run(&url, &["status"]);
     assert!(!output.status.success());

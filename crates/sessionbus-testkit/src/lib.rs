@@ -1,31 +1,42 @@
-//! Real `nats-server` processes (and real `sessionbus worker` processes) for tests and
-//! benchmarks.
+//! The sessionbus test kit: real processes for tests, and tools only tests need.
 //!
-//! - [`NatsServer::start`] launches a JetStream server on a free loopback port (never
-//!   4222) with a throw-away store directory and `max_payload` set to 8 MiB, waits until
-//!   it accepts connections, and kills it on drop, also when a test panics.
-//! - [`NatsCluster::start`] launches three such servers as one JetStream cluster (free
-//!   client, route and monitoring ports, one store directory each), waits until it can
-//!   place an R3 stream, and can SIGKILL and restart single nodes.
-//! - [`WorkerProcess::start`] spawns `sessionbus worker` (the binary found by
-//!   [`sessionbus_binary`]), waits for its ready line, and can SIGKILL, SIGSTOP and
-//!   SIGCONT it and read its resident memory.
-//! - [`AckDropper`] is a protocol-aware proxy in front of a server that drops one
-//!   chosen reply (a JetStream ack) while the connection stays up.
+//! - The launcher ([`sessionbus_launch`], re-exported here): [`NatsServer`] (a
+//!   throw-away JetStream server on a free loopback port, never 4222, killed on drop
+//!   also when a test panics), [`NatsCluster`] (three nodes, SIGKILL and restart of
+//!   single nodes), [`WorkerProcess`] (a real `sessionbus worker`, SIGKILL, SIGSTOP,
+//!   SIGCONT, memory), [`ServerProcess`] (a nats-server of a configuration file kept
+//!   elsewhere). The `sessionbus` command starts its servers and workers with the same
+//!   types.
+//! - [`AckDropper`]: a protocol-aware proxy in front of a server that drops one chosen
+//!   reply (a JetStream ack) while the connection stays up.
+//! - The lock helper and the backoff of the workspace ([`MutexExt`], [`Backoff`]), for
+//!   tests that share state between tasks or poll.
 //!
-//! The nats-server binary is `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else the
-//! copy the repository's `scripts/install-nats-server` puts in `.tools/venv/bin`.
+//! Why the launcher is a crate of its own rather than part of this one:
+//! `docs/decisions/0006-one-launcher.md`.
+//!
+//! ```no_run
+//! use sessionbus_testkit::{AckDropper, NatsServer, WorkerProcess};
+//!
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = NatsServer::start()?;
+//! let _worker = WorkerProcess::start(&server.url(), &[]).await?;
+//! // A client behind the proxy loses the ack of its next JetStream publish.
+//! let proxy = AckDropper::start(server.port()).await?;
+//! proxy.drop_reply_to(|publish| publish.subject.starts_with("sessionbus.v1.state."));
+//! let client = async_nats::connect(proxy.url()).await?;
+//! # drop(client);
+//! # Ok(())
+//! # }
+//! ```
 
-#![deny(missing_docs)]
+#![deny(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
-mod binary;
-mod cluster;
 mod proxy;
-mod server;
-mod worker;
 
-pub use binary::{NATS_SERVER_VERSION, find_nats_server};
-pub use cluster::{CLUSTER_SIZE, NatsCluster};
 pub use proxy::{AckDropper, Publish};
-pub use server::{MAX_PAYLOAD, NatsServer, ServerOptions, TestkitError};
-pub use worker::{WorkerProcess, sessionbus_binary};
+pub use sessionbus_launch::{
+    CLUSTER_SIZE, LaunchError, MAX_PAYLOAD, NATS_SERVER_VERSION, NatsCluster, NatsServer, ServerConfig, ServerProcess,
+    WorkerConfig, WorkerProcess, find_nats_server, free_port, monitoring_get, sessionbus_binary,
+};
+pub use sessionbus_sync::{Backoff, MutexExt};

@@ -13,12 +13,12 @@ use sessionbus_api::{
     SessionLifecycleService, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolManifest, ToolState,
     TraceContext, TraceEvent, TurnInput,
 };
+use sessionbus_launch::NatsServer;
 use sessionbus_nats::{BusClient, BusClientConfig};
+use sessionbus_sync::MutexExt as _;
 
-use super::setup::LayoutArgs;
-use super::worker::{ExecutorKind, WorkerArgs, start_worker};
+use super::worker::{WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
-use crate::embedded::{EmbeddedConfig, EmbeddedServer};
 use crate::output;
 
 /// Options of `demo`.
@@ -73,7 +73,7 @@ impl Stats {
         let started = Instant::now();
         let result = call.await;
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let mut stats = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stats = self.0.lock_recover();
         let entry = stats.entry(op).or_default();
         entry.latencies_us.push(elapsed);
         match &result {
@@ -103,33 +103,11 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
     let url = match connection.url() {
         Some(url) => url.to_owned(),
         None => {
-            let data_dir = std::env::temp_dir().join(format!("sessionbus-demo-{}", uuid::Uuid::new_v4().simple()));
-            let port = std::net::TcpListener::bind(("127.0.0.1", 0))
-                .and_then(|l| l.local_addr())
-                .map_err(|e| CliError::Other(format!("no free port: {e}")))?
-                .port();
-            let server = EmbeddedServer::start(EmbeddedConfig {
-                cluster: None,
-                host: "127.0.0.1".into(),
-                port,
-                http_port: 0,
-                data_dir,
-            })?;
+            // A throw-away server: a free loopback port, a store deleted when the demo ends.
+            let server = NatsServer::start()?;
             let url = server.url();
             let client = connection.connect_to(&url, "sessionbus-demo-worker").await?;
-            let worker_args = WorkerArgs {
-                concurrency: 256,
-                turns: 32,
-                setup: true,
-                layout: LayoutArgs { replicas: 1 },
-                executor: ExecutorKind::Echo,
-                turn_delay_ms: 0,
-                lease_ttl_secs: 30,
-                reply_prefixes: Vec::new(),
-                drain_timeout_secs: 10,
-                clock_skew_ms: 0,
-                lease_renew_ms: None,
-            };
+            let worker_args = WorkerArgs { setup: true, ..WorkerArgs::default() };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");
             embedded = Some(server);
@@ -271,7 +249,7 @@ async fn cas_toggle(client: &BusClient, stats: &Stats, session: &str, name: &str
 
 /// Prints the summary; returns the number of failed calls.
 fn print_summary(stats: &Stats, elapsed: Duration, json: bool) -> u64 {
-    let stats = stats.0.lock().unwrap_or_else(|p| p.into_inner());
+    let stats = stats.0.lock_recover();
     let mut rows = Vec::new();
     let (mut calls, mut errors, mut conflicts) = (0u64, 0u64, 0u64);
     for (op, entry) in stats.iter() {

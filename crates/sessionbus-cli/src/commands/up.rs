@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
+use sessionbus_launch::{NatsServer, ServerConfig};
 
 use super::worker::{WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
-use crate::embedded::{EmbeddedConfig, EmbeddedServer, default_data_dir};
 use crate::output;
 
 /// Options of `up`.
@@ -29,19 +29,30 @@ pub struct UpArgs {
     pub worker: WorkerArgs,
 }
 
+/// The name of the embedded server (the one its stores were written under).
+const EMBEDDED_SERVER_NAME: &str = "sessionbus-embedded";
+
+/// The default data directory (`$XDG_DATA_HOME/sessionbus`, `~/.local/share/sessionbus`, ...).
+fn default_data_dir() -> PathBuf {
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("sessionbus")
+}
+
 /// Starts the server (unless NATS_URL is set) and a worker; runs until Ctrl-C.
 pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliError> {
     let (mut server, url) = match connection.url() {
         Some(url) => (None, url.to_owned()),
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
-            let server = EmbeddedServer::start(EmbeddedConfig {
-                cluster: None,
-                host: args.host.clone(),
-                port: args.port,
-                http_port: args.http_port,
-                data_dir,
-            })?;
+            let mut config = ServerConfig::default()
+                .host(args.host.clone())
+                .port(args.port)
+                .data_dir(data_dir)
+                // The store outlives this server: the next `up` on it keeps the name.
+                .server_name(EMBEDDED_SERVER_NAME);
+            if args.http_port != 0 {
+                config = config.http_port(args.http_port);
+            }
+            let server = NatsServer::start_with(config)?;
             let url = server.url();
             (Some(server), url)
         }
@@ -61,10 +72,10 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     table.add_row(vec!["NATS clients".to_owned(), url.clone()]);
     if let Some(server) = &server {
         let config = server.config();
-        if config.http_port != 0 {
-            table.add_row(vec!["NATS monitoring".to_owned(), format!("http://{}:{}", config.host, config.http_port)]);
+        if let Some(http_port) = config.http_port {
+            table.add_row(vec!["NATS monitoring".to_owned(), format!("http://{}:{http_port}", config.host)]);
         }
-        table.add_row(vec!["JetStream data".to_owned(), config.data_dir.display().to_string()]);
+        table.add_row(vec!["JetStream data".to_owned(), server.data_dir().display().to_string()]);
     } else {
         table.add_row(vec!["NATS server".to_owned(), "external (NATS_URL)".to_owned()]);
     }

@@ -20,7 +20,8 @@ pub enum ExecutorKind {
     Slow,
 }
 
-/// Options of a worker.
+/// Options of a worker. [`WorkerArgs::default`] is what `sessionbus worker` runs with
+/// when given no options.
 #[derive(Args, Debug, Clone)]
 pub struct WorkerArgs {
     /// Fast operations (everything but turns) served at once; more are answered 503.
@@ -59,6 +60,19 @@ pub struct WorkerArgs {
     /// the lease TTL, at least 200 ms).
     #[arg(long)]
     pub lease_renew_ms: Option<u64>,
+}
+
+impl Default for WorkerArgs {
+    /// The defaults of the command line (one source of truth: the `#[arg]` attributes).
+    fn default() -> Self {
+        /// `sessionbus worker` with its options only.
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            args: WorkerArgs,
+        }
+        <Defaults as clap::Parser>::parse_from(["worker"]).args
+    }
 }
 
 struct SlowExecutor(Duration);
@@ -109,7 +123,7 @@ pub async fn run(connection: &ConnectionArgs, args: WorkerArgs) -> Result<(), Cl
     let client = connection.connect("sessionbus-worker").await?;
     let (worker, _host) = start_worker(client, &args, connection.subjects()).await?;
     tracing::info!(worker_id = worker.id(), prefix = connection.prefix, "worker ready");
-    println!("sessionbus worker {} ready on {}.> (Ctrl-C to stop)", worker.id(), connection.prefix);
+    println!("{}", sessionbus_launch::ready_line(worker.id(), &connection.prefix));
     super::shutdown_signal().await;
     println!("stopping: draining requests in flight");
     worker.shutdown(Duration::from_secs(args.drain_timeout_secs)).await;

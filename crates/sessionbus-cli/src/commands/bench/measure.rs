@@ -5,6 +5,19 @@ use std::time::Instant;
 
 use futures::StreamExt as _;
 
+/// How a scenario is measured.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Latency blocks per operation (raw and bus alternate block by block).
+    pub blocks: usize,
+    /// Sequential calls per block.
+    pub per_block: usize,
+    /// Calls per throughput measurement.
+    pub calls: usize,
+    /// Calls in flight for throughput.
+    pub in_flight: usize,
+}
+
 /// Latency samples of one operation, in microseconds, sorted.
 #[derive(Clone, Debug, Default)]
 pub struct Samples(pub Vec<u64>);
