@@ -35,8 +35,8 @@ use serde_yaml_ng::Value;
 use sessionbus_nats::jetstream::SPANS_STREAM;
 use sessionbus_nats::{STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
 use sessionbus_testkit::{
-    Backoff, MAX_PAYLOAD, NATS_SERVER_VERSION, ServerProcess, WorkerConfig, WorkerProcess, find_nats_server,
-    monitoring_get, sessionbus_binary,
+    MAX_PAYLOAD, NATS_SERVER_VERSION, ServerProcess, WorkerConfig, WorkerProcess, find_nats_server, monitoring_get,
+    sessionbus_binary,
 };
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -1317,15 +1317,14 @@ fn node_config(n: usize, dir: &Path, certs: &Path, ports: Ports) -> PathBuf {
 
 /// Waits until the log of `server` after `offset` contains `needle`.
 fn wait_log(server: &ServerProcess, offset: usize, needle: &str) -> bool {
-    let mut backoff = Backoff::fixed(Duration::from_millis(50)).within(Duration::from_secs(15));
-    loop {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
         if server.log_since(offset).contains(needle) {
             return true;
         }
-        if !backoff.wait_blocking() {
-            return false;
-        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+    false
 }
 
 /// GET `path` from the monitoring port, as JSON (None while the port is not up).
@@ -1346,19 +1345,18 @@ fn routes_of(http: u16) -> Option<(BTreeSet<String>, u64)> {
 
 /// Waits until `routes_of(http)` satisfies `done`, returning the last answer.
 fn wait_routes(http: u16, done: impl Fn(&BTreeSet<String>, u64) -> bool) -> (BTreeSet<String>, u64) {
-    let mut backoff = Backoff::fixed(Duration::from_millis(100)).within(Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = (BTreeSet::new(), 0);
-    loop {
+    while Instant::now() < deadline {
         if let Some(routes) = routes_of(http) {
             if done(&routes.0, routes.1) {
                 return routes;
             }
             last = routes;
         }
-        if !backoff.wait_blocking() {
-            return last;
-        }
+        std::thread::sleep(Duration::from_millis(100));
     }
+    last
 }
 
 #[test]
@@ -1437,7 +1435,7 @@ async fn services_run_with_their_own_seeds(urls: &str, credentials: &Credentials
     let worker_seed = credentials.seed_file("worker").display().to_string();
     let worker = WorkerProcess::start_with(
         urls,
-        &WorkerConfig::default().without_setup().env("NATS_NKEY", worker_seed.as_str()),
+        &WorkerConfig::default().without_setup().with_env("NATS_NKEY", worker_seed.as_str()),
     )
     .await
     .expect("the worker starts with the worker's seed on the layout setup made");

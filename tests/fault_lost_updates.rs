@@ -21,13 +21,13 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream;
 use serde_json::{Value, json};
+use sessionbus_api::sync::lock;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, SessionAppendNode, SessionCreateRequest,
     SessionGraphService, SessionLifecycleService, SessionStateService, ToolManifest, ToolState,
 };
 use sessionbus_nats::BusClientConfig;
 use sessionbus_nats::subjects::session_token;
-use sessionbus_testkit::MutexExt as _;
 use support::audit::{self, is_member};
 use support::{bounded, report, scaled};
 
@@ -90,7 +90,7 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
                 loop {
                     match bus.set_tool_membership(&session, &names, present).await {
                         Ok(generation) => {
-                            tally.lock_recover().acknowledged.push((client, index, present, generation));
+                            lock(&tally).acknowledged.push((client, index, present, generation));
                             break;
                         }
                         Err(err) => {
@@ -98,7 +98,7 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
                                 matches!(err.kind(), ErrorKind::Conflict | ErrorKind::Unavailable),
                                 "an untyped failure: {err}"
                             );
-                            *tally.lock_recover().failed.entry(format!("{:?}", err.kind())).or_default() += 1;
+                            *lock(&tally).failed.entry(format!("{:?}", err.kind())).or_default() += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
                     }
@@ -119,7 +119,7 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
                 };
                 match bus.append_session_nodes(&session, request).await.expect("append") {
                     AppendSessionNodesResult::Appended { node_ids, .. } => {
-                        appended.lock_recover().push((text, node_ids));
+                        lock(&appended).push((text, node_ids));
                     }
                     other => panic!("an append without an ancestor condition was refused: {other:?}"),
                 }
@@ -135,7 +135,7 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
     let elapsed = started.elapsed();
 
     // --- Tool state: distinct, stored, and no stored revision reverts another's toggle.
-    let tally = std::mem::take(&mut *tally.lock_recover());
+    let tally = std::mem::take(&mut *lock(&tally));
     assert_eq!(tally.acknowledged.len(), TOGGLERS * toggles);
     let generations: Vec<u64> = tally.acknowledged.iter().map(|(_, _, _, g)| *g).collect();
     let distinct: HashSet<u64> = generations.iter().copied().collect();
@@ -200,7 +200,7 @@ async fn concurrent_togglers_and_appenders_lose_nothing_on_r3() {
         *stored_ids.entry(node.node_id.as_str()).or_default() += 1;
     }
     let duplicated_nodes = stored_ids.values().filter(|count| **count > 1).count();
-    let appended = appended.lock_recover().clone();
+    let appended = lock(&appended).clone();
     let lost_appends =
         appended.iter().flat_map(|(_, ids)| ids).filter(|id| !stored_ids.contains_key(id.as_str())).count();
     let mut texts: HashMap<String, usize> = HashMap::new();

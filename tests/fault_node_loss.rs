@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
+use sessionbus_api::sync::lock;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, PluginError, SessionAppendNode,
     SessionCreateRequest, SessionGraphService, SessionLifecycleService, SessionNode, SessionStateService,
@@ -40,7 +41,6 @@ use sessionbus_api::{
 };
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::{BusClientConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
-use sessionbus_testkit::MutexExt as _;
 use support::audit::{self, is_member};
 use support::{bounded, report, scaled};
 
@@ -181,7 +181,7 @@ async fn killing_the_leader_of_every_stream_loses_no_acknowledged_write_and_stal
                 let result = bus.set_tool_membership(&session, &names, present).await;
                 timeline.record(started, &result);
                 if let Ok(generation) = result {
-                    acknowledged.lock_recover().toggles.push((client, index, present, generation));
+                    lock(&acknowledged).toggles.push((client, index, present, generation));
                     index += 1;
                 }
             }
@@ -206,7 +206,7 @@ async fn killing_the_leader_of_every_stream_loses_no_acknowledged_write_and_stal
                 timeline.record(started, &result);
                 match result {
                     Ok(AppendSessionNodesResult::Appended { node_ids, .. }) => {
-                        acknowledged.lock_recover().appends.push(node_ids)
+                        lock(&acknowledged).appends.push(node_ids)
                     }
                     Ok(other) => panic!("an unconditional append was refused: {other:?}"),
                     Err(_) => {}
@@ -230,7 +230,7 @@ async fn killing_the_leader_of_every_stream_loses_no_acknowledged_write_and_stal
                 let result = bus.start_turn(request).await;
                 timeline.record(started, &result);
                 if result.is_ok() {
-                    acknowledged.lock_recover().turns.push((session.clone(), turn_id));
+                    lock(&acknowledged).turns.push((session.clone(), turn_id));
                     index += 1;
                 }
                 // A failed turn id is retried (the same id must not run twice).
@@ -254,7 +254,7 @@ async fn killing_the_leader_of_every_stream_loses_no_acknowledged_write_and_stal
                 let result = bus.emit_trace_event(context, TraceEvent::turn_started()).await;
                 timeline.record(started, &result);
                 if result.is_ok() {
-                    acknowledged.lock_recover().traces.push(marker);
+                    lock(&acknowledged).traces.push(marker);
                 }
             }
             (format!("trace-{client}"), timeline)
@@ -410,7 +410,7 @@ async fn killing_the_leader_of_every_stream_loses_no_acknowledged_write_and_stal
     // stored. Each revision names its predecessor on its subject (`Nats-Last-Sequence`),
     // so a revision whose republished event died with the killed leader is still proven
     // stored by the next one (`audit::unseen`); only its body is unknown.
-    let acknowledged = std::mem::take(&mut *acknowledged.lock_recover());
+    let acknowledged = std::mem::take(&mut *lock(&acknowledged));
     let checker = support::bus(&url, bus_config()).await;
     let tools_key = format!("$KV.SESSIONBUS_TOOLS.{shared_token}");
     let last_tools = support::get_last(&admin, TOOLS_STREAM, &tools_key).await.expect("the tool state").seq;

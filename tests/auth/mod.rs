@@ -91,8 +91,8 @@ pub fn start_server() -> (NatsServer, Credentials) {
     let accounts = read("deploy/nats/accounts.conf");
     let mut extra = credentials.as_config_variables(&accounts);
     extra.push_str(&accounts);
-    let server =
-        NatsServer::start_with(ServerConfig::default().extra_config(extra)).expect("nats-server with accounts.conf");
+    let server = NatsServer::start_with(ServerConfig::default().with_extra_config(extra))
+        .expect("nats-server with accounts.conf");
     assert_ne!(server.port(), 4222, "tests never use the default port");
     (server, credentials)
 }
@@ -195,8 +195,8 @@ pub async fn worker_as_worker_user(server: &NatsServer, credentials: &Credential
     let seed = credentials.seed_file("worker");
     let config = WorkerConfig::default()
         .without_setup()
-        .env("NATS_NKEY", seed.to_str().expect("utf-8 path"))
-        .env("RUST_LOG", "warn");
+        .with_env("NATS_NKEY", seed.to_str().expect("utf-8 path"))
+        .with_env("RUST_LOG", "warn");
     WorkerProcess::start_with(&server.url(), &config)
         .await
         .expect("the worker starts under the worker user, on the layout setup made")

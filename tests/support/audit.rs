@@ -10,12 +10,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::{Client, Message};
 use futures::StreamExt as _;
 use serde_json::Value;
-use sessionbus_testkit::{Backoff, MutexExt as _};
+use sessionbus_api::sync::lock;
 
 /// One stored revision, as its republished event told it.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ impl Recorder {
                     previous: header_u64(&message, "Nats-Last-Sequence"),
                     body: serde_json::from_slice(&message.payload).unwrap_or(Value::Null),
                 };
-                sink.lock_recover().push((message.subject.to_string(), revision));
+                lock(&sink).push((message.subject.to_string(), revision));
             }
         });
         Self { events, task }
@@ -78,18 +78,17 @@ impl Recorder {
         limit: Duration,
         complete: impl Fn(&BTreeMap<u64, Revision>) -> bool,
     ) -> BTreeMap<u64, Revision> {
-        let mut backoff = Backoff::fixed(Duration::from_millis(100)).within(limit);
+        let deadline = Instant::now() + limit;
         loop {
-            let history: BTreeMap<u64, Revision> = self
-                .events
-                .lock_recover()
+            let history: BTreeMap<u64, Revision> = lock(&self.events)
                 .iter()
                 .filter(|(s, _)| s == subject)
                 .map(|(_, revision)| (revision.seq, revision.clone()))
                 .collect();
-            if complete(&history) || !backoff.wait().await {
+            if complete(&history) || Instant::now() > deadline {
                 return history;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }

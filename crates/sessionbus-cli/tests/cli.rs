@@ -38,7 +38,9 @@ async fn start_worker(url: &str) -> WorkerProcess {
     let setup = run(url, &["setup"]);
     assert!(setup.status.success(), "setup: {}", String::from_utf8_lossy(&setup.stderr));
     assert!(stdout(&setup).contains("SESSIONBUS_STATE"), "setup lists what it made: {}", stdout(&setup));
-    WorkerProcess::start_with(url, &WorkerConfig::default().binary(BIN).without_setup()).await.expect("a ready worker")
+    WorkerProcess::start_with(url, &WorkerConfig::default().with_binary(BIN).without_setup())
+        .await
+        .expect("a ready worker")
 }
 
 fn signal(pid: u32, name: &str) {

@@ -97,13 +97,12 @@ fn workspace() -> PathBuf {
 
 /// The crates the `sessionbus` binary is built from: a binary older than any file under
 /// them does not hold the current sources.
-const BINARY_SOURCES: [&str; 6] = [
+const BINARY_SOURCES: [&str; 5] = [
     "crates/sessionbus-cli/src",
     "crates/sessionbus-nats/src",
     "crates/sessionbus-api/src",
     "crates/sessionbus-otel/src",
     "crates/sessionbus-launch/src",
-    "crates/sessionbus-sync/src",
 ];
 
 /// The `sessionbus` binary of a development build: `SESSIONBUS_BIN`, else the debug

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use sessionbus_sync::Backoff;
-
+use crate::deadline::Deadline;
 use crate::process::{ServerProcess, free_port, monitoring_get, unique_name};
 use crate::server::{ClusterMembership, ServerDir};
 use crate::{LaunchError, ServerConfig};
@@ -98,9 +97,9 @@ impl NatsCluster {
             let name = format!("n{}", index + 1);
             let membership = ClusterMembership { name: cluster.clone(), route_port, routes: routes.clone() };
             let config = ServerConfig::default()
-                .http_port(http_port)
-                .jetstream_limits(NODE_MEMORY_STORE, NODE_FILE_STORE)
-                .cluster(membership);
+                .with_http_port(http_port)
+                .with_jetstream_limits(NODE_MEMORY_STORE, NODE_FILE_STORE)
+                .with_cluster(membership);
             let dir = ServerDir::new(None, &format!("sessionbus-cluster-{name}-"))?;
             let process = dir.spawn(&config, &name, client_port)?;
             nodes.push(Node { name, cluster: cluster.clone(), client_port, http_port, process, _dir: dir });
@@ -121,7 +120,7 @@ impl NatsCluster {
         let create = format!(
             "{{\"name\":\"{PROBE_STREAM}\",\"subjects\":[\"launch.cluster.probe\"],\"num_replicas\":3,\"storage\":\"memory\"}}"
         );
-        let mut backoff = Backoff::fixed(Duration::from_millis(200)).within(FORM_TIMEOUT);
+        let deadline = Deadline::after(FORM_TIMEOUT);
         loop {
             let last = match api_request(&client, &format!("$JS.API.STREAM.CREATE.{PROBE_STREAM}"), create.clone())
                 .await
@@ -133,7 +132,7 @@ impl NatsCluster {
                 Ok(reply) => reply.to_string(),
                 Err(err) => err,
             };
-            if !backoff.wait().await {
+            if !deadline.pause(Duration::from_millis(200)).await {
                 return Err(LaunchError::Startup {
                     program: "the 3-node cluster",
                     reason: format!(
@@ -224,7 +223,7 @@ impl NatsCluster {
     /// Waits until node `index` answers `GET /healthz` with 200 (JetStream current).
     pub async fn wait_healthy(&self, index: usize) -> Result<(), LaunchError> {
         let port = self.nodes[index].http_port;
-        let mut backoff = Backoff::fixed(Duration::from_millis(100)).within(FORM_TIMEOUT);
+        let deadline = Deadline::after(FORM_TIMEOUT);
         loop {
             let last = match tokio::task::spawn_blocking(move || monitoring_get(port, "/healthz")).await {
                 Ok(Ok((200, _))) => return Ok(()),
@@ -232,7 +231,7 @@ impl NatsCluster {
                 Ok(Err(err)) => err.to_string(),
                 Err(err) => err.to_string(),
             };
-            if !backoff.wait().await {
+            if !deadline.pause(Duration::from_millis(100)).await {
                 return Err(LaunchError::Startup {
                     program: "nats-server",
                     reason: format!(
@@ -256,18 +255,16 @@ impl NatsCluster {
     pub async fn move_stream_leader(&self, client: &async_nats::Client, stream: &str, index: usize) -> bool {
         let body = format!("{{\"placement\":{{\"preferred\":\"{}\"}}}}", self.nodes[index].name);
         // A step-down is given longer to take effect than a missing leader to appear.
-        let deadline = tokio::time::Instant::now() + LEADER_MOVE_TIMEOUT;
-        let mut after_step_down = Backoff::fixed(Duration::from_millis(500)).deadline(deadline);
-        let mut without_leader = Backoff::fixed(Duration::from_millis(200)).deadline(deadline);
+        let deadline = Deadline::after(LEADER_MOVE_TIMEOUT);
         loop {
             let waited = match self.stream_leader(client, stream).await {
                 Some(leader) if leader == index => return true,
                 Some(_) => {
                     let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
                     let _ = api_request(client, &subject, body.clone()).await;
-                    after_step_down.wait().await
+                    deadline.pause(Duration::from_millis(500)).await
                 }
-                None => without_leader.wait().await,
+                None => deadline.pause(Duration::from_millis(200)).await,
             };
             if !waited {
                 return false;

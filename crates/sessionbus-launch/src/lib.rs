@@ -35,6 +35,7 @@
 
 mod binaries;
 mod cluster;
+mod deadline;
 mod error;
 mod process;
 mod server;

@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sessionbus_sync::Backoff;
-
+use crate::deadline::Deadline;
 use crate::{LaunchError, find_nats_server};
 
 /// How often readiness is polled.
@@ -112,7 +111,7 @@ impl ServerProcess {
         identity: &[(&str, &str)],
         limit: Duration,
     ) -> Result<(), LaunchError> {
-        let mut backoff = Backoff::fixed(POLL).within(limit);
+        let deadline = Deadline::after(limit);
         let mut stranger = None;
         loop {
             let info = server_info(host, port);
@@ -133,7 +132,7 @@ impl ServerProcess {
                 Some(info) => stranger = Some(info),
                 None => {}
             }
-            if !backoff.wait_blocking() {
+            if !deadline.pause_blocking(POLL) {
                 let seen = stranger.map_or(String::new(), |info| format!(" (another server answered there: {info})"));
                 return Err(LaunchError::Startup {
                     program: "nats-server",
@@ -179,12 +178,8 @@ impl ServerProcess {
             return;
         }
         if send_signal(pid, "INT").is_ok() {
-            let mut backoff = Backoff::fixed(Duration::from_millis(50)).within(grace);
-            while self.exit_status().is_none() {
-                if !backoff.wait_blocking() {
-                    break;
-                }
-            }
+            let deadline = Deadline::after(grace);
+            while self.exit_status().is_none() && deadline.pause_blocking(Duration::from_millis(50)) {}
         }
         self.kill();
     }

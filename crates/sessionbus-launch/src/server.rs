@@ -25,7 +25,7 @@ const PORT_ATTEMPTS: usize = 5;
 const GIB: u64 = 1 << 30;
 
 /// How to run a [`NatsServer`]: where it listens, where it keeps its JetStream store, its
-/// limits. Build it from [`ServerConfig::default`] with the builder methods.
+/// limits. Build it from [`ServerConfig::default`] with the `with_<field>` setters.
 ///
 /// The default is a throw-away server: loopback, a free port, no monitoring port, a
 /// name unique to each start, a temporary store deleted on drop, JetStream limited to 1 GiB of memory and 20 GiB of
@@ -34,7 +34,7 @@ const GIB: u64 = 1 << 30;
 /// ```
 /// use sessionbus_launch::ServerConfig;
 ///
-/// let config = ServerConfig::default().port(14222).http_port(18222).data_dir("/var/lib/sessionbus");
+/// let config = ServerConfig::default().with_port(14222).with_http_port(18222).with_data_dir("/var/lib/sessionbus");
 /// assert_eq!(config.port, Some(14222));
 /// assert_eq!(config.host, "127.0.0.1");
 /// ```
@@ -93,21 +93,21 @@ impl Default for ServerConfig {
 impl ServerConfig {
     /// Listens on `host` instead of loopback.
     #[must_use]
-    pub fn host(mut self, host: impl Into<String>) -> Self {
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
         self.host = host.into();
         self
     }
 
     /// Listens for clients on `port` (no retry on another port when it is taken).
     #[must_use]
-    pub fn port(mut self, port: u16) -> Self {
+    pub fn with_port(mut self, port: u16) -> Self {
         self.port = Some(port);
         self
     }
 
     /// Serves HTTP monitoring on `port`.
     #[must_use]
-    pub fn http_port(mut self, port: u16) -> Self {
+    pub fn with_http_port(mut self, port: u16) -> Self {
         self.http_port = Some(port);
         self
     }
@@ -116,21 +116,21 @@ impl ServerConfig {
     /// kept after the server stops; a later server on the same directory finds the
     /// store again).
     #[must_use]
-    pub fn data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+    pub fn with_data_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.data_dir = Some(dir.into());
         self
     }
 
     /// Names the server (a server keeping a store across starts keeps its name).
     #[must_use]
-    pub fn server_name(mut self, name: impl Into<String>) -> Self {
+    pub fn with_server_name(mut self, name: impl Into<String>) -> Self {
         self.server_name = Some(name.into());
         self
     }
 
     /// Limits JetStream's memory and file stores, in bytes.
     #[must_use]
-    pub fn jetstream_limits(mut self, max_memory_store: u64, max_file_store: u64) -> Self {
+    pub fn with_jetstream_limits(mut self, max_memory_store: u64, max_file_store: u64) -> Self {
         self.max_memory_store = max_memory_store;
         self.max_file_store = max_file_store;
         self
@@ -138,13 +138,13 @@ impl ServerConfig {
 
     /// Appends `text` verbatim to the generated configuration.
     #[must_use]
-    pub fn extra_config(mut self, text: impl Into<String>) -> Self {
+    pub fn with_extra_config(mut self, text: impl Into<String>) -> Self {
         self.extra_config = text.into();
         self
     }
 
     /// Makes the server a member of a local cluster.
-    pub(crate) fn cluster(mut self, membership: ClusterMembership) -> Self {
+    pub(crate) fn with_cluster(mut self, membership: ClusterMembership) -> Self {
         self.cluster = Some(membership);
         self
     }
@@ -238,7 +238,7 @@ impl ServerDir {
 /// client.publish("greeting", "hello".into()).await?;
 ///
 /// // A server on a fixed port with its store kept, as `sessionbus up` runs it.
-/// let mut kept = NatsServer::start_with(ServerConfig::default().port(4222).data_dir("/tmp/bus"))?;
+/// let mut kept = NatsServer::start_with(ServerConfig::default().with_port(4222).with_data_dir("/tmp/bus"))?;
 /// println!("listening on {}", kept.url());
 /// kept.stop();
 /// # Ok(())

@@ -30,7 +30,7 @@ fn parse_ready_line(line: &str) -> Option<&str> {
 }
 
 /// How to run a [`WorkerProcess`]. Build it from [`WorkerConfig::default`] with the
-/// builder methods.
+/// `with_<field>` setters.
 ///
 /// The default runs the development build of `sessionbus` ([`sessionbus_binary`]) as
 /// `sessionbus worker --setup` (the worker creates the JetStream layout first, as on a
@@ -40,8 +40,8 @@ fn parse_ready_line(line: &str) -> Option<&str> {
 /// use sessionbus_launch::WorkerConfig;
 ///
 /// let config = WorkerConfig::default()
-///     .args(["--lease-ttl-secs", "2"])
-///     .env("RUST_LOG", "warn,sessionbus_nats=debug")
+///     .with_args(["--lease-ttl-secs", "2"])
+///     .with_env("RUST_LOG", "warn,sessionbus_nats=debug")
 ///     .without_setup();
 /// assert_eq!(config.args, ["--lease-ttl-secs", "2"]);
 /// assert!(!config.setup);
@@ -71,14 +71,14 @@ impl WorkerConfig {
     /// Runs `binary` (e.g. the running `sessionbus` itself) instead of the development
     /// build.
     #[must_use]
-    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+    pub fn with_binary(mut self, binary: impl Into<PathBuf>) -> Self {
         self.binary = Some(binary.into());
         self
     }
 
     /// Adds arguments after `sessionbus worker`.
     #[must_use]
-    pub fn args<I, S>(mut self, args: I) -> Self
+    pub fn with_args<I, S>(mut self, args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
@@ -89,7 +89,7 @@ impl WorkerConfig {
 
     /// Sets the environment variable `name` of the worker.
     #[must_use]
-    pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.env.push((name.into(), value.into()));
         self
     }
@@ -119,7 +119,7 @@ impl WorkerConfig {
 /// println!("worker {} uses {:?} KiB", worker.id(), worker.rss_kib());
 ///
 /// // The `sessionbus` command runs its own executable as the worker.
-/// let config = WorkerConfig::default().binary(std::env::current_exe().expect("exe")).without_setup();
+/// let config = WorkerConfig::default().with_binary(std::env::current_exe().expect("exe")).without_setup();
 /// let _second = WorkerProcess::start_with(&server.url(), &config).await?;
 /// # Ok(())
 /// # }
@@ -135,7 +135,7 @@ impl WorkerProcess {
     /// Spawns `sessionbus worker --setup <args>` against `nats_url` (one URL or a comma
     /// separated list) and waits for its ready line.
     pub async fn start(nats_url: &str, args: &[&str]) -> Result<Self, LaunchError> {
-        Self::start_with(nats_url, &WorkerConfig::default().args(args.iter().copied())).await
+        Self::start_with(nats_url, &WorkerConfig::default().with_args(args.iter().copied())).await
     }
 
     /// Spawns `sessionbus worker` as `config` says against `nats_url` and waits for its

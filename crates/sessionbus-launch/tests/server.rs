@@ -10,7 +10,7 @@ use sessionbus_launch::{LaunchError, NatsServer, ServerConfig, ServerProcess, fr
 async fn a_kept_store_is_stopped_gracefully_and_found_by_the_next_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("bus");
-    let config = ServerConfig::default().data_dir(&data).http_port(free_port().expect("a port"));
+    let config = ServerConfig::default().with_data_dir(&data).with_http_port(free_port().expect("a port"));
     let server = NatsServer::start_with(config.clone()).expect("start with a kept store");
     assert_eq!(server.data_dir(), data);
     let pid = server.pid().expect("running");
@@ -37,7 +37,8 @@ fn a_fixed_port_taken_by_another_process_is_refused_before_anything_starts() {
     let port = taken.local_addr().expect("addr").port();
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("never");
-    let err = NatsServer::start_with(ServerConfig::default().port(port).data_dir(&data)).expect_err("port taken");
+    let err =
+        NatsServer::start_with(ServerConfig::default().with_port(port).with_data_dir(&data)).expect_err("port taken");
     assert!(matches!(err, LaunchError::PortTaken { port: p, .. } if p == port), "{err:?}");
     assert!(err.to_string().contains("choose another port"), "the message says what to do: {err}");
     assert!(!data.exists(), "nothing was written for a server that cannot start");

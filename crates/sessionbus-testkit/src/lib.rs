@@ -9,8 +9,6 @@
 //!   types.
 //! - [`AckDropper`]: a protocol-aware proxy in front of a server that drops one chosen
 //!   reply (a JetStream ack) while the connection stays up.
-//! - The lock helper and the backoff of the workspace ([`MutexExt`], [`Backoff`]), for
-//!   tests that share state between tasks or poll.
 //!
 //! Why the launcher is a crate of its own rather than part of this one:
 //! `docs/decisions/0006-one-launcher.md`.
@@ -39,4 +37,3 @@ pub use sessionbus_launch::{
     CLUSTER_SIZE, LaunchError, MAX_PAYLOAD, NATS_SERVER_VERSION, NatsCluster, NatsServer, ServerConfig, ServerProcess,
     WorkerConfig, WorkerProcess, find_nats_server, free_port, monitoring_get, sessionbus_binary,
 };
-pub use sessionbus_sync::{Backoff, MutexExt};

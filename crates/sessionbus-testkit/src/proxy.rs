@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use sessionbus_sync::MutexExt as _;
+use sessionbus_api::sync::lock;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -78,14 +78,14 @@ impl AckDropper {
 
     /// Drops the reply to the next publish for which `matches` holds (once).
     pub fn drop_reply_to(&self, matches: impl Fn(&Publish) -> bool + Send + 'static) {
-        let mut plan = self.plan.lock_recover();
+        let mut plan = lock(&self.plan);
         plan.armed = Some(Box::new(matches));
         plan.drop_reply = None;
     }
 
     /// The reply subjects whose message was dropped so far.
     pub fn dropped(&self) -> Vec<String> {
-        self.plan.lock_recover().dropped.clone()
+        lock(&self.plan).dropped.clone()
     }
 }
 
@@ -104,7 +104,7 @@ async fn relay(client: TcpStream, server: TcpStream, plan: Arc<Mutex<Plan>>) {
             let mut frames = BufReader::new(client_read);
             while let Some(frame) = read_frame(&mut frames).await {
                 if let Some(publish) = frame.publish() {
-                    let mut plan = plan.lock_recover();
+                    let mut plan = lock(&plan);
                     if plan.armed.as_ref().is_some_and(|matches| matches(&publish)) {
                         plan.armed = None;
                         plan.drop_reply = publish.reply.clone();
@@ -120,7 +120,7 @@ async fn relay(client: TcpStream, server: TcpStream, plan: Arc<Mutex<Plan>>) {
         let mut frames = BufReader::new(server_read);
         while let Some(frame) = read_frame(&mut frames).await {
             if let Some(subject) = frame.delivery_subject() {
-                let mut plan = plan.lock_recover();
+                let mut plan = lock(&plan);
                 if plan.drop_reply.as_deref() == Some(subject.as_str()) {
                     plan.drop_reply = None;
                     plan.dropped.push(subject);

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use serde_json::json;
+use sessionbus_api::sync::lock;
 use sessionbus_api::{
     AppendSessionNodesRequest, ErrorKind, PluginError, SessionAppendNode, SessionCreateRequest, SessionGraphService,
     SessionLifecycleService, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolManifest, ToolState,
@@ -15,7 +16,6 @@ use sessionbus_api::{
 };
 use sessionbus_launch::NatsServer;
 use sessionbus_nats::{BusClient, BusClientConfig};
-use sessionbus_sync::MutexExt as _;
 
 use super::worker::{WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
@@ -73,7 +73,7 @@ impl Stats {
         let started = Instant::now();
         let result = call.await;
         let elapsed = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let mut stats = self.0.lock_recover();
+        let mut stats = lock(&self.0);
         let entry = stats.entry(op).or_default();
         entry.latencies_us.push(elapsed);
         match &result {
@@ -249,7 +249,7 @@ async fn cas_toggle(client: &BusClient, stats: &Stats, session: &str, name: &str
 
 /// Prints the summary; returns the number of failed calls.
 fn print_summary(stats: &Stats, elapsed: Duration, json: bool) -> u64 {
-    let stats = stats.0.lock_recover();
+    let stats = lock(&stats.0);
     let mut rows = Vec::new();
     let (mut calls, mut errors, mut conflicts) = (0u64, 0u64, 0u64);
     for (op, entry) in stats.iter() {

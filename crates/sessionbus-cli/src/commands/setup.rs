@@ -3,12 +3,11 @@
 //! The only command that needs the right to create and update streams; workers and
 //! the exporter only check that the layout is there.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 use sessionbus_nats::Subjects;
 use sessionbus_nats::jetstream::{LayoutConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
-use sessionbus_sync::Backoff;
 
 use crate::connect::{CliError, ConnectionArgs};
 use crate::output;
@@ -41,18 +40,20 @@ pub async fn setup_layout(
 ) -> Result<(), CliError> {
     let context = async_nats::jetstream::new(client.clone());
     let config = LayoutConfig::default().with_replicas(layout.replicas.max(1));
-    let mut backoff = Backoff::fixed(Duration::from_millis(500)).within(wait);
+    let deadline = Instant::now() + wait;
     loop {
-        let error = match ensure_layout(&context, subjects, &config).await {
+        match ensure_layout(&context, subjects, &config).await {
             Ok(()) => return Ok(()),
-            Err(error) => error,
-        };
-        tracing::debug!(%error, "setup: waiting for JetStream");
-        if !backoff.wait().await {
-            return Err(CliError::Other(format!(
-                "setup failed: {error}. `sessionbus setup` needs a user allowed to create and update \
-                 streams (the deploy/ `admin` user)"
-            )));
+            Err(error) if Instant::now() < deadline => {
+                tracing::debug!(%error, "setup: waiting for JetStream");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => {
+                return Err(CliError::Other(format!(
+                    "setup failed: {error}. `sessionbus setup` needs a user allowed to create and update \
+                     streams (the deploy/ `admin` user)"
+                )));
+            }
         }
     }
 }

@@ -44,13 +44,13 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
         None => {
             let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
             let mut config = ServerConfig::default()
-                .host(args.host.clone())
-                .port(args.port)
-                .data_dir(data_dir)
+                .with_host(args.host.clone())
+                .with_port(args.port)
+                .with_data_dir(data_dir)
                 // The store outlives this server: the next `up` on it keeps the name.
-                .server_name(EMBEDDED_SERVER_NAME);
+                .with_server_name(EMBEDDED_SERVER_NAME);
             if args.http_port != 0 {
-                config = config.http_port(args.http_port);
+                config = config.with_http_port(args.http_port);
             }
             let server = NatsServer::start_with(config)?;
             let url = server.url();

@@ -5,12 +5,12 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 use serde_json::json;
+use sessionbus_api::sync::lock;
 use sessionbus_api::{
     AppendSessionNodesRequest, SessionAppendNode, SessionCreateRequest, SessionGraphService as _,
     SessionLifecycleService as _, SessionStateService as _, ToolManifest, ToolState,
 };
 use sessionbus_nats::{BusClient, JetStreamHost, STATE_STREAM, Subjects, TOOLS_BUCKET, TOOLS_STREAM};
-use sessionbus_sync::MutexExt as _;
 
 use super::raw::Raw;
 
@@ -42,12 +42,12 @@ impl<T> Slots<T> {
 
     /// A free key, taken out of the pool.
     pub fn take(&self) -> Option<T> {
-        self.0.lock_recover().pop()
+        lock(&self.0).pop()
     }
 
     /// Returns a key to the pool.
     pub fn put(&self, slot: T) {
-        self.0.lock_recover().push(slot);
+        lock(&self.0).push(slot);
     }
 }
 

@@ -101,7 +101,7 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     // This very executable serves as the worker; the layout is there already (with the
     // replicas of this setup, which `--setup` would reset).
     let exe = std::env::current_exe().map_err(|e| format!("cannot find the sessionbus binary: {e}"))?;
-    let worker = WorkerProcess::start_with(url, &WorkerConfig::default().binary(exe).without_setup())
+    let worker = WorkerProcess::start_with(url, &WorkerConfig::default().with_binary(exe).without_setup())
         .await
         .map_err(|e| e.to_string())?;
     let client =
