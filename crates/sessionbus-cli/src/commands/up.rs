@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use clap::Args;
 use sessionbus_launch::{NatsServer, ServerConfig};
+use sessionbus_nats::{Endpoint, Op};
 
 use super::worker::{WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
@@ -79,11 +80,14 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     } else {
         table.add_row(vec!["NATS server".to_owned(), "external (NATS_URL)".to_owned()]);
     }
+    let subjects = connection.subjects();
+    let snapshot = subjects.listen(Endpoint::Session(Op::Snapshot));
+    let per_session = snapshot.rsplit_once('.').map_or(snapshot.as_str(), |(base, _)| base);
     table.add_row(vec![
         "requests".to_owned(),
-        format!("{}.session.<sid>.<op>, {0}.create, {0}.ping", connection.prefix),
+        format!("{per_session}.<op>, {}, {}", subjects.listen(Endpoint::Create), subjects.listen(Endpoint::Ping)),
     ]);
-    table.add_row(vec!["events".to_owned(), format!("{}.events.<sid>.<kind>", connection.prefix)]);
+    table.add_row(vec!["events".to_owned(), subjects.events(None)]);
     table.add_row(vec!["worker".to_owned(), format!("{} (executor {:?})", worker.id(), args.worker.executor)]);
     let traces = match exporter {
         Some(_) => format!(

@@ -10,7 +10,7 @@ use sessionbus_api::{
     AppendSessionNodesRequest, SessionAppendNode, SessionCreateRequest, SessionGraphService as _,
     SessionLifecycleService as _, SessionStateService as _, ToolManifest, ToolState,
 };
-use sessionbus_nats::{BusClient, JetStreamHost, STATE_STREAM, Subjects, TOOLS_BUCKET, TOOLS_STREAM};
+use sessionbus_nats::{BusClient, JetStreamHost, STATE_STREAM, Subjects, TOOLS_STREAM};
 
 use super::raw::Raw;
 
@@ -132,7 +132,7 @@ impl Fixture {
             let session = format!("bench-apply-{i}-{}", uuid::Uuid::new_v4().simple());
             let generation = setup.apply_tool_state(&session, tools(8)).await.map_err(failed("apply"))?;
             bus_tool_states.put((session.clone(), generation));
-            let raw_subject = format!("$KV.{TOOLS_BUCKET}.raw-{session}");
+            let raw_subject = subjects.tool_key(&format!("raw-{session}"));
             let seq = raw.publish_expecting(&raw_subject, state_body.clone(), 0).await?;
             raw_tool_states.put((raw_subject, seq));
 
@@ -147,7 +147,7 @@ impl Fixture {
             serde_json::to_vec(&json!({"schema_version": 2, "type": "custom", "name": "bench"})).unwrap_or_default(),
         );
         Ok(Self {
-            tools_subject: format!("$KV.{TOOLS_BUCKET}.{small}"),
+            tools_subject: subjects.tool_key(&small),
             meta_subject: subjects.meta(&small),
             raw_trace_subject: subjects.trace(&format!("raw-{small}")),
             client,
