@@ -8,6 +8,7 @@ pub mod audit;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use async_nats::jetstream::stream::{RawMessageBuilder, RawMessageErrorKind};
 use async_nats::{Client, HeaderMap};
 use bytes::Bytes;
 use serde_json::Value;
@@ -125,61 +126,53 @@ impl Stored {
     }
 }
 
-fn decode_b64(text: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.decode(text).expect("MSG.GET answers base64")
-}
-
-fn parse_headers(block: &[u8]) -> BTreeMap<String, String> {
-    String::from_utf8_lossy(block)
-        .split("\r\n")
-        .skip(1)
-        .filter_map(|line| line.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect()
-}
-
 /// One leader read: the first message at or after `seq` on `filter` (`None` when none).
 pub async fn get_next(client: &Client, stream: &str, filter: &str, seq: u64) -> Option<Stored> {
-    let body = serde_json::json!({ "seq": seq.max(1), "next_by_subj": filter }).to_string();
-    get(client, stream, body).await
+    get(client, stream, &format!("the next message on {filter} from {seq}"), |get| {
+        get.sequence(seq.max(1)).next_by_subject(filter)
+    })
+    .await
 }
 
 /// The message with sequence `seq` of `stream`, read from the leader.
 pub async fn get_seq(client: &Client, stream: &str, seq: u64) -> Option<Stored> {
-    get(client, stream, serde_json::json!({ "seq": seq }).to_string()).await
+    get(client, stream, &format!("sequence {seq}"), |get| get.sequence(seq)).await
 }
 
 /// The last message on `subject`, read from the leader.
 pub async fn get_last(client: &Client, stream: &str, subject: &str) -> Option<Stored> {
-    get(client, stream, serde_json::json!({ "last_by_subj": subject }).to_string()).await
+    get(client, stream, &format!("the last message on {subject}"), |get| get.last_by_subject(subject)).await
 }
 
-async fn get(client: &Client, stream: &str, body: String) -> Option<Stored> {
-    let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
+/// One read through async-nats's raw message getter (`$JS.API.STREAM.MSG.GET`, answered
+/// by the leader), asked again while the stream has no leader.
+async fn get(
+    client: &Client,
+    stream: &str,
+    what: &str,
+    ask: impl Fn(RawMessageBuilder) -> RawMessageBuilder,
+) -> Option<Stored> {
+    let context = async_nats::jetstream::ContextBuilder::new().timeout(Duration::from_secs(2)).build(client.clone());
+    let handle = context.get_stream_no_info(stream).await.expect("a stream name");
     for _ in 0..40 {
-        let request = async_nats::Request::new().payload(body.clone().into()).timeout(Some(Duration::from_secs(2)));
-        let Ok(reply) = client.send_request(subject.clone(), request).await else {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            continue;
-        };
-        let reply: Value = serde_json::from_slice(&reply.payload).expect("MSG.GET answers JSON");
-        if let Some(error) = reply.get("error") {
-            if error["err_code"] == 10037 {
-                return None;
+        match ask(handle.raw_message_builder()).send().await {
+            Ok(message) => {
+                return Some(Stored {
+                    seq: message.sequence,
+                    subject: message.subject.to_string(),
+                    headers: message
+                        .headers
+                        .iter()
+                        .filter_map(|(name, values)| Some((name.to_string(), values.last()?.to_string())))
+                        .collect(),
+                    payload: message.payload.to_vec(),
+                });
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            continue;
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => return None,
+            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
         }
-        let message = &reply["message"];
-        return Some(Stored {
-            seq: message["seq"].as_u64().expect("seq"),
-            subject: message["subject"].as_str().unwrap_or_default().to_owned(),
-            headers: message["hdrs"].as_str().map(|h| parse_headers(&decode_b64(h))).unwrap_or_default(),
-            payload: message["data"].as_str().map(decode_b64).unwrap_or_default(),
-        });
     }
-    panic!("could not read {stream} through the leader ({body})");
+    panic!("could not read {what} of {stream} through the leader");
 }
 
 /// Every message on `filter` in `stream`, in order, read from the leader.

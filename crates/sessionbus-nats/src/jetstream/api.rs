@@ -1,44 +1,60 @@
-//! Raw JetStream API access with full error codes: conditional publishes, atomic
-//! batches and leader reads (`$JS.API.STREAM.MSG.GET`).
+//! JetStream access on async-nats, plus what the library leaves to its callers: resends
+//! through leader elections, a span per call, and atomic batches (async-nats 0.51 names
+//! only their headers).
 //!
-//! async-nats maps publish errors to a few kinds; sessionbus must tell 10071 (a real
-//! conflict) from 10164/10158 (re-read and retry) and 10201 (a batch that may already
-//! be committed), so acks are parsed here.
+//! - A write is the library's [`PublishMessage`] (message id, expected last subject
+//!   sequence), sent as a request whose reply is the library's [`PublishAck`] or its
+//!   API error (docs/decisions/0007-jetstream-on-async-nats.md says why not the
+//!   context's `send_publish`).
+//! - A read is the library's raw message getter: `$JS.API.STREAM.MSG.GET`, which the
+//!   stream leader answers. Decisions never use direct get, which a lagging replica may
+//!   answer.
+//! - Server error codes are the library's [`ErrorCode`]s, read in one place,
+//!   [`kind_of`]: the bus tells 10071 (a real conflict) from 10164 and 10158 (re-read and
+//!   retry) and 10201 (a batch that may already be committed). The library's error is
+//!   kept as the source; no decision reads the server's description.
+//!
+//! Names the library has none for are set here, once: [`EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT`],
+//! [`ROLLUP_SUBJECT`], [`KV_OPERATION`] and the bus's own [`REQUEST_DIGEST`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::{Client, HeaderMap};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use async_nats::jetstream::context::{RequestError, RequestErrorKind};
+use async_nats::jetstream::message::{PublishMessage, StreamMessage};
+use async_nats::jetstream::publish::PublishAck;
+use async_nats::jetstream::response::Response;
+use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
+use async_nats::jetstream::{self, ErrorCode};
+use async_nats::{Client, HeaderValue, header};
 use bytes::Bytes;
-use serde::Deserialize;
 use sessionbus_api::PluginError;
 
-/// Wrong last sequence: the condition did not hold.
-pub(crate) const ERR_WRONG_LAST_SEQUENCE: u64 = 10071;
-/// Another write to the subject is in flight.
-pub(crate) const ERR_SUBJECT_IN_FLIGHT: u64 = 10164;
-/// The same message id is in flight.
-pub(crate) const ERR_MSG_ID_IN_FLIGHT: u64 = 10158;
-/// A batch holds an already-seen message id.
-pub(crate) const ERR_BATCH_DUPLICATE: u64 = 10201;
-/// No message found.
-const ERR_NO_MESSAGE: u64 = 10037;
-/// JetStream is temporarily unavailable (no leader yet).
-const ERR_TEMPORARILY_UNAVAILABLE: u64 = 10008;
+/// `Nats-Expected-Last-Subject-Sequence-Subject`: the subject (may be a wildcard) whose
+/// last sequence `Nats-Expected-Last-Subject-Sequence` is compared with.
+const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// The `Nats-Rollup` value that replaces the subject's earlier messages.
+const ROLLUP_SUBJECT: &str = "sub";
+/// The header of a KV delete or purge marker (`DEL`, `PURGE`).
+const KV_OPERATION: &str = "KV-Operation";
+/// The header holding the digest of the request a stored message was written for.
+const REQUEST_DIGEST: &str = "Sessionbus-Request-Digest";
 /// How long a leader read waits for its answer before it is sent again, and a publish
 /// retried after a transient failure waits for its ack (see `JetStreamApi::leader_read`
 /// and `JetStreamApi::publish`).
 const RESEND_EVERY: Duration = Duration::from_millis(250);
 
-/// What went wrong talking to JetStream.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum JsError {
-    /// 10071: the expected-sequence condition failed (re-read to learn what is stored:
-    /// the server's description is text, and no decision reads text).
+/// What went wrong talking to JetStream: a [`JsErrorKind`] and, when there is one, the
+/// library's error as its source.
+pub(crate) type JsError = async_nats::error::Error<JsErrorKind>;
+
+/// The kinds of [`JsError`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum JsErrorKind {
+    /// 10071: the expected-sequence condition failed (re-read to learn what is stored).
     WrongLastSequence,
-    /// 10164 / 10158: a concurrent write is in flight; re-read and retry.
+    /// 10164 / 10158: a concurrent write to the subject, or with the message id, is in
+    /// flight; re-read and retry.
     InFlight,
     /// 10201: the batch repeats a seen message id (it may already be committed).
     BatchDuplicate,
@@ -47,33 +63,119 @@ pub(crate) enum JsError {
     /// No answer in time.
     TimedOut,
     /// The message (`size` bytes) is larger than the server accepts (`limit` bytes).
-    TooLarge { size: usize, limit: usize },
+    TooLarge {
+        /// The message's size.
+        size: usize,
+        /// The server's `max_payload`.
+        limit: usize,
+    },
     /// The message id was already used by a write for a request with another body.
     ReusedRequestId,
-    /// Any other API error.
-    Other(String),
+    /// Any other failure (its source says which).
+    Other,
 }
 
-impl JsError {
-    /// True for errors that a bounded backoff and retry can fix (leader elections).
-    pub(crate) fn is_transient(&self) -> bool {
-        matches!(self, JsError::NoStream | JsError::TimedOut | JsError::InFlight)
+impl JsErrorKind {
+    /// True for failures that a bounded backoff and retry can fix (leader elections).
+    pub(crate) fn is_transient(self) -> bool {
+        matches!(self, JsErrorKind::NoStream | JsErrorKind::TimedOut | JsErrorKind::InFlight)
+    }
+}
+
+impl std::fmt::Display for JsErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JsErrorKind::WrongLastSequence => write!(f, "wrong last sequence"),
+            JsErrorKind::InFlight => write!(f, "a concurrent write is in flight"),
+            JsErrorKind::BatchDuplicate => write!(f, "the batch repeats a stored message id"),
+            JsErrorKind::NoStream => write!(f, "no stream answered"),
+            JsErrorKind::TimedOut => write!(f, "timed out"),
+            JsErrorKind::TooLarge { size, limit } => write!(f, "a message of {size} bytes (the limit is {limit})"),
+            JsErrorKind::ReusedRequestId => write!(f, "a message id reused for another request body"),
+            JsErrorKind::Other => write!(f, "JetStream request failed"),
+        }
+    }
+}
+
+/// What the bus does with a [`JsError`].
+pub(crate) trait JsErrorExt {
+    /// True when a bounded backoff and retry can fix it (see [`JsErrorKind::is_transient`]).
+    fn is_transient(&self) -> bool;
+    /// The contract error for a failure that could not be retried away.
+    fn into_plugin(self, what: &str) -> PluginError;
+}
+
+impl JsErrorExt for JsError {
+    fn is_transient(&self) -> bool {
+        self.kind().is_transient()
     }
 
-    /// The contract error for a failure that could not be retried away.
-    pub(crate) fn into_plugin(self, what: &str) -> PluginError {
-        match self {
-            JsError::WrongLastSequence => PluginError::Conflict(format!("{what}: a concurrent write won")),
-            JsError::TooLarge { size, limit } => PluginError::too_large(format!("{what}: a message"), size, limit),
-            JsError::NoStream => PluginError::Unavailable(format!(
+    fn into_plugin(self, what: &str) -> PluginError {
+        match self.kind() {
+            JsErrorKind::WrongLastSequence => PluginError::Conflict(format!("{what}: a concurrent write won")),
+            JsErrorKind::TooLarge { size, limit } => PluginError::too_large(format!("{what}: a message"), size, limit),
+            JsErrorKind::NoStream => PluginError::Unavailable(format!(
                 "{what}: JetStream has no leader for the sessionbus streams (is JetStream enabled, and is the \
                  cluster electing a leader?)"
             )),
-            JsError::TimedOut => PluginError::Unavailable(format!("{what}: JetStream did not answer in time")),
-            JsError::ReusedRequestId => reused_request_id(),
-            other => PluginError::Unavailable(format!("{what}: JetStream error {other:?}")),
+            JsErrorKind::TimedOut => PluginError::Unavailable(format!("{what}: JetStream did not answer in time")),
+            JsErrorKind::ReusedRequestId => reused_request_id(),
+            _ => PluginError::Unavailable(format!("{what}: {self}")),
         }
     }
+}
+
+/// The kind of a JetStream API error, by its server error code.
+fn kind_of(code: ErrorCode) -> JsErrorKind {
+    match code {
+        ErrorCode::STREAM_WRONG_LAST_SEQUENCE => JsErrorKind::WrongLastSequence,
+        // 10164: another write conditioned on the subject is in flight (a clustered
+        // stream checks them one at a time); 10158: the message id is in flight.
+        ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT | ErrorCode::STREAM_DUPLICATE_MESSAGE_CONFLICT => {
+            JsErrorKind::InFlight
+        }
+        ErrorCode::ATOMIC_PUBLISH_CONTAINS_DUPLICATE_MESSAGE => JsErrorKind::BatchDuplicate,
+        // 10008 ("JetStream system temporarily unavailable") is what a stream or the
+        // cluster answers while it has no leader.
+        ErrorCode::STREAM_NOT_FOUND | ErrorCode::CLUSTER_NOT_AVAILABLE => JsErrorKind::NoStream,
+        // The publisher fills in the sizes (`JetStreamApi::sized`).
+        ErrorCode::STREAM_MESSAGE_EXCEEDS_MAXIMUM => JsErrorKind::TooLarge { size: 0, limit: 0 },
+        _ => JsErrorKind::Other,
+    }
+}
+
+/// The kind of a failed request (a publish awaiting its ack).
+fn request_kind(err: &async_nats::RequestError) -> JsErrorKind {
+    match err.kind() {
+        async_nats::RequestErrorKind::NoResponders => JsErrorKind::NoStream,
+        async_nats::RequestErrorKind::TimedOut => JsErrorKind::TimedOut,
+        async_nats::RequestErrorKind::MaxPayloadExceeded => JsErrorKind::TooLarge { size: 0, limit: 0 },
+        _ => JsErrorKind::Other,
+    }
+}
+
+/// A publish ack: the library's [`PublishAck`], or the server's refusal by its error code
+/// (`sized` fills in the sizes of a message refused as too large).
+fn parse_ack(reply: &[u8], sized: impl Fn(JsErrorKind) -> JsErrorKind) -> Result<PublishAck, JsError> {
+    match serde_json::from_slice::<Response<PublishAck>>(reply) {
+        Ok(Response::Ok(ack)) => Ok(ack),
+        Ok(Response::Err { error }) => Err(JsError::with_source(sized(kind_of(error.error_code())), error)),
+        Err(err) => Err(JsError::with_source(JsErrorKind::Other, err)),
+    }
+}
+
+/// A failed leader read (other than "no message").
+fn read_error(err: RawMessageError) -> JsError {
+    let kind = match err.kind() {
+        RawMessageErrorKind::JetStream(api) => kind_of(api.error_code()),
+        // The request itself failed: no responders (no leader, no stream) or no answer.
+        _ => match std::error::Error::source(&err).and_then(|source| source.downcast_ref::<RequestError>()) {
+            Some(request) if request.kind() == RequestErrorKind::NoResponders => JsErrorKind::NoStream,
+            Some(request) if request.kind() == RequestErrorKind::TimedOut => JsErrorKind::TimedOut,
+            _ => JsErrorKind::Other,
+        },
+    };
+    JsError::with_source(kind, err)
 }
 
 /// The answer to a call whose request id was used before for another body.
@@ -99,10 +201,9 @@ pub(crate) struct Write {
     pub(crate) digest: Option<String>,
 }
 
-/// The header holding the digest of the request a stored message was written for.
-pub(crate) const REQUEST_DIGEST: &str = "Sessionbus-Request-Digest";
-
 impl Write {
+    /// A write of `payload` to `subject` with message id `msg_id`, for the request being
+    /// served (its body's digest goes along).
     pub(crate) fn new(subject: String, payload: Bytes, msg_id: String) -> Self {
         let digest = crate::request_context::current_body_digest();
         Self { subject, payload, msg_id, expect: None, rollup: false, digest }
@@ -122,39 +223,29 @@ impl Write {
         self
     }
 
+    /// This message replaces the subject's earlier ones (`Nats-Rollup: sub`).
     pub(crate) fn rollup(mut self) -> Self {
         self.rollup = true;
         self
     }
 
-    fn headers(&self) -> HeaderMap {
-        let mut headers = HeaderMap::new();
-        headers.insert("Nats-Msg-Id", self.msg_id.as_str());
-        if let Some((sequence, subject)) = &self.expect {
-            headers.insert("Nats-Expected-Last-Subject-Sequence", sequence.to_string().as_str());
-            if let Some(subject) = subject {
-                headers.insert("Nats-Expected-Last-Subject-Sequence-Subject", subject.as_str());
+    /// The message the library publishes.
+    fn message(&self) -> PublishMessage {
+        let mut message = PublishMessage::build().payload(self.payload.clone()).message_id(&self.msg_id);
+        if let Some((sequence, on_subject)) = &self.expect {
+            message = message.expected_last_subject_sequence(*sequence);
+            if let Some(on_subject) = on_subject {
+                message = message.header(EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, on_subject.as_str());
             }
         }
         if self.rollup {
-            headers.insert("Nats-Rollup", "sub");
+            message = message.header(header::NATS_ROLLUP, ROLLUP_SUBJECT);
         }
         if let Some(digest) = &self.digest {
-            headers.insert(REQUEST_DIGEST, digest.as_str());
+            message = message.header(REQUEST_DIGEST, digest.as_str());
         }
-        headers
+        message
     }
-}
-
-/// A successful publish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Ack {
-    /// The stream sequence of the stored message (the last one, for a batch).
-    pub(crate) seq: u64,
-    /// The server had already stored this message id.
-    pub(crate) duplicate: bool,
-    /// The stream that stored it.
-    pub(crate) stream: String,
 }
 
 /// A message read back from a stream.
@@ -177,61 +268,35 @@ impl StoredMessage {
     }
 }
 
-#[derive(Deserialize)]
-struct ApiError {
-    #[serde(default)]
-    err_code: u64,
-    #[serde(default)]
-    description: String,
-}
-
-#[derive(Deserialize)]
-struct AckBody {
-    #[serde(default)]
-    error: Option<ApiError>,
-    #[serde(default)]
-    seq: u64,
-    #[serde(default)]
-    duplicate: bool,
-    #[serde(default)]
-    stream: String,
-}
-
-#[derive(Deserialize)]
-struct GetBody {
-    #[serde(default)]
-    error: Option<ApiError>,
-    #[serde(default)]
-    message: Option<RawStored>,
-}
-
-#[derive(Deserialize)]
-struct RawStored {
-    seq: u64,
-    #[serde(default)]
-    hdrs: Option<String>,
-    #[serde(default)]
-    data: Option<String>,
-}
-
-fn api_error(error: ApiError) -> JsError {
-    match error.err_code {
-        ERR_WRONG_LAST_SEQUENCE => JsError::WrongLastSequence,
-        ERR_SUBJECT_IN_FLIGHT | ERR_MSG_ID_IN_FLIGHT => JsError::InFlight,
-        ERR_BATCH_DUPLICATE => JsError::BatchDuplicate,
-        // 10059: stream not found; 10008: "JetStream system temporarily unavailable",
-        // which a stream or the cluster answers while it has no leader.
-        10059 | ERR_TEMPORARILY_UNAVAILABLE => JsError::NoStream,
-        // The publisher fills in the sizes (`JetStreamApi::sized`).
-        10054 => JsError::TooLarge { size: 0, limit: 0 },
-        code => JsError::Other(format!("{} (error {code})", error.description)),
+impl From<StreamMessage> for StoredMessage {
+    fn from(message: StreamMessage) -> Self {
+        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
+        Self {
+            seq: message.sequence,
+            msg_id: header(header::NATS_MESSAGE_ID.as_ref()),
+            kv_operation: header(KV_OPERATION),
+            digest: header(REQUEST_DIGEST),
+            payload: message.payload,
+        }
     }
 }
 
-/// Raw JetStream access over one client.
+/// Which message a leader read asks for.
+#[derive(Clone, Copy, Debug)]
+enum Get<'a> {
+    /// The last message on a subject (may be a wildcard).
+    Last(&'a str),
+    /// The first message on a subject at or after a sequence.
+    Next(&'a str, u64),
+    /// The message at a sequence.
+    At(u64),
+}
+
+/// JetStream access over one client.
 #[derive(Clone)]
 pub(crate) struct JetStreamApi {
     client: Client,
+    context: jetstream::Context,
     timeout: Duration,
     /// How long transient failures (leader elections) are retried.
     retry_budget: Duration,
@@ -240,8 +305,11 @@ pub(crate) struct JetStreamApi {
 }
 
 impl JetStreamApi {
+    /// JetStream calls over `client`, each answered within `timeout`, transient failures
+    /// retried for `retry_budget`.
     pub(crate) fn new(client: Client, timeout: Duration, retry_budget: Duration) -> Self {
-        Self { client, timeout, retry_budget, leaderless_at: Arc::default() }
+        let context = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
+        Self { client, context, timeout, retry_budget, leaderless_at: Arc::default() }
     }
 
     /// Notes that JetStream had no leader for a request just now.
@@ -256,38 +324,9 @@ impl JetStreamApi {
         at.is_some_and(|at| at.elapsed() < window)
     }
 
+    /// The client the calls go through.
     pub(crate) fn client(&self) -> &Client {
         &self.client
-    }
-
-    async fn request(
-        &self,
-        operation: &'static str,
-        subject: String,
-        headers: HeaderMap,
-        payload: Bytes,
-    ) -> Result<Bytes, JsError> {
-        let cx = crate::propagation::jetstream_span(operation, &subject);
-        let result = self.request_untraced(subject, headers, payload).await;
-        if let Err(err) = &result {
-            crate::propagation::record_error(&cx, &format!("{err:?}"));
-        }
-        opentelemetry::trace::TraceContextExt::span(&cx).end();
-        result
-    }
-
-    async fn request_untraced(&self, subject: String, headers: HeaderMap, payload: Bytes) -> Result<Bytes, JsError> {
-        let size = payload.len();
-        let request = async_nats::Request::new().payload(payload).headers(headers).timeout(Some(self.timeout));
-        match self.client.send_request(subject, request).await {
-            Ok(message) => Ok(message.payload),
-            Err(err) => Err(match err.kind() {
-                async_nats::RequestErrorKind::NoResponders => JsError::NoStream,
-                async_nats::RequestErrorKind::TimedOut => JsError::TimedOut,
-                async_nats::RequestErrorKind::MaxPayloadExceeded => self.too_large(size),
-                _ => JsError::Other(err.to_string()),
-            }),
-        }
     }
 
     /// Retries `attempt` on transient errors with a bounded exponential backoff (at most
@@ -303,8 +342,8 @@ impl JetStreamApi {
         loop {
             match attempt().await {
                 Err(err) if err.is_transient() && tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(?err, ?pause, "transient JetStream failure, retrying");
-                    if err != JsError::InFlight {
+                    tracing::debug!(%err, ?pause, "transient JetStream failure, retrying");
+                    if err.kind() != JsErrorKind::InFlight {
                         self.note_leaderless();
                     }
                     tokio::time::sleep(pause).await;
@@ -315,22 +354,45 @@ impl JetStreamApi {
         }
     }
 
-    /// Publishes one write and parses its ack (no retry).
-    pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
-        let reply = self.request("publish", write.subject.clone(), write.headers(), write.payload.clone()).await?;
-        parse_ack(&reply).map_err(|err| self.sized(err, write))
+    /// Publishes `message` (made from `write`) in a span named `jetstream <operation>`
+    /// and awaits its ack.
+    ///
+    /// The ack is awaited as the reply of a request, not through the jetstream context's
+    /// `send_publish`, whose acker task and semaphore cost more per call and add nothing
+    /// here (docs/decisions/0007-jetstream-on-async-nats.md).
+    async fn send(
+        &self,
+        operation: &'static str,
+        write: &Write,
+        message: PublishMessage,
+    ) -> Result<PublishAck, JsError> {
+        let message = message.outbound_message(write.subject.clone());
+        let request = async_nats::Request::new()
+            .payload(message.payload)
+            .headers(message.headers.unwrap_or_default())
+            .timeout(Some(self.timeout));
+        let sized = |kind| self.sized(kind, write);
+        let publish = async {
+            match self.client.send_request(message.subject, request).await {
+                Ok(reply) => parse_ack(&reply.payload, sized),
+                Err(err) => Err(JsError::with_source(sized(request_kind(&err)), err)),
+            }
+        };
+        traced(operation, &write.subject, publish).await
     }
 
-    /// [`JsError::TooLarge`] for a message of `size` bytes on this connection.
-    fn too_large(&self, size: usize) -> JsError {
-        JsError::TooLarge { size, limit: self.client.server_info().max_payload }
+    /// Publishes one write and awaits its ack (no retry).
+    pub(crate) async fn publish_once(&self, write: &Write) -> Result<PublishAck, JsError> {
+        self.send("publish", write, write.message()).await
     }
 
-    /// `err` with the sizes of `write` when the server refused it as too large.
-    fn sized(&self, err: JsError, write: &Write) -> JsError {
-        match err {
-            JsError::TooLarge { .. } => self.too_large(write.payload.len()),
-            other => other,
+    /// `kind` with the sizes of `write` when the message was refused as too large.
+    fn sized(&self, kind: JsErrorKind, write: &Write) -> JsErrorKind {
+        match kind {
+            JsErrorKind::TooLarge { .. } => {
+                JsErrorKind::TooLarge { size: write.payload.len(), limit: self.client.server_info().max_payload }
+            }
+            kind => kind,
         }
     }
 
@@ -342,12 +404,14 @@ impl JetStreamApi {
     /// takes over can be lost, and would otherwise wait out the whole API timeout after
     /// the leader is up. Resending is safe: on a replicated stream the message id wins
     /// over the condition (a duplicate ack with the first sequence).
-    pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
+    pub(crate) async fn publish(&self, write: &Write) -> Result<PublishAck, JsError> {
         let electing = std::sync::atomic::AtomicBool::new(false);
         let ack = self
             .retrying(|| async {
                 let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
-                    tokio::time::timeout(RESEND_EVERY, self.publish_once(write)).await.unwrap_or(Err(JsError::TimedOut))
+                    tokio::time::timeout(RESEND_EVERY, self.publish_once(write))
+                        .await
+                        .unwrap_or_else(|elapsed| Err(JsError::with_source(JsErrorKind::TimedOut, elapsed)))
                 } else {
                     self.publish_once(write).await
                 };
@@ -360,9 +424,9 @@ impl JetStreamApi {
         // A duplicate: the id was stored before. A retry of the same request is answered
         // like the first call; the same id for another body is refused.
         if ack.duplicate && write.digest.is_some() {
-            let stored = self.retrying(|| self.leader_read(&ack.stream, serde_json::json!({ "seq": ack.seq }))).await?;
+            let stored = self.retrying(|| self.leader_read(&ack.stream, Get::At(ack.sequence))).await?;
             if stored.is_some_and(|stored| stored.written_for_another_body(write)) {
-                return Err(JsError::ReusedRequestId);
+                return Err(JsError::new(JsErrorKind::ReusedRequestId));
             }
         }
         Ok(ack)
@@ -370,63 +434,57 @@ impl JetStreamApi {
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
     /// commit may have been applied, so the caller decides from what is stored.
-    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<Ack, JsError> {
+    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<PublishAck, JsError> {
         let Some((last, staged)) = writes.split_last() else {
-            return Err(JsError::Other("an empty batch".into()));
+            return Err(JsError::with_source(JsErrorKind::Other, "an empty batch"));
         };
         if staged.is_empty() {
             return self.publish_once(last).await;
         }
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let in_batch = |write: &Write, sequence: usize| {
+            write
+                .message()
+                .header(header::NATS_BATCH_ID, batch_id.as_str())
+                .header(header::NATS_BATCH_SEQUENCE, HeaderValue::from(sequence))
+        };
         for (index, write) in staged.iter().enumerate() {
-            let mut headers = write.headers();
-            headers.insert("Nats-Batch-Id", batch_id.as_str());
-            headers.insert("Nats-Batch-Sequence", (index + 1).to_string().as_str());
+            let staged = in_batch(write, index + 1).outbound_message(write.subject.clone());
             self.client
-                .publish_with_headers(write.subject.clone(), headers, write.payload.clone())
+                .publish_with_headers(staged.subject, staged.headers.unwrap_or_default(), staged.payload)
                 .await
-                .map_err(|err| JsError::Other(format!("staging a batch message failed: {err}")))?;
+                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
         }
-        let mut headers = last.headers();
-        headers.insert("Nats-Batch-Id", batch_id.as_str());
-        headers.insert("Nats-Batch-Sequence", writes.len().to_string().as_str());
-        headers.insert("Nats-Batch-Commit", "1");
-        let reply = self.request("batch commit", last.subject.clone(), headers, last.payload.clone()).await?;
-        parse_ack(&reply).map_err(|err| self.sized(err, last))
+        let commit = in_batch(last, writes.len()).header(header::NATS_BATCH_COMMIT, header::NATS_BATCH_COMMIT_FINAL);
+        self.send("batch commit", last, commit).await
     }
 
-    async fn get_once(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
-        let subject = format!("$JS.API.STREAM.MSG.GET.{stream}");
-        let payload = Bytes::from(body.to_string());
-        let reply = self.request("msg.get", subject, HeaderMap::new(), payload).await?;
-        let body: GetBody =
-            serde_json::from_slice(&reply).map_err(|err| JsError::Other(format!("malformed MSG.GET reply: {err}")))?;
-        if let Some(error) = body.error {
-            return if error.err_code == ERR_NO_MESSAGE { Ok(None) } else { Err(api_error(error)) };
-        }
-        let raw = body.message.ok_or_else(|| JsError::Other("MSG.GET reply without a message".into()))?;
-        let decode = |field: Option<String>| -> Result<Vec<u8>, JsError> {
-            field
-                .map(|text| {
-                    STANDARD.decode(text).map_err(|err| JsError::Other(format!("bad base64 in MSG.GET: {err}")))
-                })
-                .transpose()
-                .map(Option::unwrap_or_default)
+    /// One leader read (no retry; `None` when there is no such message).
+    async fn get_once(&self, stream: &str, get: Get<'_>) -> Result<Option<StoredMessage>, JsError> {
+        let read = async {
+            let stream = self
+                .context
+                .get_stream_no_info(stream)
+                .await
+                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
+            let builder = stream.raw_message_builder();
+            let builder = match get {
+                Get::Last(subject) => builder.last_by_subject(subject),
+                Get::Next(subject, from_seq) => builder.sequence(from_seq.max(1)).next_by_subject(subject),
+                Get::At(seq) => builder.sequence(seq),
+            };
+            match builder.send().await {
+                Ok(message) => Ok(Some(StoredMessage::from(message))),
+                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
+                Err(err) => Err(read_error(err)),
+            }
         };
-        let headers = decode(raw.hdrs)?;
-        let header = |name: &str| header_value(&headers, name);
-        Ok(Some(StoredMessage {
-            seq: raw.seq,
-            msg_id: header("Nats-Msg-Id"),
-            kv_operation: header("KV-Operation"),
-            digest: header(REQUEST_DIGEST),
-            payload: Bytes::from(decode(raw.data)?),
-        }))
+        traced("msg.get", stream, read).await
     }
 
     /// The last message on `subject` (may be a wildcard), read from the stream leader.
     pub(crate) async fn last(&self, stream: &str, subject: &str) -> Result<Option<StoredMessage>, JsError> {
-        self.retrying(|| self.leader_read(stream, serde_json::json!({ "last_by_subj": subject }))).await
+        self.retrying(|| self.leader_read(stream, Get::Last(subject))).await
     }
 
     /// The first message on `subject` at or after `from_seq`, read from the leader.
@@ -436,10 +494,7 @@ impl JetStreamApi {
         subject: &str,
         from_seq: u64,
     ) -> Result<Option<StoredMessage>, JsError> {
-        self.retrying(|| {
-            self.leader_read(stream, serde_json::json!({ "seq": from_seq.max(1), "next_by_subj": subject }))
-        })
-        .await
+        self.retrying(|| self.leader_read(stream, Get::Next(subject, from_seq))).await
     }
 
     /// One leader read, sent again every [`RESEND_EVERY`] while unanswered.
@@ -451,21 +506,21 @@ impl JetStreamApi {
     /// leader is up. Reads are idempotent, so the same read is sent again while earlier
     /// sends stay in flight (a large read that is merely slow still completes): the
     /// first answer wins, at most one interval after the new leader can answer.
-    async fn leader_read(&self, stream: &str, body: serde_json::Value) -> Result<Option<StoredMessage>, JsError> {
+    async fn leader_read(&self, stream: &str, get: Get<'_>) -> Result<Option<StoredMessage>, JsError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut sends = futures::stream::FuturesUnordered::new();
         loop {
             if tokio::time::Instant::now() >= deadline {
-                return Err(JsError::TimedOut);
+                return Err(JsError::new(JsErrorKind::TimedOut));
             }
-            sends.push(self.get_once(stream, body.clone()));
+            sends.push(self.get_once(stream, get));
             let resend = tokio::time::sleep_until((tokio::time::Instant::now() + RESEND_EVERY).min(deadline));
             tokio::pin!(resend);
             loop {
                 tokio::select! {
                     Some(result) = futures::StreamExt::next(&mut sends) => match result {
                         // One send gave up; the others are still waiting.
-                        Err(JsError::TimedOut) => {}
+                        Err(err) if err.kind() == JsErrorKind::TimedOut => {}
                         other => return other,
                     },
                     () = &mut resend => break,
@@ -475,53 +530,108 @@ impl JetStreamApi {
     }
 }
 
-fn parse_ack(reply: &[u8]) -> Result<Ack, JsError> {
-    let body: AckBody =
-        serde_json::from_slice(reply).map_err(|err| JsError::Other(format!("malformed publish ack: {err}")))?;
-    match body.error {
-        Some(error) => Err(api_error(error)),
-        None => Ok(Ack { seq: body.seq, duplicate: body.duplicate, stream: body.stream }),
+/// Runs one JetStream call in a span named `jetstream <operation>` on `destination`
+/// (marked failed when the call fails).
+async fn traced<T>(
+    operation: &'static str,
+    destination: &str,
+    call: impl std::future::Future<Output = Result<T, JsError>>,
+) -> Result<T, JsError> {
+    let cx = crate::propagation::jetstream_span(operation, destination);
+    let result = call.await;
+    if let Err(err) = &result {
+        crate::propagation::record_error(&cx, &err.to_string());
     }
-}
-
-/// Reads one header from a raw `NATS/1.0` header block.
-fn header_value(block: &[u8], name: &str) -> Option<String> {
-    let text = std::str::from_utf8(block).ok()?;
-    text.split("\r\n").skip(1).find_map(|line| {
-        let (key, value) = line.split_once(':')?;
-        key.trim().eq_ignore_ascii_case(name).then(|| value.trim().to_owned())
-    })
+    opentelemetry::trace::TraceContextExt::span(&cx).end();
+    result
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn parses_acks_and_error_codes() {
-        let ack = |seq, duplicate| Ack { seq, duplicate, stream: "S".to_owned() };
-        assert_eq!(parse_ack(br#"{"stream":"S","seq":7}"#), Ok(ack(7, false)));
-        assert_eq!(parse_ack(br#"{"stream":"S","seq":7,"duplicate":true}"#), Ok(ack(7, true)));
-        assert_eq!(
-            parse_ack(br#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
-            Err(JsError::WrongLastSequence)
-        );
-        assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10164,"description":"x"}}"#), Err(JsError::InFlight));
-        assert_eq!(parse_ack(br#"{"error":{"code":400,"err_code":10158,"description":"x"}}"#), Err(JsError::InFlight));
-        assert_eq!(
-            parse_ack(br#"{"error":{"code":400,"err_code":10201,"description":"x"}}"#),
-            Err(JsError::BatchDuplicate)
-        );
-        let unavailable =
-            br#"{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}"#;
-        assert!(parse_ack(unavailable).is_err_and(|err| err.is_transient()));
+    /// An ack as the server writes it (nats-server 2.15.1), parsed.
+    fn ack(reply: &str) -> Result<PublishAck, JsError> {
+        parse_ack(reply.as_bytes(), |kind| kind)
     }
 
     #[test]
-    fn reads_headers_from_a_raw_block() {
-        let block = b"NATS/1.0\r\nNats-Msg-Id: abc/0\r\nKV-Operation: DEL\r\n\r\n";
-        assert_eq!(header_value(block, "nats-msg-id").as_deref(), Some("abc/0"));
-        assert_eq!(header_value(block, "KV-Operation").as_deref(), Some("DEL"));
-        assert_eq!(header_value(block, "Missing"), None);
+    fn parses_acks_and_error_codes() {
+        let stored = ack(r#"{"stream":"S","seq":7}"#).expect("an ack");
+        assert_eq!((stored.stream.as_str(), stored.sequence, stored.duplicate), ("S", 7, false));
+        let duplicate = ack(r#"{"stream":"S","seq":7,"duplicate":true}"#).expect("an ack");
+        assert_eq!((duplicate.sequence, duplicate.duplicate), (7, true));
+        let kind = |reply: &str| ack(reply).expect_err("a refusal").kind();
+        assert_eq!(
+            kind(r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
+            JsErrorKind::WrongLastSequence
+        );
+        assert_eq!(
+            kind(r#"{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"}}"#),
+            JsErrorKind::InFlight
+        );
+        assert_eq!(
+            kind(r#"{"error":{"code":409,"err_code":10158,"description":"duplicate message id is in process"}}"#),
+            JsErrorKind::InFlight
+        );
+        assert_eq!(
+            kind(
+                r#"{"error":{"code":400,"err_code":10201,"description":"atomic publish batch contains duplicate message id"}}"#
+            ),
+            JsErrorKind::BatchDuplicate
+        );
+        let unavailable =
+            r#"{"error":{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}}"#;
+        assert!(ack(unavailable).is_err_and(|err| err.is_transient()));
+        assert_eq!(
+            kind(r#"{"error":{"code":400,"err_code":10054,"description":"message size exceeds maximum allowed"}}"#),
+            JsErrorKind::TooLarge { size: 0, limit: 0 }
+        );
+        assert_eq!(
+            kind(r#"{"error":{"code":500,"err_code":10111,"description":"rollup not permitted"}}"#),
+            JsErrorKind::Other
+        );
+    }
+
+    #[test]
+    fn the_server_error_is_kept_as_the_source() {
+        let err = ack(r#"{"error":{"code":400,"err_code":10164,"description":"wrong last sequence"}}"#)
+            .expect_err("a refusal");
+        let api = std::error::Error::source(&err).and_then(|source| source.downcast_ref::<jetstream::Error>());
+        assert_eq!(api.map(jetstream::Error::error_code), Some(ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT));
+    }
+
+    #[test]
+    fn failed_requests_decide_by_the_library_kinds() {
+        let read = |kind| read_error(RawMessageError::with_source(RawMessageErrorKind::Other, RequestError::new(kind)));
+        assert_eq!(read(RequestErrorKind::NoResponders).kind(), JsErrorKind::NoStream);
+        assert_eq!(read(RequestErrorKind::TimedOut).kind(), JsErrorKind::TimedOut);
+        assert_eq!(read(RequestErrorKind::Other).kind(), JsErrorKind::Other);
+        let api: jetstream::Error = serde_json::from_str(
+            r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#,
+        )
+        .expect("an API error");
+        let leaderless = read_error(RawMessageError::new(RawMessageErrorKind::JetStream(api)));
+        assert_eq!(leaderless.kind(), JsErrorKind::NoStream);
+    }
+
+    #[test]
+    fn reads_the_headers_of_a_stored_message() {
+        use base64::Engine as _;
+        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let headers =
+            encode(b"NATS/1.0\r\nNats-Msg-Id: abc/0\r\nKV-Operation: DEL\r\nSessionbus-Request-Digest: d1\r\n\r\n");
+        // A MSG.GET answer's message, as the server writes it.
+        let raw = serde_json::json!({
+            "subject": "$KV.SESSIONBUS_TOOLS.s1", "seq": 9, "hdrs": headers, "data": encode(b"{}"),
+            "time": "2026-12-01T00:00:00.000000001Z"
+        });
+        let raw: async_nats::jetstream::stream::RawMessage = serde_json::from_value(raw).expect("a raw message");
+        let stored = StoredMessage::from(StreamMessage::try_from(raw).expect("the library decodes it"));
+        assert_eq!(stored.seq, 9);
+        assert_eq!(stored.msg_id.as_deref(), Some("abc/0"));
+        assert_eq!(stored.kv_operation.as_deref(), Some("DEL"));
+        assert_eq!(stored.digest.as_deref(), Some("d1"));
+        assert_eq!(stored.payload.as_ref(), b"{}");
     }
 }

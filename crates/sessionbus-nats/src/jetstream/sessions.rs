@@ -13,7 +13,7 @@ use sessionbus_api::{
 };
 
 use super::JetStreamHost;
-use super::api::{JsError, StoredMessage, Write};
+use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use super::records::{GraphRecord, LeaseRecord, MetaRecord, decode, encode};
 use super::view::SessionView;
@@ -283,11 +283,12 @@ impl JetStreamHost {
                 Ok(ack) if !ack.duplicate => {
                     let node_ids = record.nodes.iter().map(|n| n.node_id.clone()).collect();
                     let leaf_node_id = record.leaf.clone().unwrap_or_default();
-                    view.apply_graph(ack.seq, record);
-                    view.session_seq = ack.seq;
+                    view.apply_graph(ack.sequence, record);
+                    view.session_seq = ack.sequence;
                     return Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id });
                 }
-                Ok(_) | Err(JsError::WrongLastSequence) => view.loaded = false,
+                Ok(_) => view.loaded = false,
+                Err(err) if err.kind() == JsErrorKind::WrongLastSequence => view.loaded = false,
                 Err(err) => return Err(err.into_plugin("appending to a session graph")),
             }
         }
@@ -387,7 +388,7 @@ impl JetStreamHost {
         }
         match self.inner.api.publish_batch(&writes).await {
             Ok(_) => Ok(meta.handle),
-            Err(JsError::WrongLastSequence | JsError::BatchDuplicate) => {
+            Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::BatchDuplicate) => {
                 let stored = self
                     .inner
                     .api
@@ -442,7 +443,14 @@ impl JetStreamHost {
                     view.loaded = false;
                     return Ok(());
                 }
-                Err(JsError::WrongLastSequence | JsError::BatchDuplicate | JsError::InFlight) => view.loaded = false,
+                Err(err)
+                    if matches!(
+                        err.kind(),
+                        JsErrorKind::WrongLastSequence | JsErrorKind::BatchDuplicate | JsErrorKind::InFlight
+                    ) =>
+                {
+                    view.loaded = false
+                }
                 Err(err) => return Err(err.into_plugin("closing a session")),
             }
         }

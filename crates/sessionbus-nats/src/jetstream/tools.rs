@@ -10,7 +10,7 @@ use serde_json::Value;
 use sessionbus_api::{MEMBERSHIP_ATTEMPTS, PluginError, ToolState, retry_pause, toggle_membership};
 
 use super::JetStreamHost;
-use super::api::{JsError, StoredMessage, Write};
+use super::api::{JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::TOOLS_STREAM;
 use crate::subjects::session_token;
 
@@ -58,8 +58,8 @@ impl JetStreamHost {
         let write = Write::new(self.inner.config.subjects.tool_key(&token), payload, msg_id.clone())
             .if_last_sequence(expected, None);
         match self.inner.api.publish(&write).await {
-            Ok(ack) => Ok(ack.seq),
-            Err(JsError::WrongLastSequence) => {
+            Ok(ack) => Ok(ack.sequence),
+            Err(err) if err.kind() == JsErrorKind::WrongLastSequence => {
                 // A retry whose first attempt was stored meets its own write: on a
                 // single node (R1) the condition is checked before dedupe. A write
                 // conditioned on `expected` can only have been stored as the key's first

@@ -24,7 +24,7 @@ use sessionbus_api::{
 };
 
 use super::JetStreamHost;
-use super::api::{JsError, StoredMessage, Write};
+use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
@@ -180,24 +180,26 @@ impl JetStreamHost {
         let lease_write = Write::latest(subjects.lease(token), encode(&lease)?, format!("{run_id}/0"))
             .if_last_sequence(lease_seq, None);
         let lease_seq = match self.inner.api.publish(&lease_write).await {
-            Ok(ack) => ack.seq,
-            Err(JsError::WrongLastSequence | JsError::InFlight) => return Ok(None),
+            Ok(ack) => ack.sequence,
+            Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::InFlight) => {
+                return Ok(None);
+            }
             Err(err) if err.is_transient() => return Ok(None),
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
         let ledger_write = Write::latest(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
             .if_last_sequence(ledger_seq, None);
         match self.inner.api.publish(&ledger_write).await {
-            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.seq })),
+            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.sequence })),
             Err(err) => {
                 // The ledger moved under us: give the lease back and decide again.
                 let free = Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
                     .if_last_sequence(lease_seq, None);
                 let _ = self.inner.api.publish(&free).await;
-                match err {
-                    JsError::WrongLastSequence | JsError::InFlight => Ok(None),
-                    err if err.is_transient() => Ok(None),
-                    err => Err(err.into_plugin("recording a running turn")),
+                match err.kind() {
+                    JsErrorKind::WrongLastSequence | JsErrorKind::InFlight => Ok(None),
+                    kind if kind.is_transient() => Ok(None),
+                    _ => Err(err.into_plugin("recording a running turn")),
                 }
             }
         }
@@ -350,13 +352,13 @@ impl JetStreamHost {
                 .if_last_sequence(held.lease_seq, None);
         match self.inner.api.publish(&write).await {
             Ok(ack) => {
-                held.lease_seq = ack.seq;
+                held.lease_seq = ack.sequence;
                 Ok(())
             }
             // A resend whose first attempt was stored (its ack lost): on a single-replica
             // stream the server checks the condition before the message id. The lease's
             // last message decides: if it is this renewal, the turn goes on.
-            Err(err @ JsError::WrongLastSequence) => match self.stored_as_last(&write).await {
+            Err(err) if err.kind() == JsErrorKind::WrongLastSequence => match self.stored_as_last(&write).await {
                 Some(seq) => {
                     held.lease_seq = seq;
                     Ok(())
@@ -465,7 +467,7 @@ impl JetStreamHost {
             }
             match self.inner.api.publish_batch(&writes).await {
                 Ok(ack) => {
-                    view.apply_graph(ack.seq - 2, record);
+                    view.apply_graph(ack.sequence - 2, record);
                     view.loaded = false;
                     return Ok(result);
                 }
@@ -474,9 +476,9 @@ impl JetStreamHost {
                     // (a lost ack and a resend refused by its own condition, a duplicate
                     // batch): the ledger decides first, then the lease.
                     tracing::debug!(?err, turn_id, "turn commit failed; reading the ledger to decide");
-                    let refusal = match &err {
-                        JsError::WrongLastSequence | JsError::InFlight => CommitRefusal::Condition,
-                        err if err.is_transient() => CommitRefusal::Transient,
+                    let refusal = match err.kind() {
+                        JsErrorKind::WrongLastSequence | JsErrorKind::InFlight => CommitRefusal::Condition,
+                        kind if kind.is_transient() => CommitRefusal::Transient,
                         _ => CommitRefusal::Permanent,
                     };
                     let (api, lease_subject) = (&self.inner.api, subjects.lease(token));
