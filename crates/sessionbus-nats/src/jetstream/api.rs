@@ -29,6 +29,7 @@ use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, HeaderValue, header};
 use bytes::Bytes;
 use sessionbus_api::PluginError;
+use sessionbus_api::sync::Backoff;
 
 /// `Nats-Expected-Last-Subject-Sequence-Subject`: the subject (may be a wildcard) whose
 /// last sequence `Nats-Expected-Last-Subject-Sequence` is compared with.
@@ -43,6 +44,9 @@ const REQUEST_DIGEST: &str = "Sessionbus-Request-Digest";
 /// retried after a transient failure waits for its ack (see `JetStreamApi::leader_read`
 /// and `JetStreamApi::publish`).
 const RESEND_EVERY: Duration = Duration::from_millis(250);
+/// The pauses between retries of a transient failure: 20 ms, doubling, at most
+/// [`RESEND_EVERY`].
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(20), RESEND_EVERY);
 
 /// What went wrong talking to JetStream: a [`JsErrorKind`] and, when there is one, the
 /// library's error as its source.
@@ -314,13 +318,13 @@ impl JetStreamApi {
 
     /// Notes that JetStream had no leader for a request just now.
     pub(crate) fn note_leaderless(&self) {
-        *self.leaderless_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
+        *crate::lock(&self.leaderless_at) = Some(tokio::time::Instant::now());
     }
 
     /// True when JetStream had no leader for a request within `window`: a leader election
     /// may be going on (the meta leader's too, which consumers need).
     pub(crate) fn leaderless_within(&self, window: Duration) -> bool {
-        let at = *self.leaderless_at.lock().unwrap_or_else(|p| p.into_inner());
+        let at = *crate::lock(&self.leaderless_at);
         at.is_some_and(|at| at.elapsed() < window)
     }
 
@@ -329,7 +333,7 @@ impl JetStreamApi {
         &self.client
     }
 
-    /// Retries `attempt` on transient errors with a bounded exponential backoff (at most
+    /// Retries `attempt` on transient errors with [`RETRY_BACKOFF`] (at most
     /// [`RESEND_EVERY`] between attempts, so a write waiting out a leader election goes
     /// through within that long of the new leader).
     pub(crate) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, JsError>
@@ -338,8 +342,9 @@ impl JetStreamApi {
         Fut: std::future::Future<Output = Result<T, JsError>>,
     {
         let deadline = tokio::time::Instant::now() + self.retry_budget;
-        let mut pause = Duration::from_millis(20);
+        let mut retry = 1;
         loop {
+            let pause = RETRY_BACKOFF.pause(retry);
             match attempt().await {
                 Err(err) if err.is_transient() && tokio::time::Instant::now() + pause < deadline => {
                     tracing::debug!(%err, ?pause, "transient JetStream failure, retrying");
@@ -347,7 +352,7 @@ impl JetStreamApi {
                         self.note_leaderless();
                     }
                     tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(RESEND_EVERY);
+                    retry += 1;
                 }
                 other => return other,
             }
