@@ -7,7 +7,7 @@
 
 use futures::StreamExt as _;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, PluginError, SessionAppendNode, SessionBinding,
+    AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, PluginError, SessionAppendNode, SessionBinding,
     SessionCreateRequest, SessionHandle, SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint,
     TraceContext, TraceEvent, TraceRecord, assign_node_ids, claim_trace_context, clock, default_policy, ids,
 };
@@ -319,7 +319,9 @@ impl JetStreamHost {
                     .await
                     .map_err(js("reading session meta"))?;
                 if parent.is_none() {
-                    return Err(PluginError::unknown_session(parent_session_id));
+                    return Err(self
+                        .taken_first(&token, &session_id, PluginError::unknown_session(parent_session_id))
+                        .await);
                 }
                 Some(parent_session_id.clone())
             }
@@ -340,7 +342,10 @@ impl JetStreamHost {
         let mut copy = SessionView::default();
         let source = match request.start {
             SessionStartPoint::Empty => None,
-            SessionStartPoint::CurrentSession => Some(bound.start_point()?.to_owned()),
+            SessionStartPoint::CurrentSession => match bound.start_point() {
+                Ok(current) => Some(current.to_owned()),
+                Err(err) => return Err(self.taken_first(&token, &session_id, err).await),
+            },
             SessionStartPoint::ExistingSession { session_id } => Some(session_id),
             SessionStartPoint::Snapshot { snapshot } => {
                 meta.agent_frames = snapshot.agent_frames;
@@ -351,7 +356,10 @@ impl JetStreamHost {
             }
         };
         if let Some(source) = source {
-            let graph = self.snapshot(&source).await?.session_graph;
+            let graph = match self.snapshot(&source).await {
+                Ok(snapshot) => snapshot.session_graph,
+                Err(err) => return Err(self.taken_first(&token, &session_id, err).await),
+            };
             copy.apply_graph(1, GraphRecord::start_point(graph));
         }
         let (initial, leaf) = build_nodes(&copy, request.initial_nodes, &request_id, copy.leaf.clone());
@@ -406,6 +414,18 @@ impl JetStreamHost {
                 }
             }
             Err(err) => Err(err.into_plugin("creating a session")),
+        }
+    }
+
+    /// A create refused for its parent or its start point (404, 400) is refused for a
+    /// taken id first (409), as `InMemoryHost` does: the id is the first thing checked.
+    async fn taken_first(&self, token: &str, session_id: &str, refusal: PluginError) -> PluginError {
+        if !(refusal.is_unknown_session() || refusal.kind() == ErrorKind::InvalidRequest) {
+            return refusal;
+        }
+        match self.inner.api.last(STATE_STREAM, &self.inner.config.subjects.meta(token)).await {
+            Ok(Some(_)) => PluginError::session_exists(session_id),
+            _ => refusal,
         }
     }
 
