@@ -113,7 +113,7 @@ impl TurnExecutor for EchoExecutor {
             with_cause(SessionAppendNode::message("User", text), &caused_by),
             with_cause(SessionAppendNode::message("Assistant", reply.clone()), &caused_by),
         ];
-        context.emit(trace_context, TraceEvent::turn_completed("completed")).await?;
+        context.emit(trace_context, TraceEvent::turn_completed("completed", "assistant_message")).await?;
         Ok(TurnOutput {
             nodes,
             outcome: TurnOutcome::Finished(TurnFinish::AssistantMessage { text: reply.clone() }),
