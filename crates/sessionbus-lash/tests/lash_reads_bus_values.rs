@@ -411,7 +411,7 @@ impl sessionbus_api::TurnExecutor for StoppedExecutor {
     ) -> Result<sessionbus_api::TurnOutput, sessionbus_api::PluginError> {
         let mut output = EchoExecutor.run(context).await?;
         output.outcome = sessionbus_api::TurnOutcome::Stopped(sessionbus_api::TurnStop::Cancelled);
-        output.assistant_output = None;
+        output.assistant_output = sessionbus_api::AssistantOutput::default();
         Ok(output)
     }
 }
