@@ -172,6 +172,13 @@ async fn check_session_values(host: &impl SessionHost, findings: &mut Findings) 
     let session_id = uuid::Uuid::new_v4().to_string();
     let handle = host.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
     findings.lash_reads::<lash_core::SessionHandle>("a root session's handle", &value_of("handle", &handle));
+    let child = SessionCreateRequest::child(
+        Some(uuid::Uuid::new_v4().to_string()),
+        &session_id,
+        SessionStartPoint::ExistingSession { session_id: session_id.clone() },
+    );
+    let child = host.create_session(child).await.expect("create a child");
+    findings.lash_reads::<lash_core::SessionHandle>("a child session's handle", &value_of("handle", &child));
 
     // Appends of every node kind lash writes, then one on a stale branch.
     for fixture_name in
@@ -333,11 +340,12 @@ async fn every_value_the_bus_produces_is_read_back_by_lash_unchanged() {
     findings.assert_none();
 }
 
-/// The body of the error reply to a raw request, which must be an error reply.
-async fn error_body(raw: &async_nats::Client, subject: String, body: &'static [u8]) -> Value {
-    let reply = raw.request(subject.clone(), bytes::Bytes::from_static(body)).await.expect("a reply");
+/// The body of the error reply to a raw request, which must carry the error code `code`.
+async fn error_body(raw: &async_nats::Client, subject: String, body: Vec<u8>, code: &str) -> Value {
+    let reply = raw.request(subject.clone(), body.into()).await.expect("a reply");
     let headers = reply.headers.as_ref().expect("an error reply has headers");
-    assert!(headers.get("Nats-Service-Error-Code").is_some(), "{subject}: an error reply");
+    let got = headers.get("Nats-Service-Error-Code").map(|value| value.as_str().to_owned());
+    assert_eq!(got.as_deref(), Some(code), "{subject}: the error code");
     serde_json::from_slice(&reply.payload).expect("the error body is JSON")
 }
 
@@ -346,21 +354,23 @@ async fn error_bodies_on_the_wire_are_read_back_by_lash_unchanged() {
     let bus = bus().await;
     let subjects = Subjects::default();
     let session_id = uuid::Uuid::new_v4().to_string();
-    bus.client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
+    let create = SessionCreateRequest::root(Some(session_id.clone()));
+    bus.client.create_session(create.clone()).await.expect("create");
     let mut findings = Findings::default();
     let cases = [
-        ("unknown session (404)", subjects.session_op("no-such-session", Op::Snapshot), &b"{}"[..]),
-        ("malformed body (400)", subjects.session_op(&session_id, Op::AppendNodes), &b"{\"nodes\": 3}"[..]),
+        ("unknown session", subjects.session_op("no-such-session", Op::Snapshot), b"{}".to_vec(), "404"),
+        ("malformed body", subjects.session_op(&session_id, Op::AppendNodes), b"{\"nodes\": 3}".to_vec(), "400"),
         (
-            "stale generation (409)",
+            "stale generation",
             subjects.session_op(&session_id, Op::ApplyToolState),
-            &b"{\"generation\": 5, \"tools\": {}}"[..],
+            b"{\"generation\": 5, \"tools\": {}}".to_vec(),
+            "409",
         ),
-        ("existing session (409)", subjects.create(), b"{\"session_id\": \"x\"}"),
+        ("existing session", subjects.create(), serde_json::to_vec(&create).expect("json"), "409"),
     ];
-    for (what, subject, body) in cases {
-        let body = error_body(&bus.raw, subject, body).await;
-        findings.lash_reads::<lash_core::PluginError>(&format!("the error body of {what}"), &body);
+    for (what, subject, body, code) in cases {
+        let body = error_body(&bus.raw, subject, body, code).await;
+        findings.lash_reads::<lash_core::PluginError>(&format!("the error body of {what} ({code})"), &body);
     }
     findings.assert_none();
 }
