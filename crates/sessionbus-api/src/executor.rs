@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::{
-    PluginError, SessionAppendNode, SessionSnapshot, SessionTurnInput, TokenUsage, TraceContext, TraceEvent,
-    TurnFinish, TurnOutcome,
+    AssistantOutput, PluginError, SessionAppendNode, SessionSnapshot, SessionTurnInput, TokenUsage, TraceContext,
+    TraceEvent, TurnFinish, TurnOutcome,
 };
 
 /// Where a turn's trace events go; hosts provide it (durable on the bus, in memory, ...).
@@ -60,8 +60,8 @@ pub struct TurnOutput {
     pub outcome: TurnOutcome,
     /// Tokens the turn used.
     pub token_usage: TokenUsage,
-    /// The assistant's visible output.
-    pub assistant_output: Option<Value>,
+    /// The assistant's visible output ([`AssistantOutput::default`] when there is none).
+    pub assistant_output: AssistantOutput,
     /// LLM call records.
     pub llm_calls: Vec<Value>,
     /// Tool call records.
@@ -113,12 +113,12 @@ impl TurnExecutor for EchoExecutor {
             with_cause(SessionAppendNode::message("User", text), &caused_by),
             with_cause(SessionAppendNode::message("Assistant", reply.clone()), &caused_by),
         ];
-        context.emit(trace_context, TraceEvent::turn_completed("completed")).await?;
+        context.emit(trace_context, TraceEvent::turn_completed("completed", "assistant_message")).await?;
         Ok(TurnOutput {
             nodes,
             outcome: TurnOutcome::Finished(TurnFinish::AssistantMessage { text: reply.clone() }),
             token_usage,
-            assistant_output: Some(json!({ "safe_text": reply, "raw_text": reply, "state": "usable" })),
+            assistant_output: AssistantOutput::usable(reply.clone()),
             llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             errors: Vec::new(),

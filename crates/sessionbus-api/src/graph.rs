@@ -122,7 +122,9 @@ pub struct SessionNode {
 }
 
 impl SessionNode {
-    /// Turns an appended node into a stored one with the given id, parent and time.
+    /// Turns an appended node into a stored one with the given id, parent and time; a
+    /// message becomes the conversation record lash stores for it (see
+    /// `conversation_record`).
     pub fn from_append(
         node: SessionAppendNode,
         node_id: String,
@@ -131,21 +133,9 @@ impl SessionNode {
     ) -> Self {
         let (caused_by, body) = match node {
             SessionAppendNode::Message { message, caused_by } => {
-                let mut conversation = Map::with_capacity(3 + message.extra.len());
-                conversation.insert("id".into(), Value::String(node_id.clone()));
-                conversation.insert("role".into(), Value::String(message.role));
-                conversation.insert(
-                    "parts".into(),
-                    serde_json::json!([{
-                        "id": format!("{node_id}.p0"),
-                        "kind": "Text",
-                        "content": message.content,
-                        "prune_state": "Intact",
-                    }]),
-                );
-                conversation.extend(message.extra);
+                let (conversation, origin_cause) = conversation_record(message, &node_id);
                 let event = serde_json::json!({ "Conversation": conversation });
-                (caused_by, SessionNodeBody::Event { event })
+                (caused_by.or(origin_cause), SessionNodeBody::Event { event })
             }
             SessionAppendNode::ProtocolEvent { event, caused_by } => {
                 let event = serde_json::json!({ "Protocol": event });
@@ -164,6 +154,60 @@ impl SessionNode {
         let parts = event.get("Conversation")?.get("parts")?.as_array()?;
         Some(parts.iter().filter_map(|p| p.get("content")?.as_str()).collect())
     }
+}
+
+/// The conversation record lash stores for an appended message (lash-core
+/// `plugin_message_to_message` and its graph's append builder), and the cause a process
+/// origin implies:
+/// - the message keeps its own id (`node_id` only when it has none), also when its node
+///   id had to change to stay unique;
+/// - its parts are its `parts`, or one text part of its `content` when it has no parts
+///   (none when the content is empty too), followed by one attachment part per
+///   `attachments` entry; every part id becomes `<message id>.p<n>`;
+/// - its origin defaults to `{"kind": "plugin", "plugin_id": "plugin"}`;
+/// - a `process` origin causes the node (`process_event` with its process and sequence)
+///   unless the node names its cause.
+fn conversation_record(message: PluginMessage, node_id: &str) -> (Map<String, Value>, Option<Value>) {
+    let PluginMessage { id, role, content, mut extra } = message;
+    let message_id = id.filter(|id| !id.is_empty()).unwrap_or_else(|| node_id.to_owned());
+    let mut parts = match extra.remove("parts") {
+        Some(Value::Array(parts)) if !parts.is_empty() => parts,
+        _ if content.is_empty() => Vec::new(),
+        _ => vec![serde_json::json!({ "kind": "Text", "content": content, "prune_state": "Intact" })],
+    };
+    if let Some(Value::Array(attachments)) = extra.remove("attachments") {
+        parts.extend(attachments.into_iter().map(|source| {
+            serde_json::json!({
+                "kind": "Attachment",
+                "content": "",
+                "attachment": { "source": source },
+                "prune_state": "Intact",
+            })
+        }));
+    }
+    for (index, part) in parts.iter_mut().enumerate() {
+        if let Value::Object(part) = part {
+            part.insert("id".into(), Value::String(format!("{message_id}.p{index}")));
+        }
+    }
+    let origin = match extra.remove("origin") {
+        Some(origin) if !origin.is_null() => origin,
+        _ => serde_json::json!({ "kind": "plugin", "plugin_id": "plugin" }),
+    };
+    let origin_cause = (origin.get("kind").and_then(Value::as_str) == Some("process")).then(|| {
+        serde_json::json!({
+            "type": "process_event",
+            "process_id": origin.get("process_id").cloned().unwrap_or(Value::Null),
+            "sequence": origin.get("sequence").cloned().unwrap_or(Value::Null),
+        })
+    });
+    let mut conversation = Map::with_capacity(4 + extra.len());
+    conversation.insert("id".into(), Value::String(message_id));
+    conversation.insert("role".into(), Value::String(role));
+    conversation.insert("parts".into(), Value::Array(parts));
+    conversation.insert("origin".into(), origin);
+    conversation.extend(extra);
+    (conversation, origin_cause)
 }
 
 /// A session's graph: its nodes and the leaf the next append chains onto.
@@ -239,7 +283,7 @@ pub fn assign_node_ids(
     let taken = |id: &str, assigned: &[String]| is_taken(id) || assigned.iter().any(|a| a == id);
     for (index, node) in nodes.iter().enumerate() {
         let id = match node {
-            SessionAppendNode::Message { message, .. } => match &message.id {
+            SessionAppendNode::Message { message, .. } => match message.id.as_ref().filter(|id| !id.is_empty()) {
                 Some(id) if !taken(id, &assigned) => id.clone(),
                 Some(id) => {
                     let mut candidate = format!("message:{id}");

@@ -44,8 +44,8 @@ pub use session::{
     SessionCreateRequest, SessionHandle, SessionRelation, SessionSnapshot, SessionStartPoint, default_policy,
 };
 pub use tools::{CatalogCache, ToolActivation, ToolEntry, ToolManifest, ToolState, ToolStateError};
-pub use trace::{TRACE_SCHEMA_VERSION, TraceContext, TraceEvent, TraceRecord, claim_trace_context};
+pub use trace::{TRACE_SCHEMA_VERSION, TraceContext, TraceEvent, TraceRecord, UnknownTraceEvent, claim_trace_context};
 pub use turn::{
-    AssembledTurn, DirectCompletion, DirectLlmCompletion, ExecutionScope, InputItem, SessionTurnInput,
-    SessionTurnRequest, TokenUsage, TurnFinish, TurnInput, TurnOutcome, TurnStop,
+    AssembledTurn, AssistantOutput, DirectCompletion, DirectLlmCompletion, ExecutionScope, InputItem, OutputState,
+    SessionTurnInput, SessionTurnRequest, TokenUsage, TurnFinish, TurnInput, TurnOutcome, TurnStop,
 };

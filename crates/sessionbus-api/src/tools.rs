@@ -24,8 +24,8 @@ pub struct ToolManifest {
     pub id: String,
     /// Name the model calls the tool by.
     pub name: String,
-    /// What the tool does; may be empty.
-    #[serde(default)]
+    /// What the tool does; may be empty (then it is left out, as lash does).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
     /// Runtime bindings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -33,9 +33,10 @@ pub struct ToolManifest {
     /// When the tool is offered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub activation: Option<ToolActivation>,
-    /// The tool's full contract, when it has one.
+    /// The tool's compact contract (lash `CompactToolContract`: signature, parameters,
+    /// examples), when it has one; the catalog shows it as `contract`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub contract: Option<Value>,
+    pub compact_contract: Option<Value>,
     /// Every other field, kept verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -50,13 +51,13 @@ impl ToolManifest {
             description: description.into(),
             bindings: None,
             activation: None,
-            contract: None,
+            compact_contract: None,
             extra: Map::new(),
         }
     }
 
-    /// The catalog entry: `{"id","name","description","bindings","activation"}` plus
-    /// `"contract"` when present.
+    /// The catalog entry, as lash projects it: `{"id","name","description","bindings",
+    /// "activation"}` plus `"contract"` (the compact contract) when present.
     pub fn catalog_entry(&self) -> Value {
         let mut entry = Map::with_capacity(6);
         entry.insert("id".into(), Value::String(self.id.clone()));
@@ -65,7 +66,7 @@ impl ToolManifest {
         entry.insert("bindings".into(), Value::Object(self.bindings.clone().unwrap_or_default()));
         let activation = self.activation.unwrap_or_default();
         entry.insert("activation".into(), serde_json::to_value(activation).unwrap_or(Value::Null));
-        if let Some(contract) = &self.contract {
+        if let Some(contract) = &self.compact_contract {
             entry.insert("contract".into(), contract.clone());
         }
         Value::Object(entry)

@@ -315,6 +315,41 @@ pub enum TurnOutcome {
     },
 }
 
+/// How usable a turn's visible output is (lash's `OutputState`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputState {
+    /// The output can be shown as it is.
+    Usable,
+    /// There is no output.
+    #[default]
+    EmptyOutput,
+    /// The output is only a traceback.
+    TracebackOnly,
+    /// The output was recovered after an error.
+    RecoveredFromError,
+}
+
+/// The assistant's visible output of a turn (lash's `AssistantOutput`). The default is
+/// lash's empty output: no text, `empty_output`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssistantOutput {
+    /// The text safe to show.
+    pub safe_text: String,
+    /// The text as the model wrote it.
+    pub raw_text: String,
+    /// How usable it is.
+    pub state: OutputState,
+}
+
+impl AssistantOutput {
+    /// A usable output of `text` (safe and raw alike).
+    pub fn usable(text: impl Into<String>) -> Self {
+        let text = text.into();
+        Self { safe_text: text.clone(), raw_text: text, state: OutputState::Usable }
+    }
+}
+
 /// A turn's result (lash's `AssembledTurn`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AssembledTurn {
@@ -322,9 +357,10 @@ pub struct AssembledTurn {
     pub state: SessionSnapshot,
     /// How the turn ended.
     pub outcome: TurnOutcome,
-    /// The assistant's visible output.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub assistant_output: Option<Value>,
+    /// The assistant's visible output; always written (lash requires it), read as the
+    /// empty output from records of writers that left it out.
+    #[serde(default)]
+    pub assistant_output: AssistantOutput,
     /// Execution facts (timing, tool use).
     #[serde(default)]
     pub execution: Value,

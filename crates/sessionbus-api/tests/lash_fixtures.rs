@@ -176,7 +176,7 @@ fn trace_records_round_trip() {
     for (line_number, line) in text.lines().filter(|l| !l.trim().is_empty()).enumerate() {
         let record: TraceRecord = round_trip_text(&format!("trace_records.jsonl:{}", line_number + 1), line);
         assert_eq!(record.schema_version, TRACE_SCHEMA_VERSION);
-        kinds.push(record.event.kind());
+        kinds.push(record.event.kind().to_owned());
     }
     assert_eq!(
         kinds,

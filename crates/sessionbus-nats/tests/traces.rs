@@ -71,13 +71,13 @@ async fn one_trace_from_the_client_call_to_the_turn_and_its_children() {
         };
         let event = match kind {
             "start" => TraceEvent::ToolCallStarted {
-                call_id: "call-1".into(),
+                call_id: Some("call-1".into()),
                 name: "bash".into(),
                 args: json!({}),
                 extra: Default::default(),
             },
             _ => TraceEvent::ToolCallCompleted {
-                call_id: "call-1".into(),
+                call_id: Some("call-1".into()),
                 name: "bash".into(),
                 args: json!({}),
                 output: json!({"outcome": {"status": "success"}}),

@@ -442,12 +442,15 @@ fn long_node(record: &TraceRecord, session_id: &str, kind: LongSpanKind) -> Resu
         LongSpanKind::Llm => context.llm_call_id.as_deref().map(llm_node_id),
         LongSpanKind::Tool => match &record.event {
             TraceEvent::ToolCallStarted { call_id, .. } | TraceEvent::ToolCallCompleted { call_id, .. } => {
-                Some(tool_node_id(call_id))
+                call_id.as_deref().map(tool_node_id)
             }
             _ => None,
         },
     };
-    derived.ok_or_else(|| AssembleError::MissingGraphNode { record_id: record.id.clone(), kind: record.event.kind() })
+    derived.ok_or_else(|| AssembleError::MissingGraphNode {
+        record_id: record.id.clone(),
+        kind: record.event.kind().to_owned(),
+    })
 }
 
 /// The turn id and external `traceparent` an open turn span was opened with, if any.

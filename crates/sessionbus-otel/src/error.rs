@@ -36,7 +36,7 @@ pub enum AssembleError {
         /// The record's id.
         record_id: String,
         /// The record's `type`.
-        kind: &'static str,
+        kind: String,
     },
 }
 

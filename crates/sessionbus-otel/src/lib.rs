@@ -12,8 +12,9 @@
 //! | `turn_started` .. `turn_completed` | `lash.turn` (internal) |
 //! | `llm_call_started` .. `llm_call_completed` / `llm_call_failed` | `lash.llm` (client) |
 //! | `tool_call_started` .. `tool_call_completed` | `lash.tool` (internal) |
-//! | `llm_provider_event`, `llm_stream_event` | events on the `lash.llm` span |
-//! | `session_started`, `prompt_built`, `protocol_step`, `token_usage`, `custom` | instant `lash.session`, `lash.prompt`, `lash.protocol_step`, `lash.token_usage`, `lash.custom` |
+//! | `provider_request`, `provider_stream_event`, `runtime_stream_event` (and sessionbus's `llm_provider_event`, `llm_stream_event`) | events on the `lash.llm` span |
+//! | `session_started`, `prompt_built`, `protocol_step`, `token_usage`, `custom`, `effect_envelope_diff`, `lashlang_execution` | instant `lash.session`, `lash.prompt`, `lash.protocol_step`, `lash.token_usage`, `lash.custom`, `lash.effect_envelope_diff`, `lash.lashlang_execution` |
+//! | any kind sessionbus does not name | instant `lash.event` (its kind in `lash.record.type`) |
 //!
 //! Identity: a turn's trace id is its `traceparent`'s when the caller knows it, else
 //! derived from session and turn id ([`derived_trace_id`]); long spans and the session span

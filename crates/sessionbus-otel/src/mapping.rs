@@ -55,6 +55,12 @@ pub enum InstantKind {
     TokenUsage,
     /// `custom`: `lash.custom`.
     Custom,
+    /// `effect_envelope_diff`: `lash.effect_envelope_diff`.
+    EffectEnvelopeDiff,
+    /// `lashlang_execution`: `lash.lashlang_execution`.
+    LashlangExecution,
+    /// A kind sessionbus does not name: `lash.event` (its kind is `lash.record.type`).
+    Other,
 }
 
 impl InstantKind {
@@ -66,6 +72,9 @@ impl InstantKind {
             Self::ProtocolStep => "lash.protocol_step",
             Self::TokenUsage => "lash.token_usage",
             Self::Custom => "lash.custom",
+            Self::EffectEnvelopeDiff => "lash.effect_envelope_diff",
+            Self::LashlangExecution => "lash.lashlang_execution",
+            Self::Other => "lash.event",
         }
     }
 
@@ -92,6 +101,12 @@ pub enum Role {
 pub const PROVIDER_EVENT_NAME: &str = "lash.llm.provider_event";
 /// Span event name of an `llm_stream_event` record.
 pub const STREAM_EVENT_NAME: &str = "lash.llm.stream_event";
+/// Span event name of a `provider_request` record (lash-trace's OTel mapping).
+pub const PROVIDER_REQUEST_NAME: &str = "lash.provider_request";
+/// Span event name of a `provider_stream_event` record (lash-trace's OTel mapping).
+pub const PROVIDER_STREAM_EVENT_NAME: &str = "lash.provider_stream_event";
+/// Span event name of a `runtime_stream_event` record (lash-trace's OTel mapping).
+pub const RUNTIME_STREAM_EVENT_NAME: &str = "lash.runtime_stream_event";
 
 /// The role of every [`TraceEvent`] kind; total (a new kind fails to compile here).
 pub fn role_of(event: &TraceEvent) -> Role {
@@ -103,6 +118,12 @@ pub fn role_of(event: &TraceEvent) -> Role {
         TraceEvent::LlmCallCompleted { .. } | TraceEvent::LlmCallFailed { .. } => Role::End(LongSpanKind::Llm),
         TraceEvent::LlmProviderEvent { .. } => Role::LlmEvent(PROVIDER_EVENT_NAME),
         TraceEvent::LlmStreamEvent { .. } => Role::LlmEvent(STREAM_EVENT_NAME),
+        TraceEvent::ProviderRequest { .. } => Role::LlmEvent(PROVIDER_REQUEST_NAME),
+        TraceEvent::ProviderStreamEvent { .. } => Role::LlmEvent(PROVIDER_STREAM_EVENT_NAME),
+        TraceEvent::RuntimeStreamEvent { .. } => Role::LlmEvent(RUNTIME_STREAM_EVENT_NAME),
+        TraceEvent::EffectEnvelopeDiff { .. } => Role::Instant(InstantKind::EffectEnvelopeDiff),
+        TraceEvent::LashlangExecution { .. } => Role::Instant(InstantKind::LashlangExecution),
+        TraceEvent::Other(_) => Role::Instant(InstantKind::Other),
         TraceEvent::ToolCallStarted { .. } => Role::Start(LongSpanKind::Tool),
         TraceEvent::ToolCallCompleted { .. } => Role::End(LongSpanKind::Tool),
         TraceEvent::ProtocolStep { .. } => Role::Instant(InstantKind::ProtocolStep),
@@ -215,6 +236,22 @@ pub(crate) fn contribution(record: &TraceRecord) -> Contribution {
             add_scalars(attrs, "lash.event", extra);
             set(attrs, "lash.record.id", AttrValue::Str(record.id.clone()));
         }
+        TraceEvent::ProviderRequest { event, extra }
+        | TraceEvent::ProviderStreamEvent { event, extra }
+        | TraceEvent::RuntimeStreamEvent { event, extra } => {
+            add_scalars(attrs, "lash.event", extra);
+            if let Json::Object(fields) = event {
+                add_scalars(attrs, "lash.event", fields);
+            }
+            set(attrs, "lash.record.id", AttrValue::Str(record.id.clone()));
+        }
+        TraceEvent::EffectEnvelopeDiff { event, extra } | TraceEvent::LashlangExecution { event, extra } => {
+            add_scalars(attrs, "lash.event", extra);
+            if let Json::Object(fields) = event {
+                add_scalars(attrs, "lash.event", fields);
+            }
+        }
+        TraceEvent::Other(unknown) => add_scalars(attrs, "lash.event", unknown.fields()),
         TraceEvent::ToolCallStarted { call_id, name, args: _, extra } => {
             add_scalars(attrs, "lash.tool", extra);
             add_tool_identity(attrs, call_id, name);
@@ -252,15 +289,15 @@ pub(crate) fn contribution(record: &TraceRecord) -> Contribution {
         }
         TraceEvent::TurnCompleted { status, done_reason, extra } => {
             add_scalars(attrs, "lash.turn", extra);
-            if let Some(status) = status {
+            if !status.is_empty() {
                 set(attrs, "lash.turn.status", AttrValue::Str(status.clone()));
                 if !TURN_OK_STATUSES.contains(&status.as_str()) {
                     set(attrs, "error.type", AttrValue::Str(format!("turn_{status}")));
                     out.error = Some(format!("turn ended with status {status}"));
                 }
             }
-            if let Some(reason) = done_reason.as_ref().filter(|r| !r.is_null()) {
-                set(attrs, "lash.turn.done_reason", json(reason));
+            if !done_reason.is_empty() {
+                set(attrs, "lash.turn.done_reason", AttrValue::Str(done_reason.clone()));
             }
         }
         TraceEvent::Custom { name, payload, extra } => {
@@ -292,12 +329,14 @@ fn int(n: u64) -> AttrValue {
     AttrValue::Int(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
-fn add_tool_identity(attributes: &mut Attributes, call_id: &str, name: &str) {
+fn add_tool_identity(attributes: &mut Attributes, call_id: &Option<String>, name: &str) {
     set(attributes, "lash.tool.name", AttrValue::Str(name.to_owned()));
-    set(attributes, "lash.tool.call_id", AttrValue::Str(call_id.to_owned()));
     set(attributes, "gen_ai.operation.name", AttrValue::Str("execute_tool".into()));
     set(attributes, "gen_ai.tool.name", AttrValue::Str(name.to_owned()));
-    set(attributes, "gen_ai.tool.call.id", AttrValue::Str(call_id.to_owned()));
+    if let Some(call_id) = call_id {
+        set(attributes, "lash.tool.call_id", AttrValue::Str(call_id.clone()));
+        set(attributes, "gen_ai.tool.call.id", AttrValue::Str(call_id.clone()));
+    }
 }
 
 /// `gen_ai.usage.input_tokens` / `output_tokens`, and every other integer field of the

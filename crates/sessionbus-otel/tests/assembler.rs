@@ -315,7 +315,7 @@ fn bad_records_are_rejected_without_changing_state() {
     let nowhere = record("b", 1, json!({"session_id": SESSION}), json!({"type": "llm_stream_event"}));
     assert_eq!(
         assembler.push(&nowhere, None),
-        Err(AssembleError::MissingGraphNode { record_id: "b".into(), kind: "llm_stream_event" })
+        Err(AssembleError::MissingGraphNode { record_id: "b".into(), kind: "llm_stream_event".into() })
     );
     assert_eq!(assembler.open_spans().count(), 0);
     assert_eq!(assembler.finished_len(), 0);

@@ -13,7 +13,7 @@ use sessionbus_otel::{SpanAssembler, TraceParent};
 
 /// Every kind, named through an exhaustive match: a new `TraceEvent` variant fails to
 /// compile here until the table covers it.
-fn kind_name(event: &TraceEvent) -> &'static str {
+fn kind_name(event: &TraceEvent) -> &str {
     match event {
         TraceEvent::SessionStarted { .. } => "session_started",
         TraceEvent::TurnStarted { .. } => "turn_started",
@@ -23,6 +23,12 @@ fn kind_name(event: &TraceEvent) -> &'static str {
         TraceEvent::LlmCallFailed { .. } => "llm_call_failed",
         TraceEvent::LlmProviderEvent { .. } => "llm_provider_event",
         TraceEvent::LlmStreamEvent { .. } => "llm_stream_event",
+        TraceEvent::ProviderRequest { .. } => "provider_request",
+        TraceEvent::ProviderStreamEvent { .. } => "provider_stream_event",
+        TraceEvent::RuntimeStreamEvent { .. } => "runtime_stream_event",
+        TraceEvent::EffectEnvelopeDiff { .. } => "effect_envelope_diff",
+        TraceEvent::LashlangExecution { .. } => "lashlang_execution",
+        TraceEvent::Other(_) => "(another kind)",
         TraceEvent::ToolCallStarted { .. } => "tool_call_started",
         TraceEvent::ToolCallCompleted { .. } => "tool_call_completed",
         TraceEvent::ProtocolStep { .. } => "protocol_step",
@@ -32,7 +38,7 @@ fn kind_name(event: &TraceEvent) -> &'static str {
     }
 }
 
-const ALL_KINDS: [&str; 14] = [
+const ALL_KINDS: [&str; 20] = [
     "session_started",
     "turn_started",
     "prompt_built",
@@ -41,6 +47,12 @@ const ALL_KINDS: [&str; 14] = [
     "llm_call_failed",
     "llm_provider_event",
     "llm_stream_event",
+    "provider_request",
+    "provider_stream_event",
+    "runtime_stream_event",
+    "effect_envelope_diff",
+    "lashlang_execution",
+    "(another kind)",
     "tool_call_started",
     "tool_call_completed",
     "protocol_step",
@@ -163,7 +175,7 @@ fn cases() -> Vec<Case> {
                     "tc",
                     50,
                     turn_ctx(TURN_NODE, Some("session:s1")),
-                    json!({"type": "turn_completed", "status": "failed", "done_reason": {"stopped": "tool_error"}}),
+                    json!({"type": "turn_completed", "status": "failed", "done_reason": "tool_error"}),
                 ),
             ],
             origin: Some(ORIGIN),
@@ -172,7 +184,7 @@ fn cases() -> Vec<Case> {
             parent: Parent::Remote("00f067aa0ba902b7"),
             attrs: vec![
                 ("lash.turn.status", json!("failed")),
-                ("lash.turn.done_reason", json!(r#"{"stopped":"tool_error"}"#)),
+                ("lash.turn.done_reason", json!("tool_error")),
                 ("error.type", json!("turn_failed")),
             ],
             error: Some("turn ended with status failed"),
@@ -271,6 +283,90 @@ fn cases() -> Vec<Case> {
             events: vec!["lash.llm.provider_event", "lash.llm.stream_event"],
         },
         Case {
+            title: "lash's provider requests and provider and runtime stream events are span events on the open llm span",
+            records: vec![
+                llm_started("ls", 10, "c4"),
+                record(
+                    "pr",
+                    11,
+                    llm_ctx("c4"),
+                    json!({"type": "provider_request",
+                    "event": {"provider": "openai", "sequence": 1, "elapsed_ms": 1, "endpoint": "/v1/chat/completions",
+                              "body_len": 2, "body_sha256": "ab"}}),
+                ),
+                record(
+                    "ps",
+                    12,
+                    llm_ctx("c4"),
+                    json!({"type": "provider_stream_event",
+                    "event": {"provider": "openai", "sequence": 2, "elapsed_ms": 2, "event_name": "delta",
+                              "raw_len": 1, "raw_sha256": "cd"}}),
+                ),
+                record(
+                    "rs",
+                    13,
+                    llm_ctx("c4"),
+                    json!({"type": "runtime_stream_event",
+                    "event": {"sequence": 3, "elapsed_ms": 3, "event_name": "text_delta"}}),
+                ),
+                record("lc", 20, llm_ctx("c4"), json!({"type": "llm_call_completed"})),
+            ],
+            origin: None,
+            name: "lash.llm",
+            kind: SpanKind::Client,
+            parent: Parent::Node(TURN_NODE),
+            attrs: vec![("gen_ai.system", json!("anthropic"))],
+            error: None,
+            events: vec!["lash.provider_request", "lash.provider_stream_event", "lash.runtime_stream_event"],
+        },
+        Case {
+            title: "effect_envelope_diff is an instant span",
+            records: vec![record(
+                "ed",
+                9,
+                turn_ctx(TURN_NODE, None),
+                json!({"type": "effect_envelope_diff", "event": {"recorded_envelope_hash": "h1",
+                       "reconstructed_envelope_hash": "h2", "divergent_paths": []}}),
+            )],
+            origin: None,
+            name: "lash.effect_envelope_diff",
+            kind: SpanKind::Internal,
+            parent: Parent::Node(TURN_NODE),
+            attrs: vec![
+                ("lash.event.recorded_envelope_hash", json!("h1")),
+                ("lash.record.type", json!("effect_envelope_diff")),
+            ],
+            error: None,
+            events: vec![],
+        },
+        Case {
+            title: "lashlang_execution is an instant span",
+            records: vec![record(
+                "le",
+                9,
+                turn_ctx(TURN_NODE, None),
+                json!({"type": "lashlang_execution", "event": {"kind": "node_started", "node_id": "n1"}}),
+            )],
+            origin: None,
+            name: "lash.lashlang_execution",
+            kind: SpanKind::Internal,
+            parent: Parent::Node(TURN_NODE),
+            attrs: vec![("lash.event.kind", json!("node_started")), ("lash.record.type", json!("lashlang_execution"))],
+            error: None,
+            events: vec![],
+        },
+        Case {
+            title: "a kind sessionbus does not name is carried: an instant lash.event span with its type",
+            records: vec![record("fk", 9, turn_ctx(TURN_NODE, None), json!({"type": "future_kind", "level": 3}))],
+            origin: None,
+            name: "lash.event",
+            kind: SpanKind::Internal,
+            parent: Parent::Node(TURN_NODE),
+            attrs: vec![("lash.event.level", json!(3)), ("lash.record.type", json!("future_kind"))],
+            error: None,
+            events: vec![],
+        },
+        Case {
             title: "tool_call_started..tool_call_completed(success) is an ok lash.tool",
             records: vec![tool_started("tc1"), tool_completed("tce", 17, "tc1", "success")],
             origin: None,
@@ -357,7 +453,8 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn table_covers_every_trace_event_kind() {
-    let covered: BTreeSet<&str> = cases().iter().flat_map(|c| c.records.iter().map(|r| kind_name(&r.event))).collect();
+    let cases = cases();
+    let covered: BTreeSet<&str> = cases.iter().flat_map(|c| c.records.iter().map(|r| kind_name(&r.event))).collect();
     let all: BTreeSet<&str> = ALL_KINDS.into_iter().collect();
     assert_eq!(covered, all);
 }

@@ -135,7 +135,7 @@ mod tests {
             nodes: Vec::new(),
             outcome: TurnOutcome::Finished(TurnFinish::AssistantMessage { text: "done".into() }),
             token_usage: TokenUsage::default(),
-            assistant_output: None,
+            assistant_output: Default::default(),
             llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             errors: Vec::new(),

@@ -1,0 +1,14 @@
+//! lash on sessionbus.
+//!
+//! This crate is where the bus meets the lash runtime itself (lash-core, lash-trace
+//! `=0.1.0-alpha.113`, Rust 1.90). Its tests prove the contract both ways: every lash
+//! fixture read by sessionbus's types and written again, and every value the bus
+//! produces (through `InMemoryHost` and through a real nats-server with a worker), is
+//! read by lash's own type and written back as the same JSON. `sessionbus-api` stays
+//! free of any lash dependency: its types are the contract, lash is its test.
+//!
+//! How a lash session's state maps onto the bus's JetStream layout, for the lash
+//! executor and lash's store on JetStream alike, is decision 0007
+//! (`docs/decisions/0007-lash-session-layout.md`).
+
+#![deny(missing_docs)]
