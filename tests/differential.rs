@@ -412,7 +412,7 @@ fn tool_state(rng: &mut Rng) -> ToolState {
             manifest.activation = Some(ToolActivation::Internal);
         }
         if rng.percent(20) {
-            manifest.contract = Some(json!({ "input": { "type": "object" } }));
+            manifest.compact_contract = Some(json!({ "input": { "type": "object" } }));
         }
         if rng.percent(15) {
             manifest.extra.insert("x-version".into(), json!(2));
@@ -442,7 +442,7 @@ fn trace_event(rng: &mut Rng) -> TraceEvent {
     match rng.below(4) {
         0 => TraceEvent::Custom { name: "probe".into(), payload: json!({ "n": rng.below(100) }), extra: Map::new() },
         1 => TraceEvent::ToolCallStarted {
-            call_id: format!("call-{}", rng.below(1000)),
+            call_id: Some(format!("call-{}", rng.below(1000))),
             name: rng.pick(&TOOLS).into(),
             args: json!({ "path": rng.words(1) }),
             extra: Map::new(),
@@ -452,7 +452,7 @@ fn trace_event(rng: &mut Rng) -> TraceEvent {
             usage: Some(json!({ "input_tokens": rng.below(500), "output_tokens": rng.below(500) })),
             extra: Map::new(),
         },
-        _ => TraceEvent::turn_completed("completed"),
+        _ => TraceEvent::turn_completed("completed", "assistant_message"),
     }
 }
 

@@ -8,7 +8,7 @@
 //! free of any lash dependency: its types are the contract, lash is its test.
 //!
 //! How a lash session's state maps onto the bus's JetStream layout, for the lash
-//! executor and lash's store on JetStream alike, is decision 0007
-//! (`docs/decisions/0007-lash-session-layout.md`).
+//! executor and lash's store on JetStream alike, is decision 0008
+//! (`docs/decisions/0008-lash-session-layout.md`).
 
 #![deny(missing_docs)]
