@@ -359,7 +359,7 @@ impl EventTask {
     /// JetStream did not say.
     async fn stream_is_local(&self) -> Option<bool> {
         let request = async_nats::Request::new().timeout(Some(Duration::from_secs(5)));
-        let reply = self.client.send_request(format!("$JS.API.STREAM.INFO.{TOOLS_STREAM}"), request).await.ok()?;
+        let reply = self.client.send_request(Subjects::stream_info(TOOLS_STREAM), request).await.ok()?;
         let info = serde_json::from_slice::<serde_json::Value>(&reply.payload).ok()?;
         if info.get("error").is_some() {
             return None;

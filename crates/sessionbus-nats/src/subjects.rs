@@ -279,6 +279,16 @@ impl Subjects {
         self.tool_key(">")
     }
 
+    /// `$SRV.PING.<service>.<id>`: one micro service instance's ping.
+    pub fn service_ping(service: &str, id: &str) -> String {
+        format!("$SRV.PING.{service}.{id}")
+    }
+
+    /// `$JS.API.STREAM.INFO.<stream>`: a stream's info request.
+    pub fn stream_info(stream: &str) -> String {
+        format!("$JS.API.STREAM.INFO.{stream}")
+    }
+
     /// `<prefix>.state.*.meta`: every session's meta (the registry).
     pub fn meta_all(&self) -> String {
         self.meta("*")

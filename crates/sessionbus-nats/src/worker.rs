@@ -204,7 +204,7 @@ impl Worker {
         }
         let info = service.info().await;
         client
-            .request(format!("$SRV.PING.{SERVICE_NAME}.{}", info.id), Bytes::new())
+            .request(Subjects::service_ping(SERVICE_NAME, &info.id), Bytes::new())
             .await
             .map_err(|err| unavailable("the worker could not confirm its subscriptions with the server", err))?;
         Ok(Self { fast: Arc::clone(&shared.fast), turns: Arc::clone(&shared.turns), service, loops, config })
