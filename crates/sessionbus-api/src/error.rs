@@ -219,12 +219,12 @@ impl PluginError {
             Some(Detail::TooLarge { what, size, limit, unit }) => Self::TooLarge { what, size, limit, unit },
             Some(Detail::LeaseLost) => Self::LeaseLost(body.message().into_owned()),
             Some(Detail::Overloaded) => Self::Overloaded(body.message().into_owned()),
-            None => match (kind, &body) {
-                (ErrorKind::Session, _)
-                | (ErrorKind::Registration, _)
-                | (ErrorKind::Snapshot, _)
-                | (ErrorKind::Invoke, _) => body,
-                _ => Self::from_kind(kind, body.message()),
+            // lash's own variants are the body itself; a sessionbus class is rebuilt.
+            None => match kind {
+                ErrorKind::Session | ErrorKind::Registration | ErrorKind::Snapshot | ErrorKind::Invoke => body,
+                ErrorKind::Conflict | ErrorKind::Unavailable | ErrorKind::InvalidRequest => {
+                    Self::from_kind(kind, body.message())
+                }
             },
         }
     }
