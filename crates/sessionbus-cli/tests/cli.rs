@@ -264,6 +264,13 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         "shared_tool_catalog (unchanged).p50_ratio",
         "shared_tool_catalog (unchanged).throughput_ratio",
         "emit_trace_event.throughput_ratio",
+        "tool_state.worker_to_server_cpu_ratio",
+        "snapshot_session.worker_to_server_cpu_ratio",
+        "tool_catalog.worker_to_server_cpu_ratio",
+        "apply_tool_state.worker_to_server_cpu_ratio",
+        "append_session_nodes.worker_to_server_cpu_ratio",
+        "shared_tool_catalog (unchanged).worker_to_server_cpu_ratio",
+        "emit_trace_event.worker_to_server_cpu_ratio",
         "snapshot_large.second_to_first_ratio",
         "append_history.history_ratio",
         "worker_memory.memory_ratio",
@@ -273,6 +280,12 @@ fn bench_runs_every_measurement_with_tiny_counts() {
     expected_sorted.sort();
     assert_eq!(names, expected_sorted, "the bench's measurements changed");
     assert!(results.iter().any(|r| r["name"] == "echo" && r["raw_p50_ms"].as_f64().is_some_and(|v| v > 0.0)));
+    // Every scenario reports the CPU its calls cost the worker and the server.
+    for result in results.iter().filter(|r| r.get("worker_to_server_cpu_ratio").is_some()) {
+        for key in ["worker_cpu_us_per_call", "server_cpu_us_per_bus_call", "server_cpu_us_per_raw_call"] {
+            assert!(result[key].as_f64().is_some_and(|us| us > 0.0), "{}.{key} = {}", result["name"], result[key]);
+        }
+    }
     // `--out` keeps the run's results in a file of its own.
     let files: Vec<_> = std::fs::read_dir(out.path()).expect("out dir").map(|e| e.expect("entry").path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");

@@ -24,11 +24,11 @@ use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostCo
 use super::setup::{LayoutArgs, setup_layout};
 use crate::connect::{CliError, ConnectionArgs};
 use crate::output;
+use cpu::CpuMeter;
 use fixture::{Fixture, failed};
 use measure::{Shape, sequential};
 use raw::Raw;
 use report::Row;
-use cpu::CpuMeter;
 use scenarios::{Meters, SCENARIOS};
 
 /// Options of `bench`.

@@ -111,7 +111,13 @@ impl Row {
         Self::throughput(name, in_flight, (raw_per_s, bus_per_s), json, cpu)
     }
 
-    fn throughput(name: &str, in_flight: usize, (raw_per_s, bus_per_s): (f64, f64), json: Value, cpu: CpuPerCall) -> Self {
+    fn throughput(
+        name: &str,
+        in_flight: usize,
+        (raw_per_s, bus_per_s): (f64, f64),
+        json: Value,
+        cpu: CpuPerCall,
+    ) -> Self {
         let ratio = bus_per_s / raw_per_s.max(1e-9);
         Self {
             name: format!("{name}, {in_flight} in flight (calls/s)"),
@@ -182,8 +188,13 @@ pub fn print(args: &BenchArgs, rows: &[Row]) {
 /// servers spent per raw call.
 fn print_cpu(rows: &[Row]) {
     let micros = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
-    let mut table =
-        output::table(["CPU per call (µs)", "worker", "nats-server (bus)", "nats-server (raw)", "worker / nats-server"]);
+    let mut table = output::table([
+        "CPU per call (µs)",
+        "worker",
+        "nats-server (bus)",
+        "nats-server (raw)",
+        "worker / nats-server",
+    ]);
     for row in rows {
         let Some((op, cpu)) = &row.cpu else { continue };
         table.add_row(vec![
