@@ -71,6 +71,7 @@ pub struct StreamAssembler {
     text: String,
     reasoning: String,
     tool_calls: BTreeMap<u64, PendingToolCall>,
+    finished_calls: Vec<LlmOutputPart>,
     finish_reason: Option<String>,
     usage: Option<Value>,
     first_chunk: Option<Value>,
@@ -78,7 +79,8 @@ pub struct StreamAssembler {
 
 impl StreamAssembler {
     /// Takes one chunk; returns the events lash should see now: text and reasoning
-    /// deltas, and usage when the chunk carries it.
+    /// deltas, the tool calls once the choice finishes (their arguments are whole only
+    /// then), and usage when the chunk carries it.
     pub fn push(&mut self, chunk: &Value) -> Result<Vec<LlmStreamEvent>, OpenAiError> {
         if let Some((message, code)) = chunk.get("error").and_then(|_| error_object(&chunk.to_string())) {
             return Err(OpenAiError::StreamError { message, code, body: chunk.to_string() });
@@ -102,6 +104,9 @@ impl StreamAssembler {
             }
             if let Some(reason) = choice["finish_reason"].as_str() {
                 self.finish_reason = Some(reason.to_owned());
+                let finished = self.take_tool_calls()?;
+                events.extend(finished.iter().cloned().map(LlmStreamEvent::Part));
+                self.finished_calls.extend(finished);
             }
         }
         if let Some(usage_value) = chunk.get("usage").filter(|usage| usage.is_object()) {
@@ -129,19 +134,27 @@ impl StreamAssembler {
         Ok(())
     }
 
-    /// Ends the stream: the finished tool calls as events (their arguments are whole
-    /// only now), and the response.
-    pub fn finish(self, headers: &[(String, String)]) -> Result<(Vec<LlmStreamEvent>, LlmResponse), OpenAiError> {
-        let mut tool_calls = Vec::new();
-        for (index, call) in self.tool_calls {
+    /// The tool calls streamed so far, whole, in index order.
+    fn take_tool_calls(&mut self) -> Result<Vec<LlmOutputPart>, OpenAiError> {
+        let mut calls = Vec::new();
+        for (index, call) in std::mem::take(&mut self.tool_calls) {
             let call_id = call.id.ok_or_else(|| OpenAiError::MalformedBody {
                 reason: format!("streamed tool call {index} never got an `id`"),
                 body: String::new(),
             })?;
             let input_json = if call.arguments.trim().is_empty() { "{}".to_owned() } else { call.arguments };
-            tool_calls.push(LlmOutputPart::ToolCall { call_id, tool_name: call.name, input_json, replay: None });
+            calls.push(LlmOutputPart::ToolCall { call_id, tool_name: call.name, input_json, replay: None });
         }
-        let events = tool_calls.iter().cloned().map(LlmStreamEvent::Part).collect();
+        Ok(calls)
+    }
+
+    /// Ends the stream: the tool calls of a stream that ended without a finish reason
+    /// as events, and the response.
+    pub fn finish(mut self, headers: &[(String, String)]) -> Result<(Vec<LlmStreamEvent>, LlmResponse), OpenAiError> {
+        let late = self.take_tool_calls()?;
+        let events = late.iter().cloned().map(LlmStreamEvent::Part).collect();
+        let mut tool_calls = std::mem::take(&mut self.finished_calls);
+        tool_calls.extend(late);
         let usage_parsed = self.usage.as_ref().map(usage);
         let first = self.first_chunk.unwrap_or(Value::Null);
         let finish_reason = self.finish_reason.as_deref();
@@ -207,19 +220,36 @@ mod tests {
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "{\"pa"}}]}}]}),
             json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "th\":1}"}}]}, "finish_reason": "tool_calls"}]}),
         ];
-        for chunk in &chunks {
-            assert!(assembler.push(chunk).unwrap().is_empty());
-        }
-        let (events, response) = assembler.finish(&[]).unwrap();
+        let events: Vec<Vec<LlmStreamEvent>> = chunks.iter().map(|chunk| assembler.push(chunk).unwrap()).collect();
+        let (late, response) = assembler.finish(&[]).unwrap();
         let call = LlmOutputPart::ToolCall {
             call_id: "call_1".into(),
             tool_name: "read".into(),
             input_json: r#"{"path":1}"#.into(),
             replay: None,
         };
-        assert!(matches!(&events[..], [LlmStreamEvent::Part(part)] if *part == call));
+        assert!(events[0].is_empty() && events[1].is_empty(), "no event before the arguments are whole");
+        assert!(matches!(&events[2][..], [LlmStreamEvent::Part(part)] if *part == call), "{:?}", events[2]);
+        assert!(late.is_empty());
         assert_eq!(response.parts, vec![call]);
         assert_eq!(response.terminal_reason, lash_core::LlmTerminalReason::ToolUse);
+    }
+
+    #[test]
+    fn tool_calls_of_a_stream_without_finish_reason_come_at_its_end() {
+        let mut assembler = StreamAssembler::default();
+        let chunk = json!({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"index": 0, "id": "call_1", "function": {"name": "ls"}}]}}]});
+        assert!(assembler.push(&chunk).unwrap().is_empty());
+        let (late, response) = assembler.finish(&[]).unwrap();
+        let call = LlmOutputPart::ToolCall {
+            call_id: "call_1".into(),
+            tool_name: "ls".into(),
+            input_json: "{}".into(),
+            replay: None,
+        };
+        assert!(matches!(&late[..], [LlmStreamEvent::Part(part)] if *part == call));
+        assert_eq!(response.parts, vec![call]);
     }
 
     #[test]
