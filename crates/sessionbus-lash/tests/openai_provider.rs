@@ -72,8 +72,8 @@ fn assert_posted_with_key(received: &Received) {
 
 #[tokio::test]
 async fn a_plain_answer_is_one_text_part_with_usage_and_the_request_carries_model_messages_and_key() {
-    let server = ReplayServer::start(vec![Reply::json(200, fixture("plain.json")).with_header("x-request-id", "req_1")])
-        .await;
+    let server =
+        ReplayServer::start(vec![Reply::json(200, fixture("plain.json")).with_header("x-request-id", "req_1")]).await;
     let mut provider = provider(&server);
     let response = provider
         .complete(request(vec![
@@ -250,7 +250,9 @@ async fn a_streamed_answer_reaches_lash_as_text_deltas_then_the_whole_tool_call_
 #[tokio::test]
 async fn a_rate_limit_is_a_retryable_quota_error_with_the_retry_after_of_the_response() {
     let server = ReplayServer::start(vec![
-        Reply::json(429, fixture("rate_limited.json")).with_header("retry-after-ms", "1500").with_header("retry-after", "2"),
+        Reply::json(429, fixture("rate_limited.json"))
+            .with_header("retry-after-ms", "1500")
+            .with_header("retry-after", "2"),
     ])
     .await;
     let error = provider(&server).complete(request(vec![LlmMessage::text(LlmRole::User, "hi")])).await.unwrap_err();
@@ -271,9 +273,10 @@ async fn lash_retries_a_rate_limited_call_after_its_retry_after_and_gets_the_ans
     ])
     .await;
     let mut handle = ProviderHandle::new(ProviderComponents::new(Box::new(provider(&server))));
-    let mut options = ProviderOptions::default();
-    options.reliability = ProviderReliability::default().max_attempts(2).base_delay_ms(10);
-    handle.set_options(options);
+    handle.set_options(ProviderOptions {
+        reliability: ProviderReliability::default().max_attempts(2).base_delay_ms(10),
+        ..ProviderOptions::default()
+    });
     let completion =
         handle.complete(request(vec![LlmMessage::text(LlmRole::User, "Capital of France?")])).await.unwrap();
 

@@ -29,12 +29,7 @@ impl SelfSigned {
         let cert_pem = certified.cert.pem();
         std::fs::write(dir.path().join("cert.pem"), &cert_pem).expect("write cert.pem");
         std::fs::write(dir.path().join("key.pem"), certified.key_pair.serialize_pem()).expect("write key.pem");
-        Self {
-            cert_pem,
-            cert_der: certified.cert.der().clone(),
-            key_der: certified.key_pair.serialize_der(),
-            dir,
-        }
+        Self { cert_pem, cert_der: certified.cert.der().clone(), key_der: certified.key_pair.serialize_der(), dir }
     }
 
     /// `cert.pem`.

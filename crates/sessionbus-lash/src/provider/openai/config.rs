@@ -116,9 +116,12 @@ mod tests {
         move |name| vars.iter().find(|(var, _)| *var == name).map(|(_, value)| (*value).to_owned())
     }
 
+    /// Environment variables, and the `(base_url, has_key, model)` or error they give.
+    type Case = (&'static [(&'static str, &'static str)], Result<(&'static str, bool, &'static str), ConfigError>);
+
     #[test]
     fn env_configuration_table() {
-        let cases: &[(&[(&str, &str)], Result<(&str, bool, &str), ConfigError>)] = &[
+        let cases: &[Case] = &[
             (&[(MODEL_VAR, "m")], Ok((DEFAULT_BASE_URL, false, "m"))),
             (
                 &[(MODEL_VAR, "llama3"), (BASE_URL_VAR, "http://localhost:11434/v1/"), (API_KEY_VAR, "")],

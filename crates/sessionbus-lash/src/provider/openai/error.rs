@@ -60,7 +60,9 @@ pub enum OpenAiError {
         headers: Vec<(String, String)>,
     },
     /// The body is not what the API documents.
-    #[error("the chat-completions response is malformed ({reason}); check that the base URL points at an OpenAI-compatible API")]
+    #[error(
+        "the chat-completions response is malformed ({reason}); check that the base URL points at an OpenAI-compatible API"
+    )]
     MalformedBody {
         /// What was wrong.
         reason: String,
@@ -230,9 +232,12 @@ mod tests {
         pairs.iter().map(|(name, value)| ((*name).to_owned(), (*value).to_owned())).collect()
     }
 
+    /// Response headers, and the wait they ask for.
+    type Case = (&'static [(&'static str, &'static str)], Option<Duration>);
+
     #[test]
     fn retry_after_table() {
-        let cases: &[(&[(&str, &str)], Option<Duration>)] = &[
+        let cases: &[Case] = &[
             (&[], None),
             (&[("Retry-After", "3")], Some(Duration::from_secs(3))),
             (&[("retry-after", "1.5")], Some(Duration::from_millis(1500))),
@@ -248,8 +253,14 @@ mod tests {
     #[test]
     fn error_object_table() {
         let cases = [
-            (r#"{"error":{"message":"bad","type":"invalid_request_error"}}"#, Some(("bad", Some("invalid_request_error")))),
-            (r#"{"error":{"message":"m","code":"rate_limit_exceeded","type":"requests"}}"#, Some(("m", Some("rate_limit_exceeded")))),
+            (
+                r#"{"error":{"message":"bad","type":"invalid_request_error"}}"#,
+                Some(("bad", Some("invalid_request_error"))),
+            ),
+            (
+                r#"{"error":{"message":"m","code":"rate_limit_exceeded","type":"requests"}}"#,
+                Some(("m", Some("rate_limit_exceeded"))),
+            ),
             (r#"{"error":"model not found"}"#, Some(("model not found", None))),
             ("<html>502</html>", None),
         ];
@@ -271,7 +282,10 @@ mod tests {
             let error = OpenAiError::from_status(status, Vec::new(), "{}".into());
             assert_eq!(error.kind(), kind, "{status}");
             let transport = error.into_transport_error(None);
-            assert_eq!((transport.kind, transport.retryable, transport.status), (transport_kind, retryable, Some(status)));
+            assert_eq!(
+                (transport.kind, transport.retryable, transport.status),
+                (transport_kind, retryable, Some(status))
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use lash_core::llm::types::{LlmOutputPart, LlmResponse, LlmStreamEvent, LlmUsage};
+use lash_core::llm::types::{LlmOutputPart, LlmResponse, LlmStreamEvent};
 use serde_json::Value;
 
 use super::error::{OpenAiError, error_object};
@@ -158,17 +158,13 @@ impl StreamAssembler {
         let usage_parsed = self.usage.as_ref().map(usage);
         let first = self.first_chunk.unwrap_or(Value::Null);
         let finish_reason = self.finish_reason.as_deref();
-        let evidence = evidence(
-            &first,
-            finish_reason,
-            headers,
-            usage_parsed.as_ref().map(|usage| usage.reasoning_output_tokens),
-        );
+        let evidence =
+            evidence(&first, finish_reason, headers, usage_parsed.as_ref().map(|usage| usage.reasoning_output_tokens));
         let (full_text, parts) = assemble(self.reasoning, self.text, tool_calls);
         let response = LlmResponse {
             full_text,
             parts,
-            usage: usage_parsed.unwrap_or_else(LlmUsage::default),
+            usage: usage_parsed.unwrap_or_default(),
             terminal_reason: terminal_reason(finish_reason),
             provider_usage: self.usage,
             execution_evidence: Some(evidence),
