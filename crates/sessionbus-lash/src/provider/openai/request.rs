@@ -178,3 +178,128 @@ fn image_part(request: &LlmRequest, index: usize) -> Result<Value, OpenAiError> 
     };
     Ok(json!({ "type": "image_url", "image_url": { "url": url } }))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroUsize;
+    use std::sync::Arc;
+
+    use lash_core::llm::types::{LlmJsonSchema, LlmRequestScope};
+    use lash_core::{MediaType, SchemaContract};
+
+    use super::*;
+
+    fn request(blocks: Vec<LlmContentBlock>, attachments: Vec<AttachmentSource>) -> LlmRequest {
+        LlmRequest {
+            model: String::new(),
+            messages: vec![LlmMessage::new(LlmRole::User, blocks)],
+            attachments,
+            resolved_stored: Default::default(),
+            tools: Arc::new(Vec::new()),
+            tool_choice: LlmToolChoice::Auto,
+            model_variant: Default::default(),
+            model_capability: Default::default(),
+            generation: Default::default(),
+            scope: LlmRequestScope::new("s", "f", "r"),
+            output_spec: None,
+            stream_events: None,
+            provider_trace: None,
+        }
+    }
+
+    fn text(text: &str) -> LlmContentBlock {
+        LlmContentBlock::Text { text: text.into(), response_meta: None, cache_breakpoint: false }
+    }
+
+    fn png() -> MediaType {
+        MediaType::parse("image/png").unwrap()
+    }
+
+    #[test]
+    fn user_content_table() {
+        let cases = [
+            (request(vec![text("a"), text("b")], vec![]), json!("a\n\nb")),
+            (
+                request(
+                    vec![text("see"), LlmContentBlock::Attachment { attachment_idx: 0 }],
+                    vec![AttachmentSource::inline(png(), vec![1, 2, 3])],
+                ),
+                json!([
+                    { "type": "text", "text": "see" },
+                    { "type": "image_url", "image_url": { "url": "data:image/png;base64,AQID" } },
+                ]),
+            ),
+            (
+                request(
+                    vec![LlmContentBlock::Attachment { attachment_idx: 0 }],
+                    vec![AttachmentSource::external_url(png(), "https://example.test/a.png")],
+                ),
+                json!([{ "type": "image_url", "image_url": { "url": "https://example.test/a.png" } }]),
+            ),
+        ];
+        for (request, expected) in cases {
+            let body = build_body(&request, "m", &ProviderOptions::default(), false).unwrap();
+            assert_eq!(body["messages"][0]["content"], expected);
+        }
+    }
+
+    #[test]
+    fn attachments_chat_completions_cannot_carry_are_unsupported_requests() {
+        let pdf = MediaType::parse("application/pdf").unwrap();
+        let cases = [
+            request(
+                vec![LlmContentBlock::Attachment { attachment_idx: 0 }],
+                vec![AttachmentSource::inline(pdf, vec![1])],
+            ),
+            request(vec![LlmContentBlock::Attachment { attachment_idx: 1 }], vec![]),
+        ];
+        for request in cases {
+            let error = build_body(&request, "m", &ProviderOptions::default(), false).unwrap_err();
+            assert!(matches!(error, OpenAiError::UnsupportedRequest { .. }), "{error}");
+        }
+    }
+
+    #[test]
+    fn generation_settings_table() {
+        let options_cap = ProviderOptions { max_output_tokens: Some(99), ..ProviderOptions::default() };
+        let mut capped = request(vec![text("x")], vec![]);
+        capped.generation.output_token_cap = NonZeroUsize::new(7);
+        let mut json_object = request(vec![text("x")], vec![]);
+        json_object.output_spec = Some(LlmOutputSpec::JsonObject);
+        let mut json_schema = request(vec![text("x")], vec![]);
+        json_schema.output_spec = Some(LlmOutputSpec::JsonSchema(LlmJsonSchema {
+            name: "answer".into(),
+            schema: SchemaContract::new(json!({ "type": "object", "properties": { "a": { "type": "string" } } })),
+            strict: true,
+        }));
+        let cases = [
+            (request(vec![text("x")], vec![]), ProviderOptions::default(), "max_tokens", Value::Null),
+            (request(vec![text("x")], vec![]), options_cap.clone(), "max_tokens", json!(99)),
+            (capped, options_cap, "max_tokens", json!(7)),
+            (json_object, ProviderOptions::default(), "response_format", json!({ "type": "json_object" })),
+        ];
+        for (request, options, field, expected) in cases {
+            let body = build_body(&request, "m", &options, false).unwrap();
+            assert_eq!(body[field], expected, "{field}");
+        }
+        let body = build_body(&json_schema, "m", &ProviderOptions::default(), false).unwrap();
+        assert_eq!(body["response_format"]["type"], "json_schema");
+        assert_eq!(body["response_format"]["json_schema"]["name"], "answer");
+        assert_eq!(body["response_format"]["json_schema"]["strict"], true);
+        // lash's OpenAI structured-output projection: an optional property becomes
+        // required and nullable, as strict mode demands.
+        assert_eq!(
+            body["response_format"]["json_schema"]["schema"]["properties"]["a"]["type"],
+            json!(["string", "null"])
+        );
+    }
+
+    #[test]
+    fn tool_choice_table() {
+        for (choice, expected) in
+            [(LlmToolChoice::Auto, "auto"), (LlmToolChoice::None, "none"), (LlmToolChoice::Required, "required")]
+        {
+            assert_eq!(tool_choice(&choice), expected);
+        }
+    }
+}
