@@ -1,0 +1,3 @@
+//! lash `Provider`s a worker can run turns with.
+
+pub mod openai;
