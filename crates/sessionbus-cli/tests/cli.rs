@@ -187,7 +187,9 @@ fn commands_without_a_bus_explain_what_to_do() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["up", "setup", "worker", "demo", "sessions", "watch", "status", "bench", "exporter", "credentials"] {
+    for sub in
+        ["up", "setup", "worker", "demo", "sessions", "purge", "watch", "status", "bench", "exporter", "credentials"]
+    {
         let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");

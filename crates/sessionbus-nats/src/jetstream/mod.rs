@@ -10,6 +10,7 @@
 //! - `view.rs`: the bounded per-session cache;
 //! - `layout.rs`: the bucket and streams;
 //! - `registry.rs`: the session registry (an index in creation order, paged lists);
+//! - `retention.rs`: purging closed sessions past their retention age, in batches;
 
 mod api;
 mod exporter;
@@ -17,6 +18,7 @@ mod layout;
 mod lease_watch;
 mod records;
 mod registry;
+mod retention;
 mod sessions;
 mod tools;
 mod turn_protocol;
@@ -39,6 +41,7 @@ pub use layout::{
     INDEX_STREAM, LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout, verify_layout,
 };
 pub use registry::describe_session;
+pub use retention::{PurgeConfig, PurgeReport, purge_closed_sessions};
 
 use crate::subjects::Subjects;
 use api::JetStreamApi;
