@@ -2,6 +2,7 @@
 
 mod commands;
 mod connect;
+mod context;
 mod duration;
 mod output;
 
