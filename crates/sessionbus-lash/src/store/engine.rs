@@ -1,0 +1,245 @@
+//! One store's state: its log replayed, in order, into lash's own in-memory store.
+//!
+//! A change is appended to the log first, conditioned on the log's last sequence this
+//! process has applied (`Nats-Expected-Last-Subject-Sequence`); only an appended change
+//! is applied, in log order, by every process. Two writers racing for the same position
+//! get one append each, in some order, and each applies both: what lash's in-memory
+//! store decides for that order (a head conflict, a busy lease, a superseded claim) is
+//! the answer. Each record carries the writer's clock reading, so replaying it decides
+//! lease and claim expiry as the writer did (decision 0011).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use async_nats::jetstream::stream::RawMessageErrorKind;
+use lash_core::{Clock, InMemorySessionStore, StoreError};
+use serde::{Deserialize, Serialize};
+
+use super::backend::{StoreBackend, backend};
+use super::blobs;
+use super::layout::LASH_STREAM;
+use super::ops::{Op, Output, Query};
+
+/// Appends lost to other writers before a change gives up.
+const APPEND_ATTEMPTS: usize = 1000;
+
+/// One log record.
+#[derive(Debug, Serialize, Deserialize)]
+struct Entry {
+    /// The writer's clock (lash's injected `Clock`) when it proposed the change.
+    at_ms: u64,
+    #[serde(flatten)]
+    op: Op,
+}
+
+/// The clock lash's in-memory store reads: set to each record's time while it is
+/// applied, and to the caller's clock for reads.
+#[derive(Debug, Default)]
+pub(crate) struct ReplayClock {
+    at_ms: AtomicU64,
+}
+
+impl ReplayClock {
+    fn set(&self, at_ms: u64) {
+        self.at_ms.store(at_ms, Ordering::SeqCst);
+    }
+}
+
+#[async_trait::async_trait]
+impl Clock for ReplayClock {
+    fn now(&self) -> std::time::Instant {
+        std::time::Instant::now()
+    }
+
+    fn timestamp_ms(&self) -> u64 {
+        self.at_ms.load(Ordering::SeqCst)
+    }
+
+    fn timestamp_rfc3339(&self) -> String {
+        self.timestamp_datetime().to_rfc3339()
+    }
+
+    fn timestamp_datetime(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::DateTime::from(std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.timestamp_ms()))
+    }
+
+    async fn sleep(&self, duration: std::time::Duration) {
+        tokio::time::sleep(duration).await;
+    }
+
+    async fn sleep_until(&self, deadline: std::time::Instant) {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
+}
+
+/// The replayed state of one store.
+struct Replayed {
+    state: InMemorySessionStore,
+    clock: Arc<ReplayClock>,
+    /// The last log sequence applied.
+    applied_seq: u64,
+    /// The blob holding the last committed checkpoint's snapshots.
+    blob: Option<String>,
+}
+
+impl Replayed {
+    fn empty() -> Self {
+        let clock = Arc::new(ReplayClock::default());
+        Self { state: InMemorySessionStore::with_clock(clock.clone()), clock, applied_seq: 0, blob: None }
+    }
+
+    async fn apply(&mut self, seq: u64, entry: Entry) -> Result<Output, StoreError> {
+        self.applied_seq = seq;
+        self.clock.set(entry.at_ms);
+        let blob = match &entry.op {
+            Op::Commit { blob, .. } => Some(blob.clone()),
+            _ => None,
+        };
+        let output = entry.op.apply(&self.state).await;
+        if let (Ok(_), Some(blob)) = (&output, blob) {
+            self.blob = blob;
+        }
+        output
+    }
+}
+
+/// One store: its log subject, its replayed state, and the clock its writes are
+/// stamped with.
+pub(crate) struct Engine {
+    pub(crate) backend: Arc<StoreBackend>,
+    pub(crate) key: String,
+    subject: String,
+    clock: Arc<dyn Clock>,
+    replayed: tokio::sync::Mutex<Replayed>,
+}
+
+impl Engine {
+    pub(crate) fn new(backend: Arc<StoreBackend>, key: String, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
+        let subject = backend.layout.log(&key)?;
+        Ok(Self { backend, key, subject, clock, replayed: tokio::sync::Mutex::new(Replayed::empty()) })
+    }
+
+    /// The sequence of the log's last record (0 when the log is empty), read from the
+    /// stream leader.
+    pub(crate) async fn tip(&self) -> Result<u64, StoreError> {
+        let stream = self.backend.context.get_stream_no_info(LASH_STREAM).await.map_err(unreadable)?;
+        match stream.raw_message_builder().last_by_subject(self.subject.clone()).send().await {
+            Ok(message) => Ok(message.sequence),
+            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(0),
+            Err(err) => Err(unreadable(err)),
+        }
+    }
+
+    /// Applies every record after `replayed.applied_seq` up to `until`; returns the
+    /// answer of the record at `until`.
+    async fn catch_up(
+        &self,
+        replayed: &mut Replayed,
+        until: u64,
+    ) -> Result<Option<Result<Output, StoreError>>, StoreError> {
+        if until < replayed.applied_seq {
+            // The log was deleted (and maybe written again) since: start over.
+            *replayed = Replayed::empty();
+        }
+        let stream = self.backend.context.get_stream_no_info(LASH_STREAM).await.map_err(unreadable)?;
+        let mut last = None;
+        while replayed.applied_seq < until {
+            let message = stream
+                .raw_message_builder()
+                .sequence(replayed.applied_seq + 1)
+                .next_by_subject(self.subject.clone())
+                .send()
+                .await
+                .map_err(unreadable)?;
+            let entry: Entry = serde_json::from_slice(&message.payload).map_err(|err| {
+                backend(format!(
+                    "record {} of the lash store `{}` is unreadable ({err}); it was written by another version",
+                    message.sequence, self.key
+                ))
+            })?;
+            last = Some(replayed.apply(message.sequence, entry).await);
+        }
+        Ok(last)
+    }
+
+    /// Appends `op` and answers it as applied in log order.
+    pub(crate) async fn execute(&self, op: Op) -> Result<Output, StoreError> {
+        let mut replayed = self.replayed.lock().await;
+        let tip = self.tip().await?;
+        self.catch_up(&mut replayed, tip).await?;
+        let op = match op {
+            Op::Commit { commit, .. } => {
+                let (commit, blob) = blobs::store_checkpoint(&self.backend, &self.key, *commit).await?;
+                Op::Commit { commit: Box::new(commit), blob }
+            }
+            op => op,
+        };
+        let entry = Entry { at_ms: self.clock.timestamp_ms(), op };
+        let payload = serde_json::to_vec(&entry)
+            .map_err(|err| backend(format!("a lash store change could not be encoded: {err}")))?;
+        let msg_id = uuid::Uuid::new_v4().to_string();
+        for _ in 0..APPEND_ATTEMPTS {
+            let publish = PublishMessage::build()
+                .payload(payload.clone().into())
+                .message_id(&msg_id)
+                .expected_last_subject_sequence(replayed.applied_seq);
+            let appended = match self.backend.context.send_publish(self.subject.clone(), publish).await {
+                Ok(ack) => ack.await,
+                Err(err) => Err(err),
+            };
+            match appended {
+                Ok(ack) => {
+                    return self
+                        .catch_up(&mut replayed, ack.sequence)
+                        .await?
+                        .unwrap_or_else(|| Err(backend("an appended change was not found in the log".into())));
+                }
+                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
+                    // Another writer appended first: apply what it wrote, then try again
+                    // after it.
+                    let tip = self.tip().await?;
+                    self.catch_up(&mut replayed, tip).await?;
+                }
+                Err(err) => {
+                    return Err(backend(format!(
+                        "appending to the lash store `{}` failed ({err}); the change may or may not be stored, \
+                         reload before retrying",
+                        self.key
+                    )));
+                }
+            }
+        }
+        Err(backend(format!("the lash store `{}` kept changing under this write; retry", self.key)))
+    }
+
+    /// Answers `query` from the log as of now.
+    pub(crate) async fn query(&self, query: Query) -> Result<Output, StoreError> {
+        let mut replayed = self.replayed.lock().await;
+        let tip = self.tip().await?;
+        self.catch_up(&mut replayed, tip).await?;
+        replayed.clock.set(self.clock.timestamp_ms());
+        let hydrate = matches!(query, Query::LoadSession(_));
+        let output = query.answer(&replayed.state).await?;
+        match (output, hydrate, replayed.blob.clone()) {
+            (Output::Session(Some(mut read)), true, Some(blob)) => {
+                blobs::hydrate(&self.backend, &blob, &mut read).await?;
+                Ok(Output::Session(Some(read)))
+            }
+            (output, _, _) => Ok(output),
+        }
+    }
+
+    /// The blob the last commit's checkpoint lives in.
+    pub(crate) async fn live_blob(&self) -> Result<Option<String>, StoreError> {
+        let mut replayed = self.replayed.lock().await;
+        let tip = self.tip().await?;
+        self.catch_up(&mut replayed, tip).await?;
+        Ok(replayed.blob.clone())
+    }
+}
+
+fn unreadable(err: impl std::fmt::Display) -> StoreError {
+    backend(format!("reading a lash store's log failed: {err}; is JetStream up?"))
+}

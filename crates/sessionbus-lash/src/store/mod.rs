@@ -1,0 +1,33 @@
+//! lash's session store on JetStream (issue 13; decision 0011).
+//!
+//! - [`JetStreamStore`]: lash's `RuntimePersistence` (Durable tier): each store is one
+//!   log subject in `SESSIONBUS_LASH`, appended with expected-sequence conditions and
+//!   replayed into lash's own in-memory store, so every process sees one order of
+//!   changes and lash's reference implementation decides each one;
+//! - [`JetStreamStoreFactory`]: lash's `SessionStoreFactory`, one store per session;
+//! - [`StoreBackend`]: the connection (on a runtime of its own) they share;
+//! - [`ensure_store_layout`]: creates the stream and the blob bucket (once, as an admin).
+
+mod backend;
+mod blobs;
+mod engine;
+mod factory;
+mod layout;
+mod ops;
+#[allow(clippy::module_inception)]
+mod store;
+
+pub use backend::{StoreBackend, StoreBackendConfig};
+pub use factory::JetStreamStoreFactory;
+pub use layout::{BLOBS_BUCKET, LASH_STREAM};
+pub use store::JetStreamStore;
+
+/// Creates the store's stream and blob bucket with `replicas` copies (idempotent; needs
+/// the right to create streams).
+pub async fn ensure_store_layout(
+    context: &async_nats::jetstream::Context,
+    subjects: &sessionbus_nats::Subjects,
+    replicas: usize,
+) -> Result<(), lash_core::StoreError> {
+    layout::StoreLayout::new(subjects.clone()).ensure(context, replicas).await
+}
