@@ -68,7 +68,8 @@ impl StoreBackend {
         let layout = StoreLayout::new(config.subjects);
         let verify = layout.clone();
         let connected = blocking(&runtime, async move {
-            let client = async_nats::connect(&url)
+            let servers = server_addrs(&url)?;
+            let client = async_nats::connect(servers)
                 .await
                 .map_err(|err| backend(format!("could not connect to NATS at `{url}`: {err}; is the server up?")))?;
             let context = jetstream::new(client);
@@ -119,6 +120,13 @@ fn blocking<T: Send + 'static>(
         let _ = tx.send(work.await);
     });
     rx.recv().map_err(|_| backend("a store task ended without an answer".into()))
+}
+
+/// The servers of a comma-separated URL list.
+pub fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, StoreError> {
+    urls.split(',')
+        .map(|url| url.trim().parse().map_err(|err| backend(format!("`{url}` is not a NATS server URL: {err}"))))
+        .collect()
 }
 
 /// A backend failure with what happened (and what to do, where there is something).

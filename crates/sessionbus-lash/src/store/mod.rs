@@ -17,7 +17,7 @@ mod ops;
 #[allow(clippy::module_inception)]
 mod store;
 
-pub use backend::{StoreBackend, StoreBackendConfig};
+pub use backend::{StoreBackend, StoreBackendConfig, server_addrs};
 pub use factory::JetStreamStoreFactory;
 pub use layout::{BLOBS_BUCKET, LASH_STREAM};
 pub use store::JetStreamStore;

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod suites;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -39,7 +41,8 @@ impl Deployment {
     }
 
     async fn ensure_layout(&self, replicas: usize) {
-        let client = async_nats::connect(&self.url).await.expect("connect");
+        let client =
+            async_nats::connect(sessionbus_lash::store::server_addrs(&self.url).expect("urls")).await.expect("connect");
         let context = async_nats::jetstream::new(client);
         let subjects = Subjects::default();
         let layout = sessionbus_nats::jetstream::LayoutConfig::default().with_replicas(replicas);
