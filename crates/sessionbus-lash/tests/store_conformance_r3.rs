@@ -19,3 +19,13 @@ async fn session_store_factory() {
 async fn runtime_persistence_clock_expiry() {
     suites::runtime_persistence_clock_expiry(&Deployment::cluster().await).await;
 }
+
+#[tokio::test]
+async fn attachment_store_reopenable() {
+    suites::attachment_store_reopenable(&Deployment::cluster().await).await;
+}
+
+#[tokio::test]
+async fn process_execution_env_store_reopenable() {
+    suites::process_execution_env_store_reopenable(&Deployment::cluster().await).await;
+}

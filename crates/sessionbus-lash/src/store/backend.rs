@@ -43,6 +43,7 @@ impl StoreBackendConfig {
 /// store and factory made from it.
 pub struct StoreBackend {
     runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
     pub(super) context: jetstream::Context,
     pub(super) layout: StoreLayout,
 }
@@ -67,7 +68,7 @@ impl StoreBackend {
         let url = config.url.clone();
         let layout = StoreLayout::new(config.subjects);
         let verify = layout.clone();
-        let connected = blocking(&runtime, async move {
+        let connected = blocking(runtime.handle(), async move {
             let servers = server_addrs(&url)?;
             let client = async_nats::connect(servers)
                 .await
@@ -77,11 +78,16 @@ impl StoreBackend {
             Ok::<_, StoreError>(context)
         })?;
         let context = connected?;
-        Ok(Arc::new(Self { runtime: Some(runtime), context, layout }))
+        let handle = runtime.handle().clone();
+        Ok(Arc::new(Self { runtime: Some(runtime), handle, context, layout }))
     }
 
-    fn runtime(&self) -> Result<&tokio::runtime::Runtime, StoreError> {
-        self.runtime.as_ref().ok_or_else(|| backend("the store's runtime was shut down".into()))
+    /// Starts `work` on the store's runtime.
+    pub(super) fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> tokio::task::JoinHandle<T> {
+        self.handle.spawn(work)
     }
 
     /// Runs `work` on the store's runtime and awaits it (from any runtime).
@@ -89,7 +95,7 @@ impl StoreBackend {
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.runtime()?.spawn(work).await.map_err(|err| backend(format!("a store task failed: {err}")))?
+        self.spawn(work).await.map_err(|err| backend(format!("a store task failed: {err}")))?
     }
 
     /// Runs `work` on the store's runtime and blocks the calling thread until it ends.
@@ -97,7 +103,7 @@ impl StoreBackend {
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        blocking(self.runtime()?, work)?
+        blocking(&self.handle, work)?
     }
 }
 
@@ -112,7 +118,7 @@ impl Drop for StoreBackend {
 }
 
 fn blocking<T: Send + 'static>(
-    runtime: &tokio::runtime::Runtime,
+    runtime: &tokio::runtime::Handle,
     work: impl Future<Output = T> + Send + 'static,
 ) -> Result<T, StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);

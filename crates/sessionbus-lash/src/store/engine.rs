@@ -11,19 +11,21 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use lash_core::{Clock, InMemorySessionStore, StoreError};
 use serde::{Deserialize, Serialize};
 
+use super::append::{AppendFailure, classify_error};
 use super::backend::{StoreBackend, backend};
 use super::blobs;
 use super::layout::LASH_STREAM;
 use super::ops::{Op, Output, Query};
 
-/// Appends lost to other writers before a change gives up.
+/// Appends lost to other writers (or unanswered) before a change gives up.
 const APPEND_ATTEMPTS: usize = 1000;
+/// The pause before sending a record again whose append had no answer.
+const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// One log record.
 #[derive(Debug, Serialize, Deserialize)]
@@ -133,18 +135,19 @@ impl Engine {
     }
 
     /// Applies every record after `replayed.applied_seq` up to `until`; returns the
-    /// answer of the record at `until`.
+    /// answer of the record whose message id is `mine`, when it was among them.
     async fn catch_up(
         &self,
         replayed: &mut Replayed,
         until: u64,
+        mine: Option<&str>,
     ) -> Result<Option<Result<Output, StoreError>>, StoreError> {
         if until < replayed.applied_seq {
             // The log was deleted (and maybe written again) since: start over.
             *replayed = Replayed::empty();
         }
         let stream = self.backend.context.get_stream_no_info(LASH_STREAM).await.map_err(unreadable)?;
-        let mut last = None;
+        let mut answer = None;
         while replayed.applied_seq < until {
             let message = stream
                 .raw_message_builder()
@@ -159,16 +162,20 @@ impl Engine {
                     message.sequence, self.key
                 ))
             })?;
-            last = Some(replayed.apply(message.sequence, entry).await);
+            let output = replayed.apply(message.sequence, entry).await;
+            let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str());
+            if mine.is_some() && id == mine {
+                answer = Some(output);
+            }
         }
-        Ok(last)
+        Ok(answer)
     }
 
     /// Appends `op` and answers it as applied in log order.
     pub(crate) async fn execute(&self, op: Op) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let tip = self.tip().await?;
-        self.catch_up(&mut replayed, tip).await?;
+        self.catch_up(&mut replayed, tip, None).await?;
         let op = match op {
             Op::Commit { commit, .. } => {
                 let (commit, blob) = blobs::store_checkpoint(&self.backend, &self.key, *commit).await?;
@@ -189,26 +196,38 @@ impl Engine {
                 Ok(ack) => ack.await,
                 Err(err) => Err(err),
             };
-            match appended {
+            let failure = match appended {
                 Ok(ack) => {
-                    return self
-                        .catch_up(&mut replayed, ack.sequence)
-                        .await?
-                        .unwrap_or_else(|| Err(backend("an appended change was not found in the log".into())));
-                }
-                Err(err) if err.kind() == PublishErrorKind::WrongLastSequence => {
-                    // Another writer appended first: apply what it wrote, then try again
-                    // after it.
-                    let tip = self.tip().await?;
-                    self.catch_up(&mut replayed, tip).await?;
-                }
-                Err(err) => {
+                    // A duplicate ack (a resend of a record that landed) names the first
+                    // copy; an earlier catch-up would have answered it already.
+                    if let Some(answer) = self.catch_up(&mut replayed, ack.sequence, Some(&msg_id)).await? {
+                        return answer;
+                    }
                     return Err(backend(format!(
-                        "appending to the lash store `{}` failed ({err}); the change may or may not be stored, \
-                         reload before retrying",
+                        "the lash store `{}` acknowledged a change it does not hold; reload before retrying",
                         self.key
                     )));
                 }
+                Err(err) => (classify_error(&err), err),
+            };
+            match failure {
+                (AppendFailure::LostRace, _) => {}
+                (AppendFailure::Unknown, err) => {
+                    tracing::debug!(%err, key = %self.key, "a lash store append had no answer; sending it again");
+                    tokio::time::sleep(RESEND_PAUSE).await;
+                }
+                (AppendFailure::Refused, err) => {
+                    return Err(backend(format!(
+                        "appending to the lash store `{}` was refused ({err}); nothing was stored",
+                        self.key
+                    )));
+                }
+            }
+            // Apply what landed first (maybe this very record, when its answer was lost),
+            // then try again after it.
+            let tip = self.tip().await?;
+            if let Some(answer) = self.catch_up(&mut replayed, tip, Some(&msg_id)).await? {
+                return answer;
             }
         }
         Err(backend(format!("the lash store `{}` kept changing under this write; retry", self.key)))
@@ -218,7 +237,7 @@ impl Engine {
     pub(crate) async fn query(&self, query: Query) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let tip = self.tip().await?;
-        self.catch_up(&mut replayed, tip).await?;
+        self.catch_up(&mut replayed, tip, None).await?;
         replayed.clock.set(self.clock.timestamp_ms());
         let hydrate = matches!(query, Query::LoadSession(_));
         let output = query.answer(&replayed.state).await?;
@@ -235,7 +254,7 @@ impl Engine {
     pub(crate) async fn live_blob(&self) -> Result<Option<String>, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let tip = self.tip().await?;
-        self.catch_up(&mut replayed, tip).await?;
+        self.catch_up(&mut replayed, tip, None).await?;
         Ok(replayed.blob.clone())
     }
 }

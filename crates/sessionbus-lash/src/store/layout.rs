@@ -1,8 +1,9 @@
 //! What the store keeps in JetStream: the `SESSIONBUS_LASH` stream (one log subject per
-//! store, `<prefix>.lash.<store token>`) and the `SESSIONBUS_BLOBS` object store
-//! (checkpoint blobs, named `<store token>.<sha256 hex>`).
+//! store, `<prefix>.lash.<store token>`), the `SESSIONBUS_BLOBS` object store
+//! (checkpoint blobs, named `<store token>.<sha256 hex>`), the `SESSIONBUS_ATTACHMENTS`
+//! object store and the `SESSIONBUS_PROCESS_ENV` KV bucket.
 
-use async_nats::jetstream::{self, object_store, stream};
+use async_nats::jetstream::{self, kv, object_store, stream};
 use lash_core::StoreError;
 use sessionbus_nats::Subjects;
 
@@ -12,6 +13,10 @@ use super::backend::backend;
 pub const LASH_STREAM: &str = "SESSIONBUS_LASH";
 /// The object store holding checkpoint blobs.
 pub const BLOBS_BUCKET: &str = "SESSIONBUS_BLOBS";
+/// The object store holding lash attachments.
+pub const ATTACHMENTS_BUCKET: &str = "SESSIONBUS_ATTACHMENTS";
+/// The KV bucket holding lash process execution environments.
+pub const PROCESS_ENV_BUCKET: &str = "SESSIONBUS_PROCESS_ENV";
 
 /// Subject and name scheme of the store.
 #[derive(Clone, Debug)]
@@ -44,7 +49,10 @@ impl StoreLayout {
             backend(format!("the lash store's {what} is missing or unreadable ({err}); run ensure_store_layout once"))
         };
         context.get_stream_no_info(LASH_STREAM).await.map_err(|err| missing(LASH_STREAM, &err))?;
-        context.get_object_store(BLOBS_BUCKET).await.map_err(|err| missing(BLOBS_BUCKET, &err))?;
+        for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
+            context.get_object_store(bucket).await.map_err(|err| missing(bucket, &err))?;
+        }
+        context.get_key_value(PROCESS_ENV_BUCKET).await.map_err(|err| missing(PROCESS_ENV_BUCKET, &err))?;
         Ok(())
     }
 
@@ -62,16 +70,30 @@ impl StoreLayout {
             })
             .await
             .map_err(|err| failed(LASH_STREAM, &err))?;
-        if context.get_object_store(BLOBS_BUCKET).await.is_err() {
+        for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
+            if context.get_object_store(bucket).await.is_err() {
+                context
+                    .create_object_store(object_store::Config {
+                        bucket: bucket.to_owned(),
+                        num_replicas: replicas,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|err| failed(bucket, &err))?;
+            }
+        }
+        if context.get_key_value(PROCESS_ENV_BUCKET).await.is_err() {
             context
-                .create_object_store(object_store::Config {
-                    bucket: BLOBS_BUCKET.to_owned(),
+                .create_key_value(kv::Config {
+                    bucket: PROCESS_ENV_BUCKET.to_owned(),
                     num_replicas: replicas,
                     storage: stream::StorageType::File,
+                    history: 1,
                     ..Default::default()
                 })
                 .await
-                .map_err(|err| failed(BLOBS_BUCKET, &err))?;
+                .map_err(|err| failed(PROCESS_ENV_BUCKET, &err))?;
         }
         Ok(())
     }
