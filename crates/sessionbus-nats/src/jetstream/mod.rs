@@ -15,7 +15,7 @@ mod api;
 mod exporter;
 mod layout;
 mod lease_watch;
-mod records;
+pub mod records;
 mod registry;
 mod sessions;
 mod tools;
