@@ -1,12 +1,13 @@
 //! One store's state: its log replayed, in order, into lash's own in-memory store.
 //!
-//! A change is appended to the log first, conditioned on the log's last sequence this
-//! process has applied (`Nats-Expected-Last-Subject-Sequence`); only an appended change
-//! is applied, in log order, by every process. Two writers racing for the same position
-//! get one append each, in some order, and each applies both: what lash's in-memory
-//! store decides for that order (a head conflict, a busy lease, a superseded claim) is
-//! the answer. Each record carries the writer's clock reading, so replaying it decides
-//! lease and claim expiry as the writer did (decision 0011).
+//! A change is appended to the log first; only an appended change is applied, in log
+//! order, by every process, and a writer's answer is what lash's in-memory store decides
+//! for its record in that order (a head conflict, a busy lease, a superseded claim).
+//! The log's order is what makes this correct. The append is also conditioned on the
+//! last sequence this process applied (`Nats-Expected-Last-Subject-Sequence`), so a
+//! record is stamped only after its writer has applied every earlier one. Each record
+//! carries the writer's clock reading, so replaying it decides lease and claim expiry
+//! as the writer did (decision 0011).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
