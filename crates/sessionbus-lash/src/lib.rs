@@ -10,6 +10,10 @@
 //! How a lash session's state maps onto the bus's JetStream layout, for the lash
 //! executor and lash's store on JetStream alike, is decision 0008
 //! (`docs/decisions/0008-lash-session-layout.md`).
+//!
+//! [`store`] is lash's session store on JetStream, with the durable attachment and
+//! process-env stores lash's builder requires beside it (decision 0011,
+//! `docs/decisions/0011-lash-store-on-jetstream.md`).
 
 #![deny(missing_docs)]
 
