@@ -6,6 +6,8 @@
 //! reclaimed by [`collect`]: only blobs stored before the live one, so a blob whose
 //! commit is still being appended is never taken.
 
+use async_nats::jetstream::object_store::{ObjectInfo, ObjectStore};
+use futures::StreamExt as _;
 use lash_core::store::PersistedSessionRead;
 use lash_core::{GcReport, RuntimeCommit, StoreError};
 use serde::{Deserialize, Serialize};
@@ -31,7 +33,7 @@ impl Snapshots {
     }
 }
 
-async fn bucket(backend: &StoreBackend) -> Result<async_nats::jetstream::object_store::ObjectStore, StoreError> {
+async fn bucket(backend: &StoreBackend) -> Result<ObjectStore, StoreError> {
     backend
         .context
         .get_object_store(BLOBS_BUCKET)
@@ -92,11 +94,9 @@ pub(crate) async fn hydrate(
     Ok(())
 }
 
-/// Deletes the store's blobs other than `live` that were stored before it.
-pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str>) -> Result<GcReport, StoreError> {
-    use futures::StreamExt as _;
+/// The store's blobs (not deleted ones).
+async fn list(bucket: &ObjectStore, key: &str) -> Result<Vec<ObjectInfo>, StoreError> {
     let prefix = StoreLayout::blob_prefix(key)?;
-    let bucket = bucket(backend).await?;
     let listing = |err: &dyn std::fmt::Display| self::backend(format!("listing checkpoint blobs failed: {err}"));
     let mut objects = bucket.list().await.map_err(|err| listing(&err))?;
     let mut mine = Vec::new();
@@ -106,15 +106,23 @@ pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str
             mine.push(info);
         }
     }
+    Ok(mine)
+}
+
+async fn delete(bucket: &ObjectStore, name: &str) -> Result<(), StoreError> {
+    bucket.delete(name).await.map_err(|err| self::backend(format!("deleting checkpoint blob `{name}` failed: {err}")))
+}
+
+/// Deletes the store's blobs other than `live` that were stored before it.
+pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str>) -> Result<GcReport, StoreError> {
+    let bucket = bucket(backend).await?;
+    let mine = list(&bucket, key).await?;
     let live_modified = live.and_then(|live| mine.iter().find(|info| info.name == live).map(|info| info.modified));
     let mut report = GcReport { root_count: usize::from(live.is_some()), ..GcReport::default() };
     for info in mine {
         let reclaimable = Some(info.name.as_str()) != live && live_modified.is_some_and(|at| info.modified < at);
         if reclaimable {
-            bucket
-                .delete(&info.name)
-                .await
-                .map_err(|err| self::backend(format!("deleting checkpoint blob `{}` failed: {err}", info.name)))?;
+            delete(&bucket, &info.name).await?;
             report.deleted_blob_count += 1;
         } else {
             report.retained_blob_count += 1;
@@ -125,21 +133,9 @@ pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str
 
 /// Deletes every blob of the store keyed `key`.
 pub(crate) async fn delete_all(backend: &StoreBackend, key: &str) -> Result<(), StoreError> {
-    use futures::StreamExt as _;
-    let prefix = StoreLayout::blob_prefix(key)?;
     let bucket = bucket(backend).await?;
-    let mut objects =
-        bucket.list().await.map_err(|err| self::backend(format!("listing checkpoint blobs failed: {err}")))?;
-    let mut names = Vec::new();
-    while let Some(info) = objects.next().await {
-        match info {
-            Ok(info) if info.name.starts_with(&prefix) && !info.deleted => names.push(info.name),
-            Ok(_) => {}
-            Err(err) => return Err(self::backend(format!("listing checkpoint blobs failed: {err}"))),
-        }
-    }
-    for name in names {
-        bucket.delete(&name).await.map_err(|err| self::backend(format!("deleting blob `{name}` failed: {err}")))?;
+    for info in list(&bucket, key).await? {
+        delete(&bucket, &info.name).await?;
     }
     Ok(())
 }

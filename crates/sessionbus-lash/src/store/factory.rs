@@ -60,7 +60,7 @@ impl JetStreamStoreFactory {
             .backend
             .run(async move {
                 use futures::TryStreamExt as _;
-                let filter = backend.layout.log("x")?.trim_end_matches(".x").to_owned() + ".*";
+                let filter = backend.layout.logs();
                 let stream = backend
                     .context
                     .get_stream(LASH_STREAM)

@@ -33,6 +33,11 @@ impl StoreLayout {
         format!("{}.lash.>", self.subjects.prefix())
     }
 
+    /// The filter matching every store's log subject.
+    pub(crate) fn logs(&self) -> String {
+        format!("{}.lash.*", self.subjects.prefix())
+    }
+
     /// The log subject of the store keyed `key` (a session id, or any id).
     pub(crate) fn log(&self, key: &str) -> Result<String, StoreError> {
         Ok(format!("{}.lash.{}", self.subjects.prefix(), token(key)?))
