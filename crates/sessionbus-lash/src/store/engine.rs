@@ -5,7 +5,8 @@
 //! for its record in that order (a head conflict, a busy lease, a superseded claim).
 //! The log's order is what makes this correct. The append is also conditioned on the
 //! last sequence this process applied (`Nats-Expected-Last-Subject-Sequence`), so a
-//! record is stamped only after its writer has applied every earlier one. Each record
+//! record lands only after its writer has applied every earlier one, and is applied
+//! from its own bytes without reading it back. Each record
 //! carries the writer's clock reading, so replaying it decides lease and claim expiry
 //! as the writer did (decision 0011).
 
@@ -157,12 +158,7 @@ impl Engine {
                 .send()
                 .await
                 .map_err(unreadable)?;
-            let entry: Entry = serde_json::from_slice(&message.payload).map_err(|err| {
-                backend(format!(
-                    "record {} of the lash store `{}` is unreadable ({err}); it was written by another version",
-                    message.sequence, self.key
-                ))
-            })?;
+            let entry = decode(message.sequence, &message.payload, &self.key)?;
             let output = replayed.apply(message.sequence, entry).await;
             let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str());
             if mine.is_some() && id == mine {
@@ -175,8 +171,6 @@ impl Engine {
     /// Appends `op` and answers it as applied in log order.
     pub(crate) async fn execute(&self, op: Op) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
-        let tip = self.tip().await?;
-        self.catch_up(&mut replayed, tip, None).await?;
         let op = match op {
             Op::Commit { commit, .. } => {
                 let (commit, blob) = blobs::store_checkpoint(&self.backend, &self.key, *commit).await?;
@@ -184,11 +178,13 @@ impl Engine {
             }
             op => op,
         };
-        let entry = Entry { at_ms: self.clock.timestamp_ms(), op };
-        let payload = serde_json::to_vec(&entry)
-            .map_err(|err| backend(format!("a lash store change could not be encoded: {err}")))?;
         let msg_id = uuid::Uuid::new_v4().to_string();
+        // No read of the log's end first: the append's condition says when this process
+        // is behind, and then it catches up and appends again.
         for _ in 0..APPEND_ATTEMPTS {
+            let entry = Entry { at_ms: self.clock.timestamp_ms(), op: op.clone() };
+            let payload = serde_json::to_vec(&entry)
+                .map_err(|err| backend(format!("a lash store change could not be encoded: {err}")))?;
             let publish = PublishMessage::build()
                 .payload(payload.clone().into())
                 .message_id(&msg_id)
@@ -198,6 +194,11 @@ impl Engine {
                 Err(err) => Err(err),
             };
             let failure = match appended {
+                Ok(ack) if !ack.duplicate && ack.sequence == replayed.applied_seq + 1 => {
+                    // This record directly follows what this process applied: apply it as
+                    // every other process will, decoded from the same bytes.
+                    return replayed.apply(ack.sequence, decode(ack.sequence, &payload, &self.key)?).await;
+                }
                 Ok(ack) => {
                     // A duplicate ack (a resend of a record that landed) names the first
                     // copy; an earlier catch-up would have answered it already.
@@ -258,6 +259,15 @@ impl Engine {
         self.catch_up(&mut replayed, tip, None).await?;
         Ok(replayed.blob.clone())
     }
+}
+
+/// Record `seq` of store `key`, decoded.
+fn decode(seq: u64, payload: &[u8], key: &str) -> Result<Entry, StoreError> {
+    serde_json::from_slice(payload).map_err(|err| {
+        backend(format!(
+            "record {seq} of the lash store `{key}` is unreadable ({err}); it was written by another version"
+        ))
+    })
 }
 
 fn unreadable(err: impl std::fmt::Display) -> StoreError {
