@@ -110,3 +110,19 @@ async fn concurrent_commits_from_two_processes_apply_exactly_once_per_head_revis
     assert_eq!(reads[0].0, ROUNDS as u64);
     assert!(reads.iter().all(|read| *read == reads[0]), "every process reads one state: {reads:?}");
 }
+
+#[tokio::test]
+async fn a_process_opening_a_long_store_replays_every_record() {
+    const COMMITS: usize = 200;
+    let deployment = Deployment::single().await;
+    let (writer, _) = two_processes(&deployment, "long-store");
+    let mut head = None;
+    for turn in 0..COMMITS {
+        head = Some(writer.commit_runtime_state(commit("long-store", head, turn)).await.expect("commit").head_revision);
+    }
+    // A new process catches up with 200 records at once (through a consumer).
+    let reader = JetStreamStore::open(deployment.backend(), "long-store", deployment.clock()).expect("open");
+    let read = reader.load_session(SessionReadScope::FullGraph).await.expect("load").expect("a session");
+    assert_eq!(read.head_revision, COMMITS as u64);
+    assert_eq!(read.checkpoint.map(|checkpoint| checkpoint.turn_state.turn_index), Some(COMMITS - 1));
+}

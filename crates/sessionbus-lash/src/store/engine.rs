@@ -26,6 +26,10 @@ use super::ops::{Op, Output, Query};
 
 /// Appends lost to other writers (or unanswered) before a change gives up.
 const APPEND_ATTEMPTS: usize = 1000;
+/// Above this many records to apply, a catch-up reads them through a consumer.
+const CONSUMER_THRESHOLD: u64 = 16;
+/// The longest a consumer may keep a catch-up waiting before it goes on record by record.
+const CONSUMER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The pause before sending a record again whose append had no answer.
 const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 
@@ -150,6 +154,13 @@ impl Engine {
         }
         let stream = self.backend.context.get_stream_no_info(LASH_STREAM).await.map_err(unreadable)?;
         let mut answer = None;
+        if until - replayed.applied_seq > CONSUMER_THRESHOLD
+            && let Err(err) = self.catch_up_with_consumer(&stream, replayed, until, mine, &mut answer).await
+        {
+            // A consumer needs the meta leader and stalls in elections: go on record by
+            // record from where it stopped.
+            tracing::debug!(%err, key = %self.key, "replaying through a consumer failed; reading record by record");
+        }
         while replayed.applied_seq < until {
             let message = stream
                 .raw_message_builder()
@@ -158,14 +169,67 @@ impl Engine {
                 .send()
                 .await
                 .map_err(unreadable)?;
-            let entry = decode(message.sequence, &message.payload, &self.key)?;
-            let output = replayed.apply(message.sequence, entry).await;
-            let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str());
-            if mine.is_some() && id == mine {
-                answer = Some(output);
-            }
+            let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str().to_owned());
+            self.apply_read(replayed, message.sequence, &message.payload, id.as_deref(), mine, &mut answer).await?;
         }
         Ok(answer)
+    }
+
+    /// Applies record `seq` read from the log; keeps its answer when it is `mine`.
+    async fn apply_read(
+        &self,
+        replayed: &mut Replayed,
+        seq: u64,
+        payload: &[u8],
+        id: Option<&str>,
+        mine: Option<&str>,
+        answer: &mut Option<Result<Output, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let output = replayed.apply(seq, decode(seq, payload, &self.key)?).await;
+        if mine.is_some() && id == mine {
+            *answer = Some(output);
+        }
+        Ok(())
+    }
+
+    /// [`Self::catch_up`] through an ordered consumer (many records in one pass).
+    async fn catch_up_with_consumer(
+        &self,
+        stream: &async_nats::jetstream::stream::Stream<()>,
+        replayed: &mut Replayed,
+        until: u64,
+        mine: Option<&str>,
+        answer: &mut Option<Result<Output, StoreError>>,
+    ) -> Result<(), StoreError> {
+        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
+        use futures::StreamExt as _;
+        let consumer = tokio::time::timeout(
+            CONSUMER_STALL,
+            stream.create_consumer(OrderedConfig {
+                filter_subject: self.subject.clone(),
+                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: replayed.applied_seq + 1 },
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(unreadable)?
+        .map_err(unreadable)?;
+        let mut messages = consumer.messages().await.map_err(unreadable)?;
+        while replayed.applied_seq < until {
+            let message = tokio::time::timeout(CONSUMER_STALL, messages.next())
+                .await
+                .map_err(unreadable)?
+                .ok_or_else(|| unreadable("the consumer ended early"))?
+                .map_err(unreadable)?;
+            let seq = message.info().map_err(unreadable)?.stream_sequence;
+            let id = message
+                .headers
+                .as_ref()
+                .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+                .map(|id| id.as_str().to_owned());
+            self.apply_read(replayed, seq, &message.payload, id.as_deref(), mine, answer).await?;
+        }
+        Ok(())
     }
 
     /// Appends `op` and answers it as applied in log order.
