@@ -6,9 +6,9 @@
 //! The log's order is what makes this correct. The append is also conditioned on the
 //! last sequence this process applied (`Nats-Expected-Last-Subject-Sequence`), so a
 //! record lands only after its writer has applied every earlier one, and is applied
-//! from its own bytes without reading it back. Each record
-//! carries the writer's clock reading, so replaying it decides lease and claim expiry
-//! as the writer did (decision 0011).
+//! from its own bytes without reading it back. Each record carries the writer's clock
+//! reading, so replaying it decides lease and claim expiry as the writer did (decision
+//! 0011).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
