@@ -14,10 +14,15 @@
 //! [`provider::openai`] is a lash `Provider` for OpenAI-compatible chat completions;
 //! [`install_crypto_provider`] settles the rustls crypto provider for a binary that links
 //! both lash and async-nats (decision 0010).
+//!
+//! [`store`] is lash's session store on JetStream, with the durable attachment and
+//! process-env stores lash's builder requires beside it (decision 0011,
+//! `docs/decisions/0011-lash-store-on-jetstream.md`).
 
 #![deny(missing_docs)]
 
 pub mod provider;
+pub mod store;
 mod tls;
 
 pub use tls::install_crypto_provider;

@@ -16,7 +16,7 @@ mod api;
 mod exporter;
 mod layout;
 mod lease_watch;
-mod records;
+pub mod records;
 mod registry;
 mod retention;
 mod sessions;

@@ -224,6 +224,11 @@ impl JetStreamHost {
         snapshot.current_agent_frame_id = meta.current_agent_frame_id.clone();
         snapshot.turn_index = meta.turn_index;
         snapshot.token_usage = meta.token_usage;
+        snapshot.tool_state_generation = meta.tool_state_generation;
+        if let Some(options) = &meta.protocol_turn_options {
+            snapshot.protocol_turn_options = options.clone();
+        }
+        snapshot.extra = meta.snapshot_extra(session_id);
         snapshot.session_graph = view.graph();
         Ok(snapshot)
     }
@@ -272,7 +277,8 @@ impl JetStreamHost {
             }
             let (nodes, leaf) = build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone());
             let digest = crate::request_context::current_body_digest();
-            let record = GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf, digest };
+            let record =
+                GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf, digest, replace: false };
             let payload = encode(&record)?;
             if payload.len() > self.payload_limit() {
                 return Err(self.too_large("the appended nodes", payload.len()));
@@ -326,19 +332,14 @@ impl JetStreamHost {
                 Some(parent_session_id.clone())
             }
         };
-        let mut meta = MetaRecord {
-            handle: SessionHandle {
+        let mut meta = MetaRecord::new(
+            SessionHandle {
                 session_id: session_id.clone(),
                 parent_session_id,
                 policy: request.policy.clone().unwrap_or_else(|| default_policy(&session_id)),
             },
-            closed: false,
-            turn_index: 0,
-            token_usage: Default::default(),
-            agent_frames: Vec::new(),
-            current_agent_frame_id: None,
-            created_at: clock::now_rfc3339(),
-        };
+            clock::now_rfc3339(),
+        );
         let mut copy = SessionView::default();
         let source = match request.start {
             SessionStartPoint::Empty => None,
@@ -380,6 +381,7 @@ impl JetStreamHost {
                 nodes: chunk,
                 leaf: chunk_leaf,
                 digest: None,
+                replace: false,
             };
             writes.push(Write::new(subjects.graph(&token), encode(&record)?, format!("{request_id}/{}", index + 1)));
         }

@@ -167,6 +167,7 @@ mod tests {
                     result: Box::new(stored.clone()),
                     graph_request_id: "r1".into(),
                     traceparent: None,
+                    turn_commit_hash: None,
                 }),
             ),
             ("failed", Some(LedgerRecord::Failed { input: mine.clone(), error: PluginError::Session("boom".into()) })),
@@ -267,6 +268,7 @@ mod tests {
             result: Box::new(stored.clone()),
             graph_request_id: "r1".into(),
             traceparent: None,
+            turn_commit_hash: None,
         };
         let observed = Observed { session_exists: true, lease: None, lease_alive: false, ledger: Some((3, &ledger)) };
         assert_eq!(
@@ -284,6 +286,7 @@ mod tests {
             result: Box::new(result()),
             graph_request_id: run.into(),
             traceparent: None,
+            turn_commit_hash: None,
         };
         let running = LedgerRecord::Running { input: input("x"), run_id: "r1".into(), traceparent: None };
         let (mine, theirs) = (completed_by("r1"), completed_by("r2"));

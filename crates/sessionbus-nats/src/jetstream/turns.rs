@@ -436,6 +436,7 @@ impl JetStreamHost {
                 nodes,
                 leaf,
                 digest: None,
+                replace: false,
             };
             let mut state = before.clone();
             state.turn_index = meta.turn_index;
@@ -451,6 +452,7 @@ impl JetStreamHost {
                 result: Box::new(stored),
                 graph_request_id: held.run_id.clone(),
                 traceparent: held.traceparent.clone(),
+                turn_commit_hash: None,
             };
             let writes = [
                 Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))

@@ -56,6 +56,9 @@ impl SessionView {
         if seq <= self.graph_seq {
             return;
         }
+        if record.replace {
+            self.drop_graph();
+        }
         let mut expected_parent = self.leaf.clone();
         let mut extends_leaf = true;
         for node in &record.nodes {
@@ -82,6 +85,18 @@ impl SessionView {
         }
         self.records.push((seq, self.nodes.len(), record.request_id));
         self.graph_seq = seq;
+    }
+
+    /// Forgets every node and record (a `replace` record follows): the results of
+    /// requests stored before it are no longer known.
+    fn drop_graph(&mut self) {
+        self.nodes.clear();
+        self.leaf = None;
+        self.index.clear();
+        self.active.clear();
+        self.records.clear();
+        self.by_request.clear();
+        self.digests.clear();
     }
 
     fn rebuild_active_path(&mut self) {
@@ -174,5 +189,36 @@ impl ViewCache {
     /// How many views are cached.
     pub(crate) fn len(&self) -> usize {
         crate::lock(&self.views).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sessionbus_api::{SessionAppendNode, SessionNode};
+
+    use super::*;
+
+    fn node(id: &str, parent: Option<&str>) -> SessionNode {
+        SessionNode::from_append(SessionAppendNode::message("User", id), id.into(), parent.map(Into::into), "t".into())
+    }
+
+    fn record(request: &str, nodes: Vec<SessionNode>, replace: bool) -> GraphRecord {
+        let leaf = nodes.last().map(|n| n.node_id.clone());
+        GraphRecord { request_id: request.into(), turn_id: None, nodes, leaf, digest: None, replace }
+    }
+
+    #[test]
+    fn a_replace_record_drops_the_graph_before_it() {
+        let mut view = SessionView::default();
+        view.apply_graph(1, record("a", vec![node("n1", None), node("n2", Some("n1"))], false));
+        view.apply_graph(2, record("b", vec![node("m1", None)], true));
+        view.apply_graph(3, record("c", vec![node("m2", Some("m1"))], false));
+        let ids: Vec<&str> = view.nodes.iter().map(|n| n.node_id.as_str()).collect();
+        assert_eq!(ids, ["m1", "m2"]);
+        assert_eq!(view.leaf.as_deref(), Some("m2"));
+        assert!(!view.contains_node("n1") && view.is_on_active_path("m1") && view.is_on_active_path("m2"));
+        assert_eq!(view.result_of("a"), None);
+        assert_eq!(view.result_of("c"), Some((vec!["m2".to_owned()], "m2".to_owned())));
+        assert_eq!(view.graph_as_of("b").map(|g| g.nodes.len()), Some(1));
     }
 }

@@ -1,0 +1,110 @@
+//! What the store keeps in JetStream: the `SESSIONBUS_LASH` stream (one log subject per
+//! store, `<prefix>.lash.<store token>`), the `SESSIONBUS_BLOBS` object store
+//! (checkpoint blobs, named `<store token>.<sha256 hex>`), the `SESSIONBUS_ATTACHMENTS`
+//! object store and the `SESSIONBUS_PROCESS_ENV` KV bucket.
+
+use async_nats::jetstream::{self, kv, object_store, stream};
+use lash_core::StoreError;
+use sessionbus_nats::Subjects;
+
+use super::backend::backend;
+
+/// The stream holding every store's log.
+pub const LASH_STREAM: &str = "SESSIONBUS_LASH";
+/// The object store holding checkpoint blobs.
+pub const BLOBS_BUCKET: &str = "SESSIONBUS_BLOBS";
+/// The object store holding lash attachments.
+pub const ATTACHMENTS_BUCKET: &str = "SESSIONBUS_ATTACHMENTS";
+/// The KV bucket holding lash process execution environments.
+pub const PROCESS_ENV_BUCKET: &str = "SESSIONBUS_PROCESS_ENV";
+
+/// Subject and name scheme of the store.
+#[derive(Clone, Debug)]
+pub(crate) struct StoreLayout {
+    subjects: Subjects,
+}
+
+impl StoreLayout {
+    pub(crate) fn new(subjects: Subjects) -> Self {
+        Self { subjects }
+    }
+
+    fn all_logs(&self) -> String {
+        format!("{}.lash.>", self.subjects.prefix())
+    }
+
+    /// The filter matching every store's log subject.
+    pub(crate) fn logs(&self) -> String {
+        format!("{}.lash.*", self.subjects.prefix())
+    }
+
+    /// The log subject of the store keyed `key` (a session id, or any id).
+    pub(crate) fn log(&self, key: &str) -> Result<String, StoreError> {
+        Ok(format!("{}.lash.{}", self.subjects.prefix(), token(key)?))
+    }
+
+    /// The key's part of blob names: blobs of one store share it.
+    pub(crate) fn blob_prefix(key: &str) -> Result<String, StoreError> {
+        Ok(format!("{}.", token(key)?))
+    }
+
+    /// Fails with what to do when the stream or the bucket is missing.
+    pub(crate) async fn verify(&self, context: &jetstream::Context) -> Result<(), StoreError> {
+        let missing = |what: &str, err: &dyn std::fmt::Display| {
+            backend(format!("the lash store's {what} is missing or unreadable ({err}); run ensure_store_layout once"))
+        };
+        context.get_stream_no_info(LASH_STREAM).await.map_err(|err| missing(LASH_STREAM, &err))?;
+        for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
+            context.get_object_store(bucket).await.map_err(|err| missing(bucket, &err))?;
+        }
+        context.get_key_value(PROCESS_ENV_BUCKET).await.map_err(|err| missing(PROCESS_ENV_BUCKET, &err))?;
+        Ok(())
+    }
+
+    /// Creates the stream and the bucket with `replicas` copies (idempotent).
+    pub(crate) async fn ensure(&self, context: &jetstream::Context, replicas: usize) -> Result<(), StoreError> {
+        let failed = |what: &str, err: &dyn std::fmt::Display| backend(format!("could not create {what}: {err}"));
+        context
+            .get_or_create_stream(stream::Config {
+                name: LASH_STREAM.to_owned(),
+                subjects: vec![self.all_logs()],
+                num_replicas: replicas,
+                storage: stream::StorageType::File,
+                allow_direct: true,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| failed(LASH_STREAM, &err))?;
+        for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
+            if context.get_object_store(bucket).await.is_err() {
+                context
+                    .create_object_store(object_store::Config {
+                        bucket: bucket.to_owned(),
+                        num_replicas: replicas,
+                        storage: stream::StorageType::File,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|err| failed(bucket, &err))?;
+            }
+        }
+        if context.get_key_value(PROCESS_ENV_BUCKET).await.is_err() {
+            context
+                .create_key_value(kv::Config {
+                    bucket: PROCESS_ENV_BUCKET.to_owned(),
+                    num_replicas: replicas,
+                    storage: stream::StorageType::File,
+                    history: 1,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|err| failed(PROCESS_ENV_BUCKET, &err))?;
+        }
+        Ok(())
+    }
+}
+
+fn token(key: &str) -> Result<String, StoreError> {
+    sessionbus_nats::subjects::session_token(key)
+        .map_err(|err| backend(format!("`{key}` cannot name a lash store: {err}")))
+}
