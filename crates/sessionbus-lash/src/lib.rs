@@ -12,3 +12,5 @@
 //! (`docs/decisions/0008-lash-session-layout.md`).
 
 #![deny(missing_docs)]
+
+pub mod provider;
