@@ -1,8 +1,15 @@
-//! How every command connects: `NATS_URL`, a credentials file, user/password, TLS.
+//! How every command connects: `NATS_URL`, a credentials file, user/password, TLS;
+//! without `NATS_URL`, the `nats` CLI's selected context, and else
+//! [`DEFAULT_URL`] (as the `nats` CLI does).
 
 use std::path::PathBuf;
 
 use clap::Args;
+
+use crate::context::{self, NatsContext};
+
+/// The server used when neither NATS_URL nor a `nats` context names one.
+pub const DEFAULT_URL: &str = "nats://127.0.0.1:4222";
 
 /// Connection options shared by every command.
 #[derive(Args, Debug, Clone)]
@@ -29,6 +36,22 @@ pub struct ConnectionArgs {
     /// Require TLS.
     #[arg(long, global = true)]
     pub tls: bool,
+    /// A client certificate for TLS (with --tls-key).
+    #[arg(long, env = "NATS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, env = "NATS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
+    /// A CA certificate to trust for TLS.
+    #[arg(long, env = "NATS_CA", global = true)]
+    pub tls_ca: Option<PathBuf>,
+    /// An authentication token (never logged; also read from a `nats` context).
+    #[arg(long, env = "NATS_TOKEN", global = true, hide_env_values = true)]
+    pub token: Option<String>,
+    /// The `nats` CLI context to use when NATS_URL is not set (default: the one
+    /// `nats context select` chose).
+    #[arg(long, env = "NATS_CONTEXT", global = true)]
+    pub context: Option<String>,
     /// The subject prefix of the bus.
     #[arg(long, env = "SESSIONBUS_PREFIX", default_value = sessionbus_nats::DEFAULT_PREFIX, global = true)]
     pub prefix: String,
@@ -78,7 +101,16 @@ impl ConnectionArgs {
         if let Some(prefix) = &self.inbox_prefix {
             options = options.custom_inbox_prefix(prefix.clone());
         }
-        if self.tls {
+        if let Some(token) = &self.token {
+            options = options.token(token.clone());
+        }
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            options = options.add_client_certificate(cert.clone(), key.clone());
+        }
+        if let Some(ca) = &self.tls_ca {
+            options = options.add_root_certificates(ca.clone());
+        }
+        if self.tls || self.tls_ca.is_some() || self.tls_cert.is_some() {
             options = options.require_tls(true);
         }
         let servers = url
@@ -99,14 +131,42 @@ impl ConnectionArgs {
         }
     }
 
-    /// Connects to NATS_URL (required).
+    /// Connects to NATS_URL; without it, to the selected `nats` context's server with
+    /// its credentials, and else to [`DEFAULT_URL`].
     pub async fn connect(&self, name: &str) -> Result<async_nats::Client, CliError> {
-        let url = self.url().ok_or_else(|| {
-            CliError::Other(
-                "NATS_URL is not set: point it at a server (e.g. nats://127.0.0.1:4222), or run `sessionbus up`".into(),
-            )
-        })?;
-        self.connect_to(url, name).await
+        let resolved = self.resolved()?;
+        resolved.connect_to(resolved.url().unwrap_or(DEFAULT_URL), name).await
+    }
+
+    /// These options, completed from the selected `nats` context when NATS_URL is not
+    /// set (options given here win over the context's).
+    fn resolved(&self) -> Result<ConnectionArgs, CliError> {
+        if self.url().is_some() {
+            return Ok(self.clone());
+        }
+        let Some(dir) = context::nats_config_dir() else { return Ok(self.clone()) };
+        match context::selected(&dir, self.context.as_deref()).map_err(|err| CliError::Other(err.to_string()))? {
+            Some(context) => Ok(self.completed_by(context)),
+            None => Ok(self.clone()),
+        }
+    }
+
+    /// These options with what they leave unset taken from `context`.
+    fn completed_by(&self, context: NatsContext) -> ConnectionArgs {
+        tracing::debug!(context = %context.name, "using the selected nats context");
+        let mut args = self.clone();
+        args.nats_url = args.url().map(str::to_owned).or(context.url);
+        args.creds = args.creds.or(context.creds);
+        args.nkey = args.nkey.or(context.nkey);
+        if args.user.is_none() && args.password.is_none() {
+            (args.user, args.password) = (context.user, context.password);
+        }
+        args.token = args.token.or(context.token);
+        args.tls_cert = args.tls_cert.or(context.cert);
+        args.tls_key = args.tls_key.or(context.key);
+        args.tls_ca = args.tls_ca.or(context.ca);
+        args.inbox_prefix = args.inbox_prefix.or(context.inbox_prefix);
+        args
     }
 
     /// The subjects of the bus.

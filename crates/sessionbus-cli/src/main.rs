@@ -2,6 +2,8 @@
 
 mod commands;
 mod connect;
+mod context;
+mod duration;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -28,8 +30,11 @@ enum Command {
     Worker(commands::worker::WorkerArgs),
     /// Run a realistic multi-session workload against a running bus and print a summary.
     Demo(commands::demo::DemoArgs),
-    /// List sessions from the registry, or show one.
+    /// List sessions from the registry (one page, filtered), or show one.
     Sessions(commands::sessions::SessionsArgs),
+    /// Retention: purge closed sessions older than an age, in bounded batches (needs
+    /// the right to purge streams: the deploy/ `admin` user).
+    Purge(commands::purge::PurgeArgs),
     /// Tail session events live, one line per event.
     Watch(commands::watch::WatchArgs),
     /// Show the workers on the bus and their per-endpoint statistics.
@@ -78,6 +83,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Worker(args) => commands::worker::run(&cli.connection, args).await,
         Command::Demo(args) => commands::demo::run(&cli.connection, args).await,
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,
+        Command::Purge(args) => commands::purge::run(&cli.connection, args).await,
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
         Command::Bench(args) => commands::bench::run(&cli.connection, args).await,

@@ -147,10 +147,11 @@ fn demo_sessions_watch_and_status_against_a_worker() {
     assert!(events.iter().any(|e| e["kind"] == "meta") && events.iter().any(|e| e["kind"] == "tools"));
 
     let listed = run(&url, &["sessions", "--json"]);
-    let sessions: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).expect("json");
+    let page: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let sessions = page["sessions"].as_array().expect("a page of sessions");
     assert_eq!(sessions.len(), 4, "2 roots with 1 child each");
     let child_session = sessions.iter().find(|s| s["parent_session_id"].is_string()).expect("a child");
-    assert_eq!(child_session["closed"], true);
+    assert_eq!(child_session["status"], "closed");
     assert_eq!(child_session["turn_index"], 2);
     let id = child_session["session_id"].as_str().expect("id");
     let shown = run(&url, &["sessions", "show", id]);
@@ -186,7 +187,9 @@ fn commands_without_a_bus_explain_what_to_do() {
 
 #[test]
 fn every_subcommand_has_help() {
-    for sub in ["up", "setup", "worker", "demo", "sessions", "watch", "status", "bench", "exporter", "credentials"] {
+    for sub in
+        ["up", "setup", "worker", "demo", "sessions", "purge", "watch", "status", "bench", "exporter", "credentials"]
+    {
         let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");
@@ -264,6 +267,13 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         "shared_tool_catalog (unchanged).p50_ratio",
         "shared_tool_catalog (unchanged).throughput_ratio",
         "emit_trace_event.throughput_ratio",
+        "tool_state.worker_to_server_cpu_ratio",
+        "snapshot_session.worker_to_server_cpu_ratio",
+        "tool_catalog.worker_to_server_cpu_ratio",
+        "apply_tool_state.worker_to_server_cpu_ratio",
+        "append_session_nodes.worker_to_server_cpu_ratio",
+        "shared_tool_catalog (unchanged).worker_to_server_cpu_ratio",
+        "emit_trace_event.worker_to_server_cpu_ratio",
         "snapshot_large.second_to_first_ratio",
         "append_history.history_ratio",
         "worker_memory.memory_ratio",
@@ -273,6 +283,12 @@ fn bench_runs_every_measurement_with_tiny_counts() {
     expected_sorted.sort();
     assert_eq!(names, expected_sorted, "the bench's measurements changed");
     assert!(results.iter().any(|r| r["name"] == "echo" && r["raw_p50_ms"].as_f64().is_some_and(|v| v > 0.0)));
+    // Every scenario reports the CPU its calls cost the worker and the server.
+    for result in results.iter().filter(|r| r.get("worker_to_server_cpu_ratio").is_some()) {
+        for key in ["worker_cpu_us_per_call", "server_cpu_us_per_bus_call", "server_cpu_us_per_raw_call"] {
+            assert!(result[key].as_f64().is_some_and(|us| us > 0.0), "{}.{key} = {}", result["name"], result[key]);
+        }
+    }
     // `--out` keeps the run's results in a file of its own.
     let files: Vec<_> = std::fs::read_dir(out.path()).expect("out dir").map(|e| e.expect("entry").path()).collect();
     assert_eq!(files.len(), 1, "{files:?}");

@@ -10,7 +10,14 @@
 //! How a lash session's state maps onto the bus's JetStream layout, for the lash
 //! executor and lash's store on JetStream alike, is decision 0008
 //! (`docs/decisions/0008-lash-session-layout.md`).
+//!
+//! [`provider::openai`] is a lash `Provider` for OpenAI-compatible chat completions;
+//! [`install_crypto_provider`] settles the rustls crypto provider for a binary that links
+//! both lash and async-nats (decision 0010).
 
 #![deny(missing_docs)]
 
 pub mod provider;
+mod tls;
+
+pub use tls::install_crypto_provider;

@@ -69,6 +69,37 @@ impl SessionEvent {
     /// applications, one of them can make a worker's reply arrive on an events subject.
     pub fn parse(subjects: &Subjects, message: &async_nats::Message) -> Option<Self> {
         let rest = message.subject.strip_prefix(subjects.prefix())?.strip_prefix(".events.")?;
+        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
+        let (stream, sequence) = (header("Nats-Stream")?, header("Nats-Sequence")?.parse().ok()?);
+        Self::from_event_subject(rest, stream, sequence, message.payload.clone())
+    }
+
+    /// The event of a message read back from a stream (what a replay delivers): its
+    /// stored subject mapped as the republish rule maps it.
+    pub fn from_stored(
+        subjects: &Subjects,
+        stream: &str,
+        subject: &str,
+        sequence: u64,
+        payload: Bytes,
+    ) -> Option<Self> {
+        let state = format!("{}.state.", subjects.prefix());
+        let trace = format!("{}.trace.", subjects.prefix());
+        let tools = subjects.tool_key("");
+        let rest = if let Some(rest) = subject.strip_prefix(&state) {
+            rest.to_owned()
+        } else if let Some(token) = subject.strip_prefix(&trace) {
+            format!("{token}.trace")
+        } else if let Some(token) = subject.strip_prefix(&tools) {
+            format!("{token}.tools")
+        } else {
+            return None;
+        };
+        Self::from_event_subject(&rest, stream.to_owned(), sequence, payload)
+    }
+
+    /// Parses `<sid>.<kind>[.<tid>]`, the end of an event subject.
+    fn from_event_subject(rest: &str, stream: String, sequence: u64, payload: Bytes) -> Option<Self> {
         let mut parts = rest.splitn(3, '.');
         let session_id = ids::decode_id("session id", parts.next()?).ok()?;
         let kind = match (parts.next()?, parts.next()) {
@@ -80,14 +111,7 @@ impl SessionEvent {
             ("turn", Some(token)) => EventKind::Turn { turn_id: ids::decode_id("turn id", token).ok()? },
             _ => return None,
         };
-        let header = |name: &str| message.headers.as_ref().and_then(|h| h.get(name)).map(|v| v.as_str().to_owned());
-        Some(Self {
-            session_id,
-            kind,
-            stream: header("Nats-Stream")?,
-            sequence: header("Nats-Sequence")?.parse().ok()?,
-            payload: message.payload.clone(),
-        })
+        Some(Self { session_id, kind, stream, sequence, payload })
     }
 }
 
@@ -117,6 +141,32 @@ impl Stream for EventStream {
                 Poll::Ready(None) => return Poll::Ready(None),
                 Poll::Pending => return Poll::Pending,
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_subjects_map_to_the_events_their_republish_makes() {
+        let subjects = Subjects::default();
+        let cases = [
+            ("sessionbus.v1.state.s1.meta", Some(("s1", EventKind::Meta))),
+            ("sessionbus.v1.state.s1.lease", Some(("s1", EventKind::Lease))),
+            ("sessionbus.v1.state.s1.graph", Some(("s1", EventKind::Graph))),
+            ("sessionbus.v1.state.s1.turn.t9", Some(("s1", EventKind::Turn { turn_id: "t9".into() }))),
+            ("sessionbus.v1.trace.s1", Some(("s1", EventKind::Trace))),
+            ("$KV.SESSIONBUS_TOOLS.s1", Some(("s1", EventKind::Tools))),
+            ("sessionbus.v1.index.~.s1", None),
+            ("sessionbus.v1.state.s1.nope", None),
+            ("other.v1.state.s1.meta", None),
+        ];
+        for (subject, expected) in cases {
+            let event = SessionEvent::from_stored(&subjects, "S", subject, 7, Bytes::new());
+            assert_eq!(event.as_ref().map(|e| (e.session_id.as_str(), e.kind.clone())), expected, "{subject}");
+            assert!(event.is_none_or(|e| e.stream == "S" && e.sequence == 7));
         }
     }
 }

@@ -33,6 +33,7 @@ mod generations;
 mod graph_cuts;
 pub mod jetstream;
 pub mod propagation;
+pub mod replay;
 pub mod reply_policy;
 pub mod request_context;
 pub mod subjects;
@@ -42,6 +43,7 @@ pub mod worker;
 pub use client::{BusClient, BusClientConfig};
 pub use events::{EventKind, EventStream, SessionEvent};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
+pub use replay::{ReplayStart, replay_events};
 pub use subjects::{DEFAULT_PREFIX, Endpoint, Op, Subjects};
 pub use worker::{Worker, WorkerConfig};
 

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod credentials;
 pub mod demo;
 pub mod exporter;
+pub mod purge;
 pub mod sessions;
 pub mod setup;
 pub mod status;

@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use sessionbus_nats::Subjects;
-use sessionbus_nats::jetstream::{LayoutConfig, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM, ensure_layout};
+use sessionbus_nats::jetstream::{
+    INDEX_STREAM, LayoutConfig, SPANS_STREAM, STATE_STREAM, TOOLS_STREAM, TRACE_STREAM, ensure_layout,
+};
 
 use crate::connect::{CliError, ConnectionArgs};
 use crate::output;
@@ -64,7 +66,7 @@ pub async fn run(connection: &ConnectionArgs, args: SetupArgs) -> Result<(), Cli
     let subjects = connection.subjects();
     setup_layout(&client, &subjects, &args.layout, Duration::from_secs(args.wait_secs)).await?;
     let mut table = output::table(["stream", "subjects", "replicas"]);
-    for stream in [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, sessionbus_nats::jetstream::SPANS_STREAM] {
+    for stream in [STATE_STREAM, INDEX_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM] {
         table.add_row(vec![
             stream.to_owned(),
             stream_subjects(&client, stream).await,

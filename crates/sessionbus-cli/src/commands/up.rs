@@ -18,12 +18,15 @@ pub struct UpArgs {
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
     /// Client port of the embedded nats-server.
-    #[arg(long, default_value_t = 4222)]
+    #[arg(long, default_value_t = DEFAULT_PORT)]
     pub port: u16,
-    /// Monitoring (HTTP) port of the embedded nats-server; 0 turns it off.
-    #[arg(long, default_value_t = 8222)]
-    pub http_port: u16,
-    /// Where the embedded server keeps its JetStream data.
+    /// Monitoring (HTTP) port of the embedded nats-server; 0 turns it off. Default:
+    /// the client port + 4000 (8222 for 4222), so a second bus on another port does
+    /// not collide.
+    #[arg(long)]
+    pub http_port: Option<u16>,
+    /// Where the embedded server keeps its JetStream data (default: `sessionbus` in the
+    /// user's data directory, `sessionbus-<port>` for a port other than 4222).
     #[arg(long, env = "SESSIONBUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
@@ -33,9 +36,20 @@ pub struct UpArgs {
 /// The name of the embedded server (the one its stores were written under).
 const EMBEDDED_SERVER_NAME: &str = "sessionbus-embedded";
 
-/// The default data directory (`$XDG_DATA_HOME/sessionbus`, `~/.local/share/sessionbus`, ...).
-fn default_data_dir() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join("sessionbus")
+/// The default data directory (`$XDG_DATA_HOME/sessionbus`, `~/.local/share/sessionbus`,
+/// ...), one per client port other than the default.
+fn default_data_dir(port: u16) -> PathBuf {
+    let name = if port == DEFAULT_PORT { "sessionbus".to_owned() } else { format!("sessionbus-{port}") };
+    dirs::data_dir().unwrap_or_else(std::env::temp_dir).join(name)
+}
+
+/// The NATS client port `up` listens on by default.
+const DEFAULT_PORT: u16 = 4222;
+
+/// The default monitoring port of a bus on `port`: 4000 above it (8222 for 4222), or
+/// 4000 below when that would overflow.
+fn default_http_port(port: u16) -> u16 {
+    port.checked_add(4000).unwrap_or_else(|| port - 4000)
 }
 
 /// Starts the server (unless NATS_URL is set) and a worker; runs until Ctrl-C.
@@ -43,15 +57,16 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     let (mut server, url) = match connection.url() {
         Some(url) => (None, url.to_owned()),
         None => {
-            let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+            let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir(args.port));
             let mut config = ServerConfig::default()
                 .with_host(args.host.clone())
                 .with_port(args.port)
                 .with_data_dir(data_dir)
                 // The store outlives this server: the next `up` on it keeps the name.
                 .with_server_name(EMBEDDED_SERVER_NAME);
-            if args.http_port != 0 {
-                config = config.with_http_port(args.http_port);
+            let http_port = args.http_port.unwrap_or_else(|| default_http_port(args.port));
+            if http_port != 0 {
+                config = config.with_http_port(http_port);
             }
             let server = NatsServer::start_with(config)?;
             let url = server.url();
@@ -85,7 +100,12 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     let per_session = snapshot.rsplit_once('.').map_or(snapshot.as_str(), |(base, _)| base);
     table.add_row(vec![
         "requests".to_owned(),
-        format!("{per_session}.<op>, {}, {}", subjects.listen(Endpoint::Create), subjects.listen(Endpoint::Ping)),
+        format!(
+            "{per_session}.<op>, {}, {}, {}",
+            subjects.listen(Endpoint::Create),
+            subjects.listen(Endpoint::Ping),
+            subjects.listen(Endpoint::Sessions)
+        ),
     ]);
     table.add_row(vec!["events".to_owned(), subjects.events(None)]);
     table.add_row(vec!["worker".to_owned(), format!("{} (executor {:?})", worker.id(), args.worker.executor)]);
@@ -114,4 +134,22 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     }
     println!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_monitoring_port_follows_the_client_port() {
+        for (port, http) in [(4222, 8222), (14222, 18222), (0, 4000), (61535, 65535), (61536, 57536), (65535, 61535)] {
+            assert_eq!(default_http_port(port), http, "{port}");
+        }
+    }
+
+    #[test]
+    fn a_bus_on_another_port_keeps_its_own_data() {
+        assert!(default_data_dir(4222).ends_with("sessionbus"));
+        assert!(default_data_dir(14222).ends_with("sessionbus-14222"));
+    }
 }

@@ -1,11 +1,15 @@
-//! `sessionbus watch [<session-id>]`: a live tail of session events.
+//! `sessionbus watch [<session-id>] [--since <duration|seq>]`: a live tail of session
+//! events, after the stored ones from `--since` on.
+
+use std::collections::HashMap;
 
 use clap::Args;
 use futures::StreamExt as _;
 use serde_json::Value;
-use sessionbus_nats::{BusClient, BusClientConfig, EventKind, SessionEvent};
+use sessionbus_nats::{BusClient, BusClientConfig, EventKind, ReplayStart, SessionEvent, replay_events};
 
 use crate::connect::{CliError, ConnectionArgs};
+use crate::duration::parse_duration;
 
 /// Options of `watch`.
 #[derive(Args, Debug)]
@@ -18,6 +22,18 @@ pub struct WatchArgs {
     /// Stop after this many events.
     #[arg(long)]
     pub count: Option<u64>,
+    /// First replay the stored events: of the last DURATION (e.g. 10m, 2h), or from
+    /// SEQ of the SESSIONBUS_STATE stream on (an event's `sequence`).
+    #[arg(long, value_name = "DURATION|SEQ", value_parser = parse_since)]
+    pub since: Option<ReplayStart>,
+}
+
+/// `--since`: a plain number is a state-stream sequence, anything else a duration.
+fn parse_since(text: &str) -> Result<ReplayStart, String> {
+    match text.trim().parse::<u64>() {
+        Ok(sequence) => Ok(ReplayStart::StateSequence(sequence)),
+        Err(_) => parse_duration(text).map(ReplayStart::Since),
+    }
 }
 
 /// Prints events until Ctrl-C (or `--count`).
@@ -29,20 +45,38 @@ pub async fn run(connection: &ConnectionArgs, args: WatchArgs) -> Result<(), Cli
         None => client.events_all().await?,
     };
     client.nats().flush().await.map_err(|e| CliError::Other(format!("could not subscribe: {e}")))?;
-    eprintln!("watching {} (Ctrl-C to stop)", args.session_id.as_deref().unwrap_or("every session"));
+    let print = |event: &SessionEvent| println!("{}", if args.json { json_line(event) } else { text_line(event) });
     let mut seen = 0u64;
+    let done = |seen: u64| args.count.is_some_and(|count| seen >= count);
+    // The live subscription is open before the replay reads, so nothing falls between
+    // them; live events the replay already printed are skipped by their sequence.
+    let mut replayed: HashMap<String, u64> = HashMap::new();
+    if let Some(start) = args.since {
+        let stored = replay_events(client.nats(), &connection.subjects(), args.session_id.as_deref(), start).await?;
+        eprintln!("replaying {} stored events", stored.len());
+        for event in stored {
+            if done(seen) {
+                return Ok(());
+            }
+            let last = replayed.entry(event.stream.clone()).or_default();
+            *last = (*last).max(event.sequence);
+            print(&event);
+            seen += 1;
+        }
+    }
+    eprintln!("watching {} (Ctrl-C to stop)", args.session_id.as_deref().unwrap_or("every session"));
     let stop = super::shutdown_signal();
     tokio::pin!(stop);
-    loop {
+    while !done(seen) {
         let event = tokio::select! {
             event = events.next() => match event { Some(event) => event, None => break },
             _ = &mut stop => break,
         };
-        println!("{}", if args.json { json_line(&event) } else { text_line(&event) });
-        seen += 1;
-        if args.count.is_some_and(|count| seen >= count) {
-            break;
+        if replayed.get(&event.stream).is_some_and(|last| event.sequence <= *last) {
+            continue;
         }
+        print(&event);
+        seen += 1;
     }
     Ok(())
 }
@@ -91,4 +125,18 @@ fn text_line(event: &SessionEvent) -> String {
         }
     };
     format!("{:>8}  {:<40}  {:<6}  {summary}", event.sequence, event.session_id, event.kind.name())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn since_is_a_sequence_or_a_duration() {
+        assert_eq!(parse_since("42"), Ok(ReplayStart::StateSequence(42)));
+        assert_eq!(parse_since("10m"), Ok(ReplayStart::Since(Duration::from_secs(600))));
+        assert!(parse_since("yesterday").is_err());
+    }
 }

@@ -5,6 +5,7 @@
 //! the raw reference it is compared with, and one loop measures them all. Before them,
 //! the floor (a raw echo); after them, how costs grow with history and sessions.
 
+mod cpu;
 mod fixture;
 mod growth;
 mod measure;
@@ -23,11 +24,12 @@ use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostCo
 use super::setup::{LayoutArgs, setup_layout};
 use crate::connect::{CliError, ConnectionArgs};
 use crate::output;
+use cpu::CpuMeter;
 use fixture::{Fixture, failed};
 use measure::{Shape, sequential};
 use raw::Raw;
 use report::Row;
-use scenarios::SCENARIOS;
+use scenarios::{Meters, SCENARIOS};
 
 /// Options of `bench`.
 #[derive(Args, Debug, Clone)]
@@ -64,10 +66,12 @@ pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), Cli
     // The servers are stopped, and their stores deleted, before the report is printed.
     let result = if args.cluster {
         let cluster = NatsCluster::start().await?;
-        bench(connection, &args, &cluster.nats_url(), 3).await
+        let servers = CpuMeter::new((0..3).filter_map(|node| cluster.pid(node)));
+        bench(connection, &args, &cluster.nats_url(), 3, servers).await
     } else {
         let server = NatsServer::start()?;
-        bench(connection, &args, &server.url(), 1).await
+        let servers = CpuMeter::new(server.pid());
+        bench(connection, &args, &server.url(), 1, servers).await
     };
     let rows = result.map_err(CliError::Other)?;
     report::print(&args, &rows);
@@ -85,7 +89,13 @@ pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), Cli
 
 /// Sets the bus up on `url`, starts a worker process and measures: the floor, every
 /// scenario, then growth with history and sessions.
-async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replicas: usize) -> Result<Vec<Row>, String> {
+async fn bench(
+    connection: &ConnectionArgs,
+    args: &BenchArgs,
+    url: &str,
+    replicas: usize,
+    servers: CpuMeter,
+) -> Result<Vec<Row>, String> {
     let connect = |name: &'static str| async move { connection.connect_to(url, name).await.map_err(|e| e.to_string()) };
     let subjects = connection.subjects();
     // The host in this process is only for setup; every measured bus call goes to the
@@ -136,9 +146,10 @@ async fn bench(connection: &ConnectionArgs, args: &BenchArgs, url: &str, replica
     let mut rows = vec![Row::floor(&echo)];
     bar.inc(1);
 
+    let meters = Meters { worker: CpuMeter::new([worker.pid()]), servers };
     for scenario in &SCENARIOS {
         bar.set_message(scenario.name);
-        rows.extend(scenario.run(&fixture, shape).await?);
+        rows.extend(scenario.run(&fixture, shape, &meters).await?);
         bar.inc(1);
     }
 

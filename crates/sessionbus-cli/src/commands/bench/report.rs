@@ -19,6 +19,37 @@ pub struct Row {
     met: bool,
     /// The row's entry in the JSON results (`Null`: none, the row before holds its figures).
     json: Value,
+    /// The scenario and what its calls cost the worker and the servers in CPU, for the
+    /// CPU table.
+    cpu: Option<(String, CpuPerCall)>,
+}
+
+/// CPU microseconds per call in a throughput phase (`None` where `/proc` could not tell).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CpuPerCall {
+    /// The worker process, per bus call.
+    pub worker_us: Option<f64>,
+    /// The nats-server processes, per bus call.
+    pub server_bus_us: Option<f64>,
+    /// The nats-server processes, per raw call.
+    pub server_raw_us: Option<f64>,
+}
+
+impl CpuPerCall {
+    /// The worker's CPU per call over the servers' CPU per bus call.
+    fn worker_to_server(&self) -> Option<f64> {
+        self.worker_us.zip(self.server_bus_us).map(|(worker, server)| worker / server.max(1e-9))
+    }
+
+    /// Adds the figures to a row's JSON entry.
+    fn add_to(&self, json: &mut Value) {
+        if let Value::Object(map) = json {
+            map.insert("worker_cpu_us_per_call".into(), json!(self.worker_us));
+            map.insert("server_cpu_us_per_bus_call".into(), json!(self.server_bus_us));
+            map.insert("server_cpu_us_per_raw_call".into(), json!(self.server_raw_us));
+            map.insert("worker_to_server_cpu_ratio".into(), json!(self.worker_to_server()));
+        }
+    }
 }
 
 impl Row {
@@ -32,11 +63,12 @@ impl Row {
             target: "-".into(),
             met: true,
             json: json!({"name": "echo", "raw_p50_ms": echo.percentile_ms(50.0), "raw_p99_ms": echo.percentile_ms(99.0)}),
+            cpu: None,
         }
     }
 
     /// A scenario measured for latency and throughput: its p50 row (which holds every
-    /// figure in the JSON) and its throughput row.
+    /// figure in the JSON) and its throughput row (which holds the CPU figures).
     pub fn latency_and_throughput(
         name: &str,
         raw_what: &str,
@@ -44,11 +76,12 @@ impl Row {
         (raw_per_s, bus_per_s): (f64, f64),
         p50_target: f64,
         in_flight: usize,
+        cpu: CpuPerCall,
     ) -> Vec<Self> {
         let (raw50, bus50) = (raw.percentile_ms(50.0), bus.percentile_ms(50.0));
         let ratio = bus50 / raw50.max(1e-9);
         let throughput_ratio = bus_per_s / raw_per_s.max(1e-9);
-        let latency = Self {
+        let mut latency = Self {
             name: format!("{name} p50 (raw: {raw_what})"),
             raw: format!("{raw50:.3} ms (p99 {:.3})", raw.percentile_ms(99.0)),
             bus: format!("{bus50:.3} ms (p99 {:.3})", bus.percentile_ms(99.0)),
@@ -62,20 +95,29 @@ impl Row {
                 "p50_ratio": ratio, "raw_per_s": raw_per_s, "bus_per_s": bus_per_s,
                 "throughput_ratio": throughput_ratio,
             }),
+            cpu: None,
         };
-        vec![latency, Self::throughput(name, in_flight, raw_per_s, bus_per_s, Value::Null)]
+        cpu.add_to(&mut latency.json);
+        vec![latency, Self::throughput(name, in_flight, (raw_per_s, bus_per_s), Value::Null, cpu)]
     }
 
     /// A scenario measured for throughput only.
-    pub fn throughput_only(name: &str, raw_per_s: f64, bus_per_s: f64, in_flight: usize) -> Self {
-        let json = json!({
+    pub fn throughput_only(name: &str, (raw_per_s, bus_per_s): (f64, f64), in_flight: usize, cpu: CpuPerCall) -> Self {
+        let mut json = json!({
             "name": name, "raw_per_s": raw_per_s, "bus_per_s": bus_per_s,
             "throughput_ratio": bus_per_s / raw_per_s.max(1e-9),
         });
-        Self::throughput(name, in_flight, raw_per_s, bus_per_s, json)
+        cpu.add_to(&mut json);
+        Self::throughput(name, in_flight, (raw_per_s, bus_per_s), json, cpu)
     }
 
-    fn throughput(name: &str, in_flight: usize, raw_per_s: f64, bus_per_s: f64, json: Value) -> Self {
+    fn throughput(
+        name: &str,
+        in_flight: usize,
+        (raw_per_s, bus_per_s): (f64, f64),
+        json: Value,
+        cpu: CpuPerCall,
+    ) -> Self {
         let ratio = bus_per_s / raw_per_s.max(1e-9);
         Self {
             name: format!("{name}, {in_flight} in flight (calls/s)"),
@@ -85,6 +127,7 @@ impl Row {
             target: format!(">= {THROUGHPUT_TARGET:.2}"),
             met: ratio >= THROUGHPUT_TARGET,
             json,
+            cpu: Some((name.to_owned(), cpu)),
         }
     }
 
@@ -98,7 +141,7 @@ impl Row {
         met: bool,
         json: Value,
     ) -> Self {
-        Self { name, raw: before, bus: after, ratio, target: target.into(), met, json }
+        Self { name, raw: before, bus: after, ratio, target: target.into(), met, json, cpu: None }
     }
 }
 
@@ -138,4 +181,29 @@ pub fn print(args: &BenchArgs, rows: &[Row]) {
     );
     let missed = rows.iter().filter(|r| !r.met).count();
     println!("{} of {} targets met", rows.len() - missed, rows.len());
+    print_cpu(rows);
+}
+
+/// The CPU table: per bus call, what the worker and the servers spent, beside what the
+/// servers spent per raw call.
+fn print_cpu(rows: &[Row]) {
+    let micros = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |us| format!("{us:.1}"));
+    let mut table = output::table([
+        "CPU per call (µs)",
+        "worker",
+        "nats-server (bus)",
+        "nats-server (raw)",
+        "worker / nats-server",
+    ]);
+    for row in rows {
+        let Some((op, cpu)) = &row.cpu else { continue };
+        table.add_row(vec![
+            op.clone(),
+            micros(cpu.worker_us),
+            micros(cpu.server_bus_us),
+            micros(cpu.server_raw_us),
+            cpu.worker_to_server().map_or_else(|| "-".to_owned(), |ratio| format!("{ratio:.2}")),
+        ]);
+    }
+    println!("CPU time per call in the throughput phases (from /proc/<pid>/task/*/schedstat)\n{table}");
 }

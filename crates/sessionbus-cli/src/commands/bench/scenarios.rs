@@ -5,9 +5,10 @@ use async_nats::HeaderMap;
 use serde_json::json;
 use sessionbus_api::{SessionGraphService as _, SessionStateService as _, TraceContext, TraceEvent};
 
+use super::cpu::{CpuMeter, micros_per_call};
 use super::fixture::{Fixture, Keys, Stored, one_message, tools};
 use super::measure::{Shape, interleaved, throughput};
-use super::report::Row;
+use super::report::{CpuPerCall, Row};
 
 /// One scenario: a bus call, the raw reference it is compared with, and what is measured.
 #[derive(Clone, Copy, Debug)]
@@ -94,31 +95,51 @@ impl Scenario {
     }
 
     /// Measures the scenario on `fixture`: latency (raw and bus interleaved), then raw
-    /// throughput, then bus throughput, as its [`Measure`] says. Returns its rows.
-    pub async fn run(&self, fixture: &Fixture, shape: Shape) -> Result<Vec<Row>, String> {
+    /// throughput, then bus throughput, as its [`Measure`] says; the throughput phases
+    /// also measure the CPU the worker and the servers spend per call. Returns its rows.
+    pub async fn run(&self, fixture: &Fixture, shape: Shape, meters: &Meters) -> Result<Vec<Row>, String> {
         let raw = |i| self.raw.call(fixture, i);
         let bus = |i| self.bus.call(fixture, self.name, i);
-        match self.measure {
+        let latency = match self.measure {
             Measure::LatencyAndThroughput { p50_target } => {
-                let (raw_latency, bus_latency) = interleaved(shape.blocks, shape.per_block, &raw, &bus).await?;
-                let raw_per_s = throughput(shape.calls, shape.in_flight, &raw).await?;
-                let bus_per_s = throughput(shape.calls, shape.in_flight, &bus).await?;
-                Ok(Row::latency_and_throughput(
-                    self.name,
-                    self.raw.describe(),
-                    (&raw_latency, &bus_latency),
-                    (raw_per_s, bus_per_s),
-                    p50_target,
-                    shape.in_flight,
-                ))
+                Some((interleaved(shape.blocks, shape.per_block, &raw, &bus).await?, p50_target))
             }
-            Measure::Throughput => {
-                let raw_per_s = throughput(shape.calls, shape.in_flight, &raw).await?;
-                let bus_per_s = throughput(shape.calls, shape.in_flight, &bus).await?;
-                Ok(vec![Row::throughput_only(self.name, raw_per_s, bus_per_s, shape.in_flight)])
-            }
-        }
+            Measure::Throughput => None,
+        };
+        let (raw_per_s, raw_server) = meters.servers.around(throughput(shape.calls, shape.in_flight, &raw)).await;
+        let raw_per_s = raw_per_s?;
+        let before_worker = meters.worker.read();
+        let (bus_per_s, bus_server) = meters.servers.around(throughput(shape.calls, shape.in_flight, &bus)).await;
+        let bus_per_s = bus_per_s?;
+        let worker = before_worker.zip(meters.worker.read()).map(|(before, after)| after.saturating_sub(before));
+        let cpu = CpuPerCall {
+            worker_us: micros_per_call(worker, shape.calls),
+            server_bus_us: micros_per_call(bus_server, shape.calls),
+            server_raw_us: micros_per_call(raw_server, shape.calls),
+        };
+        let throughput = (raw_per_s, bus_per_s);
+        Ok(match latency {
+            Some(((raw_latency, bus_latency), p50_target)) => Row::latency_and_throughput(
+                self.name,
+                self.raw.describe(),
+                (&raw_latency, &bus_latency),
+                throughput,
+                p50_target,
+                shape.in_flight,
+                cpu,
+            ),
+            None => vec![Row::throughput_only(self.name, throughput, shape.in_flight, cpu)],
+        })
     }
+}
+
+/// The CPU meters of one run: the worker process, and every nats-server.
+#[derive(Clone, Debug, Default)]
+pub struct Meters {
+    /// The worker serving the bus calls.
+    pub worker: CpuMeter,
+    /// The nats-server processes (one, or the cluster's three).
+    pub servers: CpuMeter,
 }
 
 impl RawCall {

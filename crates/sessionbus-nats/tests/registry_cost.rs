@@ -1,0 +1,89 @@
+//! The registry's first page is a bounded read: the JetStream requests it makes, seen
+//! by a connection subscribed to `$JS.API.>`, are the same with 1,000 more sessions in
+//! the store, and all are single-message leader reads (no consumer, no scan).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use sessionbus_api::{
+    EchoExecutor, SessionCreateRequest, SessionLifecycleService as _, SessionListQuery, SessionRegistryService as _,
+    SessionStatus,
+};
+use sessionbus_nats::JetStreamHost;
+
+/// Everything `sniffer` receives until it has been quiet for `quiet`.
+async fn drain(sniffer: &mut async_nats::Subscriber, quiet: Duration) -> BTreeSet<(String, Vec<u8>)> {
+    let mut seen = BTreeSet::new();
+    while let Ok(Some(message)) = tokio::time::timeout(quiet, sniffer.next()).await {
+        seen.insert((message.subject.to_string(), message.payload.to_vec()));
+    }
+    seen
+}
+
+/// The distinct JetStream API requests (subject and body) `host` makes for `query`
+/// (a read resent while unanswered counts once), and how long the page took.
+async fn requests_for(
+    sniffer: &mut async_nats::Subscriber,
+    host: &JetStreamHost,
+    query: &SessionListQuery,
+) -> (BTreeSet<(String, Vec<u8>)>, Duration) {
+    drain(sniffer, Duration::from_millis(200)).await;
+    let started = Instant::now();
+    let page = host.list_sessions(query).await.expect("a page");
+    let took = started.elapsed();
+    assert_eq!(page.sessions.len(), query.effective_limit(), "a full page");
+    (drain(sniffer, Duration::from_millis(500)).await, took)
+}
+
+async fn create_many(host: &JetStreamHost, count: usize) {
+    futures::stream::iter(0..count)
+        .for_each_concurrent(32, |_| async {
+            host.create_session(SessionCreateRequest::root(None)).await.expect("create");
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_page_costs_the_same_whatever_the_number_of_sessions() {
+    let server = common::server();
+    let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
+    let sniffing = server.client().await.expect("connect");
+    let mut sniffer = sniffing.subscribe("$JS.API.>").await.expect("subscribe");
+    sniffing.flush().await.expect("flush");
+    create_many(&host, 30).await;
+    let queries = [
+        SessionListQuery::first(10),
+        SessionListQuery { status: Some(SessionStatus::Open), ..SessionListQuery::first(10) },
+    ];
+    let mut small = Vec::new();
+    for query in &queries {
+        small.push(requests_for(&mut sniffer, &host, query).await);
+    }
+    create_many(&host, 1000).await;
+    for (query, (before, took_before)) in queries.iter().zip(small) {
+        let (after, took_after) = requests_for(&mut sniffer, &host, query).await;
+        eprintln!("{query:?}: {} requests; {took_before:?} at 30 sessions, {took_after:?} at 1030", after.len());
+        let text = |set: &BTreeSet<(String, Vec<u8>)>| -> Vec<String> {
+            set.iter().map(|(s, b)| format!("{s} {}", String::from_utf8_lossy(b))).collect()
+        };
+        assert_eq!(
+            after.len(),
+            before.len(),
+            "{query:?}: the same number of reads: {:?} / {:?}",
+            text(&before),
+            text(&after)
+        );
+        // 10 index entries, 3 state reads for each listed session.
+        assert_eq!(after.len(), 10 + 3 * 10, "{query:?}");
+        let subjects: BTreeSet<&str> = after.iter().map(|(subject, _)| subject.as_str()).collect();
+        assert_eq!(
+            subjects,
+            BTreeSet::from(["$JS.API.STREAM.MSG.GET.SESSIONBUS_INDEX", "$JS.API.STREAM.MSG.GET.SESSIONBUS_STATE"]),
+            "only leader reads of single messages: no consumer, no stream scan"
+        );
+    }
+}
