@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::{
-    AssistantOutput, PluginError, SessionAppendNode, SessionSnapshot, SessionTurnInput, TokenUsage, TraceContext,
-    TraceEvent, TurnFinish, TurnOutcome,
+    AssistantOutput, PluginError, SessionAppendNode, SessionChanges, SessionSnapshot, SessionTurnInput, TokenUsage,
+    TraceContext, TraceEvent, TurnFinish, TurnOutcome,
 };
 
 /// Where a turn's trace events go; hosts provide it (durable on the bus, in memory, ...).
@@ -68,6 +68,9 @@ pub struct TurnOutput {
     pub tool_calls: Vec<Value>,
     /// Errors met.
     pub errors: Vec<Value>,
+    /// What the turn changed besides `nodes` (lash's records committed verbatim, frames,
+    /// ledger, tool state); [`SessionChanges::default`] for executors that only append.
+    pub changes: SessionChanges,
 }
 
 /// The agent logic behind `start_turn`, supplied by the host application.
@@ -122,6 +125,7 @@ impl TurnExecutor for EchoExecutor {
             llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             errors: Vec::new(),
+            changes: SessionChanges::default(),
         })
     }
 }

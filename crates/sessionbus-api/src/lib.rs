@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod binding;
+mod changes;
 pub mod clock;
 mod error;
 mod executor;
@@ -32,6 +33,7 @@ mod turn;
 pub mod conformance;
 
 pub use binding::SessionBinding;
+pub use changes::{AgentFrames, SessionChanges, VerbatimRefusal, check_verbatim_nodes, merge_ledger};
 pub use error::{ErrorKind, PluginError};
 pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutput};
 pub use graph::{

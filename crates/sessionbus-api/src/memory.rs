@@ -12,8 +12,8 @@ use crate::{
     SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService,
     SessionListPage, SessionListQuery, SessionNode, SessionRegistryService, SessionRelation, SessionSnapshot,
     SessionStartPoint, SessionStateService, SessionStatus, SessionSummary, SessionTurnRequest, ToolState, TraceContext,
-    TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids, claim_trace_context,
-    clock, default_policy, ids, set_membership_with_retry,
+    TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, TurnOutput, assign_node_ids,
+    check_verbatim_nodes, claim_trace_context, clock, default_policy, ids, merge_ledger, set_membership_with_retry,
 };
 
 type TurnResult = Result<AssembledTurn, PluginError>;
@@ -130,6 +130,43 @@ fn session<'a>(state: &'a State, session_id: &str) -> Result<&'a Session, Plugin
 
 fn session_mut<'a>(state: &'a mut State, session_id: &str) -> Result<&'a mut Session, PluginError> {
     state.sessions.get_mut(session_id).ok_or_else(|| PluginError::unknown_session(session_id))
+}
+
+/// Commits a turn's nodes (chained, or verbatim after [`check_verbatim_nodes`]) and the
+/// metadata it changed into `snapshot`.
+fn apply_changes(snapshot: &mut SessionSnapshot, output: &TurnOutput, turn_id: &str) -> Result<(), PluginError> {
+    let changes = &output.changes;
+    let graph = &mut snapshot.session_graph;
+    if changes.verbatim_nodes.is_empty() {
+        chain_nodes(graph, output.nodes.clone());
+    } else {
+        let leaf = changes.leaf_node_id.clone().or_else(|| changes.verbatim_nodes.last().map(|n| n.node_id.clone()));
+        check_verbatim_nodes(&changes.verbatim_nodes, leaf.as_deref(), graph.nodes.is_empty(), |id| {
+            graph.nodes.iter().any(|n| n.node_id == id)
+        })
+        .map_err(|refusal| refusal.into_error(turn_id))?;
+        graph.nodes.extend(changes.verbatim_nodes.iter().cloned());
+        graph.leaf_node_id = leaf;
+    }
+    if let Some(frames) = &changes.agent_frames {
+        snapshot.agent_frames = frames.frames.clone();
+        snapshot.current_agent_frame_id = frames.current.clone();
+    }
+    if !changes.usage_deltas.is_empty() {
+        let mut ledger = match snapshot.extra.remove("token_ledger") {
+            Some(Value::Array(entries)) => entries,
+            _ => Vec::new(),
+        };
+        merge_ledger(&mut ledger, &changes.usage_deltas);
+        snapshot.extra.insert("token_ledger".into(), Value::Array(ledger));
+    }
+    if let Some(usage) = &changes.last_prompt_usage {
+        snapshot.extra.insert("last_prompt_usage".into(), usage.clone());
+    }
+    if let Some(options) = &changes.protocol_turn_options {
+        snapshot.protocol_turn_options = options.clone();
+    }
+    Ok(())
 }
 
 /// Chains `nodes` onto the graph's leaf, assigning ids by the contract's rules.
@@ -355,6 +392,14 @@ impl InMemoryHost {
         let turn_id = turn.turn_id.clone();
         let input = turn.input.clone();
         let outcome = self.inner.executor.run(TurnContext::new(turn, snapshot, sink)).await;
+        // The tool state is written before the commit, as the durable host does.
+        let outcome = match outcome {
+            Ok(output) => match output.changes.tool_state.clone() {
+                Some(tools) => self.apply_tool_state(&session_id, tools).await.map(|_| output),
+                None => Ok(output),
+            },
+            failed => failed,
+        };
         let mut state = self.lock();
         let session = session_mut(&mut state, &session_id)?;
         session.running_turn = None;
@@ -366,7 +411,10 @@ impl InMemoryHost {
                 return Err(err);
             }
         };
-        chain_nodes(&mut session.snapshot.session_graph, output.nodes.clone());
+        if let Err(err) = apply_changes(&mut session.snapshot, &output, &turn_id) {
+            session.turns.remove(&turn_id);
+            return Err(err);
+        }
         session.snapshot.turn_index += 1;
         session.snapshot.token_usage.add(&output.token_usage);
         let state_after = session.snapshot.clone();

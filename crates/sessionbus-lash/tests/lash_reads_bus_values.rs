@@ -514,3 +514,63 @@ async fn appended_lash_messages_are_stored_as_lash_stores_them() {
     }
     findings.assert_none();
 }
+
+/// Commits lash's own full snapshot fixture as a lash turn would: its graph's nodes
+/// verbatim, its frames, its ledger (as usage deltas), prompt usage and protocol options.
+struct CommitsLashSnapshot;
+
+#[async_trait::async_trait]
+impl sessionbus_api::TurnExecutor for CommitsLashSnapshot {
+    async fn run(
+        &self,
+        context: sessionbus_api::TurnContext,
+    ) -> Result<sessionbus_api::TurnOutput, sessionbus_api::PluginError> {
+        let lash = fixture("session_snapshot_full.json");
+        let graph: sessionbus_api::SessionGraph =
+            serde_json::from_value(lash["session_graph"].clone()).expect("the fixture's graph");
+        let mut output = EchoExecutor.run(context).await?;
+        output.nodes.clear();
+        output.changes = sessionbus_api::SessionChanges {
+            verbatim_nodes: graph.nodes,
+            leaf_node_id: graph.leaf_node_id,
+            agent_frames: Some(sessionbus_api::AgentFrames {
+                frames: lash["agent_frames"].as_array().cloned().unwrap_or_default(),
+                current: lash["current_agent_frame_id"].as_str().map(str::to_owned),
+            }),
+            usage_deltas: lash["token_ledger"].as_array().cloned().unwrap_or_default(),
+            last_prompt_usage: Some(lash["last_prompt_usage"].clone()),
+            protocol_turn_options: Some(lash["protocol_turn_options"].clone()),
+            ..Default::default()
+        };
+        Ok(output)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_a_lash_turn_committed_reads_back_as_lash_s_snapshot() {
+    let bus = bus_with(Arc::new(CommitsLashSnapshot)).await;
+    let memory = InMemoryHost::new(Arc::new(CommitsLashSnapshot));
+    let lash = fixture("session_snapshot_full.json");
+    let mut findings = Findings::default();
+    for (what, host) in [("InMemoryHost", &memory as &dyn SessionHost), ("the bus", &bus.client as &dyn SessionHost)] {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        host.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
+        let turn = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("commit")).expect("turn");
+        host.start_turn(turn).await.expect("turn");
+        let snapshot = value_of("snapshot", &host.snapshot_session(&session_id).await.expect("snapshot"));
+        findings.lash_reads::<lash_core::SessionSnapshot>(&format!("{what}: a lash-committed snapshot"), &snapshot);
+        for field in [
+            "session_graph",
+            "agent_frames",
+            "current_agent_frame_id",
+            "token_ledger",
+            "last_prompt_usage",
+            "protocol_turn_options",
+        ] {
+            if snapshot[field] != lash[field] {
+                findings.note(format!("{what}: `{field}` is {} where lash committed {}", snapshot[field], lash[field]));
+            }
+        }
+    }
+    findings.assert_none();
+}

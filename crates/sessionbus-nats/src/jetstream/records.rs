@@ -65,9 +65,9 @@ impl MetaRecord {
 
     /// Adds lash `usage_deltas` (`TokenLedgerEntry` JSON) to the ledger, entry by entry:
     /// an entry of the same `source` and `model` has its counters summed, others are
-    /// appended. See [`merge_ledger`].
+    /// appended (see [`sessionbus_api::merge_ledger`]).
     pub fn add_usage_deltas(&mut self, deltas: &[Value]) {
-        merge_ledger(&mut self.token_ledger, deltas);
+        sessionbus_api::merge_ledger(&mut self.token_ledger, deltas);
     }
 
     /// The fields of lash's `SessionSnapshot` this meta holds that sessionbus's own
@@ -94,31 +94,6 @@ impl MetaRecord {
 /// lash's `tool_state_ref` of a session's tool state at KV revision `generation`.
 pub fn tool_state_ref(session_id: &str, generation: u64) -> String {
     format!("kv:{}/{session_id}@{generation}", crate::subjects::TOOLS_BUCKET)
-}
-
-/// Sums lash `TokenLedgerEntry` JSON `deltas` into `ledger`, keyed by `source` and
-/// `model`. Counters are the numeric fields of `usage`; a counter missing on one side
-/// counts as 0.
-pub fn merge_ledger(ledger: &mut Vec<Value>, deltas: &[Value]) {
-    let key = |entry: &Value| (entry.get("source").cloned(), entry.get("model").cloned());
-    for delta in deltas {
-        match ledger.iter_mut().find(|entry| key(entry) == key(delta)) {
-            Some(entry) => sum_usage(entry, delta),
-            None => ledger.push(delta.clone()),
-        }
-    }
-}
-
-fn sum_usage(entry: &mut Value, delta: &Value) {
-    let (Some(Value::Object(into)), Some(Value::Object(from))) = (entry.get_mut("usage"), delta.get("usage").cloned())
-    else {
-        return;
-    };
-    for (name, value) in from {
-        let Some(add) = value.as_u64() else { continue };
-        let sum = into.get(&name).and_then(Value::as_u64).unwrap_or(0).saturating_add(add);
-        into.insert(name, Value::from(sum));
-    }
 }
 
 /// lash's checkpoint references (blob names in `SESSIONBUS_BLOBS`), switched atomically
@@ -323,43 +298,6 @@ mod tests {
         let graph: GraphRecord = serde_json::from_value(json!({"request_id": "r", "nodes": [], "leaf": null})).unwrap();
         assert!(!graph.replace);
         assert!(serde_json::to_value(&graph).unwrap().get("replace").is_none());
-    }
-
-    #[test]
-    fn usage_deltas_sum_per_source_and_model() {
-        let entry = |source: &str, model: &str, input: u64, output: u64| json!({"source": source, "model": model, "usage": {"input_tokens": input, "output_tokens": output}});
-        let rows = [
-            ("empty ledger takes the delta", vec![], vec![entry("turn", "m", 1, 2)], vec![entry("turn", "m", 1, 2)]),
-            (
-                "same source and model sum",
-                vec![entry("turn", "m", 1, 2)],
-                vec![entry("turn", "m", 10, 20)],
-                vec![entry("turn", "m", 11, 22)],
-            ),
-            (
-                "another model is a new entry",
-                vec![entry("turn", "m", 1, 2)],
-                vec![entry("turn", "n", 5, 5)],
-                vec![entry("turn", "m", 1, 2), entry("turn", "n", 5, 5)],
-            ),
-            (
-                "another source is a new entry",
-                vec![entry("turn", "m", 1, 2)],
-                vec![entry("compaction", "m", 5, 5)],
-                vec![entry("turn", "m", 1, 2), entry("compaction", "m", 5, 5)],
-            ),
-        ];
-        for (name, mut ledger, deltas, expected) in rows {
-            merge_ledger(&mut ledger, &deltas);
-            assert_eq!(ledger, expected, "{name}");
-        }
-    }
-
-    #[test]
-    fn a_counter_missing_on_one_side_counts_as_zero() {
-        let mut ledger = vec![json!({"source": "turn", "model": "m", "usage": {"input_tokens": 1}})];
-        merge_ledger(&mut ledger, &[json!({"source": "turn", "model": "m", "usage": {"cache_read_tokens": 7}})]);
-        assert_eq!(ledger[0]["usage"], json!({"input_tokens": 1, "cache_read_tokens": 7}));
     }
 
     #[test]

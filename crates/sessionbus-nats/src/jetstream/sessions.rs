@@ -57,10 +57,14 @@ pub(crate) fn build_nodes(
 ) -> (Vec<SessionNode>, Option<String>) {
     let node_ids = assign_node_ids(&nodes, |id| view.contains_node(id), |i| node_uuid(request_id, i));
     let timestamp = clock::now_rfc3339();
+    // Stored in the session's current agent frame, as lash's own append does (0008).
+    let frame = view.meta.as_ref().and_then(|(_, meta)| meta.current_agent_frame_id.clone());
     let mut parent = leaf;
     let mut stored = Vec::with_capacity(nodes.len());
     for (node, id) in nodes.into_iter().zip(node_ids) {
-        stored.push(SessionNode::from_append(node, id.clone(), parent.take(), timestamp.clone()));
+        let mut node = SessionNode::from_append(node, id.clone(), parent.take(), timestamp.clone());
+        node.agent_frame_id = frame.clone();
+        stored.push(node);
         parent = Some(id);
     }
     (stored, parent)

@@ -139,6 +139,7 @@ mod tests {
             llm_calls: Vec::new(),
             tool_calls: Vec::new(),
             errors: Vec::new(),
+            changes: Default::default(),
         }
         .assemble(SessionSnapshot::new("s", serde_json::Value::Null), 0, 0)
     }

@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures::{FutureExt as _, StreamExt as _};
 use opentelemetry::trace::FutureExt as _;
 use sessionbus_api::{
-    AssembledTurn, PluginError, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext, TraceEvent,
-    TraceSink, TurnContext, TurnInput, TurnOutput, clock, ids,
+    AssembledTurn, PluginError, SessionChanges, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext,
+    TraceEvent, TraceSink, TurnContext, TurnInput, TurnOutput, VerbatimRefusal, check_verbatim_nodes, clock, ids,
 };
 
 use super::JetStreamHost;
@@ -401,6 +401,20 @@ impl JetStreamHost {
         let Commit { turn_id, input, output, held, before, started_at_ms, duration_ms } = commit;
         let turn_id = turn_id.as_str();
         let subjects = &self.inner.config.subjects;
+        if !output.nodes.is_empty() && !output.changes.verbatim_nodes.is_empty() {
+            return Err(PluginError::Session(format!(
+                "the executor of turn `{turn_id}` gave both nodes to append and verbatim nodes; nothing was committed"
+            )));
+        }
+        // The tool state is another stream: written before the batch (decision 0008),
+        // deduplicated by the turn id and the state's digest when a rerun writes it again.
+        let tool_state_generation = match output.changes.tool_state.clone() {
+            Some(tools) => {
+                let digest = crate::request_context::body_digest(&encode(&tools)?);
+                Some(self.write_tool_state(&before.session_id, tools, format!("{turn_id}/tools/{digest}")).await?)
+            }
+            None => None,
+        };
         let view_lock = self.inner.views.get(token);
         let mut view = view_lock.lock().await;
         for _ in 0..DECISION_ROUNDS {
@@ -420,6 +434,7 @@ impl JetStreamHost {
             })?;
             meta.turn_index += 1;
             meta.token_usage.add(&output.token_usage);
+            apply_meta_changes(&mut meta, &output.changes, tool_state_generation);
             if let Some(last) = self
                 .inner
                 .api
@@ -429,7 +444,11 @@ impl JetStreamHost {
             {
                 self.catch_up_graph(token, &mut view, last).await?;
             }
-            let (nodes, leaf) = build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone());
+            let (nodes, leaf) = if output.changes.verbatim_nodes.is_empty() {
+                build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone())
+            } else {
+                verbatim_nodes(&view, &output.changes).map_err(|refusal| refusal.into_error(turn_id))?
+            };
             let record = GraphRecord {
                 request_id: held.run_id.clone(),
                 turn_id: Some(turn_id.to_owned()),
@@ -441,6 +460,13 @@ impl JetStreamHost {
             let mut state = before.clone();
             state.turn_index = meta.turn_index;
             state.token_usage = meta.token_usage;
+            state.agent_frames = meta.agent_frames.clone();
+            state.current_agent_frame_id = meta.current_agent_frame_id.clone();
+            state.tool_state_generation = meta.tool_state_generation;
+            if let Some(options) = &meta.protocol_turn_options {
+                state.protocol_turn_options = options.clone();
+            }
+            state.extra = meta.snapshot_extra(&before.session_id);
             state.session_graph = view.graph();
             state.session_graph.nodes.extend(record.nodes.iter().cloned());
             state.session_graph.leaf_node_id = record.leaf.clone().or(state.session_graph.leaf_node_id);
@@ -452,7 +478,7 @@ impl JetStreamHost {
                 result: Box::new(stored),
                 graph_request_id: held.run_id.clone(),
                 traceparent: held.traceparent.clone(),
-                turn_commit_hash: None,
+                turn_commit_hash: output.changes.turn_commit_hash.clone(),
             };
             let writes = [
                 Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))
@@ -506,6 +532,35 @@ impl JetStreamHost {
             "turn `{turn_id}` could not commit: the graph kept moving; retry with the same turn id"
         )))
     }
+}
+
+/// The meta after a turn's `changes`: frames, ledger, prompt usage, protocol options and
+/// the tool-state generation the turn produced.
+fn apply_meta_changes(meta: &mut MetaRecord, changes: &SessionChanges, tool_state_generation: Option<u64>) {
+    if let Some(frames) = &changes.agent_frames {
+        meta.agent_frames = frames.frames.clone();
+        meta.current_agent_frame_id = frames.current.clone();
+    }
+    meta.add_usage_deltas(&changes.usage_deltas);
+    if let Some(usage) = &changes.last_prompt_usage {
+        meta.last_prompt_usage = Some(usage.clone());
+    }
+    if let Some(options) = &changes.protocol_turn_options {
+        meta.protocol_turn_options = Some(options.clone());
+    }
+    if tool_state_generation.is_some() {
+        meta.tool_state_generation = tool_state_generation;
+    }
+}
+
+/// A turn's verbatim nodes and the leaf after them, when they fit the graph `view` holds.
+fn verbatim_nodes(
+    view: &super::view::SessionView,
+    changes: &SessionChanges,
+) -> Result<(Vec<sessionbus_api::SessionNode>, Option<String>), VerbatimRefusal> {
+    let leaf = changes.leaf_node_id.clone().or_else(|| changes.verbatim_nodes.last().map(|n| n.node_id.clone()));
+    check_verbatim_nodes(&changes.verbatim_nodes, leaf.as_deref(), view.nodes.is_empty(), |id| view.contains_node(id))?;
+    Ok((changes.verbatim_nodes.clone(), leaf))
 }
 
 /// Everything a turn's commit writes, and the lease it is fenced on.
