@@ -30,6 +30,8 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     /// List sessions from the registry, or show one.
     Sessions(commands::sessions::SessionsArgs),
+    /// Serve the web dashboard: sessions, one session's graph and turns, workers, live.
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Tail session events live, one line per event.
     Watch(commands::watch::WatchArgs),
     /// Show the workers on the bus and their per-endpoint statistics.
@@ -78,6 +80,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Worker(args) => commands::worker::run(&cli.connection, args).await,
         Command::Demo(args) => commands::demo::run(&cli.connection, args).await,
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,
+        Command::Dashboard(args) => commands::dashboard::run(&cli.connection, args).await,
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
         Command::Bench(args) => commands::bench::run(&cli.connection, args).await,
