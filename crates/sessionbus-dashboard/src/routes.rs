@@ -110,21 +110,26 @@ async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "jaeger_url": state.jaeger_url }))
 }
 
-/// One session: its counters, leaf and graph size (the nodes come from `graph`).
+/// One session: its counters, leaf, graph size and the graph's first page; the rest
+/// of the graph is read with `graph` from `next` up to `as_of` (both null when the
+/// first page is the whole graph).
 async fn session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
     match state.bus.snapshot_first_page(&id).await {
         Ok(snapshot) => {
-            let first_page = snapshot.session_graph.nodes.len() as u64;
-            let size = snapshot.extra.get(GRAPH_AS_OF).and_then(Value::as_u64).unwrap_or(first_page);
+            let nodes: Vec<views::NodeView> = snapshot.session_graph.nodes.iter().map(views::node_view).collect();
+            let next = snapshot.extra.get(GRAPH_NEXT_SEQ).and_then(Value::as_u64);
+            let as_of = snapshot.extra.get(GRAPH_AS_OF).and_then(Value::as_u64);
             let usage = &snapshot.token_usage;
             Json(json!({
                 "session_id": snapshot.session_id,
                 "turn_index": snapshot.turn_index,
                 "tokens": usage.input_tokens + usage.output_tokens,
                 "leaf": snapshot.session_graph.leaf_node_id,
-                "graph_size": size,
-                "paged": snapshot.extra.contains_key(GRAPH_NEXT_SEQ),
+                "graph_size": as_of.unwrap_or(nodes.len() as u64),
                 "tool_state_generation": snapshot.tool_state_generation,
+                "nodes": nodes,
+                "next": next,
+                "as_of": as_of,
             }))
             .into_response()
         }
@@ -132,18 +137,20 @@ async fn session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> 
     }
 }
 
-/// `?after=N&limit=L` of a graph read.
+/// `?after=N&limit=L&as_of=M` of a graph read (`as_of`: stop at the graph of that
+/// many nodes, the first page's).
 #[derive(Deserialize)]
 struct GraphQuery {
     #[serde(default)]
     after: u64,
     limit: Option<u32>,
+    as_of: Option<u64>,
 }
 
 /// One page of the graph, as node views, and where the next starts.
 async fn graph(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(query): Query<GraphQuery>) -> Response {
     let limit = query.limit.unwrap_or(GRAPH_PAGE_LIMIT).clamp(1, GRAPH_PAGE_LIMIT);
-    let request = GraphPageRequest { after_seq: query.after, limit, as_of: None };
+    let request = GraphPageRequest { after_seq: query.after, limit, as_of: query.as_of };
     match state.bus.graph_page(&id, &request).await {
         Ok(page) => {
             let nodes: Vec<views::NodeView> = page.nodes.iter().map(views::node_view).collect();
