@@ -33,6 +33,13 @@ pub fn now_unix_ms() -> u64 {
     u64::try_from(since_epoch().as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A time in nanoseconds since the Unix epoch as RFC 3339 UTC with microseconds (times
+/// before the epoch read as the epoch).
+pub fn rfc3339_from_unix_nanos(nanos: i128) -> String {
+    let micros = u128::try_from(nanos / 1000).unwrap_or(0);
+    format_rfc3339(u64::try_from(micros / 1_000_000).unwrap_or(u64::MAX), (micros % 1_000_000) as u32)
+}
+
 fn format_rfc3339(secs: u64, micros: u32) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
@@ -69,7 +76,13 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{format_basic, format_rfc3339};
+    use super::{format_basic, format_rfc3339, rfc3339_from_unix_nanos};
+
+    #[test]
+    fn formats_server_timestamps() {
+        assert_eq!(rfc3339_from_unix_nanos(1_749_892_867_412_318_999), "2025-06-14T09:21:07.412318+00:00");
+        assert_eq!(rfc3339_from_unix_nanos(-5), "1970-01-01T00:00:00.000000+00:00");
+    }
 
     #[test]
     fn formats_known_instants() {

@@ -18,9 +18,9 @@ use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, ErrorKind, PluginError, PluginMessage,
-    ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionSnapshot, SessionStartPoint,
-    SessionTurnRequest, ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish,
-    TurnInput, TurnOutcome, TurnOutput,
+    ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionListQuery, SessionRelation,
+    SessionSnapshot, SessionStartPoint, SessionStatus, SessionSummary, SessionTurnRequest, ToolManifest, ToolState,
+    TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnOutcome, TurnOutput,
 };
 
 /// A host under test that can also hand out views bound to one session.
@@ -746,6 +746,119 @@ pub async fn trace_session_rule(factory: &dyn HostFactory) {
     );
 }
 
+// ---- registry --------------------------------------------------------------------
+
+/// Every page of `query`, followed through `next_after`; no page holds more than the
+/// limit.
+async fn list_all(host: &dyn ConformanceHost, mut query: SessionListQuery) -> Vec<SessionSummary> {
+    let mut listed = Vec::new();
+    for _ in 0..1000 {
+        let page = within(host.list_sessions(&query)).await.expect("a page of the registry");
+        assert!(page.sessions.len() <= query.effective_limit(), "a page holds at most its limit");
+        listed.extend(page.sessions);
+        match page.next_after {
+            Some(next) => query.after = Some(next),
+            None => return listed,
+        }
+    }
+    panic!("the registry's pages never ended");
+}
+
+async fn create_child(host: &dyn ConformanceHost, parent: &str) -> String {
+    let id = new_id();
+    let request = SessionCreateRequest {
+        relation: SessionRelation::Child { parent_session_id: parent.to_owned(), caused_by: None },
+        ..SessionCreateRequest::root(Some(id.clone()))
+    };
+    within(host.create_session(request)).await.expect("create child");
+    id
+}
+
+fn ids_of(summaries: &[SessionSummary]) -> Vec<String> {
+    summaries.iter().map(|s| s.session_id.clone()).collect()
+}
+
+/// The registry lists a parent's children once each, in creation order, over pages of
+/// the limit, and filters them by status; a summary carries the parent, status, turn
+/// count and times.
+pub async fn registry_pages_children_in_creation_order(factory: &dyn HostFactory) {
+    let host = echo_host(factory).await;
+    let parent = create_root(host.as_ref()).await;
+    let mut children = Vec::new();
+    for _ in 0..7 {
+        children.push(create_child(host.as_ref(), &parent).await);
+    }
+    within(host.start_turn(turn(&children[2], "t1", "hello"))).await.expect("turn");
+    for closed in [1, 4] {
+        within(host.close_session(&children[closed])).await.expect("close");
+    }
+    let query = |status| SessionListQuery { limit: 3, parent: Some(parent.clone()), status, after: None };
+    let listed = list_all(host.as_ref(), query(None)).await;
+    assert_eq!(ids_of(&listed), children, "every child once, oldest first");
+    for summary in &listed {
+        assert_eq!(summary.parent_session_id.as_deref(), Some(parent.as_str()));
+        assert!(!summary.created_at.is_empty() && summary.last_activity >= summary.created_at, "{summary:?}");
+        assert!(!summary.turn_running);
+    }
+    assert_eq!(listed[2].turn_index, 1, "the committed turn is counted");
+    assert_eq!(listed[0].turn_index, 0);
+    let closed = list_all(host.as_ref(), query(Some(SessionStatus::Closed))).await;
+    assert_eq!(ids_of(&closed), [children[1].clone(), children[4].clone()]);
+    assert!(closed.iter().all(|s| s.status == SessionStatus::Closed));
+    let open = list_all(host.as_ref(), query(Some(SessionStatus::Open))).await;
+    let expected: Vec<String> = [0, 2, 3, 5, 6].iter().map(|i| children[*i].clone()).collect();
+    assert_eq!(ids_of(&open), expected);
+    let none =
+        list_all(host.as_ref(), SessionListQuery { parent: Some(new_id()), ..SessionListQuery::first(10) }).await;
+    assert!(none.is_empty(), "a session without children has none listed");
+}
+
+/// Unfiltered, the registry lists new root sessions once each, in creation order.
+pub async fn registry_lists_roots_in_creation_order(factory: &dyn HostFactory) {
+    let host = echo_host(factory).await;
+    let mut roots = Vec::new();
+    for _ in 0..5 {
+        roots.push(create_root(host.as_ref()).await);
+    }
+    let listed = ids_of(&list_all(host.as_ref(), SessionListQuery::first(2)).await);
+    let positions: Vec<usize> = roots
+        .iter()
+        .map(|id| {
+            assert_eq!(listed.iter().filter(|l| *l == id).count(), 1, "{id} listed once");
+            listed.iter().position(|l| l == id).unwrap_or(usize::MAX)
+        })
+        .collect();
+    assert!(positions.windows(2).all(|w| w[0] < w[1]), "creation order: {positions:?}");
+    assert_kind(
+        within(host.list_sessions(&SessionListQuery { after: Some("not a cursor".into()), ..Default::default() }))
+            .await,
+        ErrorKind::InvalidRequest,
+        "cursor",
+    );
+}
+
+/// A session whose turn runs is listed as running, and not once the turn committed.
+pub async fn registry_shows_a_running_turn(factory: &dyn HostFactory) {
+    let gate = GatedExecutor::new();
+    let host = factory.host(gate.clone()).await;
+    let parent = create_root(host.as_ref()).await;
+    let child = create_child(host.as_ref(), &parent).await;
+    let query = SessionListQuery { parent: Some(parent.clone()), ..SessionListQuery::first(10) };
+    let running = tokio::spawn({
+        let host = Arc::clone(&host);
+        let request = turn(&child, "t1", "hi");
+        async move { host.start_turn(request).await }
+    });
+    gate.wait_started(1).await;
+    let listed = list_all(host.as_ref(), query.clone()).await;
+    assert_eq!(ids_of(&listed), vec![child]);
+    assert!(listed[0].turn_running, "{:?}", listed[0]);
+    gate.release();
+    within(running).await.expect("join").expect("turn");
+    let listed = list_all(host.as_ref(), query).await;
+    assert!(!listed[0].turn_running && listed[0].turn_index == 1, "{:?}", listed[0]);
+}
+
 /// Expands to one `#[tokio::test]` per conformance check, each calling the check with
 /// `$factory` (an expression evaluating to a [`HostFactory`]); `sequentially $factory`
 /// expands to one future running every check in turn.
@@ -778,7 +891,10 @@ macro_rules! conformance_tests {
             completed_turn_id_is_answered_from_the_ledger,
             running_turn_id_attaches_and_others_are_refused,
             turn_commit_is_atomic,
-            trace_session_rule
+            trace_session_rule,
+            registry_pages_children_in_creation_order,
+            registry_lists_roots_in_creation_order,
+            registry_shows_a_running_turn
         }
     };
     (@sequential $factory:expr; $($check:ident),* $(,)?) => {

@@ -3,6 +3,7 @@
 //! - the three session service traits of the lash plugin contract ([`SessionStateService`],
 //!   [`SessionLifecycleService`], [`SessionGraphService`]);
 //! - their DTOs, whose JSON is exactly what the lash runtime writes;
+//! - the session registry ([`SessionRegistryService`]: paged lists of sessions);
 //! - [`PluginError`] and its [`ErrorKind`];
 //! - the id rules of the bus ([`ids`]);
 //! - [`memory::InMemoryHost`], a complete in-process reference implementation;
@@ -19,6 +20,7 @@ mod executor;
 mod graph;
 pub mod ids;
 pub mod memory;
+mod registry;
 mod service;
 mod session;
 pub mod sync;
@@ -35,6 +37,10 @@ pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutpu
 pub use graph::{
     AppendSessionNodesRequest, AppendSessionNodesResult, PluginMessage, ProtocolEvent, SessionAppendNode, SessionGraph,
     SessionNode, SessionNodeBody, assign_node_ids,
+};
+pub use registry::{
+    DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, SessionListPage, SessionListQuery, SessionRegistryService, SessionStatus,
+    SessionSummary,
 };
 pub use service::{
     MEMBERSHIP_ATTEMPTS, SessionGraphService, SessionHost, SessionLifecycleService, SessionStateService, retry_pause,

@@ -1,7 +1,7 @@
 //! [`InMemoryHost`]: a complete in-process implementation of the three traits, the
 //! reference every other host is checked against.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -10,9 +10,10 @@ use tokio::sync::watch;
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionAppendNode,
     SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService,
-    SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest,
-    ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids,
-    claim_trace_context, clock, default_policy, ids, set_membership_with_retry,
+    SessionListPage, SessionListQuery, SessionNode, SessionRegistryService, SessionRelation, SessionSnapshot,
+    SessionStartPoint, SessionStateService, SessionStatus, SessionSummary, SessionTurnRequest, ToolState, TraceContext,
+    TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, assign_node_ids, claim_trace_context,
+    clock, default_policy, ids, set_membership_with_retry,
 };
 
 type TurnResult = Result<AssembledTurn, PluginError>;
@@ -24,14 +25,38 @@ enum TurnRecord {
 
 struct Session {
     snapshot: SessionSnapshot,
+    parent_session_id: Option<String>,
     closed: bool,
     running_turn: Option<String>,
     turns: HashMap<String, TurnRecord>,
+    created_at: String,
+    last_activity: String,
+}
+
+impl Session {
+    fn touch(&mut self) {
+        self.last_activity = clock::now_rfc3339();
+    }
+
+    fn summary(&self) -> SessionSummary {
+        SessionSummary {
+            session_id: self.snapshot.session_id.clone(),
+            parent_session_id: self.parent_session_id.clone(),
+            status: if self.closed { SessionStatus::Closed } else { SessionStatus::Open },
+            created_at: self.created_at.clone(),
+            last_activity: self.last_activity.clone(),
+            turn_index: self.snapshot.turn_index,
+            tokens: self.snapshot.token_usage.input_tokens + self.snapshot.token_usage.output_tokens,
+            turn_running: self.running_turn.is_some(),
+        }
+    }
 }
 
 #[derive(Default)]
 struct State {
     sessions: HashMap<String, Session>,
+    /// Session ids by creation order.
+    created: BTreeMap<u64, String>,
     tools: HashMap<String, ToolState>,
     tool_revision: u64,
     traces: Vec<TraceRecord>,
@@ -210,9 +235,19 @@ impl SessionLifecycleService for InMemoryHost {
         }
         chain_nodes(&mut snapshot.session_graph, request.initial_nodes);
         let handle = SessionHandle { session_id: session_id.clone(), parent_session_id, policy };
-        state
-            .sessions
-            .insert(session_id, Session { snapshot, closed: false, running_turn: None, turns: HashMap::new() });
+        let created_seq = state.created.last_key_value().map_or(1, |(seq, _)| seq + 1);
+        state.created.insert(created_seq, session_id.clone());
+        let created_at = clock::now_rfc3339();
+        let session = Session {
+            snapshot,
+            parent_session_id: handle.parent_session_id.clone(),
+            closed: false,
+            running_turn: None,
+            turns: HashMap::new(),
+            last_activity: created_at.clone(),
+            created_at,
+        };
+        state.sessions.insert(session_id, session);
         Ok(handle)
     }
 
@@ -226,6 +261,7 @@ impl SessionLifecycleService for InMemoryHost {
             )));
         }
         session.closed = true;
+        session.touch();
         Ok(())
     }
 
@@ -262,6 +298,7 @@ impl SessionLifecycleService for InMemoryHost {
                     }
                     let (sender, done) = watch::channel(None);
                     session.running_turn = Some(turn_id.clone());
+                    session.touch();
                     session.turns.insert(
                         turn_id.clone(),
                         TurnRecord::Running { input: request.input().clone(), done: done.clone() },
@@ -321,6 +358,7 @@ impl InMemoryHost {
         let mut state = self.lock();
         let session = session_mut(&mut state, &session_id)?;
         session.running_turn = None;
+        session.touch();
         let output = match outcome {
             Ok(output) => output,
             Err(err) => {
@@ -363,6 +401,7 @@ impl SessionGraphService for InMemoryHost {
         }
         let node_ids = chain_nodes(graph, request.nodes);
         let leaf_node_id = graph.leaf_node_id.clone().unwrap_or_default();
+        session.touch();
         Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id })
     }
 
@@ -370,5 +409,32 @@ impl SessionGraphService for InMemoryHost {
         let session_id = self.bound.trace_session(&context)?;
         validate_session_id(&session_id)?;
         self.record_trace(&session_id, context, event)
+    }
+}
+
+/// Pages by creation order with exact filters: the cursor is the creation sequence of the
+/// last session the page looked at.
+#[async_trait::async_trait]
+impl SessionRegistryService for InMemoryHost {
+    async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        let after = query.after_sequence()?;
+        let limit = query.effective_limit();
+        let state = self.lock();
+        let mut page = SessionListPage::default();
+        let mut last_seen = None;
+        for (seq, session_id) in state.created.range(after.saturating_add(1)..) {
+            let Some(session) = state.sessions.get(session_id) else { continue };
+            let summary = session.summary();
+            if !query.matches(&summary) {
+                continue;
+            }
+            if page.sessions.len() == limit {
+                page.next_after = last_seen.map(|seq: u64| seq.to_string());
+                return Ok(page);
+            }
+            last_seen = Some(*seq);
+            page.sessions.push(summary);
+        }
+        Ok(page)
     }
 }

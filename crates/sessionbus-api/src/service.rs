@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
-    SessionHandle, SessionSnapshot, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+    SessionHandle, SessionRegistryService, SessionSnapshot, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
 };
 
 /// Session state: snapshots, the tool catalog and tool state.
@@ -105,10 +105,16 @@ pub trait SessionGraphService: Send + Sync {
     }
 }
 
-/// A host serving all three traits.
-pub trait SessionHost: SessionStateService + SessionLifecycleService + SessionGraphService {}
+/// A host serving all three traits and the session registry.
+pub trait SessionHost:
+    SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService
+{
+}
 
-impl<T: SessionStateService + SessionLifecycleService + SessionGraphService + ?Sized> SessionHost for T {}
+impl<T: SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService + ?Sized>
+    SessionHost for T
+{
+}
 
 /// How often [`set_membership_with_retry`] re-reads after a lost compare-and-set before
 /// giving up.

@@ -147,10 +147,11 @@ fn demo_sessions_watch_and_status_against_a_worker() {
     assert!(events.iter().any(|e| e["kind"] == "meta") && events.iter().any(|e| e["kind"] == "tools"));
 
     let listed = run(&url, &["sessions", "--json"]);
-    let sessions: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).expect("json");
+    let page: serde_json::Value = serde_json::from_slice(&listed.stdout).expect("json");
+    let sessions = page["sessions"].as_array().expect("a page of sessions");
     assert_eq!(sessions.len(), 4, "2 roots with 1 child each");
     let child_session = sessions.iter().find(|s| s["parent_session_id"].is_string()).expect("a child");
-    assert_eq!(child_session["closed"], true);
+    assert_eq!(child_session["status"], "closed");
     assert_eq!(child_session["turn_index"], 2);
     let id = child_session["session_id"].as_str().expect("id");
     let shown = run(&url, &["sessions", "show", id]);

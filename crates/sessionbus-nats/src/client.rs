@@ -1,4 +1,5 @@
-//! [`BusClient`]: the three session service traits over NATS request/reply.
+//! [`BusClient`]: the three session service traits and the session registry over NATS
+//! request/reply.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,8 +16,9 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, ErrorKind, PluginError,
-    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
-    SessionStartPoint, SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
+    SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
+    SessionTurnRequest, ToolState, TraceContext, TraceEvent,
 };
 use tokio::sync::{OnceCell, mpsc};
 
@@ -209,10 +211,16 @@ impl BusClient {
         self.call(Target::global(Endpoint::Ping), &Empty {}).await
     }
 
+    /// One page of the session registry, in creation order (`sessionbus.v1.sessions`);
+    /// pass the page's `next_after` as the next query's `after` until it is `None`.
+    pub async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        self.call(Target::global(Endpoint::Sessions), query).await
+    }
+
     fn subject(&self, target: &Target<'_>) -> Result<String, PluginError> {
         let token = match target.endpoint {
             Endpoint::Session(_) => session_token(target.session_id)?,
-            Endpoint::Create | Endpoint::Ping => String::new(),
+            Endpoint::Create | Endpoint::Ping | Endpoint::Sessions => String::new(),
         };
         Ok(self.inner.config.subjects.call(target.endpoint, &token))
     }
@@ -572,6 +580,13 @@ impl SessionGraphService for BusClient {
         let session_id = self.bound.trace_session(&context)?;
         let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
         Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionRegistryService for BusClient {
+    async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        BusClient::list_sessions(self, query).await
     }
 }
 

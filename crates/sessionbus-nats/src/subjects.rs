@@ -5,9 +5,11 @@
 //! | `<prefix>.session.<sid>.<op>` | one request per trait call, served by workers ([`Endpoint`]) |
 //! | `<prefix>.create` | `create_session` |
 //! | `<prefix>.ping` | readiness |
+//! | `<prefix>.sessions` | one page of the session registry |
 //! | `<prefix>.events.<sid>.<kind>` | one event per stored write (JetStream republish) |
 //! | `<prefix>.state.<sid>.{meta,lease,graph,turn.<tid>}` | the `SESSIONBUS_STATE` stream |
 //! | `<prefix>.trace.<sid>` | the `SESSIONBUS_TRACE` stream |
+//! | `<prefix>.index.<parent sid or ~>.<sid>` | the `SESSIONBUS_INDEX` stream: one entry per session, in creation order |
 //! | `$KV.SESSIONBUS_TOOLS.<sid>` | a session's tool state (the KV bucket's stream) |
 //!
 //! `<sid>` and `<tid>` are ids encoded by [`sessionbus_api::ids`].
@@ -30,6 +32,8 @@ use sessionbus_api::{PluginError, ids};
 
 /// The default subject prefix.
 pub const DEFAULT_PREFIX: &str = "sessionbus.v1";
+/// The parent token of a root session's registry entry: no encoded id is `~`.
+pub const ROOT_PARENT_TOKEN: &str = "~";
 /// The KV bucket holding tool state.
 pub const TOOLS_BUCKET: &str = "SESSIONBUS_TOOLS";
 
@@ -125,11 +129,13 @@ pub enum Endpoint {
     Create,
     /// Readiness on `<prefix>.ping`.
     Ping,
+    /// One page of the session registry on `<prefix>.sessions`.
+    Sessions,
 }
 
 impl Endpoint {
     /// Every endpoint, in the order workers add them.
-    pub const ALL: [Endpoint; 12] = [
+    pub const ALL: [Endpoint; 13] = [
         Endpoint::Session(Op::Snapshot),
         Endpoint::Session(Op::GraphPage),
         Endpoint::Session(Op::ToolCatalog),
@@ -142,6 +148,7 @@ impl Endpoint {
         Endpoint::Session(Op::Trace),
         Endpoint::Create,
         Endpoint::Ping,
+        Endpoint::Sessions,
     ];
 
     /// The endpoint's name (in `$SRV`, spans and errors).
@@ -150,6 +157,7 @@ impl Endpoint {
             Endpoint::Session(op) => op.as_str(),
             Endpoint::Create => "create",
             Endpoint::Ping => "ping",
+            Endpoint::Sessions => "sessions",
         }
     }
 
@@ -158,7 +166,7 @@ impl Endpoint {
         match self {
             Endpoint::Session(op) => op.is_mutation(),
             Endpoint::Create => true,
-            Endpoint::Ping => false,
+            Endpoint::Ping | Endpoint::Sessions => false,
         }
     }
 }
@@ -187,7 +195,7 @@ impl Subjects {
     }
 
     /// The subject of one call of `endpoint` (per-session endpoints on the session's
-    /// encoded token; create and ping ignore it).
+    /// encoded token; create, ping and sessions ignore it).
     pub fn call(&self, endpoint: Endpoint, session_token: &str) -> String {
         self.endpoint_subject(endpoint, session_token)
     }
@@ -218,6 +226,7 @@ impl Subjects {
             Endpoint::Session(op) => format!("{}.session.{session}.{}", self.prefix, op.as_str()),
             Endpoint::Create => format!("{}.create", self.prefix),
             Endpoint::Ping => format!("{}.ping", self.prefix),
+            Endpoint::Sessions => format!("{}.sessions", self.prefix),
         }
     }
 
@@ -329,6 +338,26 @@ impl Subjects {
         format!("{}.trace.{session_token}", self.prefix)
     }
 
+    /// `<prefix>.index.<parent>.<sid>`: a session's registry entry (`parent_token` is the
+    /// parent's encoded id, `None` for a root session).
+    pub fn index(&self, parent_token: Option<&str>, session_token: &str) -> String {
+        format!("{}.index.{}.{session_token}", self.prefix, parent_token.unwrap_or(ROOT_PARENT_TOKEN))
+    }
+
+    /// `<prefix>.index.<parent>.*`: the registry entries of one parent's children, or
+    /// `<prefix>.index.>` (every entry) for `None`.
+    pub fn index_filter(&self, parent_token: Option<&str>) -> String {
+        match parent_token {
+            Some(parent) => format!("{}.index.{parent}.*", self.prefix),
+            None => format!("{}.index.>", self.prefix),
+        }
+    }
+
+    /// `<prefix>.index.*.<sid>`: one session's registry entry, whatever its parent.
+    pub fn index_of(&self, session_token: &str) -> String {
+        format!("{}.index.*.{session_token}", self.prefix)
+    }
+
     /// `<prefix>.trace.>`: the subjects of the trace stream.
     pub fn trace_all(&self) -> String {
         format!("{}.trace.>", self.prefix)
@@ -371,7 +400,19 @@ mod tests {
         let listened: std::collections::HashSet<String> = Endpoint::ALL.iter().map(|e| subjects.listen(*e)).collect();
         assert_eq!(listened.len(), Endpoint::ALL.len(), "every endpoint listens on its own subject");
         assert_eq!(subjects.listen(Endpoint::Ping), "sessionbus.v1.ping");
-        assert!(Endpoint::Create.writes() && !Endpoint::Ping.writes());
+        assert_eq!(subjects.listen(Endpoint::Sessions), "sessionbus.v1.sessions");
+        assert!(Endpoint::Create.writes() && !Endpoint::Ping.writes() && !Endpoint::Sessions.writes());
+    }
+
+    #[test]
+    fn index_subjects_put_roots_and_children_apart() {
+        let subjects = Subjects::default();
+        assert_eq!(subjects.index(None, "a"), "sessionbus.v1.index.~.a");
+        assert_eq!(subjects.index(Some("p"), "c"), "sessionbus.v1.index.p.c");
+        assert_eq!(subjects.index_filter(Some("p")), "sessionbus.v1.index.p.*");
+        assert_eq!(subjects.index_filter(None), "sessionbus.v1.index.>");
+        assert_eq!(subjects.index_of("c"), "sessionbus.v1.index.*.c");
+        assert!(ids::decode_id("session id", ROOT_PARENT_TOKEN).is_err(), "no session's token is the root marker");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use futures::StreamExt as _;
 use serde::Serialize;
 use sessionbus_api::{
-    AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionNode,
-    SessionSnapshot, SessionTurnRequest, ToolState, claim_trace_context,
+    AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionListQuery,
+    SessionNode, SessionSnapshot, SessionTurnRequest, ToolState, claim_trace_context,
 };
 use tokio::sync::Semaphore;
 
@@ -375,6 +375,10 @@ async fn handle_route<H: SessionHost + ?Sized + 'static>(
         Endpoint::Create => {
             let create: SessionCreateRequest = wire::decode_request("create", &message.payload).map_err(failed)?;
             reply(shared.host.create_session(create).await)
+        }
+        Endpoint::Sessions => {
+            let query: SessionListQuery = wire::decode_request("sessions", &message.payload).map_err(failed)?;
+            reply(shared.host.list_sessions(&query).await)
         }
         Endpoint::Session(op) => {
             let (session_id, _) = shared.config.subjects.parse_session_op(&message.subject).map_err(failed)?;

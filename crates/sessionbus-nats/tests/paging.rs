@@ -14,8 +14,8 @@ use bytes::Bytes;
 use sessionbus_api::memory::InMemoryHost;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, PluginError, SessionAppendNode,
-    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
-    SessionStateService, SessionTurnRequest, TurnInput,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionRegistryService,
+    SessionSnapshot, SessionStateService, SessionTurnRequest, TurnInput,
 };
 use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
 use sessionbus_nats::{BusClient, BusClientConfig, Op, Subjects};
@@ -97,6 +97,8 @@ impl SessionLifecycleService for CountingHost {
         self.inner.create_session(request).await
     }
 }
+
+impl SessionRegistryService for CountingHost {}
 
 #[async_trait::async_trait]
 impl SessionGraphService for CountingHost {

@@ -1,8 +1,9 @@
-//! `sessionbus sessions [list | show <id>]`: sessions from the registry.
+//! `sessionbus sessions [list | show <id>]`: sessions from the registry, one page at a
+//! time through the bus's `sessions` operation.
 
 use clap::{Args, Subcommand};
-use sessionbus_api::SessionStateService;
-use sessionbus_nats::jetstream::{describe_session, list_sessions};
+use sessionbus_api::{SessionListQuery, SessionStateService, SessionStatus};
+use sessionbus_nats::jetstream::describe_session;
 use sessionbus_nats::{BusClient, BusClientConfig};
 
 use crate::connect::{CliError, ConnectionArgs};
@@ -16,12 +17,24 @@ pub struct SessionsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Sessions per page (at most 1000).
+    #[arg(long, global = true, default_value_t = 50)]
+    pub limit: u32,
+    /// Start after this cursor (the `next` a previous page printed).
+    #[arg(long, global = true)]
+    pub after: Option<String>,
+    /// Only open or only closed sessions.
+    #[arg(long, global = true)]
+    pub status: Option<SessionStatus>,
+    /// Only children of this session.
+    #[arg(long, global = true)]
+    pub parent: Option<String>,
 }
 
 /// What to show.
 #[derive(Subcommand, Debug)]
 pub enum SessionsAction {
-    /// Every session: status, turns, tokens (the default).
+    /// One page of sessions in creation order: status, turns, tokens (the default).
     List,
     /// One session: status, turns, leaf, graph size, tools.
     Show {
@@ -36,24 +49,33 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
     let subjects = connection.subjects();
     match args.action.unwrap_or(SessionsAction::List) {
         SessionsAction::List => {
-            let sessions = list_sessions(&nats, &subjects).await?;
+            let client = BusClient::new(nats, BusClientConfig::default().with_subjects(subjects));
+            let query =
+                SessionListQuery { limit: args.limit, after: args.after, status: args.status, parent: args.parent };
+            let page = client.list_sessions(&query).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&sessions).unwrap_or_default());
+                println!("{}", serde_json::to_string_pretty(&page).unwrap_or_default());
                 return Ok(());
             }
-            let mut table = output::table(["session", "parent", "status", "turns", "tokens", "created"]);
-            for s in &sessions {
+            let mut table =
+                output::table(["session", "parent", "status", "turns", "tokens", "created", "last activity"]);
+            for s in &page.sessions {
+                let status = if s.turn_running { format!("{} (turn running)", s.status) } else { s.status.to_string() };
                 table.add_row(vec![
                     s.session_id.clone(),
                     s.parent_session_id.clone().unwrap_or_default(),
-                    if s.closed { "closed".into() } else { "open".into() },
+                    status,
                     s.turn_index.to_string(),
                     s.tokens.to_string(),
                     s.created_at.clone(),
+                    s.last_activity.clone(),
                 ]);
             }
             println!("{table}");
-            println!("{} sessions", sessions.len());
+            match &page.next_after {
+                Some(next) => println!("{} sessions; next page: --after {next}", page.sessions.len()),
+                None => println!("{} sessions; no more", page.sessions.len()),
+            }
         }
         SessionsAction::Show { session_id } => {
             let summary = describe_session(&nats, &subjects, &session_id)
@@ -82,7 +104,7 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
             let mut table = output::table(["field", "value"]);
             table.add_row(vec!["session".to_owned(), summary.session_id.clone()]);
             table.add_row(vec!["parent".to_owned(), summary.parent_session_id.clone().unwrap_or_else(|| "-".into())]);
-            table.add_row(vec!["status".to_owned(), if summary.closed { "closed".into() } else { "open".into() }]);
+            table.add_row(vec!["status".to_owned(), summary.status.to_string()]);
             table.add_row(vec!["turns".to_owned(), snapshot.turn_index.to_string()]);
             table.add_row(vec![
                 "tokens (in/out)".to_owned(),
@@ -99,6 +121,7 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
             ]);
             table.add_row(vec!["tool generation".to_owned(), tools.generation.to_string()]);
             table.add_row(vec!["created".to_owned(), summary.created_at.clone()]);
+            table.add_row(vec!["last activity".to_owned(), summary.last_activity.clone()]);
             println!("{table}");
             let mut recent = output::table(["node", "kind", "text"]);
             for node in snapshot.session_graph.nodes.iter().rev().take(5).rev() {

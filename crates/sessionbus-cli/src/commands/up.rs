@@ -91,7 +91,12 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     let per_session = snapshot.rsplit_once('.').map_or(snapshot.as_str(), |(base, _)| base);
     table.add_row(vec![
         "requests".to_owned(),
-        format!("{per_session}.<op>, {}, {}", subjects.listen(Endpoint::Create), subjects.listen(Endpoint::Ping)),
+        format!(
+            "{per_session}.<op>, {}, {}, {}",
+            subjects.listen(Endpoint::Create),
+            subjects.listen(Endpoint::Ping),
+            subjects.listen(Endpoint::Sessions)
+        ),
     ]);
     table.add_row(vec!["events".to_owned(), subjects.events(None)]);
     table.add_row(vec!["worker".to_owned(), format!("{} (executor {:?})", worker.id(), args.worker.executor)]);

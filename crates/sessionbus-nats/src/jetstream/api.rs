@@ -262,6 +262,8 @@ pub(crate) struct StoredMessage {
     pub(crate) kv_operation: Option<String>,
     /// The digest of the request it was written for.
     pub(crate) digest: Option<String>,
+    /// When the server stored it, in nanoseconds since the Unix epoch.
+    pub(crate) stored_at_unix_nanos: i128,
 }
 
 impl StoredMessage {
@@ -280,6 +282,7 @@ impl From<StreamMessage> for StoredMessage {
             msg_id: header(header::NATS_MESSAGE_ID.as_ref()),
             kv_operation: header(KV_OPERATION),
             digest: header(REQUEST_DIGEST),
+            stored_at_unix_nanos: message.time.unix_timestamp_nanos(),
             payload: message.payload,
         }
     }

@@ -22,6 +22,9 @@ pub const TOOLS_STREAM: &str = "KV_SESSIONBUS_TOOLS";
 pub const STATE_STREAM: &str = "SESSIONBUS_STATE";
 /// The stream holding trace records.
 pub const TRACE_STREAM: &str = "SESSIONBUS_TRACE";
+/// The session registry's index: one message per session, written once at create, in
+/// creation order (docs/decisions/0012).
+pub const INDEX_STREAM: &str = "SESSIONBUS_INDEX";
 
 /// How the streams are created.
 #[derive(Clone, Debug)]
@@ -114,6 +117,20 @@ pub async fn ensure_layout(
         .await
         .map_err(|err| unavailable("the SESSIONBUS_TRACE stream", err))?;
     context
+        .create_or_update_stream(stream::Config {
+            name: INDEX_STREAM.to_owned(),
+            description: Some("sessionbus session registry: one entry per session, in creation order".to_owned()),
+            subjects: vec![subjects.index_filter(None)],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            max_messages_per_subject: 1,
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable("the SESSIONBUS_INDEX stream", err))?;
+    context
         .create_or_update_key_value(kv::Config {
             bucket: SPANS_BUCKET.to_owned(),
             description: "sessionbus trace exporter: open spans".to_owned(),
@@ -134,6 +151,7 @@ pub async fn verify_layout(context: &jetstream::Context, subjects: &Subjects) ->
         (STATE_STREAM, subjects.state_all()),
         (TRACE_STREAM, subjects.trace_all()),
         (TOOLS_STREAM, subjects.tools_all()),
+        (INDEX_STREAM, subjects.index_filter(None)),
     ];
     for (stream, subject) in expected {
         let mut handle = context.get_stream(stream).await.map_err(|err| missing(stream, err))?;

@@ -9,7 +9,7 @@
 //! - `api.rs`: raw JetStream publishes, batches and leader reads with full error codes;
 //! - `view.rs`: the bounded per-session cache;
 //! - `layout.rs`: the bucket and streams;
-//! - `registry.rs`: listing sessions for operators.
+//! - `registry.rs`: the session registry (an index in creation order, paged lists);
 
 mod api;
 mod exporter;
@@ -29,13 +29,16 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionBinding,
-    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionSnapshot,
-    SessionStateService, SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
+    SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, ToolState,
+    TraceContext, TraceEvent, TurnExecutor,
 };
 
 pub use exporter::{ExporterStats, SPANS_BUCKET, SPANS_STREAM, TraceExporterConfig, run_trace_exporter};
-pub use layout::{LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout, verify_layout};
-pub use registry::{SessionSummary, describe_session, list_sessions};
+pub use layout::{
+    INDEX_STREAM, LayoutConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM, ensure_layout, verify_layout,
+};
+pub use registry::describe_session;
 
 use crate::subjects::Subjects;
 use api::JetStreamApi;
@@ -261,5 +264,12 @@ impl SessionGraphService for JetStreamHost {
         let session_id = self.bound.trace_session(&context)?;
         let request_id = crate::request_context::current_request_id();
         self.publish_trace(&session_id, context, event, Some(&request_id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionRegistryService for JetStreamHost {
+    async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        self.list(query).await
     }
 }

@@ -18,6 +18,16 @@ pub(crate) struct MetaRecord {
     pub(crate) created_at: String,
 }
 
+/// `<prefix>.index.<parent>.<sid>` in `SESSIONBUS_INDEX`: a session's registry entry,
+/// written once at create; its stream sequence is the session's place in creation order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct IndexRecord {
+    pub(crate) session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) parent_session_id: Option<String>,
+    pub(crate) created_at: String,
+}
+
 /// `<prefix>.state.<sid>.lease`: who may run a turn. Every turn write is fenced on the
 /// sequence of the lease message its writer holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

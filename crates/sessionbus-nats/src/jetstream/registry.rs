@@ -1,106 +1,183 @@
-//! The session registry: every session's latest meta, read from the state stream for
-//! operators and dashboards (`sessionbus sessions`).
+//! The session registry (docs/decisions/0012): `SESSIONBUS_INDEX` holds one entry per
+//! session, written once at create on `<prefix>.index.<parent>.<sid>`; its stream
+//! sequence is the session's place in creation order and the page cursor. A page reads
+//! at most [`scan_budget`] entries from the cursor on (the parent filter is a subject
+//! filter), and each listed session's status, counters and last activity from its own
+//! state subjects (three leader reads): the cost of a page does not depend on how many
+//! sessions exist.
 
-use std::time::Duration;
-
-use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
 use futures::StreamExt as _;
-use sessionbus_api::{PluginError, ids};
+use sessionbus_api::{
+    PluginError, SessionHandle, SessionListPage, SessionListQuery, SessionStatus, SessionSummary, clock,
+};
 
-use super::layout::STATE_STREAM;
-use super::records::{MetaRecord, decode};
-use crate::subjects::Subjects;
+use super::JetStreamHost;
+use super::api::{JetStreamApi, JsErrorExt as _, JsErrorKind, Write};
+use super::layout::{INDEX_STREAM, STATE_STREAM};
+use super::records::{IndexRecord, LeaseRecord, MetaRecord, decode, encode};
+use crate::subjects::{Subjects, session_token};
 
-/// One session as the registry records it.
-#[derive(Clone, Debug, PartialEq, serde::Serialize)]
-pub struct SessionSummary {
-    /// The session.
-    pub session_id: String,
-    /// The parent, for a child session.
-    pub parent_session_id: Option<String>,
-    /// Closed sessions refuse turns and appends.
-    pub closed: bool,
-    /// Turns committed.
-    pub turn_index: u64,
-    /// Tokens used by committed turns (input + output).
-    pub tokens: u64,
-    /// When it was created (RFC 3339).
-    pub created_at: String,
+/// Sessions whose state is read at once while a page is assembled.
+const SUMMARY_READS_IN_FLIGHT: usize = 32;
+
+/// The most index entries one page reads: the page size, or more when a status filter
+/// may skip entries, so a page's cost is bounded whatever the filters.
+pub(crate) fn scan_budget(query: &SessionListQuery) -> usize {
+    let limit = query.effective_limit();
+    match query.status {
+        None => limit,
+        Some(_) => (limit * 4).max(256),
+    }
 }
 
-/// Lists every session in the registry (the last meta message of each session).
-pub async fn list_sessions(
-    client: &async_nats::Client,
-    subjects: &Subjects,
-) -> Result<Vec<SessionSummary>, PluginError> {
-    let unavailable = |err: &dyn std::fmt::Display| {
-        PluginError::Unavailable(format!("could not read the session registry ({STATE_STREAM}): {err}"))
-    };
-    let context = async_nats::jetstream::new(client.clone());
-    let mut stream = context.get_stream(STATE_STREAM).await.map_err(|e| unavailable(&e))?;
-    let filter = subjects.meta_all();
-    let info = stream.info().await.map_err(|e| unavailable(&e))?;
-    if info.state.messages == 0 {
-        return Ok(Vec::new());
-    }
-    let consumer = stream
-        .create_consumer(OrderedConfig {
-            filter_subject: filter,
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-    let mut sessions = Vec::new();
-    loop {
-        let next = match tokio::time::timeout(Duration::from_secs(2), messages.next()).await {
-            Ok(Some(next)) => next.map_err(|e| unavailable(&e))?,
-            // No meta at all, or the end of a quiet stream.
-            Ok(None) | Err(_) => break,
+impl JetStreamHost {
+    /// Writes `handle`'s registry entry once (a resent create, or one finding it
+    /// written, changes nothing). Called after the session's state is stored: a create
+    /// that failed leaves no entry.
+    pub(super) async fn write_index(
+        &self,
+        handle: &SessionHandle,
+        created_at: &str,
+        msg_id: String,
+    ) -> Result<(), PluginError> {
+        let subjects = &self.inner.config.subjects;
+        let token = session_token(&handle.session_id)?;
+        let parent_token = handle.parent_session_id.as_deref().map(session_token).transpose()?;
+        let record = IndexRecord {
+            session_id: handle.session_id.clone(),
+            parent_session_id: handle.parent_session_id.clone(),
+            created_at: created_at.to_owned(),
         };
-        let meta: MetaRecord = decode("meta", &next.payload)?;
-        let token = next.subject.split('.').rev().nth(1).unwrap_or_default();
-        let session_id = ids::decode_id("session id", token).unwrap_or_else(|_| meta.handle.session_id.clone());
-        sessions.push(summary(session_id, &meta));
-        if next.info().map_err(|e| unavailable(&e))?.pending == 0 {
-            break;
+        let write = Write::new(subjects.index(parent_token.as_deref(), &token), encode(&record)?, msg_id)
+            .if_last_sequence(0, None);
+        match self.inner.api.publish(&write).await {
+            Ok(_) => Ok(()),
+            Err(err) if err.kind() == JsErrorKind::WrongLastSequence => Ok(()),
+            Err(err) => Err(err.into_plugin("writing the session registry entry")),
         }
     }
-    sessions.sort_by(|a, b| a.created_at.cmp(&b.created_at).then_with(|| a.session_id.cmp(&b.session_id)));
-    Ok(sessions)
+
+    /// One page of the registry.
+    pub(super) async fn list(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        let subjects = &self.inner.config.subjects;
+        let api = &self.inner.api;
+        let parent_token = query.parent.as_deref().map(session_token).transpose()?;
+        let filter = subjects.index_filter(parent_token.as_deref());
+        let limit = query.effective_limit();
+        let mut budget = scan_budget(query);
+        let mut next_seq = query.after_sequence()?.saturating_add(1);
+        let mut page = SessionListPage::default();
+        while page.sessions.len() < limit {
+            if budget == 0 {
+                page.next_after = Some((next_seq - 1).to_string());
+                return Ok(page);
+            }
+            let mut entries = Vec::new();
+            let mut exhausted = false;
+            while entries.len() < (limit - page.sessions.len()).min(budget) {
+                let Some(entry) = api
+                    .next(INDEX_STREAM, &filter, next_seq)
+                    .await
+                    .map_err(|e| e.into_plugin("reading the session registry"))?
+                else {
+                    exhausted = true;
+                    break;
+                };
+                next_seq = entry.seq + 1;
+                entries.push(decode::<IndexRecord>("registry entry", &entry.payload)?);
+            }
+            budget -= entries.len();
+            let summaries: Vec<_> = futures::stream::iter(entries)
+                .map(|entry| read_summary(api, subjects, entry))
+                .buffered(SUMMARY_READS_IN_FLIGHT)
+                .collect()
+                .await;
+            for summary in summaries {
+                // No meta: a create that never completed, or a session being purged.
+                if let Some(summary) = summary?
+                    && query.matches(&summary)
+                {
+                    page.sessions.push(summary);
+                }
+            }
+            if exhausted {
+                return Ok(page);
+            }
+        }
+        // Full: every entry read was listed, the last one at `next_seq - 1`.
+        page.next_after = Some((next_seq - 1).to_string());
+        Ok(page)
+    }
 }
 
-/// One session's registry entry, read from the stream leader; `None` when unknown.
+/// One session's summary from its meta, lease and last write; `None` without meta.
+async fn read_summary(
+    api: &JetStreamApi,
+    subjects: &Subjects,
+    entry: IndexRecord,
+) -> Result<Option<SessionSummary>, PluginError> {
+    let token = session_token(&entry.session_id)?;
+    let (meta_subject, lease_subject, session_subject) =
+        (subjects.meta(&token), subjects.lease(&token), subjects.state_session(&token));
+    let (meta, lease, last) = tokio::join!(
+        api.last(STATE_STREAM, &meta_subject),
+        api.last(STATE_STREAM, &lease_subject),
+        api.last(STATE_STREAM, &session_subject),
+    );
+    let Some(meta) = meta.map_err(|e| e.into_plugin("reading session meta"))? else { return Ok(None) };
+    let meta: MetaRecord = decode("meta", &meta.payload)?;
+    let lease = lease.map_err(|e| e.into_plugin("reading a lease"))?;
+    let turn_running = match lease {
+        Some(lease) => matches!(decode::<LeaseRecord>("lease", &lease.payload)?, LeaseRecord::Held { .. }),
+        None => false,
+    };
+    let last_activity = last
+        .map_err(|e| e.into_plugin("reading a session"))?
+        .map_or_else(|| meta.created_at.clone(), |m| clock::rfc3339_from_unix_nanos(m.stored_at_unix_nanos));
+    Ok(Some(summary(entry.session_id, &meta, turn_running, last_activity)))
+}
+
+fn summary(session_id: String, meta: &MetaRecord, turn_running: bool, last_activity: String) -> SessionSummary {
+    SessionSummary {
+        session_id,
+        parent_session_id: meta.handle.parent_session_id.clone(),
+        status: if meta.closed { SessionStatus::Closed } else { SessionStatus::Open },
+        created_at: meta.created_at.clone(),
+        last_activity,
+        turn_index: meta.turn_index,
+        tokens: meta.token_usage.input_tokens + meta.token_usage.output_tokens,
+        turn_running,
+    }
+}
+
+/// One session's registry summary, read straight from the state stream (for operators:
+/// `sessionbus sessions show`); `None` when unknown.
 pub async fn describe_session(
     client: &async_nats::Client,
     subjects: &Subjects,
     session_id: &str,
 ) -> Result<Option<SessionSummary>, PluginError> {
-    let token = crate::subjects::session_token(session_id)?;
-    let context = async_nats::jetstream::new(client.clone());
-    let stream = context
-        .get_stream_no_info(STATE_STREAM)
-        .await
-        .map_err(|err| PluginError::Unavailable(format!("could not read {STATE_STREAM}: {err}")))?;
-    let message = match stream.get_last_raw_message_by_subject(&subjects.meta(&token)).await {
-        Ok(message) => message,
-        Err(err) if err.kind() == async_nats::jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-            return Ok(None);
-        }
-        Err(err) => return Err(PluginError::Unavailable(format!("could not read a session's meta: {err}"))),
-    };
-    let meta: MetaRecord = decode("meta", &message.payload)?;
-    Ok(Some(summary(session_id.to_owned(), &meta)))
+    let api = JetStreamApi::new(client.clone(), std::time::Duration::from_secs(5), std::time::Duration::from_secs(5));
+    let entry = IndexRecord { session_id: session_id.to_owned(), parent_session_id: None, created_at: String::new() };
+    read_summary(&api, subjects, entry).await
 }
 
-fn summary(session_id: String, meta: &MetaRecord) -> SessionSummary {
-    SessionSummary {
-        session_id,
-        parent_session_id: meta.handle.parent_session_id.clone(),
-        closed: meta.closed,
-        turn_index: meta.turn_index,
-        tokens: meta.token_usage.input_tokens + meta.token_usage.output_tokens,
-        created_at: meta.created_at.clone(),
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_reads_a_bounded_number_of_entries() {
+        let query = |limit, status| SessionListQuery { limit, status, ..Default::default() };
+        let cases = [
+            (query(10, None), 10),
+            (query(0, None), 50),
+            (query(5000, None), 1000),
+            (query(10, Some(SessionStatus::Open)), 256),
+            (query(1000, Some(SessionStatus::Closed)), 4000),
+        ];
+        for (query, budget) in cases {
+            assert_eq!(scan_budget(&query), budget, "{query:?}");
+        }
     }
 }

@@ -394,8 +394,12 @@ impl JetStreamHost {
         if let Some(write) = writes.iter().find(|w| w.payload.len() > self.payload_limit()) {
             return Err(self.too_large("a graph record of the new session", write.payload.len()));
         }
+        let index_msg_id = format!("{request_id}/index");
         match self.inner.api.publish_batch(&writes).await {
-            Ok(_) => Ok(meta.handle),
+            Ok(_) => {
+                self.write_index(&meta.handle, &meta.created_at, index_msg_id).await?;
+                Ok(meta.handle)
+            }
             Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::BatchDuplicate) => {
                 let stored = self
                     .inner
@@ -408,7 +412,10 @@ impl JetStreamHost {
                         if stored.written_for_another_body(&writes[0]) {
                             return Err(super::api::reused_request_id());
                         }
-                        Ok(decode::<MetaRecord>("meta", &stored.payload)?.handle)
+                        // A resend also writes an entry its first attempt may have missed.
+                        let stored: MetaRecord = decode("meta", &stored.payload)?;
+                        self.write_index(&stored.handle, &stored.created_at, index_msg_id).await?;
+                        Ok(stored.handle)
                     }
                     _ => Err(PluginError::session_exists(&session_id)),
                 }

@@ -9,8 +9,9 @@ use sessionbus_api::conformance::ConformanceHost;
 use sessionbus_api::memory::InMemoryHost;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
-    SessionGraphService, SessionHandle, SessionHost, SessionLifecycleService, SessionSnapshot, SessionStateService,
-    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnExecutor,
+    SessionGraphService, SessionHandle, SessionHost, SessionLifecycleService, SessionListPage, SessionListQuery,
+    SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, ToolState, TraceContext,
+    TraceEvent, TurnExecutor,
 };
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Worker, WorkerConfig};
 use sessionbus_testkit::NatsServer;
@@ -93,6 +94,13 @@ impl<H: Bindable> SessionGraphService for Kept<H> {
     }
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
         self.host.emit_trace_event(context, event).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: Bindable> SessionRegistryService for Kept<H> {
+    async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
+        self.host.list_sessions(query).await
     }
 }
 
