@@ -94,25 +94,30 @@ function sessionsPage(params) {
       body),
     note, more);
 
-  const rows = new Map();
-  function upsert(s, activity) {
-    const matches = (!status || (status === "closed") === !!s.closed) && (!parent || s.parent_session_id === parent);
+  const rows = new Map(); // session id -> { row, summary }
+  function upsert(s) {
+    const matches = (!status || s.status === status) && (!parent || s.parent_session_id === parent);
     if (!matches) return;
-    let row = rows.get(s.session_id);
-    if (!row) {
-      row = el("tr", { "data-session": s.session_id });
-      rows.set(s.session_id, row);
-      body.append(row);
+    let entry = rows.get(s.session_id);
+    if (!entry) {
+      entry = { row: el("tr", { "data-session": s.session_id }), summary: {} };
+      rows.set(s.session_id, entry);
+      body.append(entry.row);
     }
+    entry.summary = Object.assign(entry.summary, s);
+    draw(entry);
+  }
+  function draw(entry) {
+    const s = entry.summary;
     const link = el("a", { href: "#/session/" + encodeURIComponent(s.session_id) }, s.session_id);
     const parentCell = s.parent_session_id
       ? el("a", { href: "#/session/" + encodeURIComponent(s.parent_session_id) }, short(s.parent_session_id)) : "—";
-    const state = s.closed ? "closed" : "open";
-    row.replaceChildren(
+    const state = s.status === "closed" ? "closed" : s.turn_running ? "running" : "open";
+    entry.row.dataset.status = state;
+    entry.row.replaceChildren(
       el("td", { class: "id" }, link), el("td", { class: "id" }, parentCell),
-      el("td", { class: "status-" + state }, state), el("td", {}, s.turn_index), el("td", {}, s.tokens),
-      el("td", {}, s.created_at || ""), el("td", { class: "activity" }, activity || row.dataset.activity || ""));
-    if (activity) row.dataset.activity = activity;
+      el("td", { class: "status-" + state }, state === "running" ? "open · turn running" : state), el("td", {}, s.turn_index),
+      el("td", {}, s.tokens), el("td", {}, s.created_at || ""), el("td", { class: "activity" }, s.last_activity || ""));
   }
 
   const query = new URLSearchParams({ limit: "50" });
@@ -134,12 +139,13 @@ function sessionsPage(params) {
     .catch((err) => { note.textContent = "Could not list sessions: " + err.message; note.className = "error"; });
 
   liveEvents(null, (event) => {
-    const when = new Date().toLocaleTimeString();
-    if (event.kind === "meta") upsert(event.view, when);
-    else {
-      const row = rows.get(event.session_id);
-      if (row) { row.dataset.activity = when; const cell = row.querySelector(".activity"); if (cell) cell.textContent = when; }
-    }
+    const now = new Date().toISOString();
+    if (event.kind === "meta") { upsert(Object.assign({}, event.view, { last_activity: now })); return; }
+    const entry = rows.get(event.session_id);
+    if (!entry) return;
+    entry.summary.last_activity = now;
+    if (event.kind === "lease") entry.summary.turn_running = event.view.state === "held";
+    draw(entry);
   });
 }
 
@@ -326,7 +332,7 @@ function sessionPage(id) {
     } else if (event.kind === "meta") {
       const current = Array.from(summary.querySelectorAll("dd")).map((d) => d.textContent);
       fill(summary, [["turns", v.turn_index], ["tokens", v.tokens], ["graph nodes", current[2] || "—"], ["tool generation", current[3] || "—"],
-        ["status", v.closed ? "closed" : "open"], ["parent", v.parent_session_id]]);
+        ["status", v.status], ["parent", v.parent_session_id]]);
     }
   });
 }

@@ -15,7 +15,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sessionbus_api::{ErrorKind, PluginError, SessionStateService as _};
+use sessionbus_api::{ErrorKind, PluginError, SessionListQuery, SessionStateService as _};
 use sessionbus_nats::BusClient;
 use sessionbus_nats::wire::{GRAPH_AS_OF, GRAPH_NEXT_SEQ, GraphPageRequest};
 
@@ -44,6 +44,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/app.js", get(|| asset("text/javascript; charset=utf-8", include_str!("../assets/app.js"))))
         .route("/style.css", get(|| asset("text/css; charset=utf-8", include_str!("../assets/style.css"))))
         .route("/api/config", get(config))
+        .route("/api/sessions", get(sessions))
         .route("/api/sessions/{id}", get(session))
         .route("/api/sessions/{id}/graph", get(graph))
         .route("/api/sessions/{id}/tools", get(tools))
@@ -108,6 +109,15 @@ fn bus_error(err: &PluginError) -> Response {
 
 async fn config(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({ "jaeger_url": state.jaeger_url }))
+}
+
+/// One page of the registry (`?limit=&after=&status=open|closed&parent=`), in creation
+/// order, through the bus's `sessions` op.
+async fn sessions(State(state): State<Arc<AppState>>, Query(query): Query<SessionListQuery>) -> Response {
+    match state.bus.list_sessions(&query).await {
+        Ok(page) => Json(page).into_response(),
+        Err(err) => bus_error(&err),
+    }
 }
 
 /// One session: its counters, leaf, graph size and the graph's first page; the rest

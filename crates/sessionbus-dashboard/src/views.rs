@@ -78,14 +78,16 @@ pub fn members(state: &ToolState) -> Vec<String> {
     names
 }
 
-/// A session's row: from a meta record (an event's payload).
+/// A session's row from a meta record (an event's payload), shaped as the registry's
+/// `SessionSummary` is (without `last_activity` and `turn_running`, which the page keeps).
 pub fn meta_view(session_id: &str, meta: &Value) -> Value {
     let usage = &meta["token_usage"];
     let tokens = usage["input_tokens"].as_u64().unwrap_or(0) + usage["output_tokens"].as_u64().unwrap_or(0);
+    let closed = meta["closed"].as_bool().unwrap_or(false);
     json!({
         "session_id": session_id,
         "parent_session_id": meta["handle"]["parent_session_id"].as_str(),
-        "closed": meta["closed"].as_bool().unwrap_or(false),
+        "status": if closed { "closed" } else { "open" },
         "turn_index": meta["turn_index"].as_u64().unwrap_or(0),
         "tokens": tokens,
         "created_at": meta["created_at"].as_str(),

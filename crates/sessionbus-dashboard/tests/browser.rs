@@ -21,6 +21,43 @@ async fn open_live(browser: &Browser, url: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_page_lists_every_session_the_demo_created() {
+    let bus = Bus::start(1, &[]).await;
+    let demo = std::process::Command::new(sessionbus_testkit::sessionbus_binary().expect("the sessionbus binary"))
+        .args(["demo", "--sessions", "3", "--children", "1", "--turns", "1", "--appends", "2", "--toggles", "2"])
+        .env("NATS_URL", bus.server.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus demo");
+    assert!(demo.status.success(), "demo failed: {}", String::from_utf8_lossy(&demo.stderr));
+    let mut created = Vec::new();
+    let mut query = sessionbus_api::SessionListQuery::default();
+    loop {
+        let page = bus.client.list_sessions(&query).await.expect("list");
+        created.extend(page.sessions.into_iter().map(|s| s.session_id));
+        match page.next_after {
+            Some(after) => query.after = Some(after),
+            None => break,
+        }
+    }
+    assert_eq!(created.len(), 6, "3 roots and a child each");
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/sessions", bus.url)).await;
+    browser.wait_until(&format!("return document.querySelectorAll('#sessions-body tr').length === {}", created.len()), WAIT, "the demo's sessions").await;
+    let mut listed: Vec<String> = serde_json::from_value(
+        browser.eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)").await,
+    )
+    .expect("ids");
+    listed.sort();
+    created.sort();
+    assert_eq!(listed, created);
+    let children = browser.eval("return Array.from(document.querySelectorAll('#sessions-body tr td:nth-child(2) a')).length").await;
+    assert_eq!(children, json!(3), "each child links its parent");
+    browser.screenshot("sessions").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_created_while_the_page_is_open_appears_within_1_s_without_reload() {
     let bus = Bus::start(1, &[]).await;
     let browser = Browser::start().await;
