@@ -331,7 +331,7 @@ function sessionPage(id) {
       drawTools(v.generation, v.members);
     } else if (event.kind === "meta") {
       const current = Array.from(summary.querySelectorAll("dd")).map((d) => d.textContent);
-      fill(summary, [["turns", v.turn_index], ["tokens", v.tokens], ["graph nodes", current[2] || "—"], ["tool generation", current[3] || "—"],
+      fill(summary, [["turns", v.turn_index], ["tokens", v.tokens], ["graph nodes", graph.nodes.size], ["tool generation", current[3] || "—"],
         ["status", v.status], ["parent", v.parent_session_id]]);
     }
   });

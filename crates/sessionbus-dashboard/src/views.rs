@@ -45,9 +45,11 @@ pub fn node_view(node: &SessionNode) -> NodeView {
 
 /// Object keys whose text is shown before any other's.
 const TEXT_KEYS: [&str; 3] = ["text", "content", "message"];
+/// Object keys whose strings are labels, not text.
+const LABEL_KEYS: [&str; 4] = ["id", "kind", "type", "role"];
 
-/// The first string in `value`, depth first, trying [`TEXT_KEYS`] before other keys;
-/// object keys are labels, not text.
+/// The first string in `value`, depth first, trying [`TEXT_KEYS`] before other keys
+/// and skipping ids and labels ([`LABEL_KEYS`], `*_id`); object keys are not text.
 fn first_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -55,7 +57,11 @@ fn first_text(value: &Value) -> Option<String> {
         Value::Object(map) => TEXT_KEYS
             .iter()
             .filter_map(|key| map.get(*key))
-            .chain(map.values())
+            .chain(
+                map.iter()
+                    .filter(|(key, _)| !LABEL_KEYS.contains(&key.as_str()) && !key.ends_with("_id"))
+                    .map(|(_, value)| value),
+            )
             .find_map(first_text),
         _ => None,
     }
@@ -167,6 +173,11 @@ mod tests {
             ),
             (json!({"kind": "plugin", "plugin_type": "note", "body": {"a": "first", "text": "hi"}}), "note", "hi"),
             (json!({"kind": "plugin", "plugin_type": "note", "body": {"n": 1}}), "note", ""),
+            (
+                json!({"kind": "event", "event": {"Conversation": {"id": "m1", "parts": [{"kind": "text", "value": "hello"}], "tool_call_id": "c"}}}),
+                "Conversation",
+                "hello",
+            ),
         ];
         for (body, kind, text) in table {
             let view = node_view(&node(body));
