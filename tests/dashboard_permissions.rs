@@ -62,7 +62,11 @@ async fn bus_state(admin: &Client) -> BTreeMap<String, (u64, u64, u64)> {
         let s = &info["state"];
         state.insert(
             stream.to_owned(),
-            (s["messages"].as_u64().unwrap_or(0), s["last_seq"].as_u64().unwrap_or(0), s["consumer_count"].as_u64().unwrap_or(0)),
+            (
+                s["messages"].as_u64().unwrap_or(0),
+                s["last_seq"].as_u64().unwrap_or(0),
+                s["consumer_count"].as_u64().unwrap_or(0),
+            ),
         );
     }
     assert!(state.contains_key(STATE_STREAM) && state.contains_key(INDEX_STREAM), "streams read: {state:?}");
@@ -153,7 +157,8 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
     // Server side: the connection named sessionbus-dashboard is the dashboard user's.
     let (status, connz) = monitoring_get(monitoring, "/connz?auth=true").expect("connz");
     assert_eq!(status, 200);
-    let connz: Value = serde_json::from_str(connz.split_once("\r\n\r\n").map_or(&connz, |(_, b)| b)).expect("connz JSON");
+    let connz: Value =
+        serde_json::from_str(connz.split_once("\r\n\r\n").map_or(&connz, |(_, b)| b)).expect("connz JSON");
     let ours: Vec<&Value> = connz["connections"]
         .as_array()
         .expect("connections")
@@ -162,16 +167,25 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
         .collect();
     assert_eq!(ours.len(), 1, "one dashboard connection: {connz}");
     assert_eq!(ours[0]["account"], "DASHBOARD");
-    assert_eq!(ours[0]["authorized_user"].as_str(), credentials.server_env.get("SESSIONBUS_DASHBOARD_NKEY").map(String::as_str));
+    assert_eq!(
+        ours[0]["authorized_user"].as_str(),
+        credentials.server_env.get("SESSIONBUS_DASHBOARD_NKEY").map(String::as_str)
+    );
 
     // It reads what its pages need under those rights.
     let sid = &session;
     let (status, list) = http(port, "GET", "/api/sessions", "");
     assert_eq!(status, 200, "{list}");
     let list: Value = serde_json::from_str(&list).expect("list JSON");
-    let listed: Vec<&str> = list["sessions"].as_array().expect("sessions").iter().filter_map(|s| s["session_id"].as_str()).collect();
+    let listed: Vec<&str> =
+        list["sessions"].as_array().expect("sessions").iter().filter_map(|s| s["session_id"].as_str()).collect();
     assert_eq!(listed, [session.as_str(), child.as_str()]);
-    for path in [format!("/api/sessions/{sid}"), format!("/api/sessions/{sid}/graph?after=0"), format!("/api/sessions/{sid}/tools"), "/api/workers".into()] {
+    for path in [
+        format!("/api/sessions/{sid}"),
+        format!("/api/sessions/{sid}/graph?after=0"),
+        format!("/api/sessions/{sid}/tools"),
+        "/api/workers".into(),
+    ] {
         let (status, body) = http(port, "GET", &path, "");
         assert_eq!(status, 200, "GET {path}: {body}");
     }

@@ -1158,14 +1158,21 @@ fn the_dashboard_runs_as_the_dashboard_user_behind_a_token_in_compose_and_kubern
     let nodes = compose_nats_nodes(&compose);
     let urls = &env["NATS_URL"];
     for node in &nodes {
-        assert!(urls.contains(&format!("{}:{}", node.service, node.client_port)), "`dashboard` reaches {}", node.service);
+        assert!(
+            urls.contains(&format!("{}:{}", node.service, node.client_port)),
+            "`dashboard` reaches {}",
+            node.service
+        );
     }
     for other in ["NATS_USER", "NATS_PASSWORD", "NATS_CREDS"] {
         assert!(!env.contains_key(other), "`dashboard` sets {other}: users authenticate with nkeys");
     }
     let ports = &compose.service("dashboard")["ports"];
     assert_eq!(strings(ports), ["127.0.0.1:8080:8080"], "published on the host's loopback only");
-    assert_eq!(compose.depends_on_conditions("dashboard").get("setup").map(String::as_str), Some("service_completed_successfully"));
+    assert_eq!(
+        compose.depends_on_conditions("dashboard").get("setup").map(String::as_str),
+        Some("service_completed_successfully")
+    );
 
     let file = "deploy/k8s/dashboard-deployment.yaml";
     let (object, container) = workload(file, "Deployment");

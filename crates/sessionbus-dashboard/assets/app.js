@@ -376,6 +376,9 @@ function workersPage() {
   const cards = el("div", { class: "cards", id: "workers" });
   const note = el("p", { id: "workers-note", class: "muted" });
   main.replaceChildren(el("h2", {}, "Workers"), note, cards);
+  const badge = document.getElementById("live");
+  badge.textContent = "polling every 2 s";
+  badge.className = "live on";
   async function poll() {
     try {
       const view = await getJson("/api/workers");

@@ -23,9 +23,9 @@ pub fn presented_token<'a>(presented: &Presented<'a>) -> Option<&'a str> {
     let cookie = presented.cookie.and_then(|c| {
         c.split(';').filter_map(|pair| pair.trim().split_once('=')).find(|(k, _)| *k == TOKEN_COOKIE).map(|(_, v)| v)
     });
-    let query = presented
-        .query
-        .and_then(|q| q.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == "token").map(|(_, v)| v));
+    let query = presented.query.and_then(|q| {
+        q.split('&').filter_map(|pair| pair.split_once('=')).find(|(k, _)| *k == "token").map(|(_, v)| v)
+    });
     bearer.or(cookie).or(query)
 }
 

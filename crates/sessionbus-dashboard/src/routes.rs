@@ -33,8 +33,7 @@ pub(crate) struct AppState {
 }
 
 /// The page may load only its own script and style, and nothing may frame it.
-const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; \
      base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 /// The router of the dashboard.
@@ -77,8 +76,11 @@ async fn index(State(state): State<Arc<AppState>>, request: Request) -> Response
 async fn require_token(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let headers = request.headers();
     let text = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
-    let presented =
-        Presented { authorization: text(header::AUTHORIZATION), cookie: text(header::COOKIE), query: request.uri().query() };
+    let presented = Presented {
+        authorization: text(header::AUTHORIZATION),
+        cookie: text(header::COOKIE),
+        query: request.uri().query(),
+    };
     if auth::authorized(state.token.as_deref(), &presented) {
         next.run(request).await
     } else {
@@ -158,7 +160,11 @@ struct GraphQuery {
 }
 
 /// One page of the graph, as node views, and where the next starts.
-async fn graph(State(state): State<Arc<AppState>>, Path(id): Path<String>, Query(query): Query<GraphQuery>) -> Response {
+async fn graph(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<GraphQuery>,
+) -> Response {
     let limit = query.limit.unwrap_or(GRAPH_PAGE_LIMIT).clamp(1, GRAPH_PAGE_LIMIT);
     let request = GraphPageRequest { after_seq: query.after, limit, as_of: query.as_of };
     match state.bus.graph_page(&id, &request).await {
@@ -212,11 +218,15 @@ async fn events(State(state): State<Arc<AppState>>, Query(query): Query<EventsQu
         None => state.bus.events_all().await,
     };
     match subscribed {
-        Ok(stream) => Sse::new(sse(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response(),
+        Ok(stream) => {
+            Sse::new(sse(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+        }
         Err(err) => bus_error(&err),
     }
 }
 
 fn sse(stream: sessionbus_nats::EventStream) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream.filter_map(|event| async move { views::event_view(&event).map(|view| Ok(Event::default().data(view.to_string()))) })
+    stream.filter_map(|event| async move {
+        views::event_view(&event).map(|view| Ok(Event::default().data(view.to_string())))
+    })
 }

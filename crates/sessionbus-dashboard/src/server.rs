@@ -77,6 +77,9 @@ impl Dashboard {
 
     /// Serves until `shutdown` completes.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), DashboardError> {
-        axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await.map_err(DashboardError::Serve)
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(DashboardError::Serve)
     }
 }

@@ -133,7 +133,8 @@ pub fn turn_view(turn_id: &str, ledger: &Value) -> Value {
 /// What the page is pushed for one event; `None` for events it does not draw (trace
 /// records) and for payloads that are not the record their subject names.
 pub fn event_view(event: &SessionEvent) -> Option<Value> {
-    let payload: Value = if event.payload.is_empty() { Value::Null } else { serde_json::from_slice(&event.payload).ok()? };
+    let payload: Value =
+        if event.payload.is_empty() { Value::Null } else { serde_json::from_slice(&event.payload).ok()? };
     let (kind, view) = match &event.kind {
         EventKind::Meta => ("meta", meta_view(&event.session_id, &payload)),
         EventKind::Lease => ("lease", lease_view(&payload)),
@@ -228,7 +229,8 @@ mod tests {
 
     #[test]
     fn leases_and_metas_keep_only_what_is_drawn() {
-        let lease = lease_view(&json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "ttl_ms": 30000}));
+        let lease =
+            lease_view(&json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "ttl_ms": 30000}));
         assert_eq!(lease, json!({"state": "held", "holder": "w1", "turn_id": "t", "ttl_ms": 30000}));
         assert_eq!(lease_view(&json!({"state": "free"}))["holder"], Value::Null);
         let meta = json!({"handle": {"session_id": "s", "parent_session_id": "p", "policy": {"api_key": "sk"}},

@@ -48,7 +48,7 @@ pub fn workers_view(stats: &[Value], infos: &[Value]) -> Value {
         .map(|worker| {
             let id = worker["id"].as_str().unwrap_or_default();
             let info = infos.iter().find(|info| info["id"] == id);
-            let endpoints: Vec<Value> = worker["endpoints"]
+            let mut endpoints: Vec<Value> = worker["endpoints"]
                 .as_array()
                 .into_iter()
                 .flatten()
@@ -65,6 +65,7 @@ pub fn workers_view(stats: &[Value], infos: &[Value]) -> Value {
                     })
                 })
                 .collect();
+            endpoints.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
             json!({
                 "id": id,
                 "worker_id": info.and_then(|i| i["metadata"]["worker_id"].as_str()).unwrap_or(id),

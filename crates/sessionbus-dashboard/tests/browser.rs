@@ -43,15 +43,25 @@ async fn the_sessions_page_lists_every_session_the_demo_created() {
     assert_eq!(created.len(), 6, "3 roots and a child each");
     let browser = Browser::start().await;
     open_live(&browser, &format!("{}#/sessions", bus.url)).await;
-    browser.wait_until(&format!("return document.querySelectorAll('#sessions-body tr').length === {}", created.len()), WAIT, "the demo's sessions").await;
+    browser
+        .wait_until(
+            &format!("return document.querySelectorAll('#sessions-body tr').length === {}", created.len()),
+            WAIT,
+            "the demo's sessions",
+        )
+        .await;
     let mut listed: Vec<String> = serde_json::from_value(
-        browser.eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)").await,
+        browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)")
+            .await,
     )
     .expect("ids");
     listed.sort();
     created.sort();
     assert_eq!(listed, created);
-    let children = browser.eval("return Array.from(document.querySelectorAll('#sessions-body tr td:nth-child(2) a')).length").await;
+    let children = browser
+        .eval("return Array.from(document.querySelectorAll('#sessions-body tr td:nth-child(2) a')).length")
+        .await;
     assert_eq!(children, json!(3), "each child links its parent");
     browser.screenshot("sessions").await;
     browser.close().await;
@@ -66,7 +76,11 @@ async fn a_session_created_while_the_page_is_open_appears_within_1_s_without_rel
     let created = std::time::Instant::now();
     let session = bus.session_with(&[]).await;
     let shown = browser
-        .wait_until(&format!("return document.querySelector('tr[data-session=\"{session}\"]') !== null"), WAIT, "the new session")
+        .wait_until(
+            &format!("return document.querySelector('tr[data-session=\"{session}\"]') !== null"),
+            WAIT,
+            "the new session",
+        )
         .await;
     let total = created.elapsed();
     browser.screenshot("sessions-live").await;
@@ -92,11 +106,17 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
         client.start_turn(request).await
     });
     browser
-        .wait_until("return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status === 'running'", WAIT, "the running turn")
+        .wait_until(
+            "return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status === 'running'",
+            WAIT,
+            "the running turn",
+        )
         .await;
     browser
         .wait_until(
-            &format!("return document.querySelector('tr[data-turn=\"turn-1\"]').children[5].textContent === '{worker_id}'"),
+            &format!(
+                "return document.querySelector('tr[data-turn=\"turn-1\"]').children[5].textContent === '{worker_id}'"
+            ),
             WAIT,
             "the worker running the turn",
         )
@@ -105,9 +125,15 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
     browser.screenshot("session-turn-running").await;
     turn.await.expect("join").expect("the turn completes");
     browser
-        .wait_until("return document.querySelector('tr[data-turn=\"turn-1\"]').dataset.status === 'completed'", WAIT, "the completed turn")
+        .wait_until(
+            "return document.querySelector('tr[data-turn=\"turn-1\"]').dataset.status === 'completed'",
+            WAIT,
+            "the completed turn",
+        )
         .await;
-    browser.wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the freed lease").await;
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the freed lease")
+        .await;
     let row = browser.eval("return document.querySelector('tr[data-turn=\"turn-1\"]').innerText").await;
     assert!(row.as_str().unwrap_or_default().contains(&worker_id), "the completed turn names its worker: {row}");
     browser.screenshot("session").await;
@@ -134,11 +160,17 @@ async fn the_graph_of_a_branched_session_shows_the_branch_and_marks_the_leaf() {
     let browser = Browser::start().await;
     open_live(&browser, &format!("{}#/session/{branched}", bus.url)).await;
     browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
-    let branches = browser.eval("return Array.from(document.querySelectorAll('#graph .node.branch')).map(n => n.dataset.node)").await;
+    let branches = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.branch')).map(n => n.dataset.node)")
+        .await;
     assert_eq!(branches, json!(["fork-1"]), "exactly the forked node opens a branch");
-    let lanes = browser.eval("return Array.from(document.querySelectorAll('#graph .node')).map(n => Number(n.dataset.lane))").await;
+    let lanes = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node')).map(n => Number(n.dataset.lane))")
+        .await;
     assert_eq!(lanes, json!([0, 0, 0, 1]), "the main line in lane 0, the branch in lane 1");
-    let leaf = browser.eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)").await;
+    let leaf = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)")
+        .await;
     assert_eq!(leaf, json!(["fork-1"]));
     browser.screenshot("session-branched").await;
     browser.close().await;
@@ -153,7 +185,9 @@ async fn the_workers_page_shows_both_workers_with_their_endpoints_and_charts() {
     browser.open(&format!("{}#/workers", bus.url)).await;
     browser.wait_until("return document.querySelectorAll('#workers .worker').length === 2", WAIT, "two workers").await;
     let mut shown: Vec<String> = serde_json::from_value(
-        browser.eval("return Array.from(document.querySelectorAll('#workers .worker')).map(w => w.dataset.worker)").await,
+        browser
+            .eval("return Array.from(document.querySelectorAll('#workers .worker')).map(w => w.dataset.worker)")
+            .await,
     )
     .expect("ids");
     shown.sort();
@@ -165,7 +199,9 @@ async fn the_workers_page_shows_both_workers_with_their_endpoints_and_charts() {
     let endpoints = browser.eval("return document.querySelector('#workers .worker tbody').children.length").await;
     assert!(endpoints.as_u64().unwrap_or(0) >= 10, "every endpoint has a row: {endpoints}");
     // A second poll draws the request-rate line.
-    browser.wait_until("return document.querySelector('#workers .worker polyline') !== null", WAIT, "the rate chart").await;
+    browser
+        .wait_until("return document.querySelector('#workers .worker polyline') !== null", WAIT, "the rate chart")
+        .await;
     browser.screenshot("workers").await;
     browser.close().await;
 }
@@ -181,12 +217,17 @@ async fn node_text_with_markup_is_shown_as_text_and_runs_nothing() {
     browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
     // Live too: the same text arriving through the event stream.
     bus.client
-        .append_session_nodes(&session, AppendSessionNodesRequest { nodes: vec![note(image)], requires_ancestor_node_id: None })
+        .append_session_nodes(
+            &session,
+            AppendSessionNodesRequest { nodes: vec![note(image)], requires_ancestor_node_id: None },
+        )
         .await
         .expect("append");
     browser.wait_until("return document.querySelectorAll('#graph .node').length === 3", WAIT, "the live node").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let texts = browser.eval("return Array.from(document.querySelectorAll('#graph .node .text')).map(t => t.textContent)").await;
+    let texts = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node .text')).map(t => t.textContent)")
+        .await;
     assert_eq!(texts, json!([script, image, image]), "shown as the text it is");
     assert_eq!(browser.eval("return document.querySelectorAll('#graph img, #graph script').length").await, json!(0));
     assert_eq!(browser.eval("return window.__pwned === undefined").await, Value::Bool(true), "nothing ran");
@@ -207,19 +248,29 @@ async fn a_20000_node_session_is_fully_drawn_with_its_leaf_marked_in_under_2_s()
             .await
             .expect("append");
     }
-    let leaf = bus.client.snapshot_session(&session).await.expect("snapshot").session_graph.leaf_node_id.expect("a leaf");
+    let leaf =
+        bus.client.snapshot_session(&session).await.expect("snapshot").session_graph.leaf_node_id.expect("a leaf");
     let browser = Browser::start().await;
     browser.open(&format!("{}#/session/{session}", bus.url)).await;
     browser
-        .wait_until("return document.getElementById('graph').dataset.complete === 'true'", Duration::from_secs(60), "the whole graph")
+        .wait_until(
+            "return document.getElementById('graph').dataset.complete === 'true'",
+            Duration::from_secs(60),
+            "the whole graph",
+        )
         .await;
     let drawn = browser.eval("return Number(document.getElementById('graph').dataset.count)").await;
-    let marked = browser.eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)").await;
-    let ms = browser.eval("return Number(document.getElementById('graph').dataset.drawnMs)").await.as_f64().expect("ms");
+    let marked = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)")
+        .await;
+    let ms =
+        browser.eval("return Number(document.getElementById('graph').dataset.drawnMs)").await.as_f64().expect("ms");
     let fetched = browser.eval("return Number(document.getElementById('graph').dataset.fetchedMs)").await;
     let head = browser.eval("return Number(document.getElementById('graph').dataset.headMs)").await;
     browser.screenshot("session-20000-nodes").await;
-    println!("{NODES} nodes drawn, leaf marked, in {ms:.0} ms (in the browser, from page script start; first page in at {head} ms, all at {fetched} ms)");
+    println!(
+        "{NODES} nodes drawn, leaf marked, in {ms:.0} ms (in the browser, from page script start; first page in at {head} ms, all at {fetched} ms)"
+    );
     assert_eq!(drawn, json!(NODES));
     assert_eq!(browser.eval("return document.querySelectorAll('#graph .node').length").await, json!(NODES));
     assert_eq!(marked, json!([leaf]));

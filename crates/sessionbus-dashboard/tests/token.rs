@@ -41,7 +41,9 @@ async fn a_token_guards_every_route_and_reaches_the_browser_only_as_an_http_only
     assert_eq!(dashboard.url().expect("url"), format!("http://{addr}/?token={TOKEN}"));
     tokio::spawn(dashboard.serve(std::future::pending()));
 
-    for path in ["/", "/app.js", "/style.css", "/api/config", "/api/sessions", "/api/workers", "/api/events", "/api/sessions/x"] {
+    for path in
+        ["/", "/app.js", "/style.css", "/api/config", "/api/sessions", "/api/workers", "/api/events", "/api/sessions/x"]
+    {
         assert_eq!(get(addr, path, "").0, 401, "{path} without the token");
         assert_eq!(get(addr, path, "Authorization: Bearer wrong\r\n").0, 401, "{path} with another token");
         assert_eq!(get(addr, &format!("{path}?token=wrong"), "").0, 401, "{path} with another token");

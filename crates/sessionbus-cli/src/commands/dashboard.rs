@@ -25,7 +25,11 @@ pub struct DashboardArgs {
 }
 
 /// Binds the dashboard on `client`; the caller serves it.
-pub async fn bind(client: async_nats::Client, connection: &ConnectionArgs, args: &DashboardArgs) -> Result<Dashboard, CliError> {
+pub async fn bind(
+    client: async_nats::Client,
+    connection: &ConnectionArgs,
+    args: &DashboardArgs,
+) -> Result<Dashboard, CliError> {
     let bus = BusClient::new(client, BusClientConfig::default().with_subjects(connection.subjects()));
     let config =
         DashboardConfig::new(args.listen).with_token(args.token.clone()).with_jaeger_url(args.jaeger_url.clone());

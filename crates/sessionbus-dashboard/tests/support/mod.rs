@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use fantoccini::{Client, ClientBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde_json::{Value, json};
-use sessionbus_api::{AppendSessionNodesRequest, SessionAppendNode, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _};
+use sessionbus_api::{
+    AppendSessionNodesRequest, SessionAppendNode, SessionCreateRequest, SessionGraphService as _,
+    SessionLifecycleService as _,
+};
 use sessionbus_dashboard::{Dashboard, DashboardConfig};
 use sessionbus_nats::{BusClient, BusClientConfig};
 use sessionbus_testkit::{NatsServer, WorkerProcess, free_port};
@@ -35,7 +38,9 @@ impl Bus {
         let mut started = Vec::new();
         for _ in 0..workers {
             started.push(
-                WorkerProcess::start(&server.url(), worker_args).await.expect("sessionbus worker (cargo build -p sessionbus-cli)"),
+                WorkerProcess::start(&server.url(), worker_args)
+                    .await
+                    .expect("sessionbus worker (cargo build -p sessionbus-cli)"),
             );
         }
         let nats = server.client().await.expect("connect");
@@ -57,7 +62,10 @@ impl Bus {
         if !texts.is_empty() {
             let nodes = texts.iter().map(|t| note(t)).collect();
             self.client
-                .append_session_nodes(&handle.session_id, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
+                .append_session_nodes(
+                    &handle.session_id,
+                    AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None },
+                )
                 .await
                 .expect("append");
         }
@@ -101,7 +109,13 @@ impl Browser {
             .spawn()
             .expect("chromedriver (apt-get install chromium chromium-driver; scripts/test does)");
         let mut capabilities = serde_json::Map::new();
-        let mut args = vec!["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,900"];
+        let mut args = vec![
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ];
         if let Ok(binary) = std::env::var("CHROMIUM") {
             capabilities.insert("goog:chromeOptions".into(), json!({ "args": args, "binary": binary }));
         } else {
