@@ -38,6 +38,9 @@ pub async fn bind(
 
 /// Serves the dashboard until Ctrl-C or SIGTERM.
 pub async fn run(connection: &ConnectionArgs, args: DashboardArgs) -> Result<(), CliError> {
+    // Refuse an unguarded public address before touching the bus.
+    sessionbus_dashboard::listen::check_listen(args.listen, args.token.as_deref())
+        .map_err(|err| CliError::Other(err.to_string()))?;
     let client = connection.connect("sessionbus-dashboard").await?;
     let dashboard = bind(client, connection, &args).await?;
     println!("dashboard: {}", dashboard.url().map_err(|err| CliError::Other(err.to_string()))?);
