@@ -32,7 +32,7 @@ use async_nats::{Client, ConnectOptions};
 use auth::{Conn, Credentials, WAIT, connect, read, root, setup_as_admin, start_server};
 use futures::StreamExt;
 use serde_yaml_ng::Value;
-use sessionbus_nats::jetstream::SPANS_STREAM;
+use sessionbus_nats::jetstream::{INDEX_STREAM, SPANS_STREAM};
 use sessionbus_nats::{STATE_STREAM, TOOLS_STREAM, TRACE_STREAM};
 use sessionbus_testkit::{
     MAX_PAYLOAD, NATS_SERVER_VERSION, ServerProcess, WorkerConfig, WorkerProcess, find_nats_server, monitoring_get,
@@ -1255,6 +1255,7 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
     let read_only: BTreeSet<String> = [
         "$SRV.>",
         "sessionbus.v1.ping",
+        "sessionbus.v1.sessions",
         "sessionbus.v1.session.*.snapshot",
         "sessionbus.v1.session.*.graph_page",
         "sessionbus.v1.session.*.tool_catalog",
@@ -1267,7 +1268,7 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
 
     // The worker: message rights on the sessionbus streams, never their layout.
     let worker = &users["worker"].1;
-    let streams = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM];
+    let streams = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM, INDEX_STREAM];
     for subject in permission(worker, &["publish", "allow"]) {
         if subject.starts_with("$JS.") && subject != "$JS.API.INFO" {
             let stream = subject.split('.').find(|token| streams.contains(token));
@@ -1784,7 +1785,7 @@ async fn account_connection_cap_and_per_connection_subscription_cap_hold_with_cl
 const QUIET: Duration = Duration::from_millis(500);
 
 /// The streams and buckets of the bus.
-const STREAMS: [&str; 4] = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM];
+const STREAMS: [&str; 5] = [STATE_STREAM, TRACE_STREAM, TOOLS_STREAM, SPANS_STREAM, INDEX_STREAM];
 
 impl Conn {
     /// Publishes to `subject` and waits for the refusal.
