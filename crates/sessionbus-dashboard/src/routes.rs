@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sessionbus_api::{ErrorKind, PluginError, SessionListQuery, SessionStateService as _};
 use sessionbus_nats::BusClient;
-use sessionbus_nats::wire::{GRAPH_AS_OF, GRAPH_NEXT_SEQ, GraphPageRequest};
+use sessionbus_nats::wire::GraphPageRequest;
 
 use crate::auth::{self, Presented, TOKEN_COOKIE};
 use crate::views;
@@ -126,25 +126,8 @@ async fn sessions(State(state): State<Arc<AppState>>, Query(query): Query<Sessio
 /// of the graph is read with `graph` from `next` up to `as_of` (both null when the
 /// first page is the whole graph).
 async fn session(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    match state.bus.snapshot_first_page(&id).await {
-        Ok(snapshot) => {
-            let nodes: Vec<views::NodeView> = snapshot.session_graph.nodes.iter().map(views::node_view).collect();
-            let next = snapshot.extra.get(GRAPH_NEXT_SEQ).and_then(Value::as_u64);
-            let as_of = snapshot.extra.get(GRAPH_AS_OF).and_then(Value::as_u64);
-            let usage = &snapshot.token_usage;
-            Json(json!({
-                "session_id": snapshot.session_id,
-                "turn_index": snapshot.turn_index,
-                "tokens": usage.input_tokens + usage.output_tokens,
-                "leaf": snapshot.session_graph.leaf_node_id,
-                "graph_size": as_of.unwrap_or(nodes.len() as u64),
-                "tool_state_generation": snapshot.tool_state_generation,
-                "nodes": nodes,
-                "next": next,
-                "as_of": as_of,
-            }))
-            .into_response()
-        }
+    match state.bus.snapshot_first_page::<views::SnapshotHead>(&id).await {
+        Ok(head) => Json(views::session_view(head)).into_response(),
         Err(err) => bus_error(&err),
     }
 }
@@ -168,10 +151,7 @@ async fn graph(
     let limit = query.limit.unwrap_or(GRAPH_PAGE_LIMIT).clamp(1, GRAPH_PAGE_LIMIT);
     let request = GraphPageRequest { after_seq: query.after, limit, as_of: query.as_of };
     match state.bus.graph_page(&id, &request).await {
-        Ok(page) => {
-            let nodes: Vec<views::NodeView> = page.nodes.iter().map(views::node_view).collect();
-            Json(json!({ "nodes": nodes, "next": page.next_seq })).into_response()
-        }
+        Ok(page) => Json(views::graph_page_view(&page)).into_response(),
         Err(err) => bus_error(&err),
     }
 }

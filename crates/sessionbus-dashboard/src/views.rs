@@ -5,9 +5,10 @@
 //! (policies, bindings, tool arguments) stays on the server. Text from models and tools
 //! is sent as plain JSON strings; the page puts it into the DOM with `textContent`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sessionbus_api::{SessionNode, SessionNodeBody, ToolState};
+use sessionbus_api::{SessionGraph, SessionNode, SessionNodeBody, TokenUsage, ToolState};
+use sessionbus_nats::wire::GraphPage;
 use sessionbus_nats::{EventKind, SessionEvent};
 
 /// The most characters of a node's text the page is sent.
@@ -41,6 +42,86 @@ pub fn node_view(node: &SessionNode) -> NodeView {
         kind,
         text: text.map(|t| t.chars().take(NODE_TEXT_LIMIT).collect()).unwrap_or_default(),
     }
+}
+
+/// The fields of a snapshot reply the session page uses, read in one pass: the policy,
+/// agent frames and every other field are skipped unread (`SessionSnapshot` would keep
+/// them, and buffer the whole reply, graph included, to do so).
+#[derive(Debug, Deserialize)]
+pub struct SnapshotHead {
+    /// The session's id.
+    pub session_id: String,
+    /// The graph's first page and the leaf.
+    pub session_graph: SessionGraph,
+    /// Turns committed so far.
+    pub turn_index: u64,
+    /// Token usage summed over committed turns.
+    pub token_usage: TokenUsage,
+    /// The tool state revision the snapshot was taken at.
+    #[serde(default)]
+    pub tool_state_generation: Option<u64>,
+    /// Where the next graph page starts (`wire::GRAPH_NEXT_SEQ`); `None` when the first
+    /// page is the whole graph.
+    #[serde(default)]
+    pub graph_next_seq: Option<u64>,
+    /// The node count of the graph the first page was cut from (`wire::GRAPH_AS_OF`).
+    #[serde(default)]
+    pub graph_as_of: Option<u64>,
+}
+
+/// What the session page is sent: counters, leaf, graph size, and the graph's first
+/// page as node views; the rest is read from `next` up to `as_of` (both null when the
+/// first page is the whole graph).
+#[derive(Debug, Serialize)]
+pub struct SessionView {
+    /// The session's id.
+    pub session_id: String,
+    /// Turns committed so far.
+    pub turn_index: u64,
+    /// Input and output tokens, summed.
+    pub tokens: u64,
+    /// The leaf node's id.
+    pub leaf: Option<String>,
+    /// How many nodes the graph has.
+    pub graph_size: u64,
+    /// The tool state revision.
+    pub tool_state_generation: Option<u64>,
+    /// The first page of the graph.
+    pub nodes: Vec<NodeView>,
+    /// Where the next page starts.
+    pub next: Option<u64>,
+    /// The node count the pages stop at.
+    pub as_of: Option<u64>,
+}
+
+/// The view of a snapshot's head.
+pub fn session_view(head: SnapshotHead) -> SessionView {
+    let nodes: Vec<NodeView> = head.session_graph.nodes.iter().map(node_view).collect();
+    SessionView {
+        session_id: head.session_id,
+        turn_index: head.turn_index,
+        tokens: head.token_usage.input_tokens + head.token_usage.output_tokens,
+        leaf: head.session_graph.leaf_node_id,
+        graph_size: head.graph_as_of.unwrap_or(nodes.len() as u64),
+        tool_state_generation: head.tool_state_generation,
+        nodes,
+        next: head.graph_next_seq,
+        as_of: head.graph_as_of,
+    }
+}
+
+/// One graph page as the page draws it: node views, and where the next page starts.
+#[derive(Debug, Serialize)]
+pub struct GraphPageView {
+    /// The nodes.
+    pub nodes: Vec<NodeView>,
+    /// The `after` of the next page; `None` for the last.
+    pub next: Option<u64>,
+}
+
+/// The view of a graph page.
+pub fn graph_page_view(page: &GraphPage) -> GraphPageView {
+    GraphPageView { nodes: page.nodes.iter().map(node_view).collect(), next: page.next_seq }
 }
 
 /// Object keys whose text is shown before any other's.
@@ -185,6 +266,28 @@ mod tests {
             assert_eq!((view.kind.as_str(), view.text.as_str()), (kind, text));
             assert_eq!(view.parent.as_deref(), Some("n1"));
         }
+    }
+
+    #[test]
+    fn a_snapshot_head_is_sent_without_policy_frames_or_unknown_fields() {
+        let node =
+            json!({"node_id": "n1", "timestamp": "t", "kind": "plugin", "plugin_type": "note", "body": {"text": "hi"}});
+        let mut reply = json!({
+            "session_id": "s", "policy": {"api_key": "sk-x"}, "agent_frames": [{"secret": "frame"}],
+            "session_graph": {"nodes": [node], "leaf_node_id": "n1"}, "turn_index": 2,
+            "token_usage": {"input_tokens": 1, "output_tokens": 2}, "tool_state_generation": 4,
+            "protocol_turn_options": {"binding": "b"}, "checkpoint": {"state": "private"},
+        });
+        reply[sessionbus_nats::wire::GRAPH_NEXT_SEQ] = json!(1);
+        reply[sessionbus_nats::wire::GRAPH_AS_OF] = json!(3);
+        let head: SnapshotHead = serde_json::from_value(reply).unwrap();
+        let sent = serde_json::to_value(session_view(head)).unwrap();
+        assert_eq!(
+            sent,
+            json!({"session_id": "s", "turn_index": 2, "tokens": 3, "leaf": "n1", "graph_size": 3,
+                   "tool_state_generation": 4, "next": 1, "as_of": 3,
+                   "nodes": [{"id": "n1", "parent": null, "kind": "note", "text": "hi"}]})
+        );
     }
 
     #[test]

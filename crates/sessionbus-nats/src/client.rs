@@ -196,7 +196,12 @@ impl BusClient {
     /// with [`BusClient::graph_page`] from `extra["graph_next_seq"]` up to
     /// `extra["graph_as_of"]` (both absent when the first page holds the whole graph).
     /// For readers that draw a large graph page by page instead of waiting for all of it.
-    pub async fn snapshot_first_page(&self, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+    ///
+    /// Read as `T`: a [`SessionSnapshot`], or a reader's own struct of the few fields it
+    /// uses (`SessionSnapshot` keeps every unknown field, so serde buffers the whole reply,
+    /// graph included, before decoding it; a struct without such a catch-all reads the
+    /// reply in one pass and skips the fields it does not name).
+    pub async fn snapshot_first_page<T: DeserializeOwned>(&self, session_id: &str) -> Result<T, PluginError> {
         self.session_call(session_id, Op::Snapshot, &Empty {}).await
     }
 
