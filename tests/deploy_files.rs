@@ -1139,6 +1139,57 @@ fn kubernetes_files_carry_the_same_accounts_users_and_route_security_as_compose(
     }
 }
 
+/// The web dashboard in compose and Kubernetes: as the `dashboard` user (DASHBOARD),
+/// on every node, after the layout, with a token it is handed (it listens on the
+/// container's interfaces, which the dashboard refuses without one), published only on
+/// the host's loopback.
+#[test]
+fn the_dashboard_runs_as_the_dashboard_user_behind_a_token_in_compose_and_kubernetes() {
+    let compose = Compose::load();
+    assert!(compose.services().contains("dashboard"), "docker-compose.yml lacks service `dashboard`");
+    assert_eq!(compose.command("dashboard"), ["dashboard", "--listen", "0.0.0.0:8080"]);
+    let env = compose.environment("dashboard");
+    let seed = env.get("NATS_NKEY").expect("`dashboard` has no NATS_NKEY");
+    assert_eq!(compose.host_path("dashboard", seed), "deploy/nats/secrets/dashboard.nk");
+    let users = account_users();
+    assert_eq!(users["dashboard"].0, "DASHBOARD", "the dashboard user lives in the DASHBOARD account");
+    let token = env.get("SESSIONBUS_DASHBOARD_TOKEN").expect("`dashboard` has no token");
+    assert!(token.starts_with("${SESSIONBUS_DASHBOARD_TOKEN:?"), "the token is required from the caller: {token}");
+    let nodes = compose_nats_nodes(&compose);
+    let urls = &env["NATS_URL"];
+    for node in &nodes {
+        assert!(
+            urls.contains(&format!("{}:{}", node.service, node.client_port)),
+            "`dashboard` reaches {}",
+            node.service
+        );
+    }
+    for other in ["NATS_USER", "NATS_PASSWORD", "NATS_CREDS"] {
+        assert!(!env.contains_key(other), "`dashboard` sets {other}: users authenticate with nkeys");
+    }
+    let ports = &compose.service("dashboard")["ports"];
+    assert_eq!(strings(ports), ["127.0.0.1:8080:8080"], "published on the host's loopback only");
+    assert_eq!(
+        compose.depends_on_conditions("dashboard").get("setup").map(String::as_str),
+        Some("service_completed_successfully")
+    );
+
+    let file = "deploy/k8s/dashboard-deployment.yaml";
+    let (object, container) = workload(file, "Deployment");
+    assert_eq!(strings(at(&container, &["args"])), ["dashboard", "--listen", "0.0.0.0:8080"]);
+    let env = container_env(&container);
+    let (secret, key) = secret_file(&object, &container, &text(at(&env["NATS_NKEY"], &["value"])));
+    assert_eq!(key, "dashboard.nk", "{file} reads the seed of `dashboard`");
+    let token = at(&env["SESSIONBUS_DASHBOARD_TOKEN"], &["valueFrom", "secretKeyRef"]);
+    assert_eq!(text(at(token, &["name"])), "sessionbus-dashboard-token");
+    let readme = read("deploy/k8s/README.md");
+    assert!(readme.contains(file), "deploy/k8s/README.md should explain {file}");
+    assert!(readme.contains(&format!("create secret generic {secret} --from-file={key}=deploy/nats/secrets/{key}")));
+    assert!(readme.contains("create secret generic sessionbus-dashboard-token"));
+    let service = yaml_documents(file).into_iter().find(|d| text(at(d, &["kind"])) == "Service").expect("a Service");
+    assert_eq!(text(at(&service, &["spec", "type"])), "ClusterIP", "the dashboard is not exposed outside the cluster");
+}
+
 // ---------------------------------------------------------------------------------------
 // deploy/nats/accounts.conf, read statically
 // ---------------------------------------------------------------------------------------

@@ -35,6 +35,8 @@ enum Command {
     /// Retention: purge closed sessions older than an age, in bounded batches (needs
     /// the right to purge streams: the deploy/ `admin` user).
     Purge(commands::purge::PurgeArgs),
+    /// Serve the web dashboard: sessions, one session's graph and turns, workers, live.
+    Dashboard(commands::dashboard::DashboardArgs),
     /// Tail session events live, one line per event.
     Watch(commands::watch::WatchArgs),
     /// Show the workers on the bus and their per-endpoint statistics.
@@ -84,6 +86,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Demo(args) => commands::demo::run(&cli.connection, args).await,
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,
         Command::Purge(args) => commands::purge::run(&cli.connection, args).await,
+        Command::Dashboard(args) => commands::dashboard::run(&cli.connection, args).await,
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
         Command::Bench(args) => commands::bench::run(&cli.connection, args).await,

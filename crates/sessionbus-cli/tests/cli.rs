@@ -52,9 +52,12 @@ fn signal(pid: u32, name: &str) {
 fn up_serves_and_stops_cleanly_leaving_no_process() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port().expect("a free port");
+    let dashboard_port = free_port().expect("a free port");
     let data_dir = dir.path().join("data");
     let mut child = Command::new(BIN)
-        .args(["up", "--port", &port.to_string(), "--http-port", "0", "--data-dir"])
+        .args(["up", "--port", &port.to_string(), "--http-port", "0", "--dashboard", "--dashboard-listen"])
+        .arg(format!("127.0.0.1:{dashboard_port}"))
+        .arg("--data-dir")
         .arg(&data_dir)
         .env_remove("NATS_URL")
         .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -89,6 +92,12 @@ fn up_serves_and_stops_cleanly_leaving_no_process() {
         client.request("$SRV.PING.sessionbus", bytes::Bytes::new()).await
     });
     assert!(pinged.is_ok(), "$SRV.PING must answer: {pinged:?}");
+    // `--dashboard` prints its URL and serves the page there.
+    let dashboard_url = format!("http://127.0.0.1:{dashboard_port}/");
+    assert!(banner.contains(&dashboard_url), "{banner}");
+    let (status, page) = sessionbus_testkit::monitoring_get(dashboard_port, "/").expect("GET the dashboard");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("sessionbus dashboard"), "{page}");
 
     signal(child.id(), "INT");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -104,6 +113,7 @@ fn up_serves_and_stops_cleanly_leaving_no_process() {
     assert!(exit.success(), "{exit}: {rest}");
     assert!(rest.contains("stopped"), "{rest}");
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the embedded nats-server is still listening");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", dashboard_port)).is_err(), "the dashboard is still listening");
     let leftover = Command::new("pgrep").arg("-f").arg(data_dir.to_string_lossy().as_ref()).output().expect("pgrep");
     assert!(leftover.stdout.is_empty(), "processes left behind: {}", stdout(&leftover));
 }
@@ -186,10 +196,37 @@ fn commands_without_a_bus_explain_what_to_do() {
 }
 
 #[test]
+fn the_dashboard_refuses_a_public_address_without_a_token_before_connecting() {
+    let output = Command::new(BIN)
+        .args(["dashboard", "--listen", "0.0.0.0:18080"])
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env_remove("SESSIONBUS_DASHBOARD_TOKEN")
+        .output()
+        .expect("run dashboard");
+    assert!(!output.status.success());
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        errors.contains("refusing to listen on 0.0.0.0:18080 without a token") && errors.contains("--token"),
+        "{errors}"
+    );
+}
+
+#[test]
 fn every_subcommand_has_help() {
-    for sub in
-        ["up", "setup", "worker", "demo", "sessions", "purge", "watch", "status", "bench", "exporter", "credentials"]
-    {
+    for sub in [
+        "up",
+        "setup",
+        "worker",
+        "demo",
+        "sessions",
+        "purge",
+        "watch",
+        "status",
+        "dashboard",
+        "bench",
+        "exporter",
+        "credentials",
+    ] {
         let output = Command::new(BIN).args([sub, "--help"]).output().expect("help");
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");

@@ -192,6 +192,25 @@ impl BusClient {
         Ok(crate::events::EventStream::new(subjects, subscriber))
     }
 
+    /// A session's snapshot with only the first page of its graph: the rest is read
+    /// with [`BusClient::graph_page`] from `extra["graph_next_seq"]` up to
+    /// `extra["graph_as_of"]` (both absent when the first page holds the whole graph).
+    /// For readers that draw a large graph page by page instead of waiting for all of it.
+    ///
+    /// Read as `T`: a [`SessionSnapshot`], or a reader's own struct of the few fields it
+    /// uses (`SessionSnapshot` keeps every unknown field, so serde buffers the whole reply,
+    /// graph included, before decoding it; a struct without such a catch-all reads the
+    /// reply in one pass and skips the fields it does not name).
+    pub async fn snapshot_first_page<T: DeserializeOwned>(&self, session_id: &str) -> Result<T, PluginError> {
+        self.session_call(session_id, Op::Snapshot, &Empty {}).await
+    }
+
+    /// One page of a session's graph: up to `request.limit` nodes after the first
+    /// `request.after_seq`, in graph order (the `graph_page` op).
+    pub async fn graph_page(&self, session_id: &str, request: &GraphPageRequest) -> Result<GraphPage, PluginError> {
+        self.session_call(session_id, Op::GraphPage, request).await
+    }
+
     /// Asks any worker for readiness; answers once one serves every endpoint.
     pub async fn ping(&self) -> Result<PingReply, PluginError> {
         self.call(Target::global(Endpoint::Ping), &Empty {}).await

@@ -56,6 +56,16 @@ pub struct GraphPage {
     pub next_seq: Option<u64>,
 }
 
+/// A `graph_page` reply encoded from borrowed nodes: the same JSON as [`GraphPage`]'s,
+/// without copying a page out of the graph a worker keeps.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GraphPageRef<'a> {
+    /// The nodes, in graph order.
+    pub nodes: &'a [SessionNode],
+    /// The `after_seq` of the next page, or `None` when this page is the last.
+    pub next_seq: Option<u64>,
+}
+
 /// `tool_catalog` request.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ToolCatalogRequest {
@@ -291,6 +301,23 @@ pub fn decode_reply<T: DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_borrowed_graph_page_is_encoded_as_an_owned_one_is() {
+        let node = |i: usize| {
+            SessionNode::from_append(
+                sessionbus_api::SessionAppendNode::message("User", format!("m{i}")),
+                format!("n{i}"),
+                i.checked_sub(1).map(|p| format!("n{p}")),
+                "t".into(),
+            )
+        };
+        let nodes: Vec<SessionNode> = (0..3).map(node).collect();
+        for next_seq in [None, Some(3)] {
+            let owned = encode(&GraphPage { nodes: nodes.clone(), next_seq }).unwrap();
+            assert_eq!(encode(&GraphPageRef { nodes: &nodes, next_seq }).unwrap(), owned);
+        }
+    }
 
     #[test]
     fn header_safe_escapes_and_bounds() {

@@ -27,7 +27,7 @@ use crate::reply_policy::ReplyPolicy;
 use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
-    self, Empty, ErrorCode, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
+    self, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest, PingReply,
     StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
@@ -543,7 +543,7 @@ fn turn_reply(
 /// (`graph_as_of`). Returns the whole graph.
 fn cut_first_page(snapshot: &mut SessionSnapshot, budget: usize) -> Arc<Vec<SessionNode>> {
     let whole = std::mem::take(&mut snapshot.session_graph.nodes);
-    let count = nodes_fitting(&whole, 0, budget);
+    let count = nodes_fitting(&whole, 0, usize::MAX, budget);
     snapshot.session_graph.nodes = whole[..count].to_vec();
     let next = (count < whole.len()).then_some(count as u64);
     snapshot.extra.insert(wire::GRAPH_NEXT_SEQ.to_owned(), serde_json::Value::from(next));
@@ -553,28 +553,45 @@ fn cut_first_page(snapshot: &mut SessionSnapshot, budget: usize) -> Arc<Vec<Sess
 
 /// The JSON size of `nodes` inside their array.
 fn nodes_size(nodes: &[SessionNode]) -> usize {
-    nodes.iter().map(|node| serde_json::to_vec(node).map_or(0, |b| b.len() + 1)).sum()
+    nodes.iter().map(|node| json_size(node).map_or(0, |size| size + 1)).sum()
 }
 
-/// One page of `graph` (cut back to `as_of` nodes when given): only its nodes are copied.
+/// The size of `value`'s JSON, counted as it is written (nothing is kept).
+fn json_size<T: Serialize>(value: &T) -> Option<usize> {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).ok().map(|()| count.0)
+}
+
+/// One page of `graph` (cut back to `as_of` nodes when given), encoded from the kept
+/// graph without copying its nodes.
 fn graph_page(graph: &[SessionNode], page: GraphPageRequest, limit: usize) -> Reply {
     let cut = page.as_of.map_or(graph.len(), |as_of| usize::try_from(as_of).unwrap_or(usize::MAX).min(graph.len()));
     let nodes = &graph[..cut];
     let start = usize::try_from(page.after_seq).unwrap_or(usize::MAX).min(nodes.len());
-    let by_size = nodes_fitting(nodes, start, limit.saturating_sub(64));
-    let count = by_size.min(page.limit.max(1) as usize);
+    let count = nodes_fitting(nodes, start, page.limit.max(1) as usize, limit.saturating_sub(64));
     let end = start + count;
     let next_seq = (end < nodes.len()).then_some(end as u64);
-    reply(Ok(GraphPage { nodes: nodes[start..end].to_vec(), next_seq }))
+    reply(Ok(GraphPageRef { nodes: &nodes[start..end], next_seq }))
 }
 
-/// How many nodes from `start` fit in `budget` bytes of JSON (at least one when any is left,
-/// so paging always progresses; a single node too large is refused by the size check).
-fn nodes_fitting(nodes: &[SessionNode], start: usize, budget: usize) -> usize {
+/// How many nodes from `start`, `most` at most, fit in `budget` bytes of JSON (at least
+/// one when any is left, so paging always progresses; a single node too large is
+/// refused by the size check).
+fn nodes_fitting(nodes: &[SessionNode], start: usize, most: usize, budget: usize) -> usize {
     let mut used = 0;
     let mut count = 0;
-    for node in &nodes[start..] {
-        let size = serde_json::to_vec(node).map_or(usize::MAX, |b| b.len() + 1);
+    for node in nodes[start..].iter().take(most) {
+        let size = json_size(node).map_or(usize::MAX, |size| size + 1);
         if count > 0 && used + size > budget {
             break;
         }

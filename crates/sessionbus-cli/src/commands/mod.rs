@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod credentials;
+pub mod dashboard;
 pub mod demo;
 pub mod exporter;
 pub mod purge;

@@ -31,6 +31,12 @@ pub struct UpArgs {
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
     pub worker: WorkerArgs,
+    /// Also serve the web dashboard (see `sessionbus dashboard`) and print its URL.
+    #[arg(long)]
+    pub dashboard: bool,
+    /// Where `--dashboard` serves the page.
+    #[arg(long, default_value = sessionbus_dashboard::DEFAULT_LISTEN)]
+    pub dashboard_listen: std::net::SocketAddr,
 }
 
 /// The name of the embedded server (the one its stores were written under).
@@ -80,7 +86,7 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
     let (stop_exporter, exporter_stopped) = tokio::sync::watch::channel(false);
     let exporter = if sessionbus_otel::export::otlp_configured() {
         let exporter_args = super::exporter::ExporterArgs { consumer: "sessionbus-exporter".into() };
-        Some(super::exporter::spawn(connection, client, &exporter_args, exporter_stopped).await?)
+        Some(super::exporter::spawn(connection, client.clone(), &exporter_args, exporter_stopped).await?)
     } else {
         None
     };
@@ -119,9 +125,32 @@ pub async fn run(connection: &ConnectionArgs, args: UpArgs) -> Result<(), CliErr
         None => "stored in SESSIONBUS_TRACE (set OTEL_EXPORTER_OTLP_ENDPOINT to export spans)".to_owned(),
     };
     table.add_row(vec!["traces".to_owned(), traces]);
+    let dashboard = if args.dashboard {
+        let dashboard_args = super::dashboard::DashboardArgs {
+            listen: args.dashboard_listen,
+            token: std::env::var("SESSIONBUS_DASHBOARD_TOKEN").ok(),
+            jaeger_url: std::env::var("SESSIONBUS_JAEGER_URL").ok(),
+        };
+        let dashboard = super::dashboard::bind(client.clone(), connection, &dashboard_args).await?;
+        let url = dashboard.url().map_err(|err| CliError::Other(err.to_string()))?;
+        table.add_row(vec!["dashboard".to_owned(), url]);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(dashboard.serve(async move {
+            let _ = stopped.await;
+        }));
+        Some((stop, task))
+    } else {
+        None
+    };
     println!("sessionbus is up\n{table}");
     println!("try: NATS_URL={url} sessionbus demo   (Ctrl-C here to stop)");
     super::shutdown_signal().await;
+    if let Some((stop, task)) = dashboard {
+        let _ = stop.send(());
+        if let Ok(Err(err)) = task.await {
+            eprintln!("warning: {err}");
+        }
+    }
     println!("stopping: draining the worker");
     worker.shutdown(Duration::from_secs(args.worker.drain_timeout_secs)).await;
     if let Some(exporter) = exporter {

@@ -100,7 +100,10 @@ pub async fn start_worker(
         setup_layout(&client, &subjects, &args.layout, Duration::from_secs(60)).await?;
     }
     let lease_ttl = Duration::from_secs(args.lease_ttl_secs.max(1));
+    // One id for the worker and the leases it takes, so a turn's lease names its worker.
+    let worker_id = uuid::Uuid::new_v4().to_string();
     let host_config = JetStreamHostConfig::default()
+        .with_lease_holder(worker_id.clone())
         .with_subjects(subjects.clone())
         .with_lease_ttl(lease_ttl)
         .with_lease_renew_every(
@@ -109,6 +112,7 @@ pub async fn start_worker(
         );
     let host = JetStreamHost::connect(client.clone(), executor, host_config).await?;
     let worker_config = WorkerConfig::default()
+        .with_worker_id(worker_id)
         .with_subjects(subjects)
         .with_max_fast_in_flight(args.concurrency.max(1))
         .with_max_turns_in_flight(args.turns.max(1))

@@ -68,6 +68,10 @@ pub struct JetStreamHostConfig {
     pub api_timeout: Duration,
     /// How long transient JetStream failures (leader elections) are retried.
     pub retry_budget: Duration,
+    /// Who this host is in the leases it takes (dashboards show it as the worker running
+    /// a turn): `sessionbus worker` passes its worker id; a new UUID by default. Must
+    /// differ between hosts.
+    pub lease_holder: String,
 }
 
 with_setters!(JetStreamHostConfig {
@@ -79,6 +83,7 @@ with_setters!(JetStreamHostConfig {
     with_cached_nodes => cached_nodes: usize,
     with_api_timeout => api_timeout: Duration,
     with_retry_budget => retry_budget: Duration,
+    with_lease_holder => lease_holder: String,
 });
 
 impl Default for JetStreamHostConfig {
@@ -92,6 +97,7 @@ impl Default for JetStreamHostConfig {
             cached_nodes: 200_000,
             api_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(15),
+            lease_holder: uuid::Uuid::new_v4().to_string(),
         }
     }
 }
@@ -155,7 +161,7 @@ impl JetStreamHost {
                 catalogs: CatalogCache::new(config.cached_sessions),
                 leases: lease_watch::LeaseWatch::new(config.cached_sessions),
                 max_payload,
-                holder: uuid::Uuid::new_v4().to_string(),
+                holder: config.lease_holder.clone(),
                 executor,
                 config,
             }),

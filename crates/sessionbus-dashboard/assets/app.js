@@ -1,0 +1,441 @@
+// sessionbus dashboard: three pages (sessions, one session, workers) drawn from the
+// dashboard's JSON reads and kept live by its server-sent events (/api/events).
+//
+// Every text that comes from the bus (node text, ids, errors, worker names) reaches the
+// DOM through textContent or an attribute set with setAttribute: never innerHTML.
+"use strict";
+
+const main = document.getElementById("main");
+const PAGE = 5000; // nodes per graph request (the server's most)
+let config = { jaeger_url: null };
+let leaving = []; // what the current page must stop (event sources, timers) when left
+
+// ---- DOM helpers -------------------------------------------------------------------
+
+/** An element with attributes and children; strings become text nodes. */
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs || {})) {
+    if (value !== null && value !== undefined) node.setAttribute(name, String(value));
+  }
+  for (const child of children) {
+    if (child === null || child === undefined) continue;
+    node.append(typeof child === "string" || typeof child === "number" ? document.createTextNode(String(child)) : child);
+  }
+  return node;
+}
+
+/** A span of one class holding `text` as text. */
+function textSpan(className, text) {
+  const span = document.createElement("span");
+  span.className = className;
+  span.textContent = text;
+  return span;
+}
+
+function svg(tag, attrs) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [name, value] of Object.entries(attrs || {})) node.setAttribute(name, String(value));
+  return node;
+}
+
+function short(id) {
+  return id && id.length > 12 ? id.slice(0, 8) + "…" : id || "";
+}
+
+function ago(ms) {
+  if (ms < 1000) return ms.toFixed(0) + " ms ago";
+  return (ms / 1000).toFixed(1) + " s ago";
+}
+
+async function getJson(url) {
+  const response = await fetch(url, { credentials: "same-origin" });
+  const body = await response.json().catch(() => ({ error: response.statusText }));
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+/** Live events (all sessions, or one): calls onEvent with each parsed event. */
+function liveEvents(session, onEvent) {
+  const url = session ? "/api/events?session=" + encodeURIComponent(session) : "/api/events";
+  const source = new EventSource(url);
+  const badge = document.getElementById("live");
+  source.onopen = () => { badge.textContent = "live"; badge.className = "live on"; };
+  source.onerror = () => { badge.textContent = "reconnecting…"; badge.className = "live off"; };
+  source.onmessage = (message) => {
+    try { onEvent(JSON.parse(message.data)); } catch (err) { console.error(err); }
+  };
+  leaving.push(() => source.close());
+  return source;
+}
+
+function every(ms, fn) {
+  const timer = setInterval(fn, ms);
+  leaving.push(() => clearInterval(timer));
+}
+
+// ---- sessions ----------------------------------------------------------------------
+
+function sessionsPage(params) {
+  const status = params.get("status") || "";
+  const parent = params.get("parent") || "";
+  const after = params.get("after") || "";
+  const statusSelect = el("select", { id: "filter-status" },
+    el("option", { value: "" }, "any status"), el("option", { value: "open" }, "open"), el("option", { value: "closed" }, "closed"));
+  statusSelect.value = status;
+  const parentInput = el("input", { id: "filter-parent", placeholder: "parent session id", size: 38, value: parent });
+  const apply = el("button", { id: "filter-apply" }, "Filter");
+  apply.onclick = () => {
+    const next = new URLSearchParams();
+    if (statusSelect.value) next.set("status", statusSelect.value);
+    if (parentInput.value.trim()) next.set("parent", parentInput.value.trim());
+    location.hash = "#/sessions?" + next.toString();
+  };
+  const body = el("tbody", { id: "sessions-body" });
+  const note = el("p", { id: "sessions-note", class: "muted" });
+  const more = el("a", { id: "sessions-next", hidden: "" }, "next page →");
+  main.replaceChildren(
+    el("h2", {}, "Sessions"),
+    el("div", { class: "filters" }, statusSelect, parentInput, apply),
+    el("table", { id: "sessions" },
+      el("thead", {}, el("tr", {}, ...["session", "parent", "status", "turns", "tokens", "created", "last activity"].map((h) => el("th", {}, h)))),
+      body),
+    note, more);
+
+  const rows = new Map(); // session id -> { row, summary }
+  function upsert(s) {
+    const matches = (!status || s.status === status) && (!parent || s.parent_session_id === parent);
+    if (!matches) return;
+    let entry = rows.get(s.session_id);
+    if (!entry) {
+      entry = { row: el("tr", { "data-session": s.session_id }), summary: {} };
+      rows.set(s.session_id, entry);
+      body.append(entry.row);
+    }
+    entry.summary = Object.assign(entry.summary, s);
+    draw(entry);
+  }
+  function draw(entry) {
+    const s = entry.summary;
+    const link = el("a", { href: "#/session/" + encodeURIComponent(s.session_id) }, s.session_id);
+    const parentCell = s.parent_session_id
+      ? el("a", { href: "#/session/" + encodeURIComponent(s.parent_session_id) }, short(s.parent_session_id)) : "—";
+    const state = s.status === "closed" ? "closed" : s.turn_running ? "running" : "open";
+    entry.row.dataset.status = state;
+    entry.row.replaceChildren(
+      el("td", { class: "id" }, link), el("td", { class: "id" }, parentCell),
+      el("td", { class: "status-" + state }, state === "running" ? "open · turn running" : state), el("td", {}, s.turn_index),
+      el("td", {}, s.tokens), el("td", {}, s.created_at || ""), el("td", { class: "activity" }, s.last_activity || ""));
+  }
+
+  const query = new URLSearchParams({ limit: "50" });
+  if (status) query.set("status", status);
+  if (parent) query.set("parent", parent);
+  if (after) query.set("after", after);
+  getJson("/api/sessions?" + query.toString())
+    .then((page) => {
+      for (const s of page.sessions) upsert(s);
+      if (page.next_after) {
+        const next = new URLSearchParams(query);
+        next.delete("limit");
+        next.set("after", page.next_after);
+        more.setAttribute("href", "#/sessions?" + next.toString());
+        more.hidden = false;
+      }
+      note.textContent = page.sessions.length ? "" : "No sessions yet: run `sessionbus demo`.";
+    })
+    .catch((err) => { note.textContent = "Could not list sessions: " + err.message; note.className = "error"; });
+
+  liveEvents(null, (event) => {
+    const now = new Date().toISOString();
+    if (event.kind === "meta") { upsert(Object.assign({}, event.view, { last_activity: now })); return; }
+    const entry = rows.get(event.session_id);
+    if (!entry) return;
+    entry.summary.last_activity = now;
+    if (event.kind === "lease") entry.summary.turn_running = event.view.state === "held";
+    draw(entry);
+  });
+}
+
+// ---- one session -------------------------------------------------------------------
+
+/** Draws a graph as rows in append order; a node whose parent already has a child
+ *  opens a new lane (a branch); the leaf is marked. Incremental: O(1) per node. */
+class GraphView {
+  constructor(container) {
+    this.container = container;
+    this.nodes = new Map(); // id -> { row, lane, children }
+    this.lanes = 0;
+    this.leaf = null;
+  }
+  append(nodes) {
+    const fragment = document.createDocumentFragment();
+    for (const node of nodes) {
+      if (this.nodes.has(node.id)) continue;
+      const parent = node.parent ? this.nodes.get(node.parent) : null;
+      let lane = 0;
+      let branch = false;
+      if (parent) {
+        branch = parent.children > 0;
+        lane = branch ? ++this.lanes : parent.lane;
+        parent.children += 1;
+      } else if (this.nodes.size > 0) {
+        branch = true;
+        lane = ++this.lanes;
+      }
+      // Built directly rather than with el(): this runs once per node, 20,000 times for
+      // a large graph; the text still goes in through textContent only.
+      const row = document.createElement("div");
+      row.className = branch ? "node branch" : "node";
+      row.dataset.node = node.id;
+      row.dataset.lane = lane;
+      if (branch) row.append(textSpan("branch-mark", "⑂ branch" + (node.parent ? " from " + short(node.parent) : "")));
+      row.append(textSpan("kind", node.kind), textSpan("text", node.text), textSpan("nid", short(node.id)));
+      row.style.paddingLeft = 8 + Math.min(lane, 40) * 16 + "px";
+      fragment.append(row);
+      this.nodes.set(node.id, { row, lane, children: 0 });
+    }
+    this.container.append(fragment);
+  }
+  markLeaf(id) {
+    if (this.leaf === id) return;
+    const previous = this.leaf && this.nodes.get(this.leaf);
+    if (previous) { previous.row.classList.remove("leaf"); previous.row.querySelector(".leaf-mark")?.remove(); }
+    const next = id && this.nodes.get(id);
+    if (next) { next.row.classList.add("leaf"); next.row.append(el("span", { class: "leaf-mark" }, "◀ leaf")); }
+    this.leaf = next ? id : null;
+    this.container.dataset.leaf = this.leaf || "";
+  }
+}
+
+function sessionPage(id) {
+  const started = performance.now();
+  const summary = el("dl", { class: "kv", id: "summary" });
+  const lease = el("dl", { class: "kv", id: "lease" });
+  const toolsNow = el("div", { id: "tools" });
+  const toolHistory = el("tbody", { id: "tool-history" });
+  const turnsBody = el("tbody", { id: "turns-body" });
+  const graphBox = el("div", { id: "graph", "data-complete": "false" });
+  const graphNote = el("p", { id: "graph-note", class: "muted" });
+  main.replaceChildren(
+    el("h2", {}, "Session ", el("span", { class: "id" }, id)),
+    el("div", { class: "panels" },
+      el("div", { class: "panel" }, el("h3", {}, "Summary"), summary),
+      el("div", { class: "panel" }, el("h3", {}, "Lease"), lease),
+      el("div", { class: "panel" }, el("h3", {}, "Tools"), toolsNow,
+        el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "generation"), el("th", {}, "members"))), toolHistory))),
+    el("h3", {}, "Turns"),
+    el("table", { id: "turns" },
+      el("thead", {}, el("tr", {}, ...["turn", "status", "duration", "outcome", "tokens", "worker", "output", "trace"].map((h) => el("th", {}, h)))),
+      turnsBody),
+    el("p", { class: "muted" }, "Turns and lease renewals are shown from when this page was opened."),
+    el("h3", {}, "Graph"), graphNote, graphBox);
+
+  function fill(dl, pairs) {
+    dl.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "—" : String(v))]));
+  }
+
+  // Lease: the last lease event, and its age by this page's clock.
+  let leaseState = null;
+  let leaseSeen = null;
+  const holders = new Map(); // turn id -> worker
+  function drawLease() {
+    if (!leaseState) { fill(lease, [["state", "no lease event since this page opened"]]); return; }
+    const pairs = [["state", leaseState.state]];
+    if (leaseState.state === "held") {
+      pairs.push(["holder", leaseState.holder], ["turn", leaseState.turn_id], ["last renewal", ago(performance.now() - leaseSeen)]);
+    }
+    fill(lease, pairs);
+    lease.dataset.state = leaseState.state;
+  }
+  drawLease();
+  every(500, drawLease);
+
+  // Turns, keyed by turn id.
+  const turns = new Map();
+  function drawTurn(t) {
+    let entry = turns.get(t.turn_id);
+    if (!entry) {
+      entry = { row: el("tr", { "data-turn": t.turn_id }), since: performance.now() };
+      turns.set(t.turn_id, entry);
+      turnsBody.prepend(entry.row);
+    }
+    if (t.status === "running") entry.since = performance.now();
+    const duration = t.status === "running" ? "…" : ((performance.now() - entry.since) / 1000).toFixed(2) + " s";
+    const worker = holders.get(t.turn_id) || "";
+    let trace = "—";
+    if (t.trace_id && config.jaeger_url) {
+      trace = el("a", { href: config.jaeger_url + "/trace/" + t.trace_id, target: "_blank", rel: "noopener noreferrer" }, short(t.trace_id));
+    } else if (t.trace_id) {
+      trace = short(t.trace_id);
+    }
+    entry.row.dataset.status = t.status;
+    entry.row.replaceChildren(
+      el("td", { class: "id" }, t.turn_id), el("td", { class: "status-" + t.status }, t.status),
+      el("td", {}, duration), el("td", {}, t.outcome || (t.error ? "error: " + t.error : "")),
+      el("td", {}, t.tokens), el("td", { class: "id" }, worker), el("td", {}, t.output || ""), el("td", {}, trace));
+  }
+
+  // Tools: the state now, then each generation seen.
+  function drawTools(generation, members) {
+    toolsNow.replaceChildren(el("p", {}, "generation " + generation + ": " + (members.length ? members.join(", ") : "no member tools")));
+    toolsNow.dataset.generation = generation;
+    if (toolHistory.querySelector('[data-generation="' + Number(generation) + '"]')) return;
+    toolHistory.prepend(el("tr", { "data-generation": Number(generation) }, el("td", {}, generation), el("td", {}, members.join(", "))));
+  }
+  getJson("/api/sessions/" + encodeURIComponent(id) + "/tools")
+    .then((t) => drawTools(t.generation, t.members))
+    .catch((err) => toolsNow.replaceChildren(el("p", { class: "error" }, err.message)));
+
+  // Graph: pages drawn as they arrive; events append while it loads (ids dedupe).
+  const graph = new GraphView(graphBox);
+  let leaf = null;
+  let loading = true;
+  let fetched = 0;
+  let headMs = 0;
+  const pending = []; // graph events that arrive while the pages load, drawn after them
+  async function loadGraph() {
+    const head = await getJson("/api/sessions/" + encodeURIComponent(id));
+    fill(summary, [["turns", head.turn_index], ["tokens", head.tokens], ["graph nodes", head.graph_size], ["tool generation", head.tool_state_generation]]);
+    leaf = leaf || head.leaf;
+    headMs = performance.now() - started;
+    graph.append(head.nodes);
+    // The rest of the graph as of the first page: every page asked at once (the
+    // workers serve them in parallel), drawn in order as they arrive.
+    const pageUrl = (after, asOf) => "/api/sessions/" + encodeURIComponent(id) + "/graph?after=" + after + "&limit=" + PAGE +
+      (asOf === null || asOf === undefined ? "" : "&as_of=" + asOf);
+    const pages = [];
+    if (head.next !== null && head.next !== undefined) {
+      for (let after = head.next; after < head.as_of; after += PAGE) pages.push(getJson(pageUrl(after, head.as_of)));
+    }
+    for (const request of pages) graph.append((await request).nodes);
+    fetched = performance.now() - started;
+    for (const nodes of pending) graph.append(nodes);
+    graph.markLeaf(leaf);
+    loading = false;
+    const ms = performance.now() - started;
+    graphNote.textContent = graph.nodes.size + " nodes, drawn in " + ms.toFixed(0) + " ms";
+    graphBox.dataset.complete = "true";
+    graphBox.dataset.drawnMs = ms.toFixed(1);
+    graphBox.dataset.count = graph.nodes.size;
+    graphBox.dataset.fetchedMs = fetched.toFixed(1);
+    graphBox.dataset.headMs = headMs.toFixed(1);
+  }
+  loadGraph().catch((err) => { graphNote.textContent = "Could not read the session: " + err.message; graphNote.className = "error"; });
+
+  liveEvents(id, (event) => {
+    const v = event.view;
+    if (event.kind === "lease") {
+      leaseState = v; leaseSeen = performance.now();
+      if (v.state === "held" && v.turn_id) {
+        holders.set(v.turn_id, v.holder);
+        const entry = turns.get(v.turn_id);
+        if (entry) entry.row.children[5].textContent = v.holder || "";
+      }
+      drawLease();
+    } else if (event.kind === "turn") {
+      drawTurn(v);
+    } else if (event.kind === "graph") {
+      if (loading) pending.push(v.nodes); else graph.append(v.nodes);
+      if (v.leaf) { leaf = v.leaf; if (!loading) graph.markLeaf(v.leaf); }
+    } else if (event.kind === "tools") {
+      drawTools(v.generation, v.members);
+    } else if (event.kind === "meta") {
+      const current = Array.from(summary.querySelectorAll("dd")).map((d) => d.textContent);
+      fill(summary, [["turns", v.turn_index], ["tokens", v.tokens], ["graph nodes", graph.nodes.size], ["tool generation", current[3] || "—"],
+        ["status", v.status], ["parent", v.parent_session_id]]);
+    }
+  });
+}
+
+// ---- workers -----------------------------------------------------------------------
+
+const history = new Map(); // worker id -> [total requests per poll]
+
+function barChart(endpoints) {
+  const width = 400, row = 14;
+  const max = Math.max(1, ...endpoints.map((e) => e.requests));
+  const chart = svg("svg", { class: "chart", width, height: endpoints.length * row + 4, role: "img" });
+  endpoints.forEach((e, i) => {
+    const label = svg("text", { x: 0, y: i * row + 11 });
+    label.textContent = e.name;
+    const bar = svg("rect", { x: 130, y: i * row + 2, height: 10, width: Math.max(1, (e.requests / max) * 220) });
+    const errors = svg("rect", { class: "err", x: 130, y: i * row + 2, height: 10, width: e.errors ? Math.max(1, (e.errors / max) * 220) : 0 });
+    const count = svg("text", { x: 355, y: i * row + 11 });
+    count.textContent = e.requests + (e.errors ? " / " + e.errors + " err" : "");
+    chart.append(label, bar, errors, count);
+  });
+  return chart;
+}
+
+function sparkline(values) {
+  const width = 400, height = 36;
+  const chart = svg("svg", { class: "chart sparkline", width, height, role: "img" });
+  if (values.length > 1) {
+    const rates = values.slice(1).map((v, i) => Math.max(0, v - values[i]));
+    const max = Math.max(1, ...rates);
+    const points = rates.map((r, i) => (i * width / Math.max(1, rates.length - 1)).toFixed(1) + "," + (height - 2 - (r / max) * (height - 6)).toFixed(1));
+    chart.append(svg("polyline", { points: points.join(" ") }));
+    const label = svg("text", { x: 2, y: 10 });
+    label.textContent = "requests per 2 s, max " + max;
+    chart.append(label);
+  }
+  return chart;
+}
+
+function workersPage() {
+  const cards = el("div", { class: "cards", id: "workers" });
+  const note = el("p", { id: "workers-note", class: "muted" });
+  main.replaceChildren(el("h2", {}, "Workers"), note, cards);
+  const badge = document.getElementById("live");
+  badge.textContent = "polling every 2 s";
+  badge.className = "live on";
+  async function poll() {
+    try {
+      const view = await getJson("/api/workers");
+      note.textContent = view.workers.length + " workers answered $SRV.STATS";
+      note.className = "muted";
+      cards.replaceChildren(...view.workers.map((w) => {
+        const total = w.endpoints.reduce((sum, e) => sum + e.requests, 0);
+        const series = history.get(w.id) || [];
+        series.push(total);
+        if (series.length > 60) series.shift();
+        history.set(w.id, series);
+        const rows = w.endpoints.map((e) => el("tr", {},
+          el("td", {}, e.name), el("td", {}, e.requests), el("td", {}, e.errors),
+          el("td", {}, Object.entries(e.errors_by_code).map(([code, n]) => code + "×" + n).join(" ") || "—"),
+          el("td", {}, e.refused_replies), el("td", {}, e.average_ms.toFixed(3))));
+        return el("div", { class: "panel worker", "data-worker": w.worker_id },
+          el("h3", {}, "worker ", el("span", { class: "id" }, w.worker_id), " ", el("span", { class: "muted" }, "v" + w.version)),
+          sparkline(series), barChart(w.endpoints),
+          el("table", {}, el("thead", {}, el("tr", {}, ...["endpoint", "requests", "errors", "by code", "refused", "avg ms"].map((h) => el("th", {}, h)))),
+            el("tbody", {}, ...rows)));
+      }));
+    } catch (err) {
+      note.textContent = "Could not read the workers: " + err.message;
+      note.className = "error";
+    }
+  }
+  poll();
+  every(2000, poll);
+}
+
+// ---- routing -----------------------------------------------------------------------
+
+function route() {
+  for (const stop of leaving) stop();
+  leaving = [];
+  const hash = location.hash || "#/sessions";
+  const [path, query] = hash.slice(1).split("?");
+  const params = new URLSearchParams(query || "");
+  document.getElementById("nav-sessions").classList.toggle("active", path.startsWith("/session"));
+  document.getElementById("nav-workers").classList.toggle("active", path === "/workers");
+  if (path.startsWith("/session/")) sessionPage(decodeURIComponent(path.slice("/session/".length)));
+  else if (path === "/workers") workersPage();
+  else sessionsPage(params);
+}
+
+window.addEventListener("hashchange", route);
+// The config (the Jaeger link) is only read when a turn row is drawn: no page waits for it.
+getJson("/api/config").then((c) => { config = c; }).catch(() => {});
+route();

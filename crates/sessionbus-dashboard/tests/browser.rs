@@ -1,0 +1,279 @@
+//! The dashboard in a real browser (Debian's chromium, headless, through chromedriver)
+//! against a real bus: what each page shows, that it stays live without reloads, that
+//! untrusted text stays text, and how fast a large graph is drawn. Every test saves
+//! screenshots under `target/dashboard-screenshots/`.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sessionbus_api::{
+    AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _,
+    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput,
+};
+use support::{Browser, Bus, WAIT, note};
+
+/// The page is open and its event stream connected.
+async fn open_live(browser: &Browser, url: &str) {
+    browser.open(url).await;
+    browser.wait_until("return document.getElementById('live').classList.contains('on')", WAIT, "the live badge").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_page_lists_every_session_the_demo_created() {
+    let bus = Bus::start(1, &[]).await;
+    let demo = std::process::Command::new(sessionbus_testkit::sessionbus_binary().expect("the sessionbus binary"))
+        .args(["demo", "--sessions", "3", "--children", "1", "--turns", "1", "--appends", "2", "--toggles", "2"])
+        .env("NATS_URL", bus.server.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus demo");
+    assert!(demo.status.success(), "demo failed: {}", String::from_utf8_lossy(&demo.stderr));
+    let mut created = Vec::new();
+    let mut query = sessionbus_api::SessionListQuery::default();
+    loop {
+        let page = bus.client.list_sessions(&query).await.expect("list");
+        created.extend(page.sessions.into_iter().map(|s| s.session_id));
+        match page.next_after {
+            Some(after) => query.after = Some(after),
+            None => break,
+        }
+    }
+    assert_eq!(created.len(), 6, "3 roots and a child each");
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/sessions", bus.url)).await;
+    browser
+        .wait_until(
+            &format!("return document.querySelectorAll('#sessions-body tr').length === {}", created.len()),
+            WAIT,
+            "the demo's sessions",
+        )
+        .await;
+    let mut listed: Vec<String> = serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)")
+            .await,
+    )
+    .expect("ids");
+    listed.sort();
+    created.sort();
+    assert_eq!(listed, created);
+    let children = browser
+        .eval("return Array.from(document.querySelectorAll('#sessions-body tr td:nth-child(2) a')).length")
+        .await;
+    assert_eq!(children, json!(3), "each child links its parent");
+    browser.screenshot("sessions").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_created_while_the_page_is_open_appears_within_1_s_without_reload() {
+    let bus = Bus::start(1, &[]).await;
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/sessions", bus.url)).await;
+    browser.eval("window.__sameDocument = 'yes'; return true").await;
+    let created = std::time::Instant::now();
+    let session = bus.session_with(&[]).await;
+    let shown = browser
+        .wait_until(
+            &format!("return document.querySelector('tr[data-session=\"{session}\"]') !== null"),
+            WAIT,
+            "the new session",
+        )
+        .await;
+    let total = created.elapsed();
+    browser.screenshot("sessions-live").await;
+    println!("a new session was listed {:?} after create returned ({total:?} after it was sent)", shown);
+    assert!(shown < Duration::from_secs(1), "the new session took {shown:?} to appear");
+    assert_eq!(browser.eval("return window.__sameDocument").await, json!("yes"), "the page was reloaded");
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
+    let bus = Bus::start(1, &["--executor", "slow", "--turn-delay-ms", "3000"]).await;
+    let worker_id = bus.workers[0].id().to_owned();
+    let session = bus.session_with(&["before the turn"]).await;
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+
+    let client = bus.client.clone();
+    let turn_session = session.clone();
+    let turn = tokio::spawn(async move {
+        let request = SessionTurnRequest::for_turn(&turn_session, "turn-1", TurnInput::text("hello")).expect("turn");
+        client.start_turn(request).await
+    });
+    browser
+        .wait_until(
+            "return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status === 'running'",
+            WAIT,
+            "the running turn",
+        )
+        .await;
+    browser
+        .wait_until(
+            &format!(
+                "return document.querySelector('tr[data-turn=\"turn-1\"]').children[5].textContent === '{worker_id}'"
+            ),
+            WAIT,
+            "the worker running the turn",
+        )
+        .await;
+    assert_eq!(browser.eval("return document.getElementById('lease').dataset.state").await, json!("held"));
+    browser.screenshot("session-turn-running").await;
+    turn.await.expect("join").expect("the turn completes");
+    browser
+        .wait_until(
+            "return document.querySelector('tr[data-turn=\"turn-1\"]').dataset.status === 'completed'",
+            WAIT,
+            "the completed turn",
+        )
+        .await;
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the freed lease")
+        .await;
+    let row = browser.eval("return document.querySelector('tr[data-turn=\"turn-1\"]').innerText").await;
+    assert!(row.as_str().unwrap_or_default().contains(&worker_id), "the completed turn names its worker: {row}");
+    browser.screenshot("session").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_graph_of_a_branched_session_shows_the_branch_and_marks_the_leaf() {
+    let bus = Bus::start(1, &[]).await;
+    let source = bus.session_with(&["root", "main line 1", "main line 2"]).await;
+    let mut snapshot = bus.client.snapshot_session(&source).await.expect("snapshot");
+    let root_id = snapshot.session_graph.nodes[0].node_id.clone();
+    let fork: SessionNode = serde_json::from_value(json!({
+        "node_id": "fork-1", "parent_node_id": root_id, "timestamp": "2026-01-01T00:00:00Z",
+        "kind": "plugin", "plugin_type": "note", "body": {"text": "the other branch"}
+    }))
+    .expect("a node");
+    snapshot.session_graph.nodes.push(fork);
+    snapshot.session_graph.leaf_node_id = Some("fork-1".into());
+    let mut request = SessionCreateRequest::root(None);
+    request.start = SessionStartPoint::Snapshot { snapshot: Box::new(snapshot) };
+    let branched = bus.client.create_session(request).await.expect("create from a branched graph").session_id;
+
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{branched}", bus.url)).await;
+    browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+    let branches = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.branch')).map(n => n.dataset.node)")
+        .await;
+    assert_eq!(branches, json!(["fork-1"]), "exactly the forked node opens a branch");
+    let lanes = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node')).map(n => Number(n.dataset.lane))")
+        .await;
+    assert_eq!(lanes, json!([0, 0, 0, 1]), "the main line in lane 0, the branch in lane 1");
+    let leaf = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)")
+        .await;
+    assert_eq!(leaf, json!(["fork-1"]));
+    browser.screenshot("session-branched").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_shows_both_workers_with_their_endpoints_and_charts() {
+    let bus = Bus::start(2, &[]).await;
+    let session = bus.session_with(&["traffic"]).await;
+    bus.client.snapshot_session(&session).await.expect("snapshot");
+    let browser = Browser::start().await;
+    browser.open(&format!("{}#/workers", bus.url)).await;
+    browser.wait_until("return document.querySelectorAll('#workers .worker').length === 2", WAIT, "two workers").await;
+    let mut shown: Vec<String> = serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#workers .worker')).map(w => w.dataset.worker)")
+            .await,
+    )
+    .expect("ids");
+    shown.sort();
+    let mut expected: Vec<String> = bus.workers.iter().map(|w| w.id().to_owned()).collect();
+    expected.sort();
+    assert_eq!(shown, expected);
+    let charts = browser.eval("return document.querySelectorAll('#workers .worker svg.chart rect').length").await;
+    assert!(charts.as_u64().unwrap_or(0) > 0, "per-endpoint bars are drawn");
+    let endpoints = browser.eval("return document.querySelector('#workers .worker tbody').children.length").await;
+    assert!(endpoints.as_u64().unwrap_or(0) >= 10, "every endpoint has a row: {endpoints}");
+    // A second poll draws the request-rate line.
+    browser
+        .wait_until("return document.querySelector('#workers .worker polyline') !== null", WAIT, "the rate chart")
+        .await;
+    browser.screenshot("workers").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_text_with_markup_is_shown_as_text_and_runs_nothing() {
+    let bus = Bus::start(1, &[]).await;
+    let script = "<script>window.__pwned = 'script'</script>";
+    let image = "<img src=x onerror=\"window.__pwned = 'img'\">";
+    let session = bus.session_with(&[script, image]).await;
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+    // Live too: the same text arriving through the event stream.
+    bus.client
+        .append_session_nodes(
+            &session,
+            AppendSessionNodesRequest { nodes: vec![note(image)], requires_ancestor_node_id: None },
+        )
+        .await
+        .expect("append");
+    browser.wait_until("return document.querySelectorAll('#graph .node').length === 3", WAIT, "the live node").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node .text')).map(t => t.textContent)")
+        .await;
+    assert_eq!(texts, json!([script, image, image]), "shown as the text it is");
+    assert_eq!(browser.eval("return document.querySelectorAll('#graph img, #graph script').length").await, json!(0));
+    assert_eq!(browser.eval("return window.__pwned === undefined").await, Value::Bool(true), "nothing ran");
+    browser.screenshot("session-hostile-text").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20000_node_session_is_fully_drawn_with_its_leaf_marked_in_under_2_s() {
+    const NODES: usize = 20_000;
+    const PER_APPEND: usize = 1000;
+    let bus = Bus::start(1, &[]).await;
+    let session = bus.session_with(&[]).await;
+    for batch in 0..NODES / PER_APPEND {
+        let nodes = (0..PER_APPEND).map(|i| note(&format!("node {}", batch * PER_APPEND + i))).collect();
+        bus.client
+            .append_session_nodes(&session, AppendSessionNodesRequest { nodes, requires_ancestor_node_id: None })
+            .await
+            .expect("append");
+    }
+    let leaf =
+        bus.client.snapshot_session(&session).await.expect("snapshot").session_graph.leaf_node_id.expect("a leaf");
+    let browser = Browser::start().await;
+    browser.open(&format!("{}#/session/{session}", bus.url)).await;
+    browser
+        .wait_until(
+            "return document.getElementById('graph').dataset.complete === 'true'",
+            Duration::from_secs(60),
+            "the whole graph",
+        )
+        .await;
+    let drawn = browser.eval("return Number(document.getElementById('graph').dataset.count)").await;
+    let marked = browser
+        .eval("return Array.from(document.querySelectorAll('#graph .node.leaf')).map(n => n.dataset.node)")
+        .await;
+    let ms =
+        browser.eval("return Number(document.getElementById('graph').dataset.drawnMs)").await.as_f64().expect("ms");
+    let fetched = browser.eval("return Number(document.getElementById('graph').dataset.fetchedMs)").await;
+    let head = browser.eval("return Number(document.getElementById('graph').dataset.headMs)").await;
+    browser.screenshot("session-20000-nodes").await;
+    println!(
+        "{NODES} nodes drawn, leaf marked, in {ms:.0} ms (in the browser, from page script start; first page in at {head} ms, all at {fetched} ms)"
+    );
+    assert_eq!(drawn, json!(NODES));
+    assert_eq!(browser.eval("return document.querySelectorAll('#graph .node').length").await, json!(NODES));
+    assert_eq!(marked, json!([leaf]));
+    assert!(ms < 2000.0, "{NODES} nodes took {ms:.0} ms to draw");
+    browser.close().await;
+}
