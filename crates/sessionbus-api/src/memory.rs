@@ -138,7 +138,7 @@ fn apply_changes(snapshot: &mut SessionSnapshot, output: &TurnOutput, turn_id: &
     let changes = &output.changes;
     let graph = &mut snapshot.session_graph;
     if changes.verbatim_nodes.is_empty() {
-        chain_nodes(graph, output.nodes.clone());
+        chain_nodes(graph, output.nodes.clone(), snapshot.current_agent_frame_id.as_ref());
     } else {
         let leaf = changes.leaf_node_id.clone().or_else(|| changes.verbatim_nodes.last().map(|n| n.node_id.clone()));
         check_verbatim_nodes(&changes.verbatim_nodes, leaf.as_deref(), graph.nodes.is_empty(), |id| {
@@ -169,13 +169,17 @@ fn apply_changes(snapshot: &mut SessionSnapshot, output: &TurnOutput, turn_id: &
     Ok(())
 }
 
-/// Chains `nodes` onto the graph's leaf, assigning ids by the contract's rules.
-fn chain_nodes(graph: &mut SessionGraph, nodes: Vec<SessionAppendNode>) -> Vec<String> {
+/// Chains `nodes` onto the graph's leaf, assigning ids by the contract's rules, in the
+/// agent frame `frame` (the session's current one, as lash's own append does: decision
+/// 0008).
+fn chain_nodes(graph: &mut SessionGraph, nodes: Vec<SessionAppendNode>, frame: Option<&String>) -> Vec<String> {
     let ids = assign_node_ids(&nodes, |id| graph.nodes.iter().any(|n| n.node_id == id), |_| uuid::Uuid::new_v4());
     let timestamp = clock::now_rfc3339();
     for (node, id) in nodes.into_iter().zip(&ids) {
         let parent = graph.leaf_node_id.take();
-        graph.nodes.push(SessionNode::from_append(node, id.clone(), parent, timestamp.clone()));
+        let mut node = SessionNode::from_append(node, id.clone(), parent, timestamp.clone());
+        node.agent_frame_id = frame.cloned();
+        graph.nodes.push(node);
         graph.leaf_node_id = Some(id.clone());
     }
     ids
@@ -270,7 +274,7 @@ impl SessionLifecycleService for InMemoryHost {
                 snapshot.current_agent_frame_id = source.current_agent_frame_id;
             }
         }
-        chain_nodes(&mut snapshot.session_graph, request.initial_nodes);
+        chain_nodes(&mut snapshot.session_graph, request.initial_nodes, snapshot.current_agent_frame_id.as_ref());
         let handle = SessionHandle { session_id: session_id.clone(), parent_session_id, policy };
         let created_seq = state.created.last_key_value().map_or(1, |(seq, _)| seq + 1);
         state.created.insert(created_seq, session_id.clone());
@@ -447,7 +451,7 @@ impl SessionGraphService for InMemoryHost {
         {
             return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: graph.leaf_node_id.clone() });
         }
-        let node_ids = chain_nodes(graph, request.nodes);
+        let node_ids = chain_nodes(graph, request.nodes, session.snapshot.current_agent_frame_id.as_ref());
         let leaf_node_id = graph.leaf_node_id.clone().unwrap_or_default();
         session.touch();
         Ok(AppendSessionNodesResult::Appended { node_ids, leaf_node_id })

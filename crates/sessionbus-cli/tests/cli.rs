@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use sessionbus_testkit::{NatsServer, WorkerConfig, WorkerProcess, free_port};
 
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_sessionbus");
 
 /// A child process killed on drop.
@@ -66,21 +68,7 @@ fn up_serves_and_stops_cleanly_leaving_no_process() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn up");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut banner = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !banner.contains("try: NATS_URL=") && Instant::now() < deadline {
-        let mut line = String::new();
-        if out.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
-        banner.push_str(&line);
-    }
-    if !banner.contains("sessionbus is up") {
-        let mut errors = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut errors));
-        panic!("`up` did not come up: {banner}\n{errors}");
-    }
+    let (banner, mut out) = support::up_banner(&mut child);
     assert!(banner.contains(&format!("nats://127.0.0.1:{port}")), "{banner}");
 
     let url = format!("nats://127.0.0.1:{port}");

@@ -2,7 +2,6 @@
 //! environment than HOME and PATH. `status`, `sessions` and `watch` find the bus
 //! through the `nats` CLI's selected context, or else at nats://127.0.0.1:4222.
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
@@ -11,6 +10,8 @@ use std::time::{Duration, Instant};
 use sessionbus_api::{SessionCreateRequest, SessionLifecycleService as _};
 use sessionbus_nats::{BusClient, BusClientConfig};
 use sessionbus_testkit::{find_nats_server, free_port};
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_sessionbus");
 
@@ -83,21 +84,7 @@ fn up(home: &Path, args: &[&str]) -> (Running, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn up");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut banner = String::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !banner.contains("try: NATS_URL=") && Instant::now() < deadline {
-        let mut line = String::new();
-        if out.read_line(&mut line).expect("read") == 0 {
-            break;
-        }
-        banner.push_str(&line);
-    }
-    if !banner.contains("sessionbus is up") {
-        let mut errors = String::new();
-        let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut errors));
-        panic!("`up` did not come up: {banner}\n{errors}");
-    }
+    let (banner, _) = support::up_banner(&mut child);
     (Running(child), banner)
 }
 
