@@ -48,22 +48,22 @@ fn js(what: &'static str) -> impl Fn(JsError) -> PluginError {
 }
 
 /// Turns appended nodes into stored ones chained onto `leaf`, with ids by the contract's
-/// rules (uuids derived from `request_id`, so a retry builds the same ids).
+/// rules (uuids derived from `request_id`, so a retry builds the same ids), in the agent
+/// frame `frame`: the session's current one, as lash's own append does (0008).
 pub(crate) fn build_nodes(
     view: &SessionView,
     nodes: Vec<SessionAppendNode>,
     request_id: &str,
     leaf: Option<String>,
+    frame: Option<&String>,
 ) -> (Vec<SessionNode>, Option<String>) {
     let node_ids = assign_node_ids(&nodes, |id| view.contains_node(id), |i| node_uuid(request_id, i));
     let timestamp = clock::now_rfc3339();
-    // Stored in the session's current agent frame, as lash's own append does (0008).
-    let frame = view.meta.as_ref().and_then(|(_, meta)| meta.current_agent_frame_id.clone());
     let mut parent = leaf;
     let mut stored = Vec::with_capacity(nodes.len());
     for (node, id) in nodes.into_iter().zip(node_ids) {
         let mut node = SessionNode::from_append(node, id.clone(), parent.take(), timestamp.clone());
-        node.agent_frame_id = frame.clone();
+        node.agent_frame_id = frame.cloned();
         stored.push(node);
         parent = Some(id);
     }
@@ -279,7 +279,8 @@ impl JetStreamHost {
                 }
                 return Ok(AppendSessionNodesResult::StaleBranch { current_leaf_node_id: view.leaf.clone() });
             }
-            let (nodes, leaf) = build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone());
+            let (nodes, leaf) =
+                build_nodes(&view, request.nodes.clone(), &request_id, view.leaf.clone(), view.current_agent_frame());
             let digest = crate::request_context::current_body_digest();
             let record =
                 GraphRecord { request_id: request_id.clone(), turn_id: None, nodes, leaf, digest, replace: false };
@@ -367,7 +368,13 @@ impl JetStreamHost {
             };
             copy.apply_graph(1, GraphRecord::start_point(graph));
         }
-        let (initial, leaf) = build_nodes(&copy, request.initial_nodes, &request_id, copy.leaf.clone());
+        let (initial, leaf) = build_nodes(
+            &copy,
+            request.initial_nodes,
+            &request_id,
+            copy.leaf.clone(),
+            meta.current_agent_frame_id.as_ref(),
+        );
         let mut nodes = std::mem::take(&mut copy.nodes);
         nodes.extend(initial);
         let leaf = if nodes.is_empty() { None } else { leaf };

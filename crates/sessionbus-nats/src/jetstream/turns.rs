@@ -445,7 +445,7 @@ impl JetStreamHost {
                 self.catch_up_graph(token, &mut view, last).await?;
             }
             let (nodes, leaf) = if output.changes.verbatim_nodes.is_empty() {
-                build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone())
+                build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone(), view.current_agent_frame())
             } else {
                 verbatim_nodes(&view, &output.changes).map_err(|refusal| refusal.into_error(turn_id))?
             };

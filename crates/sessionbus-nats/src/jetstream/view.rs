@@ -42,6 +42,11 @@ impl SessionView {
         matches!(self.lease, Some((_, LeaseRecord::Closed))) || self.meta.as_ref().is_some_and(|(_, m)| m.closed)
     }
 
+    /// The session's current agent frame, where its appended nodes are stored.
+    pub(crate) fn current_agent_frame(&self) -> Option<&String> {
+        self.meta.as_ref().and_then(|(_, meta)| meta.current_agent_frame_id.as_ref())
+    }
+
     pub(crate) fn contains_node(&self, node_id: &str) -> bool {
         self.index.contains_key(node_id)
     }
