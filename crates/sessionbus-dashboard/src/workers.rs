@@ -3,39 +3,19 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures::StreamExt as _;
 use serde_json::{Value, json};
 use sessionbus_api::PluginError;
-use sessionbus_nats::worker::SERVICE_NAME;
+use sessionbus_nats::worker::{ServiceQuery, service_answers};
 
 /// How long answers to one `$SRV` request are collected.
 pub const GATHER_WINDOW: Duration = Duration::from_millis(400);
-
-/// Every answer to `subject` that arrives within `wait`.
-async fn gather(nats: &async_nats::Client, subject: String, wait: Duration) -> Result<Vec<Value>, PluginError> {
-    let unavailable = |what: &str, err: &dyn std::fmt::Display| {
-        PluginError::Unavailable(format!("could not {what} {subject} to find the workers: {err}"))
-    };
-    let inbox = nats.new_inbox();
-    let mut replies = nats.subscribe(inbox.clone()).await.map_err(|e| unavailable("subscribe for", &e))?;
-    nats.publish_with_reply(subject.clone(), inbox, Bytes::new()).await.map_err(|e| unavailable("publish", &e))?;
-    let mut answers = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        if let Ok(value) = serde_json::from_slice(&message.payload) {
-            answers.push(value);
-        }
-    }
-    Ok(answers)
-}
 
 /// The workers that answered, each with its endpoints' requests, errors (by code),
 /// refused replies and average latency.
 pub async fn workers(nats: &async_nats::Client) -> Result<Value, PluginError> {
     let (stats, infos) = futures::future::try_join(
-        gather(nats, format!("$SRV.STATS.{SERVICE_NAME}"), GATHER_WINDOW),
-        gather(nats, format!("$SRV.INFO.{SERVICE_NAME}"), GATHER_WINDOW),
+        service_answers(nats, ServiceQuery::Stats, GATHER_WINDOW),
+        service_answers(nats, ServiceQuery::Info, GATHER_WINDOW),
     )
     .await?;
     Ok(workers_view(&stats, &infos))

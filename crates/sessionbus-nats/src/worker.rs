@@ -89,6 +89,50 @@ impl Default for WorkerConfig {
     }
 }
 
+/// What every running worker is asked through the NATS micro service protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ServiceQuery {
+    /// `$SRV.INFO.sessionbus`: each worker's id, version, metadata and endpoints.
+    Info,
+    /// `$SRV.STATS.sessionbus`: each worker's per-endpoint requests, errors and latency.
+    Stats,
+}
+
+impl ServiceQuery {
+    /// The subject every worker answers this query on.
+    pub fn subject(self) -> String {
+        let verb = match self {
+            Self::Info => "INFO",
+            Self::Stats => "STATS",
+        };
+        format!("$SRV.{verb}.{SERVICE_NAME}")
+    }
+}
+
+/// Every worker's answer to `query` that arrives within `wait` (a scatter-gather: one
+/// request, all replies; answers that are not JSON are skipped). No worker: an empty list.
+pub async fn service_answers(
+    nats: &Client,
+    query: ServiceQuery,
+    wait: Duration,
+) -> Result<Vec<serde_json::Value>, PluginError> {
+    let subject = query.subject();
+    let failed = |what: &str, err: &dyn std::fmt::Display| {
+        PluginError::Unavailable(format!("could not {what} {subject} to find the sessionbus workers: {err}"))
+    };
+    let inbox = nats.new_inbox();
+    let mut replies = nats.subscribe(inbox.clone()).await.map_err(|e| failed("subscribe for", &e))?;
+    nats.publish_with_reply(subject.clone(), inbox, Bytes::new()).await.map_err(|e| failed("publish", &e))?;
+    let mut answers = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
+        if let Ok(value) = serde_json::from_slice(&message.payload) {
+            answers.push(value);
+        }
+    }
+    Ok(answers)
+}
+
 /// Per-endpoint error counts, reported in the micro service stats (`data`).
 #[derive(Clone, Debug, Default, Serialize)]
 struct EndpointErrors {

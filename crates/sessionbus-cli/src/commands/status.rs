@@ -2,11 +2,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use clap::Args;
-use futures::StreamExt as _;
-use serde_json::Value;
-use sessionbus_nats::worker::SERVICE_NAME;
+use sessionbus_nats::worker::{ServiceQuery, service_answers};
 use sessionbus_nats::{BusClient, BusClientConfig};
 
 use crate::connect::{CliError, ConnectionArgs};
@@ -26,23 +23,6 @@ pub struct StatusArgs {
     pub wait_ms: u64,
 }
 
-/// Collects every answer to `subject` for `wait`.
-async fn gather(nats: &async_nats::Client, subject: String, wait: Duration) -> Result<Vec<Value>, CliError> {
-    let inbox = nats.new_inbox();
-    let mut replies = nats.subscribe(inbox.clone()).await.map_err(|e| CliError::Other(format!("subscribe: {e}")))?;
-    nats.publish_with_reply(subject, inbox, Bytes::new())
-        .await
-        .map_err(|e| CliError::Other(format!("publish: {e}")))?;
-    let mut answers = Vec::new();
-    let deadline = tokio::time::Instant::now() + wait;
-    while let Ok(Some(message)) = tokio::time::timeout_at(deadline, replies.next()).await {
-        if let Ok(value) = serde_json::from_slice(&message.payload) {
-            answers.push(value);
-        }
-    }
-    Ok(answers)
-}
-
 /// Prints the workers and their per-endpoint statistics.
 pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), CliError> {
     let nats = connection.connect("sessionbus-status").await?;
@@ -54,13 +34,14 @@ pub async fn run(connection: &ConnectionArgs, args: StatusArgs) -> Result<(), Cl
         return Ok(());
     }
     let wait = Duration::from_millis(args.wait_ms);
-    let stats = gather(&nats, format!("$SRV.STATS.{SERVICE_NAME}"), wait).await?;
+    let stats = service_answers(&nats, ServiceQuery::Stats, wait).await?;
     if stats.is_empty() {
         return Err(CliError::Other(format!(
-            "no sessionbus worker answered $SRV.STATS.{SERVICE_NAME}: start one with `sessionbus worker` (or `sessionbus up`)"
+            "no sessionbus worker answered {}: start one with `sessionbus worker` (or `sessionbus up`)",
+            ServiceQuery::Stats.subject()
         )));
     }
-    let infos = gather(&nats, format!("$SRV.INFO.{SERVICE_NAME}"), wait).await?;
+    let infos = service_answers(&nats, ServiceQuery::Info, wait).await?;
     if args.json {
         println!("{}", serde_json::json!({"stats": stats, "info": infos}));
         return Ok(());
