@@ -17,7 +17,6 @@ use lash_core::{
 };
 
 use super::backend::StoreBackend;
-use super::layout::ATTACHMENTS_BUCKET;
 
 /// lash's attachment store on a JetStream object store.
 #[derive(Clone)]
@@ -62,14 +61,7 @@ impl JetStreamAttachmentStore {
     ) -> Result<T, AttachmentStoreError> {
         let backend = Arc::clone(&self.backend);
         let namespace = self.namespace.clone();
-        let task = self.backend.spawn(async move {
-            let bucket = backend
-                .context
-                .get_object_store(ATTACHMENTS_BUCKET)
-                .await
-                .map_err(|e| failed("opening attachments", e))?;
-            work(bucket, namespace).await
-        });
+        let task = self.backend.spawn(async move { work(backend.buckets.attachments.clone(), namespace).await });
         task.await.map_err(|err| failed("an attachment task", err))?
     }
 }

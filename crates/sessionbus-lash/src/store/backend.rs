@@ -13,7 +13,7 @@ use async_nats::jetstream;
 use lash_core::StoreError;
 use sessionbus_nats::Subjects;
 
-use super::layout::StoreLayout;
+use super::layout::{Buckets, StoreLayout};
 
 /// Where and how a [`StoreBackend`] connects.
 #[derive(Clone, Debug)]
@@ -46,6 +46,7 @@ pub struct StoreBackend {
     handle: tokio::runtime::Handle,
     pub(super) context: jetstream::Context,
     pub(super) layout: StoreLayout,
+    pub(super) buckets: Buckets,
 }
 
 impl std::fmt::Debug for StoreBackend {
@@ -74,12 +75,12 @@ impl StoreBackend {
                 .await
                 .map_err(|err| backend(format!("could not connect to NATS at `{url}`: {err}; is the server up?")))?;
             let context = jetstream::new(client);
-            verify.verify(&context).await?;
-            Ok::<_, StoreError>(context)
+            let buckets = verify.verify(&context).await?;
+            Ok::<_, StoreError>((context, buckets))
         })?;
-        let context = connected?;
+        let (context, buckets) = connected?;
         let handle = runtime.handle().clone();
-        Ok(Arc::new(Self { runtime: Some(runtime), handle, context, layout }))
+        Ok(Arc::new(Self { runtime: Some(runtime), handle, context, layout, buckets }))
     }
 
     /// Starts `work` on the store's runtime.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 
 use super::backend::{StoreBackend, backend};
-use super::layout::{BLOBS_BUCKET, StoreLayout};
+use super::layout::StoreLayout;
 
 /// The snapshots a checkpoint blob holds.
 #[derive(Default, Serialize, Deserialize)]
@@ -31,14 +31,6 @@ impl Snapshots {
     fn is_empty(&self) -> bool {
         self.tool_state.is_none() && self.plugin_snapshot.is_none() && self.execution_state.is_none()
     }
-}
-
-async fn bucket(backend: &StoreBackend) -> Result<ObjectStore, StoreError> {
-    backend
-        .context
-        .get_object_store(BLOBS_BUCKET)
-        .await
-        .map_err(|err| self::backend(format!("the blob bucket is unreadable: {err}")))
 }
 
 /// Moves `commit`'s snapshots into a blob; returns the commit without them and the
@@ -59,7 +51,7 @@ pub(crate) async fn store_checkpoint(
     let bytes = serde_json::to_vec(&snapshots)
         .map_err(|err| self::backend(format!("a checkpoint could not be encoded: {err}")))?;
     let name = format!("{}{:x}", StoreLayout::blob_prefix(key)?, sha2::Sha256::digest(&bytes));
-    let bucket = bucket(backend).await?;
+    let bucket = &backend.buckets.blobs;
     if bucket.info(&name).await.is_err() {
         bucket
             .put(name.as_str(), &mut bytes.as_slice())
@@ -75,8 +67,9 @@ pub(crate) async fn hydrate(
     name: &str,
     read: &mut PersistedSessionRead,
 ) -> Result<(), StoreError> {
-    let mut object = bucket(backend)
-        .await?
+    let mut object = backend
+        .buckets
+        .blobs
         .get(name)
         .await
         .map_err(|err| self::backend(format!("checkpoint blob `{name}` is unreadable: {err}")))?;
@@ -115,14 +108,14 @@ async fn delete(bucket: &ObjectStore, name: &str) -> Result<(), StoreError> {
 
 /// Deletes the store's blobs other than `live` that were stored before it.
 pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str>) -> Result<GcReport, StoreError> {
-    let bucket = bucket(backend).await?;
-    let mine = list(&bucket, key).await?;
+    let bucket = &backend.buckets.blobs;
+    let mine = list(bucket, key).await?;
     let live_modified = live.and_then(|live| mine.iter().find(|info| info.name == live).map(|info| info.modified));
     let mut report = GcReport { root_count: usize::from(live.is_some()), ..GcReport::default() };
     for info in mine {
         let reclaimable = Some(info.name.as_str()) != live && live_modified.is_some_and(|at| info.modified < at);
         if reclaimable {
-            delete(&bucket, &info.name).await?;
+            delete(bucket, &info.name).await?;
             report.deleted_blob_count += 1;
         } else {
             report.retained_blob_count += 1;
@@ -133,9 +126,9 @@ pub(crate) async fn collect(backend: &StoreBackend, key: &str, live: Option<&str
 
 /// Deletes every blob of the store keyed `key`.
 pub(crate) async fn delete_all(backend: &StoreBackend, key: &str) -> Result<(), StoreError> {
-    let bucket = bucket(backend).await?;
-    for info in list(&bucket, key).await? {
-        delete(&bucket, &info.name).await?;
+    let bucket = &backend.buckets.blobs;
+    for info in list(bucket, key).await? {
+        delete(bucket, &info.name).await?;
     }
     Ok(())
 }

@@ -9,6 +9,17 @@ use sessionbus_nats::Subjects;
 
 use super::backend::backend;
 
+/// The store's buckets, opened once when the backend connects.
+#[derive(Clone)]
+pub(crate) struct Buckets {
+    /// Checkpoint blobs.
+    pub(crate) blobs: object_store::ObjectStore,
+    /// Attachments.
+    pub(crate) attachments: object_store::ObjectStore,
+    /// Process execution environments.
+    pub(crate) process_envs: kv::Store,
+}
+
 /// The stream holding every store's log.
 pub const LASH_STREAM: &str = "SESSIONBUS_LASH";
 /// The object store holding checkpoint blobs.
@@ -48,17 +59,24 @@ impl StoreLayout {
         Ok(format!("{}.", token(key)?))
     }
 
-    /// Fails with what to do when the stream or the bucket is missing.
-    pub(crate) async fn verify(&self, context: &jetstream::Context) -> Result<(), StoreError> {
+    /// Opens the store's buckets, once per backend (each open is a JetStream API round
+    /// trip); fails with what to do when the stream or a bucket is missing.
+    pub(crate) async fn verify(&self, context: &jetstream::Context) -> Result<Buckets, StoreError> {
         let missing = |what: &str, err: &dyn std::fmt::Display| {
             backend(format!("the lash store's {what} is missing or unreadable ({err}); run ensure_store_layout once"))
         };
         context.get_stream_no_info(LASH_STREAM).await.map_err(|err| missing(LASH_STREAM, &err))?;
-        for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
-            context.get_object_store(bucket).await.map_err(|err| missing(bucket, &err))?;
-        }
-        context.get_key_value(PROCESS_ENV_BUCKET).await.map_err(|err| missing(PROCESS_ENV_BUCKET, &err))?;
-        Ok(())
+        let object_store = |bucket: &'static str| async move {
+            context.get_object_store(bucket).await.map_err(|err| missing(bucket, &err))
+        };
+        Ok(Buckets {
+            blobs: object_store(BLOBS_BUCKET).await?,
+            attachments: object_store(ATTACHMENTS_BUCKET).await?,
+            process_envs: context
+                .get_key_value(PROCESS_ENV_BUCKET)
+                .await
+                .map_err(|err| missing(PROCESS_ENV_BUCKET, &err))?,
+        })
     }
 
     /// Creates the stream and the bucket with `replicas` copies (idempotent).

@@ -8,7 +8,6 @@ use lash_core::{DurabilityTier, PluginError, ProcessExecutionEnvRef, ProcessExec
 use sha2::Digest as _;
 
 use super::backend::StoreBackend;
-use super::layout::PROCESS_ENV_BUCKET;
 
 /// lash's process execution environment store on a JetStream KV bucket.
 #[derive(Clone)]
@@ -61,11 +60,7 @@ impl ProcessExecutionEnvStore for JetStreamProcessEnvStore {
     ) -> Result<(), PluginError> {
         let (key, bytes, backend) = (self.key(env_ref)?, bytes.to_vec(), Arc::clone(&self.backend));
         let task = self.backend.spawn(async move {
-            let kv = backend
-                .context
-                .get_key_value(PROCESS_ENV_BUCKET)
-                .await
-                .map_err(|e| failed("opening process envs", e))?;
+            let kv = &backend.buckets.process_envs;
             kv.put(key, bytes.into()).await.map_err(|e| failed("storing a process env", e))?;
             Ok(())
         });
@@ -78,11 +73,7 @@ impl ProcessExecutionEnvStore for JetStreamProcessEnvStore {
     ) -> Result<Option<Vec<u8>>, PluginError> {
         let (key, backend) = (self.key(env_ref)?, Arc::clone(&self.backend));
         let task = self.backend.spawn(async move {
-            let kv = backend
-                .context
-                .get_key_value(PROCESS_ENV_BUCKET)
-                .await
-                .map_err(|e| failed("opening process envs", e))?;
+            let kv = &backend.buckets.process_envs;
             let value = kv.get(key).await.map_err(|e| failed("reading a process env", e))?;
             Ok(value.map(|bytes| bytes.to_vec()))
         });
