@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use sessionbus_api::{SessionStateService, ToolManifest, ToolState};
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::{BusClient, BusClientConfig, Op, Subjects, TOOLS_BUCKET, TOOLS_STREAM};
-use sessionbus_testkit::NatsServer;
+use sessionbus_testkit::{NatsServer, subscribe_confirmed};
 
 /// A tool state whose catalog says which step wrote it (`step <n>;`), padded to about
 /// `pad` bytes.
@@ -241,8 +241,8 @@ async fn a_reconnected_worker_does_not_answer_unchanged_from_what_it_knew_before
     // The cheap path comes back: an unchanged catalog answered with no JetStream read
     // (the read would reach this connection before the reply: the worker sends it first).
     let nats = reader.nats().clone();
-    let mut reads = nats.subscribe(format!("$JS.API.STREAM.MSG.GET.{TOOLS_STREAM}")).await.expect("subscribe");
-    nats.flush().await.expect("flush");
+    let mut reads =
+        subscribe_confirmed(&nats, format!("$JS.API.STREAM.MSG.GET.{TOOLS_STREAM}")).await.expect("subscribe");
     let mut answers = Vec::new();
     let cheap = support::bounded("an unchanged catalog without a read", Duration::from_secs(20), async {
         loop {

@@ -244,11 +244,10 @@ impl EventTask {
                     continue;
                 }
             };
-            // The round trip confirms the subscription: every write stored from now on
-            // is delivered to it.
-            if self.client.flush().await.is_err() {
-                continue;
-            }
+            // The stream-info request goes out on this connection after the `SUB`, and the
+            // server handles a connection's operations in order: its answer confirms the
+            // subscription, so every write stored from then on is delivered to it.
+            // (`flush` alone would not: it only writes to the socket.)
             let Some(local) = self.stream_is_local().await else {
                 // Not known (no answer, an error): nothing is trusted; ask again shortly.
                 drop(subscriber);

@@ -14,6 +14,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::request_context::with_request_id;
 use sessionbus_nats::{BusClient, BusClientConfig};
+use sessionbus_testkit::subscribe_confirmed;
 
 fn append(text: &str) -> AppendSessionNodesRequest {
     AppendSessionNodesRequest { nodes: vec![SessionAppendNode::message("User", text)], requires_ancestor_node_id: None }
@@ -24,8 +25,7 @@ async fn an_unanswered_write_says_its_outcome_is_unknown_and_how_to_resend_it() 
     let server = common::server();
     // A stalled worker: it takes the request and never answers.
     let stalled = server.client().await.expect("connect");
-    let mut requests = stalled.subscribe("sessionbus.v1.session.*.append_nodes").await.expect("subscribe");
-    stalled.flush().await.expect("flush");
+    let mut requests = subscribe_confirmed(&stalled, "sessionbus.v1.session.*.append_nodes").await.expect("subscribe");
     let config = BusClientConfig::default().with_timeout(Duration::from_millis(200)).with_attempts(2);
     let bus = BusClient::new(server.client().await.expect("connect"), config);
     let error = bus.append_session_nodes("s1", append("hello")).await.expect_err("no answer");
@@ -36,8 +36,7 @@ async fn an_unanswered_write_says_its_outcome_is_unknown_and_how_to_resend_it() 
     assert!(error.message().contains(request_id.as_str()), "the error names the request id to resend with: {error}");
 
     // A read that timed out is no unknown outcome.
-    let mut reads = stalled.subscribe("sessionbus.v1.session.*.tool_state").await.expect("subscribe");
-    stalled.flush().await.expect("flush");
+    let mut reads = subscribe_confirmed(&stalled, "sessionbus.v1.session.*.tool_state").await.expect("subscribe");
     let read = bus.tool_state("s1").await.expect_err("no answer");
     let _ = reads.next().await;
     assert!(!read.message().contains("outcome is unknown"), "reads change nothing: {read}");

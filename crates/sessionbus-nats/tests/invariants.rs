@@ -20,6 +20,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::request_context::with_request_id;
 use sessionbus_nats::{JetStreamHostConfig, STATE_STREAM};
+use sessionbus_testkit::subscribe_confirmed;
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -98,8 +99,8 @@ async fn a_renewed_lease_outlives_its_ttl() {
     // Every stored lease write of the session, as republished.
     let watcher = server.client().await.expect("connect");
     let token = sessionbus_nats::subjects::session_token(&session).expect("token");
-    let mut lease_writes = watcher.subscribe(format!("sessionbus.v1.events.{token}.lease")).await.expect("subscribe");
-    watcher.flush().await.expect("flush");
+    let mut lease_writes =
+        subscribe_confirmed(&watcher, format!("sessionbus.v1.events.{token}.lease")).await.expect("subscribe");
     let long = tokio::spawn({
         let host = host.clone();
         let request = turn(&session, "long", "slow");
@@ -309,9 +310,8 @@ async fn decisions_read_the_stream_leader() {
     let server = common::server();
     let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
     let watcher = server.client().await.expect("connect");
-    let mut direct = watcher.subscribe("$JS.API.DIRECT.GET.>").await.expect("subscribe");
-    let mut leader = watcher.subscribe("$JS.API.STREAM.MSG.GET.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
+    let mut direct = subscribe_confirmed(&watcher, "$JS.API.DIRECT.GET.>").await.expect("subscribe");
+    let mut leader = subscribe_confirmed(&watcher, "$JS.API.STREAM.MSG.GET.>").await.expect("subscribe");
     let session = common::create_root(&host).await;
     let mut tools = ToolState::default();
     tools.insert(ToolManifest::new("tool:bash", "bash", ""));

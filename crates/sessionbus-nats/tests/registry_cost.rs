@@ -14,6 +14,7 @@ use sessionbus_api::{
     SessionStatus,
 };
 use sessionbus_nats::JetStreamHost;
+use sessionbus_testkit::subscribe_confirmed;
 
 /// Everything `sniffer` receives until it has been quiet for `quiet`.
 async fn drain(sniffer: &mut async_nats::Subscriber, quiet: Duration) -> BTreeSet<(String, Vec<u8>)> {
@@ -52,8 +53,7 @@ async fn the_first_page_costs_the_same_whatever_the_number_of_sessions() {
     let server = common::server();
     let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
     let sniffing = server.client().await.expect("connect");
-    let mut sniffer = sniffing.subscribe("$JS.API.>").await.expect("subscribe");
-    sniffing.flush().await.expect("flush");
+    let mut sniffer = subscribe_confirmed(&sniffing, "$JS.API.>").await.expect("subscribe");
     create_many(&host, 30).await;
     let queries = [
         SessionListQuery::first(10),

@@ -16,6 +16,7 @@ use sessionbus_api::{
 };
 use sessionbus_nats::wire::{self, ErrorCode};
 use sessionbus_nats::{BusClient, BusClientConfig, EventKind, Op, Subjects};
+use sessionbus_testkit::subscribe_confirmed;
 
 fn message(text: &str) -> AppendSessionNodesRequest {
     AppendSessionNodesRequest { nodes: vec![SessionAppendNode::message("User", text)], requires_ancestor_node_id: None }
@@ -295,8 +296,7 @@ async fn an_unchanged_catalog_costs_no_jetstream_read() {
     let catalog = client.shared_tool_catalog(&session).await.expect("catalog");
     let watcher = server.client().await.expect("connect");
     // Every JetStream API request (leader and direct gets, infos, consumers, ...).
-    let mut api = watcher.subscribe("$JS.API.>").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
+    let mut api = subscribe_confirmed(&watcher, "$JS.API.>").await.expect("subscribe");
     for _ in 0..20 {
         let again = client.shared_tool_catalog(&session).await.expect("catalog");
         assert!(Arc::ptr_eq(&catalog, &again));
@@ -339,8 +339,7 @@ async fn a_clients_own_tool_write_drops_its_cached_catalog() {
     client.shared_tool_catalog(&session).await.expect("catalog");
 
     let watcher = server.client().await.expect("connect");
-    let mut asks = watcher.subscribe("sessionbus.v1.session.*.tool_catalog").await.expect("subscribe");
-    watcher.flush().await.expect("flush");
+    let mut asks = subscribe_confirmed(&watcher, "sessionbus.v1.session.*.tool_catalog").await.expect("subscribe");
     client.shared_tool_catalog(&session).await.expect("catalog");
     assert_eq!(next_ask(&mut asks).await["if_generation"], generation, "asks with the cached generation");
 
