@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::{
-    AssistantOutput, PluginError, SessionAppendNode, SessionChanges, SessionSnapshot, SessionTurnInput, TokenUsage,
-    TraceContext, TraceEvent, TurnFinish, TurnOutcome,
+    AssistantOutput, CancellationToken, PluginError, SessionAppendNode, SessionChanges, SessionSnapshot,
+    SessionTurnInput, TokenUsage, TraceContext, TraceEvent, TurnFinish, TurnOutcome,
 };
 
 /// Where a turn's trace events go; hosts provide it (durable on the bus, in memory, ...).
@@ -24,12 +24,26 @@ pub struct TurnContext {
     /// The session as it was when the turn started.
     pub snapshot: SessionSnapshot,
     trace: Arc<dyn TraceSink>,
+    cancel: CancellationToken,
 }
 
 impl TurnContext {
     /// A context whose trace events go to `trace`.
     pub fn new(turn: SessionTurnInput, snapshot: SessionSnapshot, trace: Arc<dyn TraceSink>) -> Self {
-        Self { turn, snapshot, trace }
+        Self { turn, snapshot, trace, cancel: CancellationToken::new() }
+    }
+
+    /// This context, cancelled through `cancel` (the host's handle on `cancel_turn`).
+    pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// Fires when the turn is cancelled (`cancel_turn`, from any client). An executor
+    /// that watches it returns soon after with what it had and the outcome
+    /// `Stopped(Cancelled)`; one that does not is stopped after [`crate::CANCEL_GRACE`].
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// The trace context of this turn (session, turn, turn index, the turn's graph node).

@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, ErrorKind, PluginError,
-    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
-    SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
-    SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CatalogCache, ErrorKind,
+    PluginError, SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService,
+    SessionListPage, SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
+    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnCancelService,
 };
 use tokio::sync::{OnceCell, mpsc};
 
@@ -26,8 +26,8 @@ use crate::propagation;
 
 use crate::subjects::{Endpoint, Op, Subjects, session_token};
 use crate::wire::{
-    self, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply, StartTurnRequest,
-    ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+    self, CancelTurnRequest, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
+    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 
 /// The pause before each resend of a call (0.1 s, doubling, at most 3.2 s).
@@ -585,6 +585,15 @@ impl SessionGraphService for BusClient {
         let session_id = self.bound.trace_session(&context)?;
         let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
         Ok(())
+    }
+}
+
+/// Reaches whichever worker runs the turn: the worker answering stores the request,
+/// and the one running the turn stops it.
+#[async_trait::async_trait]
+impl TurnCancelService for BusClient {
+    async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<CancelReply, PluginError> {
+        self.session_call(session_id, Op::CancelTurn, &CancelTurnRequest { turn_id: turn_id.to_owned() }).await
     }
 }
 

@@ -122,6 +122,14 @@ pub struct StartTurnRequest {
     pub scope: Option<ExecutionScope>,
 }
 
+/// `cancel_turn` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTurnRequest {
+    /// The turn to cancel.
+    pub turn_id: String,
+}
+
 /// `trace` request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceRequest {

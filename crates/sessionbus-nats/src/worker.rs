@@ -27,8 +27,8 @@ use crate::reply_policy::ReplyPolicy;
 use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
-    self, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest, PingReply,
-    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+    self, CancelTurnRequest, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest,
+    PingReply, StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
 
@@ -523,6 +523,10 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             let TraceRequest { mut context, event } = body(op, payload)?;
             claim_trace_context(&mut context, session_id).map_err(failed)?;
             reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
+        }
+        Op::CancelTurn => {
+            let cancel: CancelTurnRequest = body(op, payload)?;
+            reply(host.cancel_turn(session_id, &cancel.turn_id).await)
         }
         Op::StartTurn => {
             let start: StartTurnRequest = body(op, payload)?;
