@@ -17,6 +17,14 @@ pub trait TraceSink: Send + Sync {
     async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError>;
 }
 
+/// Where a running turn's live output goes (text deltas, tool starts and ends: lash's
+/// stream events, as JSON). Hosts provide it; it never blocks the turn, and live events
+/// are not stored: the committed turn is the record.
+pub trait LiveSink: Send + Sync {
+    /// Passes on one event, in order; may drop it when the reader falls behind.
+    fn send(&self, event: Value);
+}
+
 /// Everything an executor gets for one run of a turn.
 pub struct TurnContext {
     /// The turn: session, stable turn id, input.
@@ -25,18 +33,33 @@ pub struct TurnContext {
     pub snapshot: SessionSnapshot,
     trace: Arc<dyn TraceSink>,
     cancel: CancellationToken,
+    live: Option<Arc<dyn LiveSink>>,
 }
 
 impl TurnContext {
     /// A context whose trace events go to `trace`.
     pub fn new(turn: SessionTurnInput, snapshot: SessionSnapshot, trace: Arc<dyn TraceSink>) -> Self {
-        Self { turn, snapshot, trace, cancel: CancellationToken::new() }
+        Self { turn, snapshot, trace, cancel: CancellationToken::new(), live: None }
     }
 
     /// This context, cancelled through `cancel` (the host's handle on `cancel_turn`).
     pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
         self.cancel = cancel;
         self
+    }
+
+    /// This context, its live output sent to `live`.
+    pub fn with_live(mut self, live: Arc<dyn LiveSink>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Sends one live event of the turn (a text delta, a tool start or end) to whoever
+    /// watches it; returns at once, and does nothing where the host streams nothing.
+    pub fn live(&self, event: Value) {
+        if let Some(live) = &self.live {
+            live.send(event);
+        }
     }
 
     /// Fires when the turn is cancelled (`cancel_turn`, from any client). An executor

@@ -37,7 +37,7 @@ pub use binding::SessionBinding;
 pub use cancel::{CANCEL_GRACE, CancelReply, CancellationToken, TurnCancelService, run_until_cancelled};
 pub use changes::{AgentFrames, SessionChanges, VerbatimRefusal, check_verbatim_nodes, merge_ledger};
 pub use error::{ErrorKind, PluginError};
-pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutput};
+pub use executor::{EchoExecutor, LiveSink, TraceSink, TurnContext, TurnExecutor, TurnOutput};
 pub use graph::{
     AppendSessionNodesRequest, AppendSessionNodesResult, PluginMessage, ProtocolEvent, SessionAppendNode, SessionGraph,
     SessionNode, SessionNodeBody, assign_node_ids,

@@ -349,6 +349,12 @@ impl Subjects {
         format!("{}.state.{session_token}.turn.{turn_token}", self.prefix)
     }
 
+    /// `<prefix>.live.<sid>`: the live output of the session's running turn (published by
+    /// the worker running it, not stored).
+    pub fn live(&self, session_token: &str) -> String {
+        format!("{}.live.{session_token}", self.prefix)
+    }
+
     /// `<prefix>.state.<sid>.cancel.<tid>`: the cancel request of one turn.
     pub fn cancel(&self, session_token: &str, turn_token: &str) -> String {
         format!("{}.state.{session_token}.cancel.{turn_token}", self.prefix)

@@ -7,6 +7,7 @@
 //! - `sessions.rs`: create, close, snapshot, append (graph chained by expected sequence);
 //! - `turns.rs`: leases, the ledger and the atomic turn commit;
 //! - `cancels.rs`: `cancel_turn` (a stored request, watched by every worker);
+//! - `live.rs`: a running turn's live output (not stored);
 //! - `api.rs`: raw JetStream publishes, batches and leader reads with full error codes;
 //! - `view.rs`: the bounded per-session cache;
 //! - `layout.rs`: the bucket and streams;
@@ -18,6 +19,7 @@ mod cancels;
 mod exporter;
 mod layout;
 mod lease_watch;
+mod live;
 pub mod records;
 mod registry;
 mod retention;

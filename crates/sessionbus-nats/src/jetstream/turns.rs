@@ -26,6 +26,7 @@ use sessionbus_api::{
 use super::JetStreamHost;
 use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
+use super::live::{LiveOutput, LiveTargets};
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
 use super::turn_protocol::{
@@ -271,16 +272,27 @@ impl JetStreamHost {
         // Registered before the stored request is read: a cancel stored after the read
         // reaches the run through its event.
         let running = self.inner.running.register(&turn.session_id, &turn_id);
+        let live = LiveOutput::start(
+            self.inner.api.client().clone(),
+            LiveTargets {
+                subject: self.inner.config.subjects.live(token),
+                reply: crate::request_context::current().and_then(|context| context.live_reply),
+                turn_id: turn_id.clone(),
+            },
+        );
         let outcome = match self.cancel_requested(token, &turn_token(&turn_id)?).await {
             // Cancelled before this run began (its first worker died): commit it so.
             Ok(true) => Ok(TurnOutput::cancelled()),
             Ok(false) => {
-                let context = TurnContext::new(turn, snapshot.clone(), sink).with_cancellation(running.token().clone());
+                let context = TurnContext::new(turn, snapshot.clone(), sink)
+                    .with_cancellation(running.token().clone())
+                    .with_live(live.sink());
                 self.run_under_lease(token, &turn_id, context, &mut held).await
             }
             Err(err) => Err(RunError::Executor(err)),
         };
         drop(running);
+        live.finish().await;
         let output = match outcome {
             Ok(output) => output,
             Err(RunError::LeaseLost(err)) => return Err(err),
