@@ -144,22 +144,13 @@ pub struct TraceBody {
     records: Option<Vec<TraceRequest>>,
 }
 
-/// The records of a `trace` request.
-#[derive(Clone, Debug, PartialEq)]
-pub enum TraceRecords {
-    /// One record (`{"context":..,"event":..}`).
-    One(TraceRequest),
-    /// Several records of one session, in order (`{"records":[..]}`).
-    Batch(Vec<TraceRequest>),
-}
-
 impl TraceBody {
-    /// The records: one, or a non-empty batch; a body with both forms, or neither, is
+    /// The records, in order, at least one; a body with both forms, or neither, is
     /// refused.
-    pub fn into_records(self) -> Result<TraceRecords, PluginError> {
+    pub fn into_records(self) -> Result<Vec<TraceRequest>, PluginError> {
         match (self.context, self.event, self.records) {
-            (Some(context), Some(event), None) => Ok(TraceRecords::One(TraceRequest { context, event })),
-            (None, None, Some(records)) if !records.is_empty() => Ok(TraceRecords::Batch(records)),
+            (Some(context), Some(event), None) => Ok(vec![TraceRequest { context, event }]),
+            (None, None, Some(records)) if !records.is_empty() => Ok(records),
             (None, None, Some(_)) => Err(PluginError::InvalidRequest(
                 "malformed `trace` request body: `records` is empty; send at least one record".into(),
             )),
@@ -419,11 +410,11 @@ mod tests {
         };
         let read = |body: &[u8]| decode_request::<TraceBody>("trace", body).and_then(TraceBody::into_records);
         let one = encode(&record("a")).expect("encoded");
-        assert_eq!(read(&one), Ok(TraceRecords::One(record("a"))));
+        assert_eq!(read(&one), Ok(vec![record("a")]));
         let two = encode(&record("b")).expect("encoded");
         let batch = trace_batch_body(&[one.clone(), two.clone()]);
         assert_eq!(batch.len(), one.len() + two.len() + 1 + TRACE_BATCH_FRAMING.len());
-        assert_eq!(read(&batch), Ok(TraceRecords::Batch(vec![record("a"), record("b")])));
+        assert_eq!(read(&batch), Ok(vec![record("a"), record("b")]));
         for refused in [
             &b"{}"[..],
             br#"{"records":[]}"#,

@@ -28,7 +28,7 @@ use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
     self, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest, PingReply,
-    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceBody, TraceRecords, TraceRequest,
+    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceBody, TraceRequest,
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
 
@@ -521,22 +521,21 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
         }
         Op::Trace => {
             let traced: TraceBody = body(op, payload)?;
-            match traced.into_records().map_err(failed)? {
-                TraceRecords::One(TraceRequest { mut context, event }) => {
-                    claim_trace_context(&mut context, session_id).map_err(failed)?;
-                    reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
-                }
-                TraceRecords::Batch(records) => {
-                    let records = records
-                        .into_iter()
-                        .map(|TraceRequest { mut context, event }| {
-                            claim_trace_context(&mut context, session_id).map(|()| (context, event))
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(failed)?;
-                    reply(host.emit_trace_events(records).await.map(|()| Empty {}))
-                }
-            }
+            let records = traced
+                .into_records()
+                .map_err(failed)?
+                .into_iter()
+                .map(|TraceRequest { mut context, event }| {
+                    claim_trace_context(&mut context, session_id).map(|()| (context, event))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            // One record takes the single-record path (its id as before); more, a batch.
+            let stored = match <[_; 1]>::try_from(records) {
+                Ok([(context, event)]) => host.emit_trace_event(context, event).await,
+                Err(records) => host.emit_trace_events(records).await,
+            };
+            reply(stored.map(|()| Empty {}))
         }
         Op::StartTurn => {
             let start: StartTurnRequest = body(op, payload)?;
