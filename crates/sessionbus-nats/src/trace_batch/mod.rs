@@ -175,3 +175,108 @@ impl<T> Drop for CloseLane<'_, T> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::sync::{Notify, mpsc};
+
+    use super::*;
+
+    /// A sink that reports each batch and holds it until released; a batch holding
+    /// `"panic"` panics.
+    #[derive(Clone)]
+    struct HeldSink {
+        batches: mpsc::UnboundedSender<Vec<&'static str>>,
+        release: Arc<Notify>,
+    }
+
+    impl BatchSink<&'static str> for HeldSink {
+        async fn send_batch(&self, _session_id: &str, items: Vec<&'static str>) -> Result<(), PluginError> {
+            let _ = self.batches.send(items.clone());
+            assert!(!items.contains(&"panic"), "the sink panics");
+            self.release.notified().await;
+            Ok(())
+        }
+    }
+
+    fn lanes(
+        max_waiting: usize,
+    ) -> (Arc<TraceLanes<&'static str>>, HeldSink, mpsc::UnboundedReceiver<Vec<&'static str>>) {
+        let limits = Limits { window: Duration::ZERO, max_records: 8, max_bytes: 1000 };
+        let (batches, seen) = mpsc::unbounded_channel();
+        (Arc::new(TraceLanes::new(limits, max_waiting)), HeldSink { batches, release: Arc::new(Notify::new()) }, seen)
+    }
+
+    #[tokio::test]
+    async fn records_emitted_while_a_batch_is_in_flight_go_together_in_the_next() {
+        let (lanes, sink, mut seen) = lanes(16);
+        let first = tokio::spawn({
+            let (lanes, sink) = (Arc::clone(&lanes), sink.clone());
+            async move { lanes.emit(&sink, "s", "a", 1).await }
+        });
+        assert_eq!(seen.recv().await, Some(vec!["a"]), "an idle lane sends at once");
+        let later: Vec<_> = ["b", "c", "d"]
+            .into_iter()
+            .map(|item| {
+                let (lanes, sink) = (Arc::clone(&lanes), sink.clone());
+                tokio::spawn(async move { lanes.emit(&sink, "s", item, 1).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(seen.try_recv().is_err(), "no second batch while the first is in flight");
+        sink.release.notify_one();
+        first.await.expect("task").expect("stored");
+        let next = seen.recv().await.expect("the next batch");
+        assert_eq!(next.len(), 3, "the waiting records go as one batch: {next:?}");
+        sink.release.notify_one();
+        for emit in later {
+            emit.await.expect("task").expect("stored");
+        }
+    }
+
+    #[tokio::test]
+    async fn emits_beyond_the_cap_wait_for_room() {
+        let (lanes, sink, mut seen) = lanes(2);
+        let emit = |item: &'static str| {
+            let (lanes, sink) = (Arc::clone(&lanes), sink.clone());
+            tokio::spawn(async move { lanes.emit(&sink, "s", item, 1).await })
+        };
+        let a = emit("a");
+        assert_eq!(seen.recv().await, Some(vec!["a"]), "a is in flight");
+        let b = emit("b");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let c = emit("c");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(lanes.permits.available_permits(), 0, "two records hold both permits");
+        assert_eq!(crate::lock(&lanes.lanes).get("s").map(|lane| lane.waiting.len()), Some(1), "c is not queued");
+        sink.release.notify_one();
+        a.await.expect("task").expect("stored");
+        let next = seen.recv().await.expect("the next batch");
+        assert!(next.contains(&"b"), "b goes next: {next:?}");
+        sink.release.notify_one();
+        b.await.expect("task").expect("stored");
+        if !next.contains(&"c") {
+            assert_eq!(seen.recv().await, Some(vec!["c"]));
+            sink.release.notify_one();
+        }
+        c.await.expect("task").expect("stored");
+    }
+
+    #[tokio::test]
+    async fn a_sender_that_dies_fails_its_emitters_and_the_lane_starts_over() {
+        let (lanes, sink, mut seen) = lanes(16);
+        let error = lanes.emit(&sink, "s", "panic", 1).await.expect_err("the sender died");
+        assert_eq!(error.kind(), sessionbus_api::ErrorKind::Unavailable);
+        assert_eq!(seen.recv().await, Some(vec!["panic"]));
+        assert!(crate::lock(&lanes.lanes).is_empty(), "the dead sender's lane is gone");
+        let next = tokio::spawn({
+            let (lanes, sink) = (Arc::clone(&lanes), sink.clone());
+            async move { lanes.emit(&sink, "s", "after", 1).await }
+        });
+        assert_eq!(seen.recv().await, Some(vec!["after"]), "a new sender serves the lane");
+        sink.release.notify_one();
+        next.await.expect("task").expect("stored");
+    }
+}
