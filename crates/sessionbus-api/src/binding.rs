@@ -48,4 +48,28 @@ impl SessionBinding {
             )
         })
     }
+
+    /// The one session a batch of trace events is for ([`SessionBinding::trace_session`]
+    /// of each); `None` for an empty batch, `InvalidRequest` when they name different
+    /// sessions.
+    pub fn trace_batch_session<'a>(
+        &self,
+        contexts: impl IntoIterator<Item = &'a TraceContext>,
+    ) -> Result<Option<String>, PluginError> {
+        let mut batch: Option<String> = None;
+        for context in contexts {
+            let session = self.trace_session(context)?;
+            match &batch {
+                Some(first) if *first != session => {
+                    return Err(PluginError::InvalidRequest(format!(
+                        "a trace batch mixes sessions `{first}` and `{session}`: send each session's records in a \
+                         batch of their own"
+                    )));
+                }
+                Some(_) => {}
+                None => batch = Some(session),
+            }
+        }
+        Ok(batch)
+    }
 }

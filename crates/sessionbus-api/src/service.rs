@@ -104,6 +104,18 @@ pub trait SessionGraphService: Send + Sync {
     async fn emit_trace_event(&self, _context: TraceContext, _event: TraceEvent) -> Result<(), PluginError> {
         Ok(())
     }
+
+    /// Records several trace events of one session, in order; `Ok` means all are durably
+    /// recorded, an error that the batch failed (some records may be stored; a resend of
+    /// the same batch stores each at most once where the host deduplicates). The default
+    /// emits them one after another; a host that derives record ids from the request it
+    /// serves must give each record of a batch its own.
+    async fn emit_trace_events(&self, records: Vec<(TraceContext, TraceEvent)>) -> Result<(), PluginError> {
+        for (context, event) in records {
+            self.emit_trace_event(context, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// A host serving all three traits, the session registry and turn cancellation.

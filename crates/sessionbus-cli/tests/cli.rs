@@ -376,6 +376,7 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         "append_session_nodes.throughput_ratio",
         "shared_tool_catalog (unchanged).p50_ratio",
         "shared_tool_catalog (unchanged).throughput_ratio",
+        "emit_trace_event.p50_ratio",
         "emit_trace_event.throughput_ratio",
         "tool_state.worker_to_server_cpu_ratio",
         "snapshot_session.worker_to_server_cpu_ratio",

@@ -23,6 +23,7 @@ use sessionbus_api::{
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::propagation;
+use crate::trace_batch::{BatchSink, Limits, TraceLanes};
 
 use crate::subjects::{Endpoint, Op, Subjects, session_token};
 use crate::wire::{
@@ -48,6 +49,14 @@ pub struct BusClientConfig {
     pub turn_idle_timeout: Duration,
     /// Nodes per `graph_page` request when a snapshot arrives in pages.
     pub graph_page_limit: u32,
+    /// How long a trace record may wait for others of its session to join its batch
+    /// (zero: none; a batch goes as soon as the session's batch before it is stored).
+    pub trace_window: Duration,
+    /// Trace records per batched `trace` request, at most.
+    pub trace_batch_records: usize,
+    /// Trace records waiting or in flight, over all sessions, at most; beyond it
+    /// `emit_trace_event` waits for room.
+    pub trace_max_waiting: usize,
 }
 
 impl Default for BusClientConfig {
@@ -58,6 +67,9 @@ impl Default for BusClientConfig {
             attempts: 3,
             turn_idle_timeout: Duration::from_secs(10),
             graph_page_limit: 5000,
+            trace_window: Duration::ZERO,
+            trace_batch_records: 256,
+            trace_max_waiting: 4096,
         }
     }
 }
@@ -68,6 +80,9 @@ with_setters!(BusClientConfig {
     with_attempts => attempts: u32,
     with_turn_idle_timeout => turn_idle_timeout: Duration,
     with_graph_page_limit => graph_page_limit: u32,
+    with_trace_window => trace_window: Duration,
+    with_trace_batch_records => trace_batch_records: usize,
+    with_trace_max_waiting => trace_max_waiting: usize,
 });
 
 type TurnRoutes = Mutex<HashMap<String, mpsc::UnboundedSender<Message>>>;
@@ -81,6 +96,8 @@ struct Inner {
     /// The wildcard inbox all turn replies arrive on, demultiplexed by request.
     turn_inbox: OnceCell<String>,
     turn_routes: Arc<TurnRoutes>,
+    /// Trace records waiting to go out in batches, by session.
+    traces: Arc<TraceLanes<bytes::Bytes>>,
 }
 
 /// A client of the bus: implements the three traits by request/reply. Cheap to clone;
@@ -146,10 +163,13 @@ impl BusClient {
 
     /// A client over `client`.
     pub fn new(client: Client, config: BusClientConfig) -> Self {
+        let max_payload = client.server_info().max_payload;
+        let limits = trace_limits(&config, max_payload);
         Self {
             inner: Arc::new(Inner {
-                max_payload: client.server_info().max_payload,
+                max_payload,
                 client,
+                traces: Arc::new(TraceLanes::new(limits, config.trace_max_waiting)),
                 config,
                 catalogs: CatalogCache::new(4096),
                 turn_inbox: OnceCell::new(),
@@ -247,9 +267,17 @@ impl BusClient {
 
     /// One call: request/reply with a request id reused on every retry.
     async fn call<B: Serialize, T: DeserializeOwned>(&self, target: Target<'_>, body: &B) -> Result<T, PluginError> {
+        self.call_encoded(target, wire::encode(body)?).await
+    }
+
+    /// [`BusClient::call`] with the body already encoded.
+    async fn call_encoded<T: DeserializeOwned>(
+        &self,
+        target: Target<'_>,
+        payload: bytes::Bytes,
+    ) -> Result<T, PluginError> {
         let subject = self.subject(&target)?;
         let op = target.endpoint.name();
-        let payload = wire::encode(body)?;
         self.check_size(&payload)?;
         // The caller's request id when it resends a call (`request_context::with_request_id`),
         // else a fresh one; reused on every attempt.
@@ -631,10 +659,38 @@ impl SessionGraphService for BusClient {
         self.session_call(session_id, Op::AppendNodes, &request).await
     }
 
+    /// Batched (README.md "Batched trace records"): returns once this record is stored,
+    /// or with the error of the batch it went out in. A call made with an explicit
+    /// request id (`request_context::with_request_id`, a resend) goes alone, unbatched,
+    /// so the resend stores the record at most once.
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
         let session_id = self.bound.trace_session(&context)?;
-        let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
-        Ok(())
+        let payload = wire::encode(&TraceRequest { context, event })?;
+        if crate::request_context::current().is_some_and(|current| current.request_id.is_some()) {
+            let _: Empty = self.call_encoded(Target::session(&session_id, Op::Trace), payload).await?;
+            return Ok(());
+        }
+        self.check_size(&payload)?;
+        let size = payload.len();
+        self.inner.traces.emit(self, &session_id, payload, size).await
+    }
+
+    /// The records go out in order: with an explicit request id as one batched `trace`
+    /// request (a resend of it stores each record at most once), else through the
+    /// session's lane like concurrent `emit_trace_event` calls.
+    async fn emit_trace_events(&self, records: Vec<(TraceContext, TraceEvent)>) -> Result<(), PluginError> {
+        if crate::request_context::current().is_some_and(|current| current.request_id.is_some()) {
+            let Some(session_id) = self.bound.trace_batch_session(records.iter().map(|(context, _)| context))? else {
+                return Ok(());
+            };
+            let payloads = records
+                .into_iter()
+                .map(|(context, event)| wire::encode(&TraceRequest { context, event }))
+                .collect::<Result<Vec<_>, _>>()?;
+            return self.send_batch(&session_id, payloads).await;
+        }
+        let emits = records.into_iter().map(|(context, event)| self.emit_trace_event(context, event));
+        crate::trace_batch::join_started_in_order(emits).await.into_iter().collect()
     }
 }
 
@@ -652,6 +708,27 @@ impl SessionRegistryService for BusClient {
     async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
         BusClient::list_sessions(self, query).await
     }
+}
+
+impl BatchSink<bytes::Bytes> for BusClient {
+    /// One `trace` request: the original single-record body for one record, else a
+    /// `records` batch; retried with one request id, so each record is stored once.
+    async fn send_batch(&self, session_id: &str, mut items: Vec<bytes::Bytes>) -> Result<(), PluginError> {
+        let payload = match items.len() {
+            1 => items.swap_remove(0),
+            _ => wire::trace_batch_body(&items),
+        };
+        let _: Empty = self.call_encoded(Target::session(session_id, Op::Trace), payload).await?;
+        Ok(())
+    }
+}
+
+/// The batch limits of `config` on a server taking `max_payload` bytes: a batch body
+/// (records, commas, framing) plus 512 bytes of headers fits.
+fn trace_limits(config: &BusClientConfig, max_payload: usize) -> Limits {
+    let max_records = config.trace_batch_records.max(1);
+    let overhead = 512 + wire::TRACE_BATCH_FRAMING.len() + max_records;
+    Limits { window: config.trace_window, max_records, max_bytes: max_payload.saturating_sub(overhead) }
 }
 
 /// A call that got no answer it could return, and whether a worker may have run it.

@@ -37,6 +37,7 @@ pub mod replay;
 pub mod reply_policy;
 pub mod request_context;
 pub mod subjects;
+mod trace_batch;
 pub mod wire;
 pub mod worker;
 

@@ -138,7 +138,8 @@ pub struct CancelTurnRequest {
     pub turn_id: String,
 }
 
-/// `trace` request.
+/// `trace` request: one record (`{"context":..,"event":..}`). A batch of records is
+/// `{"records":[<trace request>, ..]}` ([`trace_batch_body`], read by [`TraceBody`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TraceRequest {
     /// Where it happened.
@@ -146,6 +147,56 @@ pub struct TraceRequest {
     /// What happened.
     pub event: TraceEvent,
 }
+
+/// A `trace` request body as a worker reads it: one record (the original form, every
+/// client) or a batch of one session's records in order (`records`, since 0.2 clients).
+#[derive(Debug, Deserialize)]
+pub struct TraceBody {
+    #[serde(default)]
+    context: Option<TraceContext>,
+    #[serde(default)]
+    event: Option<TraceEvent>,
+    #[serde(default)]
+    records: Option<Vec<TraceRequest>>,
+}
+
+impl TraceBody {
+    /// The records, in order, at least one; a body with both forms, or neither, is
+    /// refused.
+    pub fn into_records(self) -> Result<Vec<TraceRequest>, PluginError> {
+        match (self.context, self.event, self.records) {
+            (Some(context), Some(event), None) => Ok(vec![TraceRequest { context, event }]),
+            (None, None, Some(records)) if !records.is_empty() => Ok(records),
+            (None, None, Some(_)) => Err(PluginError::InvalidRequest(
+                "malformed `trace` request body: `records` is empty; send at least one record".into(),
+            )),
+            _ => Err(PluginError::InvalidRequest(
+                "malformed `trace` request body: send either `context` and `event` (one record) or `records` \
+                 (a batch), not both"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// The body of a batched `trace` request from encoded [`TraceRequest`]s:
+/// `{"records":[r1,r2,..]}`. One record is sent in the original form instead.
+pub fn trace_batch_body(records: &[Bytes]) -> Bytes {
+    let size = records.iter().map(Bytes::len).sum::<usize>() + records.len() + TRACE_BATCH_FRAMING.len();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(b"{\"records\":[");
+    for (index, record) in records.iter().enumerate() {
+        if index > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(record);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
+}
+
+/// The bytes a batch body adds around its records (besides one comma between each two).
+pub const TRACE_BATCH_FRAMING: &str = "{\"records\":[]}";
 
 /// `ping` reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,5 +416,33 @@ mod tests {
     fn empty_payload_is_an_empty_object() {
         assert_eq!(decode_request::<Empty>("snapshot", b"").expect("empty"), Empty {});
         assert!(decode_request::<GraphPageRequest>("graph_page", b"{\"after_seq\":\"x\"}").is_err());
+    }
+
+    #[test]
+    fn a_trace_body_reads_one_record_or_a_batch_and_refuses_mixtures() {
+        let record = |name: &str| TraceRequest {
+            context: TraceContext { turn_id: Some(name.into()), ..TraceContext::default() },
+            event: TraceEvent::SessionStarted { extra: serde_json::Map::new() },
+        };
+        let read = |body: &[u8]| decode_request::<TraceBody>("trace", body).and_then(TraceBody::into_records);
+        let one = encode(&record("a")).expect("encoded");
+        assert_eq!(read(&one), Ok(vec![record("a")]));
+        let two = encode(&record("b")).expect("encoded");
+        let batch = trace_batch_body(&[one.clone(), two.clone()]);
+        assert_eq!(batch.len(), one.len() + two.len() + 1 + TRACE_BATCH_FRAMING.len());
+        assert_eq!(read(&batch), Ok(vec![record("a"), record("b")]));
+        for refused in [
+            &b"{}"[..],
+            br#"{"records":[]}"#,
+            br#"{"context":{}}"#,
+            br#"{"context":{},"event":{"type":"session_started"},"records":[]}"#,
+        ] {
+            assert_eq!(
+                read(refused).map_err(|err| err.kind()),
+                Err(ErrorKind::InvalidRequest),
+                "{}",
+                String::from_utf8_lossy(refused)
+            );
+        }
     }
 }

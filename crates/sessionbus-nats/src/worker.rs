@@ -28,7 +28,7 @@ use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
     self, CancelTurnRequest, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest,
-    PingReply, StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+    PingReply, StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceBody, TraceRequest,
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
 
@@ -524,9 +524,22 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             reply(host.append_session_nodes(session_id, append).await)
         }
         Op::Trace => {
-            let TraceRequest { mut context, event } = body(op, payload)?;
-            claim_trace_context(&mut context, session_id).map_err(failed)?;
-            reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
+            let traced: TraceBody = body(op, payload)?;
+            let records = traced
+                .into_records()
+                .map_err(failed)?
+                .into_iter()
+                .map(|TraceRequest { mut context, event }| {
+                    claim_trace_context(&mut context, session_id).map(|()| (context, event))
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(failed)?;
+            // One record takes the single-record path (its id as before); more, a batch.
+            let stored = match <[_; 1]>::try_from(records) {
+                Ok([(context, event)]) => host.emit_trace_event(context, event).await,
+                Err(records) => host.emit_trace_events(records).await,
+            };
+            reply(stored.map(|()| Empty {}))
         }
         Op::CancelTurn => {
             let cancel: CancelTurnRequest = body(op, payload)?;

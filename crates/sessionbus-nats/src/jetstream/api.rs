@@ -440,6 +440,17 @@ impl JetStreamApi {
         Ok(ack)
     }
 
+    /// Publishes `writes` pipelined: all are sent at once, in order, and their acks
+    /// awaited together; each is retried like [`JetStreamApi::publish`] (same message
+    /// id, so a retry stores it once). The first error when any failed (the others may
+    /// be stored).
+    pub(crate) async fn publish_pipelined(&self, writes: &[Write]) -> Result<(), JsError> {
+        // Each publish enqueues its message on the connection (a FIFO channel) at its
+        // first poll; started in order, they leave in order.
+        let acks = crate::trace_batch::join_started_in_order(writes.iter().map(|write| self.publish(write))).await;
+        acks.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
+
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
     /// commit may have been applied, so the caller decides from what is stored.
     pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<PublishAck, JsError> {

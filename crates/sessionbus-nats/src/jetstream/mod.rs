@@ -25,6 +25,7 @@ mod registry;
 mod retention;
 mod sessions;
 mod tools;
+mod trace_sink;
 mod turn_protocol;
 mod turns;
 mod view;
@@ -286,7 +287,15 @@ impl SessionGraphService for JetStreamHost {
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
         let session_id = self.bound.trace_session(&context)?;
         let request_id = crate::request_context::current_request_id();
-        self.publish_trace(&session_id, context, event, Some(&request_id)).await
+        self.publish_traces(&session_id, vec![(context, event)], &request_id).await
+    }
+
+    async fn emit_trace_events(&self, records: Vec<(TraceContext, TraceEvent)>) -> Result<(), PluginError> {
+        let Some(session_id) = self.bound.trace_batch_session(records.iter().map(|(context, _)| context))? else {
+            return Ok(());
+        };
+        let request_id = crate::request_context::current_request_id();
+        self.publish_traces(&session_id, records, &request_id).await
     }
 }
 

@@ -497,30 +497,55 @@ impl JetStreamHost {
         Err(PluginError::Conflict(format!("closing session `{session_id}` kept losing races; retry later")))
     }
 
-    /// `emit_trace_event`: `Ok` once the record is stored in `SESSIONBUS_TRACE`.
-    /// `request_id` is the bus request the record comes with: its record id (and so its
-    /// message id) is derived from it, so a resent request stores the record once.
-    /// Records a turn emits (several per run) pass `None` and get fresh ids.
-    pub(super) async fn publish_trace(
+    /// `emit_trace_event` and `emit_trace_events`: `Ok` once every record is stored in
+    /// `SESSIONBUS_TRACE`, published pipelined. `request_id` is the bus request the
+    /// records come with: their record ids (and so message ids) derive from it (one
+    /// record: `<request>/trace`; record `i` of a batch: `<request>/trace/<i>`), so a
+    /// resent request stores each record once.
+    pub(super) async fn publish_traces(
+        &self,
+        session_id: &str,
+        records: Vec<(TraceContext, TraceEvent)>,
+        request_id: &str,
+    ) -> Result<(), PluginError> {
+        let single = records.len() == 1;
+        let writes = records
+            .into_iter()
+            .enumerate()
+            .map(|(index, (context, event))| {
+                let name = if single { format!("{request_id}/trace") } else { format!("{request_id}/trace/{index}") };
+                let id = uuid::Uuid::new_v5(&NODE_ID_NAMESPACE, name.as_bytes()).to_string();
+                self.trace_write(session_id, context, event, Some(id))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.store_traces(&writes).await
+    }
+
+    /// The write of one trace record of `session_id` (its id `id`, else a fresh one),
+    /// checked against the server's payload limit.
+    pub(super) fn trace_write(
         &self,
         session_id: &str,
         mut context: TraceContext,
         event: TraceEvent,
-        request_id: Option<&str>,
-    ) -> Result<(), PluginError> {
+        id: Option<String>,
+    ) -> Result<Write, PluginError> {
         let token = session_token(session_id)?;
         claim_trace_context(&mut context, session_id)?;
         let mut record = TraceRecord::new(context, event);
-        if let Some(request_id) = request_id {
-            record.id = uuid::Uuid::new_v5(&NODE_ID_NAMESPACE, format!("{request_id}/trace").as_bytes()).to_string();
+        if let Some(id) = id {
+            record.id = id;
         }
         let payload = encode(&record)?;
         if payload.len() > self.payload_limit() {
             return Err(self.too_large("the trace record", payload.len()));
         }
-        let write = Write::new(self.inner.config.subjects.trace(&token), payload, record.id.clone());
-        self.inner.api.publish(&write).await.map_err(js("storing a trace record"))?;
-        Ok(())
+        Ok(Write::new(self.inner.config.subjects.trace(&token), payload, record.id))
+    }
+
+    /// Stores trace record writes pipelined (sent in order, acks awaited together).
+    pub(super) async fn store_traces(&self, writes: &[Write]) -> Result<(), PluginError> {
+        self.inner.api.publish_pipelined(writes).await.map_err(js("storing trace records"))
     }
 }
 

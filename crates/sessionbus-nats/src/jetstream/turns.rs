@@ -19,8 +19,8 @@ use std::time::Duration;
 use futures::{FutureExt as _, StreamExt as _};
 use opentelemetry::trace::FutureExt as _;
 use sessionbus_api::{
-    AssembledTurn, PluginError, SessionChanges, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TraceContext,
-    TraceEvent, TraceSink, TurnContext, TurnInput, TurnOutput, VerbatimRefusal, check_verbatim_nodes, clock, ids,
+    AssembledTurn, PluginError, SessionChanges, SessionSnapshot, SessionTurnInput, SessionTurnRequest, TurnContext,
+    TurnInput, TurnOutput, VerbatimRefusal, check_verbatim_nodes, clock, ids,
 };
 
 use super::JetStreamHost;
@@ -29,6 +29,7 @@ use super::layout::STATE_STREAM;
 use super::live::{LiveOutput, LiveTargets};
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
+use super::trace_sink::HostTraceSink;
 use super::turn_protocol::{
     AfterFailedCommit, CommitRefusal, Observed, StartDecision, decide_after_failed_commit, decide_start,
 };
@@ -266,7 +267,7 @@ impl JetStreamHost {
                 return Err(err);
             }
         };
-        let sink = Arc::new(HostTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
+        let sink = Arc::new(HostTraceSink::new(self.clone(), turn.session_id.clone()));
         let input = turn.input.clone();
         let turn_id = turn.turn_id.clone();
         // Registered before the stored request is read: a cancel stored after the read
@@ -647,17 +648,4 @@ fn executor_panicked(turn_id: &str, panic: &(dyn std::any::Any + Send)) -> Plugi
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Trace events of turns run by this host go to `SESSIONBUS_TRACE`.
-struct HostTraceSink {
-    host: JetStreamHost,
-    session_id: String,
-}
-
-#[async_trait::async_trait]
-impl TraceSink for HostTraceSink {
-    async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
-        self.host.publish_trace(&self.session_id, context, event, None).await
-    }
 }

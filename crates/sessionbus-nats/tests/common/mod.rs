@@ -95,6 +95,9 @@ impl<H: Bindable> SessionGraphService for Kept<H> {
     async fn emit_trace_event(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError> {
         self.host.emit_trace_event(context, event).await
     }
+    async fn emit_trace_events(&self, records: Vec<(TraceContext, TraceEvent)>) -> Result<(), PluginError> {
+        self.host.emit_trace_events(records).await
+    }
 }
 
 #[async_trait::async_trait]

@@ -12,6 +12,20 @@ pub struct Raw {
     echo_subject: String,
 }
 
+/// Returns once the server has registered `client`'s earlier subscriptions: a probe
+/// published on the same connection came back (the server handles a connection's
+/// messages in order). `flush` only writes them to the socket, so a request from
+/// another connection could still find no responder.
+async fn confirm_subscriptions(client: &Client) -> Result<(), String> {
+    let probe_subject = client.new_inbox();
+    let mut probe = client.subscribe(probe_subject.clone()).await.map_err(|e| failed("subscribe", e))?;
+    client.publish(probe_subject, Bytes::from_static(b"probe")).await.map_err(|e| failed("probe", e))?;
+    match tokio::time::timeout(std::time::Duration::from_secs(10), probe.next()).await {
+        Ok(Some(_)) => Ok(()),
+        _ => Err("the server did not confirm the echo responder's subscription within 10 s".to_owned()),
+    }
+}
+
 fn failed(what: &str, err: impl std::fmt::Display) -> String {
     format!("raw {what} failed: {err}")
 }
@@ -21,7 +35,7 @@ impl Raw {
     pub async fn start(client: Client, responder: Client) -> Result<Self, String> {
         let echo_subject = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
         let mut requests = responder.subscribe(echo_subject.clone()).await.map_err(|e| failed("subscribe", e))?;
-        responder.flush().await.map_err(|e| failed("flush", e))?;
+        confirm_subscriptions(&responder).await?;
         tokio::spawn(async move {
             while let Some(request) = requests.next().await {
                 if let Some(reply) = request.reply {

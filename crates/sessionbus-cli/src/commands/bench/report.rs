@@ -101,16 +101,6 @@ impl Row {
         vec![latency, Self::throughput(name, in_flight, (raw_per_s, bus_per_s), Value::Null, cpu)]
     }
 
-    /// A scenario measured for throughput only.
-    pub fn throughput_only(name: &str, (raw_per_s, bus_per_s): (f64, f64), in_flight: usize, cpu: CpuPerCall) -> Self {
-        let mut json = json!({
-            "name": name, "raw_per_s": raw_per_s, "bus_per_s": bus_per_s,
-            "throughput_ratio": bus_per_s / raw_per_s.max(1e-9),
-        });
-        cpu.add_to(&mut json);
-        Self::throughput(name, in_flight, (raw_per_s, bus_per_s), json, cpu)
-    }
-
     fn throughput(
         name: &str,
         in_flight: usize,
