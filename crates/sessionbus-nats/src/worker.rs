@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use sessionbus_api::{
     AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionListQuery,
-    SessionNode, SessionSnapshot, SessionTurnRequest, ToolState, claim_trace_context,
+    SessionNode, SessionSnapshot, SessionTurnRequest, ToolState, TurnListQuery, claim_trace_context,
 };
 use tokio::sync::Semaphore;
 
@@ -523,6 +523,14 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             let TraceRequest { mut context, event } = body(op, payload)?;
             claim_trace_context(&mut context, session_id).map_err(failed)?;
             reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
+        }
+        Op::Turns => {
+            let query: TurnListQuery = body(op, payload)?;
+            reply(host.list_turns(session_id, &query).await)
+        }
+        Op::ToolHistory => {
+            let _: Empty = body(op, payload)?;
+            reply(host.tool_history(session_id).await)
         }
         Op::StartTurn => {
             let start: StartTurnRequest = body(op, payload)?;
