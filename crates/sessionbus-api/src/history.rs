@@ -63,6 +63,23 @@ pub enum TurnStatus {
     Failed,
 }
 
+impl TurnStatus {
+    /// `running`, `completed` or `failed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnStatus::Running => "running",
+            TurnStatus::Completed => "completed",
+            TurnStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for TurnStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One turn of a session's ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TurnSummary {
@@ -305,6 +322,13 @@ mod tests {
         assert_eq!(after("17").after_sequence().expect("a cursor"), 17);
         for bad in ["", "x", "-3", "1e3"] {
             assert_eq!(after(bad).after_sequence().expect_err(bad).kind(), crate::ErrorKind::InvalidRequest, "{bad}");
+        }
+    }
+
+    #[test]
+    fn statuses_print_as_their_json() {
+        for status in [TurnStatus::Running, TurnStatus::Completed, TurnStatus::Failed] {
+            assert_eq!(serde_json::to_string(&status).expect("json"), format!("\"{status}\""));
         }
     }
 
