@@ -947,7 +947,9 @@ pub async fn history_shows_each_tool_generation(factory: &dyn HostFactory) {
     let third = within(host.set_tool_membership(&id, &names(&["bash"]), true)).await.expect("toggle back");
     let history = within(host.tool_history(&id)).await.expect("history");
     assert!(!history.truncated);
-    let table: Vec<(u64, Vec<String>, Vec<String>, Vec<String>)> = history
+    /// A generation, its members, who joined, who left.
+    type Row = (u64, Vec<String>, Vec<String>, Vec<String>);
+    let table: Vec<Row> = history
         .generations
         .iter()
         .map(|g| (g.generation, g.members.clone(), g.joined.clone(), g.left.clone()))

@@ -284,7 +284,9 @@ mod tests {
         fn names(v: &[String]) -> Vec<&str> {
             v.iter().map(String::as_str).collect()
         }
-        let table: Vec<(u64, Vec<&str>, Vec<&str>, Vec<&str>, usize)> = history
+        /// A generation, its members, who joined, who left, how many tools.
+        type Row<'a> = (u64, Vec<&'a str>, Vec<&'a str>, Vec<&'a str>, usize);
+        let table: Vec<Row<'_>> = history
             .iter()
             .map(|g| (g.generation, names(&g.members), names(&g.joined), names(&g.left), g.tools))
             .collect();

@@ -9,9 +9,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sessionbus_api::{
-    AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionHistoryService as _,
-    SessionLifecycleService as _, SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest,
-    TurnInput, TurnListQuery,
+    AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _,
+    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnListQuery,
 };
 use support::{Browser, Bus, WAIT, note};
 
