@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
     SessionHandle, SessionHistoryService, SessionRegistryService, SessionSnapshot, SessionTurnRequest, ToolState,
-    TraceContext, TraceEvent,
+    TraceContext, TraceEvent, TurnCancelService,
 };
 
 /// Session state: snapshots, the tool catalog and tool state.
@@ -106,9 +106,15 @@ pub trait SessionGraphService: Send + Sync {
     }
 }
 
-/// A host serving all three traits, the session registry and session history.
+/// A host serving all three traits, the session registry, session history and turn
+/// cancellation.
 pub trait SessionHost:
-    SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService + SessionHistoryService
+    SessionStateService
+    + SessionLifecycleService
+    + SessionGraphService
+    + SessionRegistryService
+    + SessionHistoryService
+    + TurnCancelService
 {
 }
 
@@ -118,6 +124,7 @@ impl<
         + SessionGraphService
         + SessionRegistryService
         + SessionHistoryService
+        + TurnCancelService
         + ?Sized,
 > SessionHost for T
 {

@@ -64,11 +64,13 @@ pub enum Op {
     Turns,
     /// The session's tool-state generations (`tool_history`).
     ToolHistory,
+    /// `cancel_turn`.
+    CancelTurn,
 }
 
 impl Op {
     /// Every per-session op.
-    pub const ALL: [Op; 12] = [
+    pub const ALL: [Op; 13] = [
         Op::Snapshot,
         Op::GraphPage,
         Op::ToolCatalog,
@@ -81,6 +83,7 @@ impl Op {
         Op::Trace,
         Op::Turns,
         Op::ToolHistory,
+        Op::CancelTurn,
     ];
 
     /// The op's subject token.
@@ -98,6 +101,7 @@ impl Op {
             Op::Trace => "trace",
             Op::Turns => "turns",
             Op::ToolHistory => "tool_history",
+            Op::CancelTurn => "cancel_turn",
         }
     }
 
@@ -105,7 +109,13 @@ impl Op {
     pub fn is_mutation(self) -> bool {
         matches!(
             self,
-            Op::ApplyToolState | Op::SetToolMembership | Op::Close | Op::StartTurn | Op::AppendNodes | Op::Trace
+            Op::ApplyToolState
+                | Op::SetToolMembership
+                | Op::Close
+                | Op::StartTurn
+                | Op::AppendNodes
+                | Op::Trace
+                | Op::CancelTurn
         )
     }
 }
@@ -143,7 +153,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order workers add them.
-    pub const ALL: [Endpoint; 15] = [
+    pub const ALL: [Endpoint; 16] = [
         Endpoint::Session(Op::Snapshot),
         Endpoint::Session(Op::GraphPage),
         Endpoint::Session(Op::ToolCatalog),
@@ -156,6 +166,7 @@ impl Endpoint {
         Endpoint::Session(Op::Trace),
         Endpoint::Session(Op::Turns),
         Endpoint::Session(Op::ToolHistory),
+        Endpoint::Session(Op::CancelTurn),
         Endpoint::Create,
         Endpoint::Ping,
         Endpoint::Sessions,
@@ -267,6 +278,11 @@ impl Subjects {
         format!("{}.events.*.tools", self.prefix)
     }
 
+    /// `<prefix>.events.*.cancel.*`: every stored cancel request, as workers watch them.
+    pub fn cancel_events(&self) -> String {
+        format!("{}.events.*.cancel.*", self.prefix)
+    }
+
     /// `<prefix>.events.<sid>.turn.<tid>`: the events of one turn's ledger.
     pub fn turn_events(&self, session_token: &str, turn_token: &str) -> String {
         format!("{}.events.{session_token}.turn.{turn_token}", self.prefix)
@@ -359,6 +375,17 @@ impl Subjects {
             return Err(malformed());
         }
         ids::decode_id("turn id", turn_token)
+    }
+
+    /// `<prefix>.live.<sid>`: the live output of the session's running turn (published by
+    /// the worker running it, not stored).
+    pub fn live(&self, session_token: &str) -> String {
+        format!("{}.live.{session_token}", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.cancel.<tid>`: the cancel request of one turn.
+    pub fn cancel(&self, session_token: &str, turn_token: &str) -> String {
+        format!("{}.state.{session_token}.cancel.{turn_token}", self.prefix)
     }
 
     /// `<prefix>.trace.<sid>`.

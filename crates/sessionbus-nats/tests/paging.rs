@@ -100,6 +100,7 @@ impl SessionLifecycleService for CountingHost {
 
 impl SessionRegistryService for CountingHost {}
 impl SessionHistoryService for CountingHost {}
+impl sessionbus_api::TurnCancelService for CountingHost {}
 
 #[async_trait::async_trait]
 impl SessionGraphService for CountingHost {
