@@ -303,6 +303,34 @@ fn a_worker_without_the_layout_says_to_run_setup() {
 /// `sessionbus bench` still runs end to end (tiny counts, one node): every measurement
 /// BENCHMARKS.md reports is in its JSON, with a finite positive ratio. The figures of a
 /// run this small mean nothing; this keeps the bench from rotting.
+/// `bench --scale N` stores N sessions and reports every op at 10 sessions and at N,
+/// cold and hot, the registry at its base and at N, and the servers' memory and disk.
+#[test]
+fn bench_scale_reports_every_op_with_few_and_with_many_sessions() {
+    let output = Command::new(BIN)
+        .args(["bench", "--scale", "150", "--iterations", "20", "--json"])
+        .env("NATS_SERVER_BIN", sessionbus_testkit::find_nats_server().expect("nats-server installed"))
+        .env_remove("NATS_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus bench --scale");
+    assert!(output.status.success(), "bench --scale failed: {}", String::from_utf8_lossy(&output.stderr));
+    let text = stdout(&output);
+    let report: serde_json::Value = serde_json::from_str(text.lines().last().expect("a JSON line")).expect("JSON");
+    assert_eq!(report["sessions"], 150);
+    let ops: Vec<&str> = report["ops"].as_array().expect("ops").iter().filter_map(|op| op["op"].as_str()).collect();
+    assert_eq!(ops, ["snapshot", "tool_state", "tool_catalog", "append_nodes", "start_turn"]);
+    for op in report["ops"].as_array().expect("ops") {
+        for key in ["p50_ms_at_10", "p50_ms_cold", "p50_ms_hot", "cold_ratio", "hot_ratio"] {
+            assert!(op[key].as_f64().is_some_and(|value| value > 0.0), "{key} of {op}");
+        }
+    }
+    assert_eq!(report["registry_base_sessions"], 150, "fewer than 1,000 sessions: the registry's base is N");
+    assert!(report["sessions_first_page_ms"]["at_n"].as_f64().is_some_and(|ms| ms > 0.0), "{report}");
+    assert!(report["nats_server"]["disk_bytes"].as_u64().is_some_and(|bytes| bytes > 0), "{report}");
+    assert!(report["worker_rss_mib"].as_f64().is_some_and(|mib| mib > 0.0), "{report}");
+}
+
 #[test]
 fn bench_runs_every_measurement_with_tiny_counts() {
     let args = [

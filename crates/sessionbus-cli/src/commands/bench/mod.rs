@@ -11,6 +11,7 @@ mod growth;
 mod measure;
 mod raw;
 mod report;
+mod scale;
 mod scenarios;
 
 use std::sync::Arc;
@@ -55,6 +56,13 @@ pub struct BenchArgs {
     /// Nodes of the large history (append cost and snapshot of a large graph).
     #[arg(long, default_value_t = 10_000)]
     pub history: usize,
+    /// Instead of the comparison with raw NATS: store N sessions (each with a tool state,
+    /// a few nodes and one turn; e.g. 1000000) and compare every op's p50 with its p50
+    /// at 10 sessions, for random (cold) sessions and a hot set, plus the registry's
+    /// first page, nats-server memory and disk per session and the worker's memory.
+    /// `--iterations` calls per op and phase. Manual: at 10^6 it seeds for a long time.
+    #[arg(long, value_name = "N")]
+    pub scale: Option<usize>,
     /// Also write the JSON results to `<DIR>/bench-<r1|r3>-<UTC time>.json` (one file per
     /// run, never overwritten).
     #[arg(long, value_name = "DIR")]
@@ -63,6 +71,9 @@ pub struct BenchArgs {
 
 /// Runs the benchmark.
 pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), CliError> {
+    if let Some(sessions) = args.scale {
+        return scale::run(connection, sessions, args.iterations, args.json).await;
+    }
     // The servers are stopped, and their stores deleted, before the report is printed.
     let result = if args.cluster {
         let cluster = NatsCluster::start().await?;

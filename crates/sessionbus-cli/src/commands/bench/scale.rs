@@ -1,0 +1,305 @@
+//! `bench --scale N`: the bus holding N sessions, most of them idle, as an agent fleet
+//! keeps them (manual; not in CI). Seeding goes straight through a JetStream host in
+//! this process; every measured call goes through the bus to a worker process with
+//! default settings. Each op's p50 with N sessions stored is compared with the same op
+//! when 10 were, in the same run, for sessions picked uniformly at random (cold) and
+//! for a small hot set.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use sessionbus_api::{
+    EchoExecutor, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _, SessionListQuery,
+    SessionStateService as _, SessionTurnRequest, TurnInput,
+};
+use sessionbus_launch::{NatsServer, WorkerConfig, WorkerProcess};
+use sessionbus_nats::jetstream::describe_session;
+use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Subjects};
+
+use super::fixture::{failed, one_message, tools};
+use super::measure::{Samples, sequential};
+use crate::commands::setup::{LayoutArgs, setup_layout};
+use crate::connect::{CliError, ConnectionArgs};
+use crate::output;
+
+/// The sessions measured "at 10".
+const FEW: usize = 10;
+/// Where the registry's first page is measured first: the bar compares its
+/// time at N with its time at 10^3 (a page of 50 needs at least 50 sessions).
+const REGISTRY_BASE: usize = 1_000;
+/// The hot set: sessions called again and again.
+const HOT: usize = 100;
+/// Seeding writes in flight.
+const SEED_IN_FLIGHT: usize = 64;
+
+/// One measured op on one session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Op {
+    Snapshot,
+    ToolState,
+    ToolCatalog,
+    Append,
+    Turn,
+}
+
+impl Op {
+    const ALL: [Op; 5] = [Op::Snapshot, Op::ToolState, Op::ToolCatalog, Op::Append, Op::Turn];
+
+    fn name(self) -> &'static str {
+        match self {
+            Op::Snapshot => "snapshot",
+            Op::ToolState => "tool_state",
+            Op::ToolCatalog => "tool_catalog",
+            Op::Append => "append_nodes",
+            Op::Turn => "start_turn",
+        }
+    }
+
+    async fn call(self, client: &BusClient, session: &str, call: usize) -> Result<(), String> {
+        match self {
+            Op::Snapshot => client.snapshot_session(session).await.map(drop),
+            Op::ToolState => client.tool_state(session).await.map(drop),
+            Op::ToolCatalog => client.tool_catalog(session).await.map(drop),
+            Op::Append => client.append_session_nodes(session, one_message(format!("call {call}"))).await.map(drop),
+            Op::Turn => {
+                match SessionTurnRequest::for_turn(
+                    session,
+                    format!("bench-{call}-{}", uuid::Uuid::new_v4().simple()),
+                    TurnInput::text("hello"),
+                ) {
+                    Ok(turn) => client.start_turn(turn).await.map(drop),
+                    Err(error) => Err(error),
+                }
+            }
+        }
+        .map_err(failed(self.name()))
+    }
+}
+
+/// Session number `i`'s id.
+fn session_id(i: usize) -> String {
+    format!("scale-{i:08}")
+}
+
+/// A number in `0..n`, uniformly.
+fn uniform(n: usize) -> usize {
+    (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as usize
+}
+
+/// Creates sessions `range` with a tool state, three nodes and one turn.
+async fn seed(host: &JetStreamHost, range: std::ops::Range<usize>, bar: &indicatif::ProgressBar) -> Result<(), String> {
+    let one = |i: usize| async move {
+        let session = session_id(i);
+        host.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
+        host.apply_tool_state(&session, tools(4)).await.map_err(failed("tools"))?;
+        for node in 0..3 {
+            host.append_session_nodes(&session, one_message(format!("node {node}"))).await.map_err(failed("append"))?;
+        }
+        let turn = SessionTurnRequest::for_turn(&session, "seed", TurnInput::text("hello")).map_err(failed("turn"))?;
+        host.start_turn(turn).await.map_err(failed("turn"))?;
+        bar.inc(1);
+        Ok::<_, String>(())
+    };
+    let mut writes = futures::stream::iter(range).map(one).buffer_unordered(SEED_IN_FLIGHT);
+    while let Some(written) = writes.next().await {
+        written?;
+    }
+    Ok(())
+}
+
+/// The p50 of `calls` calls of each op, on sessions `pick` chooses.
+async fn p50s(client: &BusClient, calls: usize, pick: impl Fn() -> usize) -> Result<Vec<f64>, String> {
+    let mut p50 = Vec::new();
+    for op in Op::ALL {
+        let samples: Samples = sequential(calls, |call| {
+            let session = session_id(pick());
+            async move { op.call(client, &session, call).await }
+        })
+        .await?;
+        p50.push(samples.percentile_ms(50.0));
+    }
+    Ok(p50)
+}
+
+/// The first page of `sessions` and one `sessions show`, in milliseconds (medians of 9).
+async fn registry_ms(client: &BusClient, nats: &async_nats::Client, subjects: &Subjects) -> Result<(f64, f64), String> {
+    let page = sequential(9, |_| async {
+        client.list_sessions(&SessionListQuery::first(50)).await.map(drop).map_err(failed("sessions"))
+    })
+    .await?;
+    let show = sequential(9, |_| async {
+        describe_session(nats, subjects, &session_id(uniform(FEW))).await.map(drop).map_err(failed("sessions show"))
+    })
+    .await?;
+    Ok((page.percentile_ms(50.0), show.percentile_ms(50.0)))
+}
+
+fn rss_mib(pid: Option<u32>) -> f64 {
+    let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok()).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        .unwrap_or(0);
+    kib as f64 / 1024.0
+}
+
+fn disk_bytes(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => disk_bytes(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Runs the scale measurement with `sessions` sessions and prints its tables.
+pub async fn run(connection: &ConnectionArgs, sessions: usize, calls: usize, json_out: bool) -> Result<(), CliError> {
+    let server = NatsServer::start()?;
+    let report = measure(connection, &server, sessions.max(FEW + HOT), calls.max(20)).await.map_err(CliError::Other)?;
+    drop(server);
+    if json_out {
+        println!("{report}");
+    } else {
+        print(&report);
+    }
+    Ok(())
+}
+
+async fn measure(
+    connection: &ConnectionArgs,
+    server: &NatsServer,
+    sessions: usize,
+    calls: usize,
+) -> Result<Value, String> {
+    let url = server.url();
+    let connect = |name: &'static str| {
+        let url = url.clone();
+        async move { connection.connect_to(&url, name).await.map_err(|e| e.to_string()) }
+    };
+    let subjects = connection.subjects();
+    let setup_client = connect("bench-scale-setup").await?;
+    setup_layout(&setup_client, &subjects, &LayoutArgs { replicas: 1 }, Duration::from_secs(60))
+        .await
+        .map_err(|error| error.to_string())?;
+    let host_config = JetStreamHostConfig::default().with_subjects(subjects.clone());
+    let seeder = JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), host_config)
+        .await
+        .map_err(failed("setup"))?;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find the sessionbus binary: {e}"))?;
+    let worker = WorkerProcess::start_with(&url, &WorkerConfig::default().with_binary(exe).without_setup())
+        .await
+        .map_err(|e| e.to_string())?;
+    let client =
+        BusClient::new(connect("bench-scale-bus").await?, BusClientConfig::default().with_subjects(subjects.clone()));
+    client.ping().await.map_err(failed("ping"))?;
+
+    let bar = output::progress(sessions as u64, "seeding");
+    seed(&seeder, 0..FEW, &bar).await?;
+    bar.set_message("at 10");
+    let at_few = p50s(&client, calls, || uniform(FEW)).await?;
+    let (server_mib_few, disk_few) = (rss_mib(server.pid()), disk_bytes(server.data_dir()));
+
+    bar.set_message("seeding");
+    let seeding = Instant::now();
+    let base = REGISTRY_BASE.min(sessions);
+    seed(&seeder, FEW..base, &bar).await?;
+    let (page_base, show_base) = registry_ms(&client, &setup_client, &subjects).await?;
+    seed(&seeder, base..sessions, &bar).await?;
+    let seed_s = seeding.elapsed().as_secs_f64();
+    bar.set_message("measuring");
+    let cold = p50s(&client, calls, || uniform(sessions)).await?;
+    let hot_set: Vec<usize> = (0..HOT).map(|_| uniform(sessions)).collect();
+    p50s(&client, HOT, || hot_set[uniform(HOT)]).await?;
+    let hot = p50s(&client, calls, || hot_set[uniform(HOT)]).await?;
+    let (page_many, show_many) = registry_ms(&client, &setup_client, &subjects).await?;
+    let (server_mib, disk) = (rss_mib(server.pid()), disk_bytes(server.data_dir()));
+    let worker_mib = worker.rss_kib().unwrap_or(0) as f64 / 1024.0;
+    bar.finish_and_clear();
+
+    let ops: Vec<Value> = Op::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            json!({
+                "op": op.name(), "p50_ms_at_10": at_few[i], "p50_ms_cold": cold[i], "p50_ms_hot": hot[i],
+                "cold_ratio": cold[i] / at_few[i].max(1e-9), "hot_ratio": hot[i] / at_few[i].max(1e-9),
+            })
+        })
+        .collect();
+    let grown = (sessions - FEW) as f64;
+    Ok(json!({
+        "sessions": sessions,
+        "calls_per_op": calls,
+        "seed_seconds": seed_s,
+        "seed_sessions_per_second": grown / seed_s.max(1e-9),
+        "ops": ops,
+        "registry_base_sessions": base,
+        "sessions_first_page_ms": {"at_base": page_base, "at_n": page_many, "ratio": page_many / page_base.max(1e-9)},
+        "sessions_show_ms": {"at_base": show_base, "at_n": show_many, "ratio": show_many / show_base.max(1e-9)},
+        "nats_server": {
+            "rss_mib_at_10": server_mib_few, "rss_mib": server_mib,
+            "rss_bytes_per_session": (server_mib - server_mib_few) * 1024.0 * 1024.0 / grown,
+            "disk_bytes": disk, "disk_bytes_per_session": (disk.saturating_sub(disk_few)) as f64 / grown,
+        },
+        "worker_rss_mib": worker_mib,
+    }))
+}
+
+fn print(report: &Value) {
+    let ms = |value: &Value| value.as_f64().map_or_else(|| "-".to_owned(), |ms| format!("{ms:.3}"));
+    let ratio = |value: &Value| value.as_f64().map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"));
+    let mut table = output::table(["op (p50 ms)", "10 sessions", "cold", "cold / 10", "hot set", "hot / 10"]);
+    for op in report["ops"].as_array().into_iter().flatten() {
+        table.add_row(vec![
+            op["op"].as_str().unwrap_or("?").to_owned(),
+            ms(&op["p50_ms_at_10"]),
+            ms(&op["p50_ms_cold"]),
+            ratio(&op["cold_ratio"]),
+            ms(&op["p50_ms_hot"]),
+            ratio(&op["hot_ratio"]),
+        ]);
+    }
+    println!(
+        "sessionbus bench --scale: {} sessions stored (seeded in {:.0} s, {:.0} sessions/s); {} calls per op\n{table}",
+        report["sessions"],
+        report["seed_seconds"].as_f64().unwrap_or(0.0),
+        report["seed_sessions_per_second"].as_f64().unwrap_or(0.0),
+        report["calls_per_op"],
+    );
+    let mut others = output::table(["measurement", "before (10 sessions; registry: 1,000)", "at N", "ratio"]);
+    for (name, key) in
+        [("sessions: first page (ms)", "sessions_first_page_ms"), ("sessions show (ms)", "sessions_show_ms")]
+    {
+        others.add_row(vec![
+            name.to_owned(),
+            ms(&report[key]["at_base"]),
+            ms(&report[key]["at_n"]),
+            ratio(&report[key]["ratio"]),
+        ]);
+    }
+    let server = &report["nats_server"];
+    others.add_row(vec![
+        "nats-server RSS (MiB)".to_owned(),
+        ms(&server["rss_mib_at_10"]),
+        ms(&server["rss_mib"]),
+        format!("{:.0} B/session", server["rss_bytes_per_session"].as_f64().unwrap_or(0.0)),
+    ]);
+    others.add_row(vec![
+        "nats-server disk".to_owned(),
+        "-".to_owned(),
+        format!("{} B", server["disk_bytes"]),
+        format!("{:.0} B/session", server["disk_bytes_per_session"].as_f64().unwrap_or(0.0)),
+    ]);
+    others.add_row(vec![
+        "worker RSS (MiB, default settings)".to_owned(),
+        "-".to_owned(),
+        ms(&report["worker_rss_mib"]),
+        "-".to_owned(),
+    ]);
+    println!("{others}");
+}
