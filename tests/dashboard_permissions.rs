@@ -184,11 +184,17 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
         format!("/api/sessions/{sid}"),
         format!("/api/sessions/{sid}/graph?after=0"),
         format!("/api/sessions/{sid}/tools"),
+        format!("/api/sessions/{sid}/turns?limit=10"),
+        format!("/api/sessions/{sid}/tool-history"),
         "/api/workers".into(),
     ] {
         let (status, body) = http(port, "GET", &path, "");
         assert_eq!(status, 200, "GET {path}: {body}");
     }
+    let (_, turns) = http(port, "GET", &format!("/api/sessions/{sid}/turns"), "");
+    assert!(turns.contains("\"turn_id\":\"t1\""), "the past turn is read through the turns op: {turns}");
+    let (_, generations) = http(port, "GET", &format!("/api/sessions/{sid}/tool-history"), "");
+    assert!(generations.contains("\"joined\":[\"bash\"]"), "the tool history is read: {generations}");
     let (_, workers) = http(port, "GET", "/api/workers", "");
     assert!(workers.contains(worker.id()), "the worker is listed through $SRV: {workers}");
     let (_, events) = http(port, "GET", &format!("/api/events?session={sid}"), "");
@@ -204,6 +210,8 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
         format!("/api/sessions/{sid}"),
         format!("/api/sessions/{sid}/graph"),
         format!("/api/sessions/{sid}/tools"),
+        format!("/api/sessions/{sid}/turns"),
+        format!("/api/sessions/{sid}/tool-history"),
         "/api/workers".into(),
         "/api/events".into(),
         format!("/api/events?session={sid}"),

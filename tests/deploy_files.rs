@@ -1267,6 +1267,8 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
         "sessionbus.v1.session.*.graph_page",
         "sessionbus.v1.session.*.tool_catalog",
         "sessionbus.v1.session.*.tool_state",
+        "sessionbus.v1.session.*.turns",
+        "sessionbus.v1.session.*.tool_history",
     ]
     .map(String::from)
     .into();
@@ -2215,7 +2217,7 @@ async fn dashboard_watches_and_reads_through_the_bus_but_never_writes() {
         .expect("$SRV.PING answered in time")
         .expect("$SRV.PING answered");
     assert!(String::from_utf8_lossy(&ping.payload).contains("\"name\":\"sessionbus\""));
-    for op in ["snapshot", "graph_page", "tool_catalog", "tool_state"] {
+    for op in ["snapshot", "graph_page", "tool_catalog", "tool_state", "turns", "tool_history"] {
         let answer = timeout(WAIT, dashboard.client.request(format!("sessionbus.v1.session.s1.{op}"), "{}".into()))
             .await
             .unwrap_or_else(|_| panic!("{op} answered in time"))

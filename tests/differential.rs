@@ -25,8 +25,8 @@
 //!
 //! What is proved: every answer (the Ok value, or the error's kind, wire code and
 //! message) equals the reference's, and after each sequence so does the final state of
-//! every session: snapshot, tool state, catalog, trace records and the stored result of
-//! every turn id. Both are compared as JSON after `Side::normalize`, which maps only what
+//! every session: snapshot, tool state, catalog, trace records, the turn ledger (every
+//! page of `turns`), the tool history and the stored result of every turn id. Both are compared as JSON after `Side::normalize`, which maps only what
 //! legitimately differs between the two hosts (each case says why).
 //!
 //! The seed is printed first and in every failure, with the sequence, the op index, the
@@ -50,6 +50,7 @@ use sessionbus_api::{
     SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionTurnRequest, ToolActivation,
     ToolEntry, ToolManifest, ToolState, TraceContext, TraceEvent, TurnInput,
 };
+use sessionbus_api::{SessionHistoryService as _, TurnListQuery, TurnSummary};
 use sessionbus_nats::request_context::with_request_id;
 use sessionbus_nats::subjects::session_token;
 use sessionbus_nats::wire::{
@@ -314,20 +315,66 @@ impl GenOp {
 /// A call as one host receives it (generations and node ids resolved for that host).
 #[derive(Clone, Debug)]
 enum Call {
-    Create { bound: Option<String>, request: Box<SessionCreateRequest> },
-    Close { session_id: String },
-    Turn { session_id: String, turn_id: String, input: TurnInput },
-    Snapshot { session_id: String },
-    SnapshotCurrent { bound: Option<String> },
-    GraphPage { session_id: String, request: GraphPageRequest },
-    Append { session_id: String, request: AppendSessionNodesRequest },
-    Apply { session_id: String, state: ToolState },
-    Membership { session_id: String, names: Vec<String>, present: bool },
-    ToolState { session_id: String },
-    Catalog { session_id: String },
-    SharedCatalog { session_id: String },
-    CatalogIf { session_id: String, if_generation: Option<u64> },
-    Trace { bound: Option<String>, context: Box<TraceContext>, event: Box<TraceEvent> },
+    Create {
+        bound: Option<String>,
+        request: Box<SessionCreateRequest>,
+    },
+    Close {
+        session_id: String,
+    },
+    Turn {
+        session_id: String,
+        turn_id: String,
+        input: TurnInput,
+    },
+    Snapshot {
+        session_id: String,
+    },
+    SnapshotCurrent {
+        bound: Option<String>,
+    },
+    GraphPage {
+        session_id: String,
+        request: GraphPageRequest,
+    },
+    Append {
+        session_id: String,
+        request: AppendSessionNodesRequest,
+    },
+    Apply {
+        session_id: String,
+        state: ToolState,
+    },
+    Membership {
+        session_id: String,
+        names: Vec<String>,
+        present: bool,
+    },
+    ToolState {
+        session_id: String,
+    },
+    Catalog {
+        session_id: String,
+    },
+    SharedCatalog {
+        session_id: String,
+    },
+    CatalogIf {
+        session_id: String,
+        if_generation: Option<u64>,
+    },
+    Trace {
+        bound: Option<String>,
+        context: Box<TraceContext>,
+        event: Box<TraceEvent>,
+    },
+    /// Every page of the session's turns (pages of 3, so cursors are followed).
+    Turns {
+        session_id: String,
+    },
+    ToolHistory {
+        session_id: String,
+    },
 }
 
 impl Call {
@@ -344,6 +391,8 @@ impl Call {
             Call::ToolState { .. } => "tool_state",
             Call::Catalog { .. } | Call::SharedCatalog { .. } | Call::CatalogIf { .. } => "tool_catalog",
             Call::Trace { .. } => "trace",
+            Call::Turns { .. } => "turns",
+            Call::ToolHistory { .. } => "tool_history",
         }
     }
 
@@ -816,6 +865,47 @@ fn turn_request(session_id: &str, turn_id: &str, input: &TurnInput) -> Result<Se
     SessionTurnRequest::for_turn(session_id, turn_id, input.clone())
 }
 
+/// Turns per page when a test lists a session's turns: small, so cursors are followed.
+const TURN_PAGE: u32 = 3;
+
+/// One page of `session_id`'s turns after `after`.
+fn turn_query(after: Option<String>) -> TurnListQuery {
+    TurnListQuery { limit: TURN_PAGE, after }
+}
+
+/// A session's turns or tool history as compared: without what legitimately differs
+/// between the hosts, which `Side::normalize` does not map: wall-clock readings
+/// (`started_at`, `duration_ms`, a generation's `at`) and who ran a turn (`worker`: the
+/// lease holder on the bus, none in memory; `trace_id`: the bus keeps the call's trace
+/// parent). Page cursors are host-specific, so turns are compared as the list every
+/// page gave, in order.
+fn comparable_history(mut value: Value) -> Value {
+    for list in ["turns", "generations"] {
+        if let Some(items) = value.get_mut("ok").and_then(|ok| ok.get_mut(list)).and_then(Value::as_array_mut) {
+            for item in items.iter_mut().filter_map(Value::as_object_mut) {
+                for key in ["started_at", "duration_ms", "worker", "trace_id", "at"] {
+                    item.remove(key);
+                }
+            }
+        }
+    }
+    value
+}
+
+/// Every turn of `session_id`, following `next_after` through pages of [`TURN_PAGE`].
+async fn memory_turns(host: &InMemoryHost, session_id: &str) -> Result<Vec<TurnSummary>, PluginError> {
+    let mut turns = Vec::new();
+    let mut after = None;
+    loop {
+        let page = host.list_turns(session_id, &turn_query(after)).await?;
+        turns.extend(page.turns);
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => return Ok(turns),
+        }
+    }
+}
+
 /// The reference's answer to a call.
 async fn on_memory(host: &InMemoryHost, call: &Call) -> Value {
     match call {
@@ -868,6 +958,10 @@ async fn on_memory(host: &InMemoryHost, call: &Call) -> Value {
         Call::Trace { bound, context, event } => {
             answer(memory_view(host, bound).emit_trace_event((**context).clone(), (**event).clone()).await)
         }
+        Call::Turns { session_id } => {
+            comparable_history(answer(memory_turns(host, session_id).await.map(|turns| json!({ "turns": turns }))))
+        }
+        Call::ToolHistory { session_id } => comparable_history(answer(host.tool_history(session_id).await)),
     }
 }
 
@@ -990,6 +1084,27 @@ async fn on_bus(bus: &BusClient, stats: &mut Stats, call: &Call) -> Value {
         Call::Trace { bound, context, event } => {
             let client = bus_view(bus, bound);
             answer(resend(stats, what, || client.emit_trace_event((**context).clone(), (**event).clone())).await)
+        }
+        Call::Turns { session_id } => {
+            let mut turns = Vec::new();
+            let mut after = None;
+            let listed = loop {
+                let query = turn_query(after.clone());
+                match resend(stats, what, || bus.list_turns(session_id, &query)).await {
+                    Ok(page) => {
+                        turns.extend(page.turns);
+                        match page.next_after {
+                            Some(next) => after = Some(next),
+                            None => break Ok(json!({ "turns": turns })),
+                        }
+                    }
+                    Err(error) => break Err(error),
+                }
+            };
+            comparable_history(answer(listed))
+        }
+        Call::ToolHistory { session_id } => {
+            comparable_history(answer(resend(stats, what, || bus.tool_history(session_id)).await))
         }
     }
 }
@@ -1560,6 +1675,8 @@ impl Sequence<'_> {
                 Call::Snapshot { session_id: session_id.clone() },
                 Call::ToolState { session_id: session_id.clone() },
                 Call::Catalog { session_id: session_id.clone() },
+                Call::Turns { session_id: session_id.clone() },
+                Call::ToolHistory { session_id: session_id.clone() },
             ] {
                 let what = format!("final state of session {s}: {}", call.name());
                 self.compare_same(stats, op_index, &what, call).await;

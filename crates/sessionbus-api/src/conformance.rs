@@ -20,8 +20,8 @@ use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, CancelReply, EchoExecutor, ErrorKind, PluginError,
     PluginMessage, ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionListQuery,
     SessionRelation, SessionSnapshot, SessionStartPoint, SessionStatus, SessionSummary, SessionTurnRequest,
-    ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnOutcome,
-    TurnOutput, TurnStop,
+    ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnListQuery,
+    TurnOutcome, TurnOutput, TurnStatus, TurnStop, TurnSummary,
 };
 
 /// A host under test that can also hand out views bound to one session.
@@ -860,6 +860,115 @@ pub async fn registry_shows_a_running_turn(factory: &dyn HostFactory) {
     assert!(!listed[0].turn_running && listed[0].turn_index == 1, "{:?}", listed[0]);
 }
 
+// ---- history ---------------------------------------------------------------------
+
+/// Every page of `session_id`'s turns, followed through `next_after`; no page holds
+/// more than the limit.
+async fn all_turns(host: &dyn ConformanceHost, session_id: &str, mut query: TurnListQuery) -> Vec<TurnSummary> {
+    let mut listed = Vec::new();
+    for _ in 0..1000 {
+        let page = within(host.list_turns(session_id, &query)).await.expect("a page of turns");
+        assert!(page.turns.len() <= query.effective_limit(), "a page holds at most its limit");
+        listed.extend(page.turns);
+        match page.next_after {
+            Some(next) => query.after = Some(next),
+            None => return listed,
+        }
+    }
+    panic!("the turn pages never ended");
+}
+
+fn assert_unknown_session<T: std::fmt::Debug>(result: Result<T, PluginError>, session_id: &str) {
+    match result {
+        Err(PluginError::UnknownSession { session_id: named }) => assert_eq!(named, session_id),
+        other => panic!("expected UnknownSession for {session_id}, got {other:?}"),
+    }
+}
+
+/// A session's turns are listed once each in the order they ran, over pages of the
+/// limit, with status, outcome, tokens, start and duration; a failed run is listed as
+/// failed, a running one as running. A bad cursor is `InvalidRequest`, an unknown
+/// session `UnknownSession`.
+pub async fn history_lists_turns_in_order_across_pages(factory: &dyn HostFactory) {
+    let gate = GatedExecutor::new();
+    let host = factory.host(gate.clone()).await;
+    let id = create_root(host.as_ref()).await;
+    assert!(all_turns(host.as_ref(), &id, TurnListQuery::first(2)).await.is_empty(), "no turn yet");
+    let mut results = Vec::new();
+    for (n, text) in ["one", "two words", "three more words", "four", "five"].iter().enumerate() {
+        gate.release();
+        let turn_id = format!("t{}", n + 1);
+        results.push(within(host.start_turn(turn(&id, &turn_id, text))).await.expect("turn"));
+    }
+    let running = tokio::spawn({
+        let host = Arc::clone(&host);
+        let request = turn(&id, "t6", "fails");
+        async move { host.start_turn(request).await }
+    });
+    gate.wait_started(6).await;
+    let listed = all_turns(host.as_ref(), &id, TurnListQuery::first(2)).await;
+    let ids: Vec<&str> = listed.iter().map(|t| t.turn_id.as_str()).collect();
+    assert_eq!(ids, ["t1", "t2", "t3", "t4", "t5", "t6"], "every turn once, in the order they ran");
+    for (summary, result) in listed.iter().zip(&results) {
+        assert_eq!(summary.status, TurnStatus::Completed, "{summary:?}");
+        assert_eq!(summary.outcome.as_deref(), Some("finished"), "{summary:?}");
+        assert_eq!(summary.token_usage, result.token_usage, "{summary:?}");
+        assert_eq!(summary.duration_ms, result.execution["duration_ms"].as_u64(), "{summary:?}");
+        assert!(summary.started_at.as_deref().is_some_and(|t| !t.is_empty()), "{summary:?}");
+    }
+    assert_eq!(listed[2].tokens(), results[2].token_usage.input_tokens + results[2].token_usage.output_tokens);
+    assert_eq!(listed[5].status, TurnStatus::Running, "{:?}", listed[5]);
+    gate.fail();
+    assert_kind(within(running).await.expect("join"), ErrorKind::Invoke, "told to fail");
+    let after = all_turns(host.as_ref(), &id, TurnListQuery::first(50)).await;
+    assert_eq!(after.len(), 6);
+    assert_eq!((after[5].turn_id.as_str(), after[5].status), ("t6", TurnStatus::Failed), "{:?}", after[5]);
+    assert!(after[5].error.as_deref().is_some_and(|e| e.contains("told to fail")), "{:?}", after[5]);
+    let first = within(host.list_turns(&id, &TurnListQuery::first(5))).await.expect("a page");
+    assert_eq!(first.turns.len(), 5);
+    let rest = TurnListQuery { limit: 5, after: first.next_after.clone() };
+    let second = within(host.list_turns(&id, &rest)).await.expect("the last page");
+    assert_eq!((second.turns.len(), second.next_after), (1, None), "the last page says it is the last");
+    let bad = TurnListQuery { limit: 2, after: Some("not a cursor".into()) };
+    assert_kind(within(host.list_turns(&id, &bad)).await, ErrorKind::InvalidRequest, "cursor");
+    let unknown = new_id();
+    assert_unknown_session(within(host.list_turns(&unknown, &TurnListQuery::default())).await, &unknown);
+}
+
+/// A session's tool history lists each generation once, oldest first, with its members
+/// and who joined and left. An unknown session is `UnknownSession`.
+pub async fn history_shows_each_tool_generation(factory: &dyn HostFactory) {
+    let host = echo_host(factory).await;
+    let id = create_root(host.as_ref()).await;
+    assert!(within(host.tool_history(&id)).await.expect("history").generations.is_empty(), "no tools yet");
+    let first = within(host.apply_tool_state(&id, tools(&["bash", "read"]))).await.expect("first state");
+    let names = |list: &[&str]| list.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let second = within(host.set_tool_membership(&id, &names(&["bash"]), false)).await.expect("toggle");
+    let third = within(host.set_tool_membership(&id, &names(&["bash"]), true)).await.expect("toggle back");
+    let history = within(host.tool_history(&id)).await.expect("history");
+    assert!(!history.truncated);
+    /// A generation, its members, who joined, who left.
+    type Row = (u64, Vec<String>, Vec<String>, Vec<String>);
+    let table: Vec<Row> = history
+        .generations
+        .iter()
+        .map(|g| (g.generation, g.members.clone(), g.joined.clone(), g.left.clone()))
+        .collect();
+    assert_eq!(
+        table,
+        vec![
+            (first, names(&["bash", "read"]), names(&["bash", "read"]), vec![]),
+            (second, names(&["read"]), vec![], names(&["bash"])),
+            (third, names(&["bash", "read"]), names(&["bash"]), vec![]),
+        ]
+    );
+    assert!(history.generations.iter().all(|g| g.tools == 2 && !g.at.is_empty()));
+    let current = within(host.tool_state(&id)).await.expect("state");
+    assert_eq!(history.generations.last().map(|g| g.generation), Some(current.generation));
+    let unknown = new_id();
+    assert_unknown_session(within(host.tool_history(&unknown)).await, &unknown);
+}
+
 // ---- cancellation ---------------------------------------------------------------
 
 /// An executor that records the user's message, then waits until its turn is cancelled
@@ -960,6 +1069,8 @@ macro_rules! conformance_tests {
             registry_pages_children_in_creation_order,
             registry_lists_roots_in_creation_order,
             registry_shows_a_running_turn,
+            history_lists_turns_in_order_across_pages,
+            history_shows_each_tool_generation,
             cancel_stops_a_running_turn_once
         }
     };

@@ -4,6 +4,7 @@
 //!   [`SessionLifecycleService`], [`SessionGraphService`]);
 //! - their DTOs, whose JSON is exactly what the lash runtime writes;
 //! - the session registry ([`SessionRegistryService`]: paged lists of sessions);
+//! - a session's history ([`SessionHistoryService`]: its turns, paged, and tool generations);
 //! - [`PluginError`] and its [`ErrorKind`];
 //! - the id rules of the bus ([`ids`]);
 //! - [`memory::InMemoryHost`], a complete in-process reference implementation;
@@ -20,6 +21,7 @@ pub mod clock;
 mod error;
 mod executor;
 mod graph;
+mod history;
 pub mod ids;
 pub mod memory;
 mod registry;
@@ -41,6 +43,10 @@ pub use executor::{EchoExecutor, LiveSink, TraceSink, TurnContext, TurnExecutor,
 pub use graph::{
     AppendSessionNodesRequest, AppendSessionNodesResult, PluginMessage, ProtocolEvent, SessionAppendNode, SessionGraph,
     SessionNode, SessionNodeBody, assign_node_ids,
+};
+pub use history::{
+    DEFAULT_TURN_PAGE, MAX_TOOL_GENERATIONS, MAX_TURN_PAGE, SessionHistoryService, ToolGeneration, ToolHistory,
+    TurnListPage, TurnListQuery, TurnStatus, TurnSummary, member_names, outcome_name, tool_generations,
 };
 pub use registry::{
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, SessionListPage, SessionListQuery, SessionRegistryService, SessionStatus,

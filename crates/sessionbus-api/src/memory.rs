@@ -1,7 +1,7 @@
 //! [`InMemoryHost`]: a complete in-process implementation of the three traits, the
 //! reference every other host is checked against.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde_json::Value;
@@ -10,11 +10,12 @@ use tokio::sync::watch;
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CancellationToken, CatalogCache,
     PluginError, SessionAppendNode, SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService,
-    SessionHandle, SessionLifecycleService, SessionListPage, SessionListQuery, SessionNode, SessionRegistryService,
-    SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionStatus, SessionSummary,
-    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink, TurnCancelService, TurnContext,
-    TurnExecutor, TurnInput, TurnOutput, assign_node_ids, check_verbatim_nodes, claim_trace_context, clock,
-    default_policy, ids, merge_ledger, run_until_cancelled, set_membership_with_retry,
+    SessionHandle, SessionHistoryService, SessionLifecycleService, SessionListPage, SessionListQuery, SessionNode,
+    SessionRegistryService, SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionStatus,
+    SessionSummary, SessionTurnRequest, ToolHistory, ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink,
+    TurnCancelService, TurnContext, TurnExecutor, TurnInput, TurnListPage, TurnListQuery, TurnOutput, TurnSummary,
+    assign_node_ids, check_verbatim_nodes, claim_trace_context, clock, default_policy, ids, merge_ledger,
+    run_until_cancelled, set_membership_with_retry,
 };
 
 type TurnResult = Result<AssembledTurn, PluginError>;
@@ -30,6 +31,9 @@ struct Session {
     closed: bool,
     running_turn: Option<String>,
     turns: HashMap<String, TurnRecord>,
+    /// The turn ledger as the history reads it: each turn's latest record, keyed by the
+    /// host's ledger sequence of that record (a turn's new record replaces its old one).
+    ledger: BTreeMap<u64, TurnSummary>,
     created_at: String,
     last_activity: String,
 }
@@ -60,6 +64,11 @@ struct State {
     created: BTreeMap<u64, String>,
     tools: HashMap<String, ToolState>,
     tool_revision: u64,
+    /// Each session's stored tool states `(generation, written at, state)`, the newest
+    /// [`crate::MAX_TOOL_GENERATIONS`], as the JetStream host's KV bucket keeps them.
+    tool_revisions: HashMap<String, VecDeque<(u64, String, ToolState)>>,
+    /// The last ledger sequence given out (shared by every session, like a stream's).
+    ledger_seq: u64,
     traces: Vec<TraceRecord>,
 }
 
@@ -186,6 +195,13 @@ fn chain_nodes(graph: &mut SessionGraph, nodes: Vec<SessionAppendNode>, frame: O
     ids
 }
 
+/// Stores `summary` as its turn's latest ledger record, at the next ledger sequence.
+fn record_ledger(ledger_seq: &mut u64, session: &mut Session, summary: TurnSummary) {
+    session.ledger.retain(|_, kept| kept.turn_id != summary.turn_id);
+    *ledger_seq += 1;
+    session.ledger.insert(*ledger_seq, summary);
+}
+
 fn validate_session_id(session_id: &str) -> Result<(), PluginError> {
     ids::validate_id("session id", session_id)
 }
@@ -225,6 +241,11 @@ impl SessionStateService for InMemoryHost {
         }
         state.tool_revision += 1;
         snapshot.generation = state.tool_revision;
+        let revisions = state.tool_revisions.entry(session_id.to_owned()).or_default();
+        revisions.push_back((snapshot.generation, clock::now_rfc3339(), snapshot.clone()));
+        if revisions.len() > crate::MAX_TOOL_GENERATIONS {
+            revisions.pop_front();
+        }
         state.tools.insert(session_id.to_owned(), snapshot);
         Ok(state.tool_revision)
     }
@@ -286,6 +307,7 @@ impl SessionLifecycleService for InMemoryHost {
             closed: false,
             running_turn: None,
             turns: HashMap::new(),
+            ledger: BTreeMap::new(),
             last_activity: created_at.clone(),
             created_at,
         };
@@ -313,8 +335,10 @@ impl SessionLifecycleService for InMemoryHost {
         validate_session_id(&session_id)?;
         ids::validate_id("turn id", &turn_id)?;
         let (mut done, start) = {
-            let mut state = self.lock();
-            let session = session_mut(&mut state, &session_id)?;
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let session =
+                state.sessions.get_mut(&session_id).ok_or_else(|| PluginError::unknown_session(&session_id))?;
             match session.turns.get(&turn_id) {
                 Some(TurnRecord::Completed { input, result }) => {
                     return if input == request.input() {
@@ -350,6 +374,8 @@ impl SessionLifecycleService for InMemoryHost {
                             cancel: cancel.clone(),
                         },
                     );
+                    let running = TurnSummary::running(turn_id.clone(), Some(clock::now_rfc3339()));
+                    record_ledger(&mut state.ledger_seq, session, running);
                     (done, Some((sender, session.snapshot.clone(), cancel)))
                 }
             }
@@ -416,26 +442,26 @@ impl InMemoryHost {
             },
             failed => failed,
         };
-        let mut state = self.lock();
-        let session = session_mut(&mut state, &session_id)?;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let session = state.sessions.get_mut(&session_id).ok_or_else(|| PluginError::unknown_session(&session_id))?;
         session.running_turn = None;
         session.touch();
-        let output = match outcome {
-            Ok(output) => output,
-            Err(err) => {
-                session.turns.remove(&turn_id);
-                return Err(err);
-            }
-        };
-        if let Err(err) = apply_changes(&mut session.snapshot, &output, &turn_id) {
-            session.turns.remove(&turn_id);
-            return Err(err);
-        }
+        let output =
+            match outcome.and_then(|output| apply_changes(&mut session.snapshot, &output, &turn_id).map(|()| output)) {
+                Ok(output) => output,
+                Err(err) => {
+                    session.turns.remove(&turn_id);
+                    record_ledger(&mut state.ledger_seq, session, TurnSummary::failed(turn_id, &err));
+                    return Err(err);
+                }
+            };
         session.snapshot.turn_index += 1;
         session.snapshot.token_usage.add(&output.token_usage);
         let state_after = session.snapshot.clone();
         let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
         let assembled = output.assemble(state_after, started_at_ms, duration_ms);
+        record_ledger(&mut state.ledger_seq, session, TurnSummary::completed(turn_id.clone(), &assembled));
         session.turns.insert(turn_id, TurnRecord::Completed { input, result: Box::new(assembled.clone()) });
         Ok(assembled)
     }
@@ -519,5 +545,35 @@ impl SessionRegistryService for InMemoryHost {
             page.sessions.push(summary);
         }
         Ok(page)
+    }
+}
+
+/// Pages by ledger sequence (the cursor is the sequence of the last turn listed); the
+/// tool history is the kept tool states of the session.
+#[async_trait::async_trait]
+impl SessionHistoryService for InMemoryHost {
+    async fn list_turns(&self, session_id: &str, query: &TurnListQuery) -> Result<TurnListPage, PluginError> {
+        validate_session_id(session_id)?;
+        let after = query.after_sequence()?;
+        let limit = query.effective_limit();
+        let state = self.lock();
+        let mut entries = session(&state, session_id)?.ledger.range(after.saturating_add(1)..);
+        let mut page = TurnListPage::default();
+        for (seq, summary) in entries.by_ref().take(limit) {
+            page.turns.push(summary.clone());
+            page.next_after = Some(seq.to_string());
+        }
+        if entries.next().is_none() {
+            page.next_after = None;
+        }
+        Ok(page)
+    }
+
+    async fn tool_history(&self, session_id: &str) -> Result<ToolHistory, PluginError> {
+        validate_session_id(session_id)?;
+        let state = self.lock();
+        session(&state, session_id)?;
+        let revisions = state.tool_revisions.get(session_id).into_iter().flatten().cloned();
+        Ok(ToolHistory::from_revisions(revisions))
     }
 }

@@ -86,20 +86,26 @@ impl SessionListQuery {
     /// The creation sequence this page starts after (0 for the first page): the
     /// cursors of sessionbus's hosts are decimal creation sequences.
     pub fn after_sequence(&self) -> Result<u64, PluginError> {
-        match &self.after {
-            None => Ok(0),
-            Some(cursor) => cursor.parse().map_err(|_| {
-                PluginError::InvalidRequest(format!(
-                    "`{cursor}` is not a session list cursor: pass the next_after of the page before"
-                ))
-            }),
-        }
+        sequence_cursor(self.after.as_deref(), "session list")
     }
 
     /// True when `summary` passes this query's filters (status and parent).
     pub fn matches(&self, summary: &SessionSummary) -> bool {
         self.status.is_none_or(|status| summary.status == status)
             && self.parent.as_deref().is_none_or(|parent| summary.parent_session_id.as_deref() == Some(parent))
+    }
+}
+
+/// The sequence a `what` page starts after: 0 without a cursor, else the cursor read
+/// as a decimal sequence (`InvalidRequest` when it is not one).
+pub(crate) fn sequence_cursor(cursor: Option<&str>, what: &str) -> Result<u64, PluginError> {
+    match cursor {
+        None => Ok(0),
+        Some(cursor) => cursor.parse().map_err(|_| {
+            PluginError::InvalidRequest(format!(
+                "`{cursor}` is not a {what} cursor: pass the next_after of the page before"
+            ))
+        }),
     }
 }
 

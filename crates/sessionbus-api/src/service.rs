@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
-    SessionHandle, SessionRegistryService, SessionSnapshot, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
-    TurnCancelService,
+    SessionHandle, SessionHistoryService, SessionRegistryService, SessionSnapshot, SessionTurnRequest, ToolState,
+    TraceContext, TraceEvent, TurnCancelService,
 };
 
 /// Session state: snapshots, the tool catalog and tool state.
@@ -118,9 +118,15 @@ pub trait SessionGraphService: Send + Sync {
     }
 }
 
-/// A host serving all three traits, the session registry and turn cancellation.
+/// A host serving all three traits, the session registry, session history and turn
+/// cancellation.
 pub trait SessionHost:
-    SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService + TurnCancelService
+    SessionStateService
+    + SessionLifecycleService
+    + SessionGraphService
+    + SessionRegistryService
+    + SessionHistoryService
+    + TurnCancelService
 {
 }
 
@@ -129,6 +135,7 @@ impl<
         + SessionLifecycleService
         + SessionGraphService
         + SessionRegistryService
+        + SessionHistoryService
         + TurnCancelService
         + ?Sized,
 > SessionHost for T

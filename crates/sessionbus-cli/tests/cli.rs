@@ -155,6 +155,19 @@ fn demo_sessions_watch_and_status_against_a_worker() {
     let shown = run(&url, &["sessions", "show", id]);
     let shown = stdout(&shown);
     assert!(shown.contains("closed") && shown.contains("graph nodes"), "{shown}");
+    // Its turns, one table row each, from the session's ledger.
+    let turn_rows: Vec<&str> = shown.lines().filter(|l| l.contains("turn-0") || l.contains("turn-1")).collect();
+    assert_eq!(turn_rows.len(), 2, "{shown}");
+    assert!(turn_rows.iter().all(|row| row.contains("completed") && row.contains("finished")), "{shown}");
+    assert!(shown.contains("2 turns; no more"), "{shown}");
+    let paged = stdout(&run(&url, &["sessions", "show", id, "--limit", "1", "--json"]));
+    let paged: serde_json::Value = serde_json::from_str(&paged).expect("json");
+    assert_eq!(paged["turns"]["turns"][0]["turn_id"], "turn-0", "{paged}");
+    let next = paged["turns"]["next_after"].as_str().expect("a second page");
+    let rest = stdout(&run(&url, &["sessions", "show", id, "--limit", "1", "--after", next, "--json"]));
+    let rest: serde_json::Value = serde_json::from_str(&rest).expect("json");
+    assert_eq!(rest["turns"]["turns"][0]["turn_id"], "turn-1", "{rest}");
+    assert!(rest["turns"]["next_after"].is_null(), "{rest}");
     let table = stdout(&run(&url, &["sessions"]));
     assert!(table.contains("4 sessions"), "{table}");
 

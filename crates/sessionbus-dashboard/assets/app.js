@@ -7,6 +7,8 @@
 
 const main = document.getElementById("main");
 const PAGE = 5000; // nodes per graph request (the server's most)
+const TURN_PAGE = 200; // turns per history request (the bus's most)
+const TURN_PAGES = 5; // history requests a session page makes at most
 let config = { jaeger_url: null };
 let leaving = []; // what the current page must stop (event sources, timers) when left
 
@@ -214,7 +216,9 @@ function sessionPage(id) {
   const lease = el("dl", { class: "kv", id: "lease" });
   const toolsNow = el("div", { id: "tools" });
   const toolHistory = el("tbody", { id: "tool-history" });
-  const turnsBody = el("tbody", { id: "turns-body" });
+  const turnsBody = el("tbody", { id: "turns-body", "data-history": "loading" });
+  const turnsNote = el("p", { id: "turns-note", class: "muted" }, "Reading the session's past turns…");
+  const toolNote = el("p", { id: "tool-note", class: "muted" });
   const graphBox = el("div", { id: "graph", "data-complete": "false" });
   const graphNote = el("p", { id: "graph-note", class: "muted" });
   main.replaceChildren(
@@ -222,13 +226,16 @@ function sessionPage(id) {
     el("div", { class: "panels" },
       el("div", { class: "panel" }, el("h3", {}, "Summary"), summary),
       el("div", { class: "panel" }, el("h3", {}, "Lease"), lease),
-      el("div", { class: "panel" }, el("h3", {}, "Tools"), toolsNow,
-        el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "generation"), el("th", {}, "members"))), toolHistory))),
+      el("div", { class: "panel" }, el("h3", {}, "Tools"), toolsNow)),
     el("h3", {}, "Turns"),
     el("table", { id: "turns" },
       el("thead", {}, el("tr", {}, ...["turn", "status", "duration", "outcome", "tokens", "worker", "output", "trace"].map((h) => el("th", {}, h)))),
       turnsBody),
-    el("p", { class: "muted" }, "Turns and lease renewals are shown from when this page was opened."),
+    turnsNote,
+    el("h3", {}, "Tool generations"),
+    el("table", { id: "tool-generations" },
+      el("thead", {}, el("tr", {}, ...["generation", "members", "change", "when"].map((h) => el("th", {}, h)))), toolHistory),
+    toolNote,
     el("h3", {}, "Graph"), graphNote, graphBox);
 
   function fill(dl, pairs) {
@@ -253,16 +260,22 @@ function sessionPage(id) {
 
   // Turns, keyed by turn id.
   const turns = new Map();
-  function drawTurn(t) {
+  // `past`: a turn of the history read on open, drawn below the live ones and never
+  // over a live row (events are newer than the history).
+  function drawTurn(t, past) {
     let entry = turns.get(t.turn_id);
+    if (entry && past) return;
     if (!entry) {
       entry = { row: el("tr", { "data-turn": t.turn_id }), since: performance.now() };
       turns.set(t.turn_id, entry);
-      turnsBody.prepend(entry.row);
+      if (past) turnsBody.append(entry.row); else turnsBody.prepend(entry.row);
     }
     if (t.status === "running") entry.since = performance.now();
-    const duration = t.status === "running" ? "…" : ((performance.now() - entry.since) / 1000).toFixed(2) + " s";
-    const worker = holders.get(t.turn_id) || "";
+    let duration = "…";
+    if (t.duration_ms !== null && t.duration_ms !== undefined) duration = (t.duration_ms / 1000).toFixed(2) + " s";
+    else if (t.status !== "running" && !past) duration = ((performance.now() - entry.since) / 1000).toFixed(2) + " s";
+    else if (t.status !== "running") duration = "—";
+    const worker = t.worker || holders.get(t.turn_id) || "";
     let trace = "—";
     if (t.trace_id && config.jaeger_url) {
       trace = el("a", { href: config.jaeger_url + "/trace/" + t.trace_id, target: "_blank", rel: "noopener noreferrer" }, short(t.trace_id));
@@ -270,22 +283,70 @@ function sessionPage(id) {
       trace = short(t.trace_id);
     }
     entry.row.dataset.status = t.status;
+    if (t.trace_id) entry.row.dataset.trace = t.trace_id;
     entry.row.replaceChildren(
       el("td", { class: "id" }, t.turn_id), el("td", { class: "status-" + t.status }, t.status),
       el("td", {}, duration), el("td", {}, t.outcome || (t.error ? "error: " + t.error : "")),
       el("td", {}, t.tokens), el("td", { class: "id" }, worker), el("td", {}, t.output || ""), el("td", {}, trace));
   }
 
-  // Tools: the state now, then each generation seen.
+  // Tools: the state now, then every generation, newest first: the history read on
+  // open and each generation seen since (a generation is drawn once).
+  // A generation from the history (it has `joined`) replaces the live row of it,
+  // whose change was only guessed from the row before.
+  function drawGeneration(g) {
+    const generation = Number(g.generation);
+    const drawn = toolHistory.querySelector('[data-generation="' + generation + '"]');
+    if (drawn && (!g.joined || drawn.dataset.source === "history")) return;
+    const rows = Array.from(toolHistory.children).filter((row) => row !== drawn);
+    const older = rows.find((row) => Number(row.dataset.generation) < generation) || null;
+    let joined = g.joined, left = g.left;
+    if (!joined && older) {
+      // A live generation: its change against the generation drawn before it.
+      const before = JSON.parse(older.dataset.members);
+      joined = g.members.filter((m) => !before.includes(m));
+      left = before.filter((m) => !g.members.includes(m));
+    }
+    const change = [...(joined || []).map((m) => "+" + m), ...(left || []).map((m) => "−" + m)].join(" ");
+    const row = el("tr", { "data-generation": generation, "data-members": JSON.stringify(g.members), "data-source": g.joined ? "history" : "live" },
+      el("td", {}, generation), el("td", {}, g.members.join(", ")), el("td", { class: "change" }, change),
+      el("td", {}, g.at ? new Date(g.at).toLocaleTimeString() : "live"));
+    if (drawn) drawn.replaceWith(row); else toolHistory.insertBefore(row, older);
+  }
   function drawTools(generation, members) {
     toolsNow.replaceChildren(el("p", {}, "generation " + generation + ": " + (members.length ? members.join(", ") : "no member tools")));
     toolsNow.dataset.generation = generation;
-    if (toolHistory.querySelector('[data-generation="' + Number(generation) + '"]')) return;
-    toolHistory.prepend(el("tr", { "data-generation": Number(generation) }, el("td", {}, generation), el("td", {}, members.join(", "))));
+    if (Number(generation) > 0) drawGeneration({ generation, members });
   }
   getJson("/api/sessions/" + encodeURIComponent(id) + "/tools")
     .then((t) => drawTools(t.generation, t.members))
     .catch((err) => toolsNow.replaceChildren(el("p", { class: "error" }, err.message)));
+  getJson("/api/sessions/" + encodeURIComponent(id) + "/tool-history")
+    .then((h) => {
+      for (const g of h.generations) drawGeneration(g);
+      toolNote.textContent = h.truncated ? "Older generations are no longer kept." : "";
+      toolHistory.dataset.history = "loaded";
+    })
+    .catch((err) => { toolNote.textContent = "Could not read the tool history: " + err.message; toolNote.className = "error"; });
+
+  // Past turns: the ledger's pages (oldest first), at most TURN_PAGES of them.
+  async function loadTurns() {
+    await configLoaded;
+    const past = [];
+    let after = null;
+    for (let page = 0; page < TURN_PAGES; page++) {
+      const url = "/api/sessions/" + encodeURIComponent(id) + "/turns?limit=" + TURN_PAGE + (after ? "&after=" + encodeURIComponent(after) : "");
+      const body = await getJson(url);
+      past.push(...body.turns);
+      after = body.next_after;
+      if (!after) break;
+    }
+    for (const t of past.reverse()) drawTurn(t, true);
+    turnsBody.dataset.history = "loaded";
+    turnsNote.textContent = past.length + (past.length === 1 ? " past turn" : " past turns") + " read from the session's ledger" +
+      (after ? " (the oldest " + past.length + " only)" : "") + "; new turns appear live.";
+  }
+  loadTurns().catch((err) => { turnsNote.textContent = "Could not read the past turns: " + err.message; turnsNote.className = "error"; });
 
   // Graph: pages drawn as they arrive; events append while it loads (ids dedupe).
   const graph = new GraphView(graphBox);
@@ -436,6 +497,6 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-// The config (the Jaeger link) is only read when a turn row is drawn: no page waits for it.
-getJson("/api/config").then((c) => { config = c; }).catch(() => {});
+// The config (the Jaeger link): live turn rows use it once it is read; past turns wait for it.
+const configLoaded = getJson("/api/config").then((c) => { config = c; }).catch(() => {});
 route();

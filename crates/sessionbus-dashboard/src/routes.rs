@@ -1,4 +1,5 @@
-//! The HTTP routes: the page's three files, its JSON reads, and the live events (SSE).
+//! The HTTP routes: the page's three files, its JSON reads (a session's past turns and
+//! tool generations among them), and the live events (SSE).
 //! Every route is a `GET` that reads the bus; nothing here writes to it.
 
 use std::convert::Infallible;
@@ -15,7 +16,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt as _};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sessionbus_api::{ErrorKind, PluginError, SessionListQuery, SessionStateService as _};
+use sessionbus_api::{ErrorKind, PluginError, SessionListQuery, SessionStateService as _, TurnListQuery};
 use sessionbus_nats::BusClient;
 use sessionbus_nats::wire::GraphPageRequest;
 
@@ -47,6 +48,8 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/api/sessions/{id}", get(session))
         .route("/api/sessions/{id}/graph", get(graph))
         .route("/api/sessions/{id}/tools", get(tools))
+        .route("/api/sessions/{id}/turns", get(turns))
+        .route("/api/sessions/{id}/tool-history", get(tool_history))
         .route("/api/workers", get(workers))
         .route("/api/events", get(events))
         .layer(middleware::from_fn_with_state(Arc::clone(&state), require_token))
@@ -168,11 +171,35 @@ async fn tools(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
                 .collect();
             Json(json!({
                 "generation": tool_state.generation,
-                "members": views::members(&tool_state),
+                "members": sessionbus_api::member_names(&tool_state),
                 "tools": tools,
             }))
             .into_response()
         }
+        Err(err) => bus_error(&err),
+    }
+}
+
+/// One page of the session's turns (`?limit=&after=`), oldest first, through the bus's
+/// `turns` op: `{turns, next_after}`.
+async fn turns(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    Query(query): Query<TurnListQuery>,
+) -> Response {
+    match state.bus.list_turns(&id, &query).await {
+        Ok(page) => {
+            let turns: Vec<Value> = page.turns.iter().map(views::history_turn_view).collect();
+            Json(json!({ "turns": turns, "next_after": page.next_after })).into_response()
+        }
+        Err(err) => bus_error(&err),
+    }
+}
+
+/// The session's tool generations, oldest first, through the bus's `tool_history` op.
+async fn tool_history(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    match state.bus.tool_history(&id).await {
+        Ok(history) => Json(history).into_response(),
         Err(err) => bus_error(&err),
     }
 }

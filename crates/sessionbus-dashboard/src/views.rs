@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sessionbus_api::{SessionGraph, SessionNode, SessionNodeBody, TokenUsage, ToolState};
+use sessionbus_api::{SessionGraph, SessionNode, SessionNodeBody, TokenUsage, ToolState, TurnSummary, member_names};
 use sessionbus_nats::wire::GraphPage;
 use sessionbus_nats::{EventKind, SessionEvent};
 
@@ -157,14 +157,6 @@ pub fn trace_id(traceparent: &str) -> Option<String> {
     valid.then(|| id.to_ascii_lowercase())
 }
 
-/// The tools of a state that are members, by name, sorted.
-pub fn members(state: &ToolState) -> Vec<String> {
-    let mut names: Vec<String> =
-        state.iter().filter(|(_, entry)| entry.is_member()).map(|(_, entry)| entry.manifest().name.clone()).collect();
-    names.sort();
-    names
-}
-
 /// A session's row from a meta record (an event's payload), shaped as the registry's
 /// `SessionSummary` is (without `last_activity` and `turn_running`, which the page keeps).
 pub fn meta_view(session_id: &str, meta: &Value) -> Value {
@@ -208,6 +200,24 @@ pub fn turn_view(turn_id: &str, ledger: &Value) -> Value {
         "output": first_text(&result["assistant_output"]).map(|t| t.chars().take(NODE_TEXT_LIMIT).collect::<String>()),
         "error": ledger["error"]["message"].as_str().or_else(|| ledger["error"].as_str()),
         "trace_id": ledger["traceparent"].as_str().and_then(trace_id),
+        "worker": ledger["worker"].as_str(),
+        "duration_ms": result["execution"]["duration_ms"].as_u64(),
+    })
+}
+
+/// A turn of the session's history (the bus's `turns` op) as the page draws it: the
+/// fields of [`turn_view`], with when it started.
+pub fn history_turn_view(turn: &TurnSummary) -> Value {
+    json!({
+        "turn_id": turn.turn_id,
+        "status": turn.status,
+        "outcome": turn.outcome,
+        "tokens": turn.tokens(),
+        "error": turn.error,
+        "trace_id": turn.trace_id,
+        "worker": turn.worker,
+        "duration_ms": turn.duration_ms,
+        "started_at": turn.started_at,
     })
 }
 
@@ -228,7 +238,7 @@ pub fn event_view(event: &SessionEvent) -> Option<Value> {
         EventKind::Tools => {
             let state: ToolState =
                 if payload.is_null() { ToolState::default() } else { serde_json::from_value(payload).ok()? };
-            ("tools", json!({ "generation": event.sequence, "members": members(&state) }))
+            ("tools", json!({ "generation": event.sequence, "members": member_names(&state) }))
         }
         // The turn's ledger shows the cancelled outcome when it commits.
         EventKind::Trace | EventKind::Cancel { .. } => return None,
@@ -329,6 +339,31 @@ mod tests {
         assert_eq!(view["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
         let sent = view.to_string();
         assert!(!sent.contains("sk-x") && !sent.contains("not sent"), "{sent}");
+    }
+
+    #[test]
+    fn a_turn_from_the_history_has_the_live_views_fields() {
+        let ledger = json!({
+            "status": "completed", "worker": "w1",
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "result": {"outcome": {"finished": {}}, "token_usage": {"input_tokens": 3, "output_tokens": 4},
+                       "execution": {"duration_ms": 12}}
+        });
+        let live = turn_view("t1", &ledger);
+        let summary = TurnSummary {
+            status: sessionbus_api::TurnStatus::Completed,
+            outcome: Some("finished".into()),
+            duration_ms: Some(12),
+            token_usage: TokenUsage { input_tokens: 3, output_tokens: 4, ..TokenUsage::default() },
+            worker: Some("w1".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            ..TurnSummary::running("t1", Some("2026-01-01T00:00:00.000000+00:00".into()))
+        };
+        let history = history_turn_view(&summary);
+        for key in ["turn_id", "status", "outcome", "tokens", "trace_id", "worker", "duration_ms"] {
+            assert_eq!(history[key], live[key], "{key}");
+        }
+        assert_eq!(history["started_at"], "2026-01-01T00:00:00.000000+00:00");
     }
 
     #[test]

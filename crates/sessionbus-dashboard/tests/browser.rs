@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sessionbus_api::{
     AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _,
-    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput,
+    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnListQuery,
 };
 use support::{Browser, Bus, WAIT, note};
 
@@ -275,5 +275,158 @@ async fn a_20000_node_session_is_fully_drawn_with_its_leaf_marked_in_under_2_s()
     assert_eq!(browser.eval("return document.querySelectorAll('#graph .node').length").await, json!(NODES));
     assert_eq!(marked, json!([leaf]));
     assert!(ms < 2000.0, "{NODES} nodes took {ms:.0} ms to draw");
+    browser.close().await;
+}
+
+/// The rows of the turns table: `(turn id, status, row text, trace link or null)`.
+async fn turn_rows(browser: &Browser) -> Vec<(String, String, String, Option<String>)> {
+    let rows = browser
+        .eval(
+            "return Array.from(document.querySelectorAll('#turns-body tr')).map(r => \
+             [r.dataset.turn, r.dataset.status, r.innerText, r.querySelector('a') ? r.querySelector('a').href : null])",
+        )
+        .await;
+    serde_json::from_value(rows).expect("turn rows")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_turns_and_tool_generations_show_when_the_page_opens_after_the_demo() {
+    let bus = Bus::start(1, &[]).await;
+    let worker_id = bus.workers[0].id().to_owned();
+    let demo = std::process::Command::new(sessionbus_testkit::sessionbus_binary().expect("the sessionbus binary"))
+        .args(["demo", "--sessions", "1", "--children", "0", "--turns", "3", "--appends", "1", "--toggles", "2"])
+        .env("NATS_URL", bus.server.url())
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus demo");
+    assert!(demo.status.success(), "demo failed: {}", String::from_utf8_lossy(&demo.stderr));
+    let listed = bus.client.list_sessions(&sessionbus_api::SessionListQuery::first(10)).await.expect("list");
+    let session = listed.sessions.iter().find(|s| s.turn_index == 3).expect("the demo's session").session_id.clone();
+    // What the bus says, read by the test itself.
+    let turns = bus.client.list_turns(&session, &TurnListQuery::first(50)).await.expect("turns").turns;
+    assert_eq!(turns.len(), 3, "{turns:?}");
+    let history = bus.client.tool_history(&session).await.expect("tool history");
+    assert!(history.generations.len() > 3, "the demo's toggles: {history:?}");
+
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser
+        .wait_until("return document.getElementById('turns-body').dataset.history === 'loaded'", WAIT, "past turns")
+        .await;
+    let rows = turn_rows(&browser).await;
+    let shown: Vec<&str> = rows.iter().map(|(id, ..)| id.as_str()).collect();
+    assert_eq!(shown, ["turn-2", "turn-1", "turn-0"], "every past turn, newest first");
+    for turn in &turns {
+        let (_, status, text, _) = rows.iter().find(|(id, ..)| *id == turn.turn_id).expect("a row");
+        assert_eq!(status, "completed", "{text}");
+        assert_eq!(turn.worker.as_deref(), Some(worker_id.as_str()), "the bus names the worker: {turn:?}");
+        let duration = format!("{:.2} s", turn.duration_ms.expect("a duration") as f64 / 1000.0);
+        for expected in ["finished", &turn.tokens().to_string(), &worker_id, &duration] {
+            assert!(text.contains(expected), "the row of {} lacks {expected:?}: {text}", turn.turn_id);
+        }
+    }
+    browser
+        .wait_until("return document.getElementById('tool-history').dataset.history === 'loaded'", WAIT, "tool history")
+        .await;
+    let generations: Vec<(u64, String)> = serde_json::from_value(
+        browser
+            .eval(
+                "return Array.from(document.querySelectorAll('#tool-history tr')).map(r => \
+                 [Number(r.dataset.generation), r.querySelector('.change').textContent])",
+            )
+            .await,
+    )
+    .expect("generation rows");
+    let mut expected: Vec<(u64, String)> = history
+        .generations
+        .iter()
+        .map(|g| {
+            let change: Vec<String> =
+                g.joined.iter().map(|m| format!("+{m}")).chain(g.left.iter().map(|m| format!("−{m}"))).collect();
+            (g.generation, change.join(" "))
+        })
+        .collect();
+    expected.reverse();
+    assert_eq!(generations, expected, "every generation the bus keeps, newest first, with its change");
+    browser.screenshot("session-history").await;
+    browser.close().await;
+}
+
+/// A random W3C trace parent and its trace id.
+fn random_traceparent() -> (String, String) {
+    let trace_id = format!("{:032x}", uuid::Uuid::new_v4().as_u128());
+    let span_id = &format!("{:032x}", uuid::Uuid::new_v4().as_u128())[..16];
+    (format!("00-{trace_id}-{span_id}-01"), trace_id)
+}
+
+/// Runs turn `turn_id` through a raw request carrying `traceparent`, as a traced caller does.
+async fn start_traced_turn(nats: &async_nats::Client, session: &str, turn_id: &str, traceparent: &str) {
+    let token = sessionbus_nats::subjects::session_token(session).expect("token");
+    let subject = sessionbus_nats::Subjects::default().session_op(&token, sessionbus_nats::Op::StartTurn);
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("traceparent", traceparent);
+    let body = json!({ "turn_id": turn_id, "input": TurnInput::text("traced") });
+    let reply = tokio::time::timeout(
+        WAIT,
+        nats.request_with_headers(subject, headers, serde_json::to_vec(&body).expect("json").into()),
+    )
+    .await
+    .expect("a reply in time")
+    .expect("a reply");
+    let failed = reply.headers.as_ref().and_then(|h| h.get(sessionbus_nats::wire::SERVICE_ERROR_CODE)).is_some();
+    assert!(!failed, "the traced turn failed: {}", String::from_utf8_lossy(&reply.payload));
+}
+
+/// The trace id in the `traceparent` the ledger stored for `turn_id`, read from the
+/// state stream.
+async fn ledger_trace_id(nats: &async_nats::Client, session: &str, turn_id: &str) -> String {
+    let subjects = sessionbus_nats::Subjects::default();
+    let subject = subjects.turn(
+        &sessionbus_nats::subjects::session_token(session).expect("token"),
+        &sessionbus_nats::subjects::turn_token(turn_id).expect("token"),
+    );
+    let stream = async_nats::jetstream::new(nats.clone())
+        .get_stream(sessionbus_nats::STATE_STREAM)
+        .await
+        .expect("the state stream");
+    let stored = stream.get_last_raw_message_by_subject(&subject).await.expect("the ledger record");
+    let record: sessionbus_nats::jetstream::records::LedgerRecord =
+        serde_json::from_slice(&stored.payload).expect("a ledger record");
+    let traceparent = record.traceparent().expect("the ledger stored the call's trace parent");
+    traceparent.split('-').nth(1).expect("a trace id").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turns_trace_link_opens_the_trace_its_ledger_recorded_in_jaeger() {
+    let jaeger = "http://jaeger.example:16686";
+    let bus = Bus::start_with(1, &[], Some(jaeger)).await;
+    let nats = bus.server.client().await.expect("connect");
+    let session = bus.session_with(&["traced"]).await;
+    let (past_parent, past_trace) = random_traceparent();
+    start_traced_turn(&nats, &session, "past", &past_parent).await;
+
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser
+        .wait_until("return document.getElementById('turns-body').dataset.history === 'loaded'", WAIT, "past turns")
+        .await;
+    let (live_parent, live_trace) = random_traceparent();
+    start_traced_turn(&nats, &session, "live", &live_parent).await;
+    browser
+        .wait_until(
+            "return document.querySelector('tr[data-turn=\"live\"]')?.dataset.status === 'completed'",
+            WAIT,
+            "the live turn",
+        )
+        .await;
+    let rows = turn_rows(&browser).await;
+    for (turn_id, sent) in [("past", &past_trace), ("live", &live_trace)] {
+        let recorded = ledger_trace_id(&nats, &session, turn_id).await;
+        assert_eq!(&recorded, sent, "the ledger recorded the call's trace");
+        let (_, _, text, link) = rows.iter().find(|(id, ..)| id == turn_id).expect("a row");
+        assert_eq!(link.as_deref(), Some(format!("{jaeger}/trace/{recorded}").as_str()), "{turn_id}: {text}");
+    }
+    assert_ne!(past_trace, live_trace);
+    browser.screenshot("session-trace-links").await;
     browser.close().await;
 }

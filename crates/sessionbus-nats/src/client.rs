@@ -20,6 +20,7 @@ use sessionbus_api::{
     SessionListPage, SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
     SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnCancelService,
 };
+use sessionbus_api::{SessionHistoryService, ToolHistory, TurnListPage, TurnListQuery};
 use tokio::sync::{OnceCell, mpsc};
 
 use crate::propagation;
@@ -240,6 +241,19 @@ impl BusClient {
     /// pass the page's `next_after` as the next query's `after` until it is `None`.
     pub async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
         self.call(Target::global(Endpoint::Sessions), query).await
+    }
+
+    /// One page of `session_id`'s turns from its ledger (`sessionbus.v1.session.<sid>.turns`),
+    /// oldest first; pass the page's `next_after` as the next query's `after` until it
+    /// is `None`.
+    pub async fn list_turns(&self, session_id: &str, query: &TurnListQuery) -> Result<TurnListPage, PluginError> {
+        self.session_call(session_id, Op::Turns, query).await
+    }
+
+    /// `session_id`'s tool-state generations, oldest first
+    /// (`sessionbus.v1.session.<sid>.tool_history`).
+    pub async fn tool_history(&self, session_id: &str) -> Result<ToolHistory, PluginError> {
+        self.session_call(session_id, Op::ToolHistory, &Empty {}).await
     }
 
     fn subject(&self, target: &Target<'_>) -> Result<String, PluginError> {
@@ -729,6 +743,17 @@ fn trace_limits(config: &BusClientConfig, max_payload: usize) -> Limits {
     let max_records = config.trace_batch_records.max(1);
     let overhead = 512 + wire::TRACE_BATCH_FRAMING.len() + max_records;
     Limits { window: config.trace_window, max_records, max_bytes: max_payload.saturating_sub(overhead) }
+}
+
+#[async_trait::async_trait]
+impl SessionHistoryService for BusClient {
+    async fn list_turns(&self, session_id: &str, query: &TurnListQuery) -> Result<TurnListPage, PluginError> {
+        BusClient::list_turns(self, session_id, query).await
+    }
+
+    async fn tool_history(&self, session_id: &str) -> Result<ToolHistory, PluginError> {
+        BusClient::tool_history(self, session_id).await
+    }
 }
 
 /// A call that got no answer it could return, and whether a worker may have run it.

@@ -7,7 +7,7 @@
 //! | `<prefix>.ping` | readiness |
 //! | `<prefix>.sessions` | one page of the session registry |
 //! | `<prefix>.events.<sid>.<kind>` | one event per stored write (JetStream republish) |
-//! | `<prefix>.state.<sid>.{meta,lease,graph,turn.<tid>}` | the `SESSIONBUS_STATE` stream |
+//! | `<prefix>.state.<sid>.{meta,lease,graph,turn.<tid>}` | the `SESSIONBUS_STATE` stream (`turn.>`: a session's ledger, read by `turns`) |
 //! | `<prefix>.trace.<sid>` | the `SESSIONBUS_TRACE` stream |
 //! | `<prefix>.index.<parent sid or ~>.<sid>` | the `SESSIONBUS_INDEX` stream: one entry per session, in creation order |
 //! | `$KV.SESSIONBUS_TOOLS.<sid>` | a session's tool state (the KV bucket's stream) |
@@ -60,13 +60,17 @@ pub enum Op {
     AppendNodes,
     /// `emit_trace_event`.
     Trace,
+    /// One page of the session's turn ledger (`list_turns`).
+    Turns,
+    /// The session's tool-state generations (`tool_history`).
+    ToolHistory,
     /// `cancel_turn`.
     CancelTurn,
 }
 
 impl Op {
     /// Every per-session op.
-    pub const ALL: [Op; 11] = [
+    pub const ALL: [Op; 13] = [
         Op::Snapshot,
         Op::GraphPage,
         Op::ToolCatalog,
@@ -77,6 +81,8 @@ impl Op {
         Op::StartTurn,
         Op::AppendNodes,
         Op::Trace,
+        Op::Turns,
+        Op::ToolHistory,
         Op::CancelTurn,
     ];
 
@@ -93,6 +99,8 @@ impl Op {
             Op::StartTurn => "start_turn",
             Op::AppendNodes => "append_nodes",
             Op::Trace => "trace",
+            Op::Turns => "turns",
+            Op::ToolHistory => "tool_history",
             Op::CancelTurn => "cancel_turn",
         }
     }
@@ -145,7 +153,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order workers add them.
-    pub const ALL: [Endpoint; 14] = [
+    pub const ALL: [Endpoint; 16] = [
         Endpoint::Session(Op::Snapshot),
         Endpoint::Session(Op::GraphPage),
         Endpoint::Session(Op::ToolCatalog),
@@ -156,6 +164,8 @@ impl Endpoint {
         Endpoint::Session(Op::StartTurn),
         Endpoint::Session(Op::AppendNodes),
         Endpoint::Session(Op::Trace),
+        Endpoint::Session(Op::Turns),
+        Endpoint::Session(Op::ToolHistory),
         Endpoint::Session(Op::CancelTurn),
         Endpoint::Create,
         Endpoint::Ping,
@@ -349,6 +359,24 @@ impl Subjects {
         format!("{}.state.{session_token}.turn.{turn_token}", self.prefix)
     }
 
+    /// `<prefix>.state.<sid>.turn.>`: every turn ledger of a session.
+    pub fn turns(&self, session_token: &str) -> String {
+        format!("{}.state.{session_token}.turn.>", self.prefix)
+    }
+
+    /// The turn id of a ledger subject (`<prefix>.state.<sid>.turn.<tid>`);
+    /// `InvalidRequest` for any other subject.
+    pub fn parse_turn(&self, subject: &str) -> Result<String, PluginError> {
+        let malformed = || PluginError::InvalidRequest(format!("`{subject}` is not a turn ledger subject"));
+        let rest =
+            subject.strip_prefix(self.prefix.as_str()).and_then(|r| r.strip_prefix(".state.")).ok_or_else(malformed)?;
+        let (_session, turn_token) = rest.split_once(".turn.").ok_or_else(malformed)?;
+        if turn_token.contains('.') {
+            return Err(malformed());
+        }
+        ids::decode_id("turn id", turn_token)
+    }
+
     /// `<prefix>.live.<sid>`: the live output of the session's running turn (published by
     /// the worker running it, not stored).
     pub fn live(&self, session_token: &str) -> String {
@@ -415,6 +443,22 @@ mod tests {
                 assert_eq!(subject.split('.').count(), 5, "{subject}");
                 assert_eq!(subjects.parse_session_op(&subject).expect("parse"), (id.to_string(), op));
             }
+        }
+    }
+
+    #[test]
+    fn ledger_subjects_give_back_their_turn_ids() {
+        let subjects = Subjects::default();
+        let session = session_token("chat-42").expect("valid id");
+        for turn_id in ["t1", "a.b c", "*>"] {
+            let subject = subjects.turn(&session, &turn_token(turn_id).expect("valid id"));
+            assert_eq!(subjects.parse_turn(&subject).expect("a ledger subject"), turn_id, "{subject}");
+        }
+        assert_eq!(subjects.turns(&session), "sessionbus.v1.state.chat-42.turn.>");
+        for not_a_ledger in
+            ["sessionbus.v1.state.chat-42.meta", "other.state.chat-42.turn.t1", "sessionbus.v1.state.chat-42.turn.a.b"]
+        {
+            assert!(subjects.parse_turn(not_a_ledger).is_err(), "{not_a_ledger}");
         }
     }
 

@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use serde::Serialize;
 use sessionbus_api::{
     AppendSessionNodesRequest, ExecutionScope, PluginError, SessionCreateRequest, SessionHost, SessionListQuery,
-    SessionNode, SessionSnapshot, SessionTurnRequest, ToolState, claim_trace_context,
+    SessionNode, SessionSnapshot, SessionTurnRequest, ToolState, TurnListQuery, claim_trace_context,
 };
 use tokio::sync::Semaphore;
 
@@ -540,6 +540,14 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
                 Err(records) => host.emit_trace_events(records).await,
             };
             reply(stored.map(|()| Empty {}))
+        }
+        Op::Turns => {
+            let query: TurnListQuery = body(op, payload)?;
+            reply(host.list_turns(session_id, &query).await)
+        }
+        Op::ToolHistory => {
+            let _: Empty = body(op, payload)?;
+            reply(host.tool_history(session_id).await)
         }
         Op::CancelTurn => {
             let cancel: CancelTurnRequest = body(op, payload)?;

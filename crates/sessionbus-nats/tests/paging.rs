@@ -14,8 +14,8 @@ use bytes::Bytes;
 use sessionbus_api::memory::InMemoryHost;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, PluginError, SessionAppendNode,
-    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionRegistryService,
-    SessionSnapshot, SessionStateService, SessionTurnRequest, TurnInput,
+    SessionCreateRequest, SessionGraphService, SessionHandle, SessionHistoryService, SessionLifecycleService,
+    SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, TurnInput,
 };
 use sessionbus_nats::wire::{GraphPage, GraphPageRequest};
 use sessionbus_nats::{BusClient, BusClientConfig, Op, Subjects};
@@ -99,6 +99,7 @@ impl SessionLifecycleService for CountingHost {
 }
 
 impl SessionRegistryService for CountingHost {}
+impl SessionHistoryService for CountingHost {}
 impl sessionbus_api::TurnCancelService for CountingHost {}
 
 #[async_trait::async_trait]

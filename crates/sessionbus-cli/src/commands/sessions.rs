@@ -1,8 +1,9 @@
 //! `sessionbus sessions [list | show <id>]`: sessions from the registry, one page at a
-//! time through the bus's `sessions` operation.
+//! time through the bus's `sessions` operation; `show` adds one page of the session's
+//! turns through its `turns` operation.
 
 use clap::{Args, Subcommand};
-use sessionbus_api::{SessionListQuery, SessionStateService, SessionStatus};
+use sessionbus_api::{SessionListQuery, SessionStateService, SessionStatus, TurnListPage, TurnListQuery};
 use sessionbus_nats::jetstream::describe_session;
 use sessionbus_nats::{BusClient, BusClientConfig};
 
@@ -17,10 +18,11 @@ pub struct SessionsArgs {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Sessions per page (at most 1000).
+    /// Sessions per page (at most 1000); with `show`, turns per page (at most 200).
     #[arg(long, global = true, default_value_t = 50)]
     pub limit: u32,
-    /// Start after this cursor (the `next` a previous page printed).
+    /// Start after this cursor (the `next` a previous page of sessions, or with `show`
+    /// of turns, printed).
     #[arg(long, global = true)]
     pub after: Option<String>,
     /// Only open or only closed sessions.
@@ -36,7 +38,8 @@ pub struct SessionsArgs {
 pub enum SessionsAction {
     /// One page of sessions in creation order: status, turns, tokens (the default).
     List,
-    /// One session: status, turns, leaf, graph size, tools.
+    /// One session: status, turns, leaf, graph size, tools, and a page of its turns
+    /// (outcome, start, duration, tokens, worker, trace id), oldest first.
     Show {
         /// The session id.
         session_id: String,
@@ -89,8 +92,10 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
                 .filter(|(_, e)| e.is_member() && !e.is_orphaned())
                 .map(|(_, e)| e.manifest().name.clone())
                 .collect();
+            let turns = client.list_turns(&session_id, &TurnListQuery { limit: args.limit, after: args.after }).await?;
             if args.json {
                 let value = serde_json::json!({
+                    "turns": turns,
                     "session": summary,
                     "leaf_node_id": snapshot.session_graph.leaf_node_id,
                     "nodes": snapshot.session_graph.nodes.len(),
@@ -133,7 +138,32 @@ pub async fn run(connection: &ConnectionArgs, args: SessionsArgs) -> Result<(), 
                 recent.add_row(vec![node.node_id.clone(), kind, text]);
             }
             println!("last nodes\n{recent}");
+            print_turns(&turns);
         }
     }
     Ok(())
+}
+
+/// One page of a session's turns as a table, and how to read the next.
+fn print_turns(page: &TurnListPage) {
+    let mut table = output::table(["turn", "status", "outcome", "started", "duration", "tokens", "worker", "trace"]);
+    for turn in &page.turns {
+        let outcome = turn.outcome.clone().or_else(|| turn.error.clone()).unwrap_or_default();
+        let duration = turn.duration_ms.map(|ms| format!("{:.2} s", ms as f64 / 1000.0)).unwrap_or_default();
+        table.add_row(vec![
+            turn.turn_id.clone(),
+            turn.status.to_string(),
+            outcome.chars().take(60).collect(),
+            turn.started_at.clone().unwrap_or_default(),
+            duration,
+            turn.tokens().to_string(),
+            turn.worker.clone().unwrap_or_default(),
+            turn.trace_id.clone().unwrap_or_default(),
+        ]);
+    }
+    println!("turns\n{table}");
+    match &page.next_after {
+        Some(next) => println!("{} turns; next page: --after {next}", page.turns.len()),
+        None => println!("{} turns; no more", page.turns.len()),
+    }
 }

@@ -34,6 +34,11 @@ pub struct Bus {
 impl Bus {
     /// A server, `workers` workers started with `worker_args`, and the dashboard.
     pub async fn start(workers: usize, worker_args: &[&str]) -> Self {
+        Self::start_with(workers, worker_args, None).await
+    }
+
+    /// As [`Bus::start`], the dashboard linking turns to traces under `jaeger_url`.
+    pub async fn start_with(workers: usize, worker_args: &[&str], jaeger_url: Option<&str>) -> Self {
         let server = NatsServer::start().expect("nats-server (NATS_SERVER_BIN)");
         let mut started = Vec::new();
         for _ in 0..workers {
@@ -45,9 +50,9 @@ impl Bus {
         }
         let nats = server.client().await.expect("connect");
         let client = BusClient::new(nats, BusClientConfig::default());
-        let dashboard = Dashboard::bind(DashboardConfig::new("127.0.0.1:0".parse().unwrap()), client.clone())
-            .await
-            .expect("the dashboard binds");
+        let config =
+            DashboardConfig::new("127.0.0.1:0".parse().unwrap()).with_jaeger_url(jaeger_url.map(str::to_owned));
+        let dashboard = Dashboard::bind(config, client.clone()).await.expect("the dashboard binds");
         let url = dashboard.url().expect("its url");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(dashboard.serve(async move {

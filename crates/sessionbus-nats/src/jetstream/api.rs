@@ -256,6 +256,8 @@ impl Write {
 #[derive(Clone, Debug)]
 pub(crate) struct StoredMessage {
     pub(crate) seq: u64,
+    /// The subject it was stored on.
+    pub(crate) subject: String,
     pub(crate) msg_id: Option<String>,
     pub(crate) payload: Bytes,
     /// `KV-Operation` (`DEL`, `PURGE`) for KV delete markers.
@@ -279,6 +281,7 @@ impl From<StreamMessage> for StoredMessage {
         let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
         Self {
             seq: message.sequence,
+            subject: message.subject.to_string(),
             msg_id: header(header::NATS_MESSAGE_ID.as_ref()),
             kv_operation: header(KV_OPERATION),
             digest: header(REQUEST_DIGEST),

@@ -17,6 +17,7 @@
 mod api;
 mod cancels;
 mod exporter;
+mod history;
 mod layout;
 mod lease_watch;
 mod live;
@@ -36,9 +37,10 @@ use std::time::Duration;
 use serde_json::Value;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CatalogCache, PluginError,
-    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
-    SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, ToolState,
-    TraceContext, TraceEvent, TurnCancelService, TurnExecutor,
+    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionHistoryService,
+    SessionLifecycleService, SessionListPage, SessionListQuery, SessionRegistryService, SessionSnapshot,
+    SessionStateService, SessionTurnRequest, ToolHistory, ToolState, TraceContext, TraceEvent, TurnCancelService,
+    TurnExecutor, TurnListPage, TurnListQuery,
 };
 
 pub use exporter::{ExporterStats, SPANS_BUCKET, SPANS_STREAM, TraceExporterConfig, run_trace_exporter};
@@ -310,5 +312,16 @@ impl TurnCancelService for JetStreamHost {
 impl SessionRegistryService for JetStreamHost {
     async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
         self.list(query).await
+    }
+}
+
+#[async_trait::async_trait]
+impl SessionHistoryService for JetStreamHost {
+    async fn list_turns(&self, session_id: &str, query: &TurnListQuery) -> Result<TurnListPage, PluginError> {
+        self.turns_page(session_id, query).await
+    }
+
+    async fn tool_history(&self, session_id: &str) -> Result<ToolHistory, PluginError> {
+        self.read_tool_history(session_id).await
     }
 }

@@ -209,6 +209,9 @@ pub enum LedgerRecord {
         /// The `start_turn` call's trace parent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         traceparent: Option<String>,
+        /// The worker (lease holder) running it; absent from records of older workers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     /// The turn committed. `result.state.session_graph` is stored empty and rebuilt
     /// from the graph as of the commit's graph record (`graph_request_id`) when read.
@@ -225,6 +228,9 @@ pub enum LedgerRecord {
         /// lash's turn commit stamp (`turn_commit_hash`), when a lash writer committed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         turn_commit_hash: Option<String>,
+        /// The worker (lease holder) that committed it; absent from records of older workers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
     /// The run failed; nothing was committed and the turn id may be run again.
     Failed {
@@ -232,6 +238,9 @@ pub enum LedgerRecord {
         input: TurnInput,
         /// Why it failed.
         error: PluginError,
+        /// The worker (lease holder) whose run failed; absent from records of older workers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        worker: Option<String>,
     },
 }
 
@@ -251,6 +260,15 @@ impl LedgerRecord {
                 traceparent.as_deref()
             }
             LedgerRecord::Failed { .. } => None,
+        }
+    }
+
+    /// The worker (lease holder) that wrote the record, when it said.
+    pub fn worker(&self) -> Option<&str> {
+        match self {
+            LedgerRecord::Running { worker, .. }
+            | LedgerRecord::Completed { worker, .. }
+            | LedgerRecord::Failed { worker, .. } => worker.as_deref(),
         }
     }
 

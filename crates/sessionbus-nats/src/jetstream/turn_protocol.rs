@@ -197,8 +197,24 @@ mod tests {
         let other = input("other");
         vec![
             ("none", None),
-            ("running r1", Some(LedgerRecord::Running { input: mine.clone(), run_id: "r1".into(), traceparent: None })),
-            ("running r9", Some(LedgerRecord::Running { input: mine.clone(), run_id: "r9".into(), traceparent: None })),
+            (
+                "running r1",
+                Some(LedgerRecord::Running {
+                    input: mine.clone(),
+                    run_id: "r1".into(),
+                    traceparent: None,
+                    worker: None,
+                }),
+            ),
+            (
+                "running r9",
+                Some(LedgerRecord::Running {
+                    input: mine.clone(),
+                    run_id: "r9".into(),
+                    traceparent: None,
+                    worker: None,
+                }),
+            ),
             (
                 "completed",
                 Some(LedgerRecord::Completed {
@@ -207,12 +223,20 @@ mod tests {
                     graph_request_id: "r1".into(),
                     traceparent: None,
                     turn_commit_hash: None,
+                    worker: None,
                 }),
             ),
-            ("failed", Some(LedgerRecord::Failed { input: mine.clone(), error: PluginError::Session("boom".into()) })),
+            (
+                "failed",
+                Some(LedgerRecord::Failed {
+                    input: mine.clone(),
+                    error: PluginError::Session("boom".into()),
+                    worker: None,
+                }),
+            ),
             (
                 "running, other input",
-                Some(LedgerRecord::Running { input: other, run_id: "r1".into(), traceparent: None }),
+                Some(LedgerRecord::Running { input: other, run_id: "r1".into(), traceparent: None, worker: None }),
             ),
         ]
     }
@@ -308,6 +332,7 @@ mod tests {
             graph_request_id: "r1".into(),
             traceparent: None,
             turn_commit_hash: None,
+            worker: None,
         };
         let observed = Observed { session_exists: true, lease: None, lease_alive: false, ledger: Some((3, &ledger)) };
         assert_eq!(
@@ -378,8 +403,9 @@ mod tests {
             graph_request_id: run.into(),
             traceparent: None,
             turn_commit_hash: None,
+            worker: None,
         };
-        let running = LedgerRecord::Running { input: input("x"), run_id: "r1".into(), traceparent: None };
+        let running = LedgerRecord::Running { input: input("x"), run_id: "r1".into(), traceparent: None, worker: None };
         let (mine, theirs) = (completed_by("r1"), completed_by("r2"));
         let rows: [(Option<&LedgerRecord>, Option<u64>, CommitRefusal, AfterFailedCommit); 10] = [
             (Some(&mine), Some(9), Condition, Committed),

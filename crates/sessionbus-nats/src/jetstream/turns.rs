@@ -175,6 +175,7 @@ impl JetStreamHost {
             input: turn.input.clone(),
             run_id: run_id.clone(),
             traceparent: traceparent.clone(),
+            worker: Some(self.inner.holder.clone()),
         };
         // Two conditional writes, not a batch (an atomic batch costs several ms on the
         // server; only the commit needs one). The lease comes first: a crash between the
@@ -406,7 +407,11 @@ impl JetStreamHost {
         error: &PluginError,
     ) {
         let subjects = &self.inner.config.subjects;
-        let failed = LedgerRecord::Failed { input: input.clone(), error: error.clone() };
+        let failed = LedgerRecord::Failed {
+            input: input.clone(),
+            error: error.clone(),
+            worker: Some(self.inner.holder.clone()),
+        };
         let writes = match (encode(&LeaseRecord::Free), encode(&failed)) {
             (Ok(free), Ok(failed)) => [
                 Write::latest(subjects.lease(token), free, format!("{}/f0", held.run_id))
@@ -506,6 +511,7 @@ impl JetStreamHost {
                 graph_request_id: held.run_id.clone(),
                 traceparent: held.traceparent.clone(),
                 turn_commit_hash: output.changes.turn_commit_hash.clone(),
+                worker: Some(self.inner.holder.clone()),
             };
             let writes = [
                 Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{}/c0", held.run_id))

@@ -13,6 +13,7 @@ use sessionbus_api::{
     SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, ToolState, TraceContext,
     TraceEvent, TurnExecutor,
 };
+use sessionbus_api::{SessionHistoryService, ToolHistory, TurnListPage, TurnListQuery};
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Worker, WorkerConfig};
 use sessionbus_testkit::NatsServer;
 
@@ -111,6 +112,16 @@ impl<H: Bindable> sessionbus_api::TurnCancelService for Kept<H> {
 impl<H: Bindable> SessionRegistryService for Kept<H> {
     async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
         self.host.list_sessions(query).await
+    }
+}
+
+#[async_trait::async_trait]
+impl<H: Bindable> SessionHistoryService for Kept<H> {
+    async fn list_turns(&self, session_id: &str, query: &TurnListQuery) -> Result<TurnListPage, PluginError> {
+        self.host.list_turns(session_id, query).await
+    }
+    async fn tool_history(&self, session_id: &str) -> Result<ToolHistory, PluginError> {
+        self.host.tool_history(session_id).await
     }
 }
 
