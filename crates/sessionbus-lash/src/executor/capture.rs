@@ -39,19 +39,19 @@ impl CapturingStore {
 }
 
 impl AttachmentManifest for CapturingStore {
-    fn record_intent(&self, intent: AttachmentIntent) -> Result<(), StoreError>  {
+    fn record_intent(&self, intent: AttachmentIntent) -> Result<(), StoreError> {
         self.inner.record_intent(intent)
     }
 
-    fn commit_refs(&self, session_id: &str, attachment_ids: &[AttachmentId]) -> Result<(), StoreError>  {
+    fn commit_refs(&self, session_id: &str, attachment_ids: &[AttachmentId]) -> Result<(), StoreError> {
         self.inner.commit_refs(session_id, attachment_ids)
     }
 
-    fn list_uncommitted(&self, older_than_epoch_ms: u64) -> Result<Vec<AttachmentManifestEntry>, StoreError>  {
+    fn list_uncommitted(&self, older_than_epoch_ms: u64) -> Result<Vec<AttachmentManifestEntry>, StoreError> {
         self.inner.list_uncommitted(older_than_epoch_ms)
     }
 
-    fn forget_aged_uncommitted_intents(&self, intent_grace_cutoff_epoch_ms: u64) -> Result<(), StoreError>  {
+    fn forget_aged_uncommitted_intents(&self, intent_grace_cutoff_epoch_ms: u64) -> Result<(), StoreError> {
         self.inner.forget_aged_uncommitted_intents(intent_grace_cutoff_epoch_ms)
     }
 
@@ -59,38 +59,38 @@ impl AttachmentManifest for CapturingStore {
         &self,
         attachment_id: &AttachmentId,
         intent_grace_cutoff_epoch_ms: u64,
-    ) -> Result<bool, StoreError>  {
+    ) -> Result<bool, StoreError> {
         self.inner.has_live_ref_for_id(attachment_id, intent_grace_cutoff_epoch_ms)
     }
 
-    fn forget(&self, session_id: &str, attachment_id: &AttachmentId) -> Result<(), StoreError>  {
+    fn forget(&self, session_id: &str, attachment_id: &AttachmentId) -> Result<(), StoreError> {
         self.inner.forget(session_id, attachment_id)
     }
 
-    fn holds_ref(&self, session_id: &str, attachment_id: &AttachmentId) -> Result<bool, StoreError>  {
+    fn holds_ref(&self, session_id: &str, attachment_id: &AttachmentId) -> Result<bool, StoreError> {
         self.inner.holds_ref(session_id, attachment_id)
     }
 
-    fn list_all_refs(&self) -> Result<Vec<AttachmentId>, StoreError>  {
+    fn list_all_refs(&self) -> Result<Vec<AttachmentId>, StoreError> {
         self.inner.list_all_refs()
     }
 }
 
 #[async_trait::async_trait]
 impl SessionCommitStore for CapturingStore {
-    fn durability_tier(&self) -> DurabilityTier  {
+    fn durability_tier(&self) -> DurabilityTier {
         self.inner.durability_tier()
     }
 
-    async fn load_session(&self, scope: SessionReadScope) -> Result<Option<PersistedSessionRead>, StoreError>  {
+    async fn load_session(&self, scope: SessionReadScope) -> Result<Option<PersistedSessionRead>, StoreError> {
         self.inner.load_session(scope).await
     }
 
-    async fn load_node(&self, node_id: &str) -> Result<Option<SessionNodeRecord>, StoreError>  {
+    async fn load_node(&self, node_id: &str) -> Result<Option<SessionNodeRecord>, StoreError> {
         self.inner.load_node(node_id).await
     }
 
-    async fn commit_runtime_state(&self, commit: RuntimeCommit) -> Result<RuntimeCommitResult, StoreError>  {
+    async fn commit_runtime_state(&self, commit: RuntimeCommit) -> Result<RuntimeCommitResult, StoreError> {
         let result = self.inner.commit_runtime_state(commit.clone()).await?;
         match self.commits.lock() {
             Ok(mut commits) => commits.push(commit),
@@ -99,26 +99,26 @@ impl SessionCommitStore for CapturingStore {
         Ok(result)
     }
 
-    async fn save_session_meta(&self, meta: SessionMeta) -> Result<(), StoreError>  {
+    async fn save_session_meta(&self, meta: SessionMeta) -> Result<(), StoreError> {
         self.inner.save_session_meta(meta).await
     }
 
-    async fn load_session_meta(&self) -> Result<Option<SessionMeta>, StoreError>  {
+    async fn load_session_meta(&self) -> Result<Option<SessionMeta>, StoreError> {
         self.inner.load_session_meta().await
     }
 }
 
 #[async_trait::async_trait]
 impl TurnInputStore for CapturingStore {
-    async fn enqueue_pending_turn_input(&self, input: PendingTurnInputDraft) -> Result<PendingTurnInput, StoreError>  {
+    async fn enqueue_pending_turn_input(&self, input: PendingTurnInputDraft) -> Result<PendingTurnInput, StoreError> {
         self.inner.enqueue_pending_turn_input(input).await
     }
 
-    async fn list_pending_turn_inputs(&self, session_id: &str) -> Result<Vec<PendingTurnInput>, StoreError>  {
+    async fn list_pending_turn_inputs(&self, session_id: &str) -> Result<Vec<PendingTurnInput>, StoreError> {
         self.inner.list_pending_turn_inputs(session_id).await
     }
 
-    async fn list_turn_input_applications(&self, session_id: &str) -> Result<Vec<TurnInputApplication>, StoreError>  {
+    async fn list_turn_input_applications(&self, session_id: &str) -> Result<Vec<TurnInputApplication>, StoreError> {
         self.inner.list_turn_input_applications(session_id).await
     }
 
@@ -126,7 +126,7 @@ impl TurnInputStore for CapturingStore {
         &self,
         session_id: &str,
         targets: &[PendingTurnInputCancelTarget],
-    ) -> Result<Vec<PendingTurnInputCancelResult>, StoreError>  {
+    ) -> Result<Vec<PendingTurnInputCancelResult>, StoreError> {
         self.inner.cancel_pending_turn_inputs(session_id, targets).await
     }
 
@@ -134,7 +134,7 @@ impl TurnInputStore for CapturingStore {
         &self,
         session_id: &str,
         anchor: &PendingTurnInputCancelTarget,
-    ) -> Result<PendingTurnInputSuffixCancelOutcome, StoreError>  {
+    ) -> Result<PendingTurnInputSuffixCancelOutcome, StoreError> {
         self.inner.cancel_pending_turn_input_suffix(session_id, anchor).await
     }
 
@@ -146,8 +146,10 @@ impl TurnInputStore for CapturingStore {
         turn_id: &str,
         checkpoint: CheckpointKind,
         max_inputs: usize,
-    ) -> Result<Option<TurnInputClaim>, StoreError>  {
-        self.inner.claim_active_turn_inputs(session_id, session_execution_lease, owner, turn_id, checkpoint, max_inputs).await
+    ) -> Result<Option<TurnInputClaim>, StoreError> {
+        self.inner
+            .claim_active_turn_inputs(session_id, session_execution_lease, owner, turn_id, checkpoint, max_inputs)
+            .await
     }
 
     async fn claim_next_turn_inputs(
@@ -156,11 +158,11 @@ impl TurnInputStore for CapturingStore {
         session_execution_lease: &SessionExecutionLeaseFence,
         owner: &LeaseOwnerIdentity,
         max_inputs: usize,
-    ) -> Result<Option<TurnInputClaim>, StoreError>  {
+    ) -> Result<Option<TurnInputClaim>, StoreError> {
         self.inner.claim_next_turn_inputs(session_id, session_execution_lease, owner, max_inputs).await
     }
 
-    async fn abandon_turn_input_claim(&self, claim: &TurnInputClaim) -> Result<(), StoreError>  {
+    async fn abandon_turn_input_claim(&self, claim: &TurnInputClaim) -> Result<(), StoreError> {
         self.inner.abandon_turn_input_claim(claim).await
     }
 }
@@ -172,7 +174,7 @@ impl SessionExecutionLeaseStore for CapturingStore {
         session_id: &str,
         owner: &LeaseOwnerIdentity,
         lease_ttl_ms: u64,
-    ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError>  {
+    ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError> {
         self.inner.try_claim_session_execution_lease(session_id, owner, lease_ttl_ms).await
     }
 
@@ -182,7 +184,7 @@ impl SessionExecutionLeaseStore for CapturingStore {
         owner: &LeaseOwnerIdentity,
         observed_holder: &SessionExecutionLeaseFence,
         lease_ttl_ms: u64,
-    ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError>  {
+    ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError> {
         self.inner.reclaim_session_execution_lease(session_id, owner, observed_holder, lease_ttl_ms).await
     }
 
@@ -190,21 +192,21 @@ impl SessionExecutionLeaseStore for CapturingStore {
         &self,
         fence: &SessionExecutionLeaseFence,
         lease_ttl_ms: u64,
-    ) -> Result<SessionExecutionLease, StoreError>  {
+    ) -> Result<SessionExecutionLease, StoreError> {
         self.inner.renew_session_execution_lease(fence, lease_ttl_ms).await
     }
 
     async fn release_session_execution_lease(
         &self,
         completion: &SessionExecutionLeaseCompletion,
-    ) -> Result<(), StoreError>  {
+    ) -> Result<(), StoreError> {
         self.inner.release_session_execution_lease(completion).await
     }
 }
 
 #[async_trait::async_trait]
 impl QueuedWorkStore for CapturingStore {
-    async fn enqueue_queued_work(&self, batch: QueuedWorkBatchDraft) -> Result<QueuedWorkBatch, StoreError>  {
+    async fn enqueue_queued_work(&self, batch: QueuedWorkBatchDraft) -> Result<QueuedWorkBatch, StoreError> {
         self.inner.enqueue_queued_work(batch).await
     }
 
@@ -213,7 +215,7 @@ impl QueuedWorkStore for CapturingStore {
         session_id: &str,
         session_execution_lease: &SessionExecutionLeaseFence,
         owner: &LeaseOwnerIdentity,
-    ) -> Result<Option<QueuedWorkClaim>, StoreError>  {
+    ) -> Result<Option<QueuedWorkClaim>, StoreError> {
         self.inner.claim_leading_ready_session_command(session_id, session_execution_lease, owner).await
     }
 
@@ -224,7 +226,7 @@ impl QueuedWorkStore for CapturingStore {
         owner: &LeaseOwnerIdentity,
         boundary: QueuedWorkClaimBoundary,
         max_batches: usize,
-    ) -> Result<Option<QueuedWorkClaim>, StoreError>  {
+    ) -> Result<Option<QueuedWorkClaim>, StoreError> {
         self.inner.claim_ready_queued_work(session_id, session_execution_lease, owner, boundary, max_batches).await
     }
 
@@ -237,8 +239,18 @@ impl QueuedWorkStore for CapturingStore {
         checkpoint: CheckpointKind,
         max_inputs: usize,
         max_batches: usize,
-    ) -> Result<(Option<TurnInputClaim>, Option<QueuedWorkClaim>), StoreError>  {
-        self.inner.claim_checkpoint_work(session_id, session_execution_lease, owner, turn_id, checkpoint, max_inputs, max_batches).await
+    ) -> Result<(Option<TurnInputClaim>, Option<QueuedWorkClaim>), StoreError> {
+        self.inner
+            .claim_checkpoint_work(
+                session_id,
+                session_execution_lease,
+                owner,
+                turn_id,
+                checkpoint,
+                max_inputs,
+                max_batches,
+            )
+            .await
     }
 
     async fn claim_ready_queued_work_by_batch_ids(
@@ -248,11 +260,13 @@ impl QueuedWorkStore for CapturingStore {
         owner: &LeaseOwnerIdentity,
         boundary: QueuedWorkClaimBoundary,
         batch_ids: &[String],
-    ) -> Result<Option<QueuedWorkClaim>, StoreError>  {
-        self.inner.claim_ready_queued_work_by_batch_ids(session_id, session_execution_lease, owner, boundary, batch_ids).await
+    ) -> Result<Option<QueuedWorkClaim>, StoreError> {
+        self.inner
+            .claim_ready_queued_work_by_batch_ids(session_id, session_execution_lease, owner, boundary, batch_ids)
+            .await
     }
 
-    async fn abandon_queued_work_claim(&self, claim: &QueuedWorkClaim) -> Result<(), StoreError>  {
+    async fn abandon_queued_work_claim(&self, claim: &QueuedWorkClaim) -> Result<(), StoreError> {
         self.inner.abandon_queued_work_claim(claim).await
     }
 
@@ -260,30 +274,30 @@ impl QueuedWorkStore for CapturingStore {
         &self,
         session_id: &str,
         batch_id: &str,
-    ) -> Result<Option<QueuedWorkBatch>, StoreError>  {
+    ) -> Result<Option<QueuedWorkBatch>, StoreError> {
         self.inner.cancel_queued_work_batch(session_id, batch_id).await
     }
 
-    async fn list_queued_work(&self, session_id: &str) -> Result<Vec<QueuedWorkBatch>, StoreError>  {
+    async fn list_queued_work(&self, session_id: &str) -> Result<Vec<QueuedWorkBatch>, StoreError> {
         self.inner.list_queued_work(session_id).await
     }
 
-    async fn list_pending_queued_work(&self, session_id: &str) -> Result<Vec<QueuedWorkBatch>, StoreError>  {
+    async fn list_pending_queued_work(&self, session_id: &str) -> Result<Vec<QueuedWorkBatch>, StoreError> {
         self.inner.list_pending_queued_work(session_id).await
     }
 }
 
 #[async_trait::async_trait]
 impl StoreMaintenance for CapturingStore {
-    async fn tombstone_nodes(&self, ids: &[String]) -> Result<(), StoreError>  {
+    async fn tombstone_nodes(&self, ids: &[String]) -> Result<(), StoreError> {
         self.inner.tombstone_nodes(ids).await
     }
 
-    async fn vacuum(&self) -> Result<VacuumReport, StoreError>  {
+    async fn vacuum(&self) -> Result<VacuumReport, StoreError> {
         self.inner.vacuum().await
     }
 
-    async fn gc_unreachable(&self) -> Result<GcReport, StoreError>  {
+    async fn gc_unreachable(&self) -> Result<GcReport, StoreError> {
         self.inner.gc_unreachable().await
     }
 }

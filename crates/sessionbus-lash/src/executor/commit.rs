@@ -18,8 +18,8 @@
 
 use lash_core::RuntimeCommit;
 use lash_core::store::GraphCommitDelta;
-use sessionbus_api::{AgentFrames, SessionChanges, SessionNode, ToolState};
 use serde_json::Value;
+use sessionbus_api::{AgentFrames, SessionChanges, SessionNode, ToolState};
 
 /// Why a lash turn's commits cannot be carried to the bus.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -166,4 +166,135 @@ fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, value: Value) -
 
 fn read<T: serde::de::DeserializeOwned>(what: &'static str, value: &impl serde::Serialize) -> Result<T, CommitRefusal> {
     from_json(what, json(what, value)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The three commits lash-runtime made for a real turn (a tool call, then an answer):
+    /// two appends, then the whole graph restated with the answer at its end.
+    fn tool_turn() -> Vec<Value> {
+        include_str!("testdata/tool_turn_commits.jsonl")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a commit"))
+            .collect()
+    }
+
+    fn commits(values: &[Value]) -> Vec<RuntimeCommit> {
+        values.iter().map(|value| serde_json::from_value(value.clone()).expect("lash reads the commit")).collect()
+    }
+
+    fn ids(changes: &SessionChanges) -> Vec<String> {
+        changes.verbatim_nodes.iter().map(|node| node.node_id.clone()).collect()
+    }
+
+    fn replaced_ids(values: &[Value]) -> Vec<String> {
+        let nodes = values[2]["graph"]["ReplaceFull"]["nodes"].as_array().expect("the whole graph");
+        nodes.iter().map(|node| node["node_id"].as_str().expect("an id").to_owned()).collect()
+    }
+
+    #[test]
+    fn a_tool_turn_s_commits_become_its_nodes_frames_usage_and_stamp() {
+        let values = tool_turn();
+        let changes = session_changes(&commits(&values), &TurnStart::default()).expect("changes");
+        assert_eq!(ids(&changes), replaced_ids(&values), "every node once, in lash's order");
+        assert_eq!(changes.leaf_node_id, None, "the leaf is the last node");
+        let frames = changes.agent_frames.expect("frames");
+        assert_eq!(frames.frames, values[2]["agent_frames"].as_array().cloned().expect("frames"));
+        assert_eq!(frames.current.as_deref(), values[2]["current_agent_frame_id"].as_str());
+        assert_eq!(changes.usage_deltas, values[2]["usage_deltas"].as_array().cloned().expect("deltas"));
+        assert_eq!(
+            changes.last_prompt_usage.as_ref(),
+            Some(&values[2]["checkpoint"]["turn_state"]["last_prompt_usage"])
+        );
+        assert_eq!(
+            changes.protocol_turn_options.as_ref(),
+            Some(&values[2]["checkpoint"]["turn_state"]["protocol_turn_options"])
+        );
+        assert_eq!(changes.turn_commit_hash.as_deref(), values[2]["turn_commit"]["turn_commit_hash"].as_str());
+    }
+
+    #[test]
+    fn commits_are_refused_when_the_bus_has_no_place_for_them() {
+        type Edit = fn(&mut Vec<Value>);
+        let rows: [(&str, Edit, CommitRefusal); 5] = [
+            ("no commit", |values| values.clear(), CommitRefusal::NoCommit),
+            (
+                "a replacement that changes a node",
+                |values| values[2]["graph"]["ReplaceFull"]["nodes"][0]["timestamp"] = json!("2000-01-01T00:00:00Z"),
+                CommitRefusal::ReplaceFull,
+            ),
+            (
+                "a replacement that drops a node",
+                |values| {
+                    let nodes = values[2]["graph"]["ReplaceFull"]["nodes"].as_array_mut().expect("nodes");
+                    nodes.remove(1);
+                },
+                CommitRefusal::ReplaceFull,
+            ),
+            (
+                "a plugin snapshot with an artifact",
+                |values| {
+                    let plugin = &mut values[1]["checkpoint"]["plugin_snapshot"]["plugins"]["standard_protocol"];
+                    plugin["artifacts"] = json!([{"name": "state", "data": [1]}]);
+                },
+                CommitRefusal::UnstoredCheckpoint("plugin snapshot with artifacts"),
+            ),
+            (
+                "execution state",
+                |values| values[2]["checkpoint"]["execution_state"] = json!([1, 2, 3]),
+                CommitRefusal::UnstoredCheckpoint("execution state"),
+            ),
+        ];
+        for (name, edit, expected) in rows {
+            let mut values = tool_turn();
+            edit(&mut values);
+            let parsed: Result<Vec<RuntimeCommit>, _> =
+                values.iter().map(|value| serde_json::from_value(value.clone())).collect();
+            let Ok(parsed) = parsed else {
+                // An edit lash itself cannot read is no test of the mapping.
+                panic!("{name}: lash does not read the edited commits");
+            };
+            assert_eq!(session_changes(&parsed, &TurnStart::default()), Err(expected), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_replacement_extends_the_graph_the_turn_started_from() {
+        let values = tool_turn();
+        let all = replaced_ids(&values);
+        let graph = values[2]["graph"]["ReplaceFull"]["nodes"].as_array().cloned().expect("nodes");
+        // The session already had the first two nodes; lash restates them and adds the rest.
+        let start = TurnStart { nodes: graph[..2].to_vec(), ..TurnStart::default() };
+        let changes = session_changes(&commits(&values[2..]), &start).expect("changes");
+        assert_eq!(ids(&changes), all[2..].to_vec());
+        // A start the replacement does not begin with is history rewritten.
+        let start = TurnStart { nodes: graph[1..3].to_vec(), ..TurnStart::default() };
+        assert_eq!(session_changes(&commits(&values[2..]), &start), Err(CommitRefusal::ReplaceFull));
+    }
+
+    #[test]
+    fn the_tool_state_is_written_only_when_the_turn_changed_it() {
+        let values = tool_turn();
+        let lash_state = values[2]["checkpoint"]["tool_state"].clone();
+        let mut other = lash_state.clone();
+        other["tools"].as_object_mut().expect("tools").remove("tool:add");
+        let rows = [
+            ("no starting state", None, Some(7)),
+            (
+                "the same tools at another generation",
+                Some(json!({"generation": 9, "tools": lash_state["tools"]})),
+                None,
+            ),
+            ("other tools", Some(other), Some(7)),
+        ];
+        for (name, tool_state, expected) in rows {
+            let start = TurnStart { tool_state, tool_generation: 7, ..TurnStart::default() };
+            let changes = session_changes(&commits(&values), &start).expect("changes");
+            assert_eq!(changes.tool_state.map(|state| state.generation), expected, "{name}");
+        }
+    }
 }

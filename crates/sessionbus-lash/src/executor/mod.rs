@@ -27,8 +27,8 @@ use lash_core::{
     InMemoryAttachmentStore, InMemoryProcessExecutionEnvStore, InlineEffectHost, ModelSpec, Provider,
     ProviderComponents, ProviderHandle, RuntimeSessionState, ToolProvider,
 };
-use sessionbus_api::{PluginError, TurnContext, TurnExecutor, TurnOutput};
 use serde_json::Value;
+use sessionbus_api::{PluginError, TurnContext, TurnExecutor, TurnOutput};
 
 pub use error::LashTurnError;
 
@@ -94,7 +94,11 @@ impl LashExecutor {
 
     /// Runs the turn of `context` in lash under `cancel` and returns what the bus
     /// commits, draining lash's trace records into the turn's sink meanwhile.
-    pub async fn run_turn(&self, context: &TurnContext, cancel: CancellationToken) -> Result<TurnOutput, LashTurnError> {
+    pub async fn run_turn(
+        &self,
+        context: &TurnContext,
+        cancel: CancellationToken,
+    ) -> Result<TurnOutput, LashTurnError> {
         let (bridge, mut records) = TraceBridge::new(context.trace_context(), self.config.trace_capacity);
         let bridge = Arc::new(bridge);
         let turn = async {
@@ -172,7 +176,10 @@ impl TurnExecutor for LashExecutor {
 }
 
 /// `value` read as lash's `T` through its JSON.
-fn convert<T: serde::de::DeserializeOwned>(what: &'static str, value: &impl serde::Serialize) -> Result<T, LashTurnError> {
+fn convert<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    value: &impl serde::Serialize,
+) -> Result<T, LashTurnError> {
     let json: Value =
         serde_json::to_value(value).map_err(|err| LashTurnError::Unreadable { what, why: err.to_string() })?;
     serde_json::from_value(json).map_err(|err| LashTurnError::Unreadable { what, why: err.to_string() })

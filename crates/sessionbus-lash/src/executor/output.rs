@@ -2,8 +2,8 @@
 //! the call records, read through their JSON (the contract is the same JSON; the
 //! compatibility tests prove it both ways).
 
-use sessionbus_api::{SessionChanges, TurnOutput};
 use serde_json::Value;
+use sessionbus_api::{SessionChanges, TurnOutput};
 
 use super::LashTurnError;
 

@@ -69,8 +69,13 @@ impl TraceSink for TraceBridge {
 /// lash's record as the bus's context and event (the event verbatim, every kind), with
 /// the turn's session, turn and turn index filled in where lash left them out.
 pub fn to_bus(record: &TraceRecord, turn: &TraceContext) -> Option<(TraceContext, TraceEvent)> {
-    let json = serde_json::to_value(record).ok()?;
-    let mut context: TraceContext = serde_json::from_value(json.get("context")?.clone()).ok()?;
+    let mut json = serde_json::to_value(record).ok()?;
+    let fields = json.as_object_mut()?;
+    let mut context: TraceContext = serde_json::from_value(fields.remove("context")?).ok()?;
+    // The record's own fields; the bus's sink stamps its record anew.
+    for field in ["schema_version", "id", "timestamp"] {
+        fields.remove(field);
+    }
     let event: TraceEvent = serde_json::from_value(json).ok()?;
     context.session_id = context.session_id.or_else(|| turn.session_id.clone());
     context.turn_id = context.turn_id.or_else(|| turn.turn_id.clone());
@@ -92,7 +97,7 @@ mod tests {
     }
 
     fn record(context: lash_trace::TraceContext) -> TraceRecord {
-        TraceRecord::new(context, lash_trace::TraceEvent::TurnStarted { extra: Default::default() })
+        TraceRecord::new(context, lash_trace::TraceEvent::TurnStarted { metadata: Default::default() })
     }
 
     #[test]
@@ -114,7 +119,8 @@ mod tests {
             assert_eq!(context.session_id.as_deref(), Some(session), "{name}");
             assert_eq!(context.turn_id.as_deref(), Some(turn_id), "{name}");
             assert_eq!(context.turn_index, Some(3), "{name}");
-            assert_eq!(serde_json::to_value(event).unwrap()["type"], "turn_started", "{name}");
+            let event = serde_json::to_value(event).unwrap();
+            assert_eq!(event, serde_json::json!({"type": "turn_started"}), "{name}: the event alone");
         }
     }
 
