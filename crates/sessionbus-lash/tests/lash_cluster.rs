@@ -21,12 +21,21 @@ use sessionbus_testkit::{NatsServer, WorkerConfig, WorkerProcess, subscribe_conf
 const TURNS: [(&str, &str); 2] = [("turn-1", "What is 2 + 3?"), ("turn-2", "And doubled?")];
 
 fn script_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/add_then_answer.json")
+    scripts("add_then_answer.json")
+}
+
+fn scripts(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/scripts").join(name)
 }
 
 async fn lash_worker(url: &str) -> WorkerProcess {
-    let script = script_path();
-    let args = ["--executor", "lash", "--provider", "scripted", "--script", script.to_str().expect("UTF-8")];
+    lash_worker_with(url, &script_path()).await
+}
+
+/// A lash worker answering from `script`, with a 2 s lease TTL.
+async fn lash_worker_with(url: &str, script: &std::path::Path) -> WorkerProcess {
+    let script = script.to_str().expect("UTF-8");
+    let args = ["--executor", "lash", "--provider", "scripted", "--script", script, "--lease-ttl-secs", "2"];
     WorkerProcess::start_with(url, &WorkerConfig::default().with_args(args))
         .await
         .unwrap_or_else(|err| panic!("start a lash worker (is sessionbus built with --features lash?): {err}"))
@@ -276,4 +285,64 @@ async fn a_session_moves_between_lash_workers_and_matches_lash_s_own_runtime() {
             bus[part], lash[part]
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lash_turn_whose_worker_dies_in_a_slow_tool_commits_once_and_the_rerun_sees_the_same_context() {
+    let server = NatsServer::start().expect("start nats-server");
+    let url = server.url();
+    let script = scripts("slow_tool.json");
+    let mut worker_a = lash_worker_with(&url, &script).await;
+    let raw = server.client().await.expect("connect");
+    // 3 s without progress means the worker is gone; the client retries the same turn id.
+    let config = BusClientConfig::default().with_turn_idle_timeout(std::time::Duration::from_secs(3)).with_attempts(10);
+    let client = BusClient::new(server.client().await.expect("connect"), config);
+    let session_id = uuid::Uuid::new_v4().to_string();
+    client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
+    let token = sessionbus_nats::subjects::session_token(&session_id).expect("token");
+    let trace_subject = Subjects::default().trace(&token);
+
+    let turn = tokio::spawn({
+        let client = client.clone();
+        let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a moment")).expect("turn");
+        async move { client.start_turn(request).await }
+    });
+    // A is in the slow tool once its `tool_call_started` is stored.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !stored(&raw, TRACE_STREAM, &trace_subject).await.iter().any(|record| record["type"] == "tool_call_started") {
+        assert!(std::time::Instant::now() < deadline, "worker A never started the slow tool");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let worker_b = lash_worker_with(&url, &script).await;
+    worker_a.kill();
+    let result = tokio::time::timeout(std::time::Duration::from_secs(90), turn)
+        .await
+        .expect("the retried turn ends in time")
+        .expect("join")
+        .expect("the retry with the same turn id completes on B");
+    assert_eq!(
+        serde_json::to_value(&result.outcome).expect("json"),
+        json!({"finished": {"assistant_message": {"text": "Done waiting."}}})
+    );
+
+    // Committed once: one turn, every node once, and the same answer for the turn id.
+    let snapshot = client.snapshot_session(&session_id).await.expect("snapshot");
+    assert_eq!(snapshot.turn_index, 1, "the turn committed once");
+    let ids: Vec<&str> = snapshot.session_graph.nodes.iter().map(|node| node.node_id.as_str()).collect();
+    let unique: std::collections::HashSet<&str> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), ids.len(), "a node is stored twice: {ids:?}");
+    assert_eq!(ids.len(), 5, "one tool turn's nodes, once: {ids:?}");
+    let again = client
+        .start_turn(SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a moment")).expect("turn"))
+        .await
+        .expect("a completed turn id answers from the ledger");
+    assert_eq!(again.state.session_graph, result.state.session_graph);
+
+    // The model saw the same context on the rerun: A's first request (stored before it
+    // died) and B's first request of the same turn are the same.
+    let records = stored(&raw, TRACE_STREAM, &trace_subject).await;
+    let requests = llm_requests(&records);
+    assert_eq!(requests.len(), 3, "A's first call, then B's two: {requests:?}");
+    assert_eq!(requests[0], requests[1], "the rerun's model saw another context");
+    drop(worker_b);
 }
