@@ -16,6 +16,14 @@ pub enum LashTurnError {
         /// Why.
         why: String,
     },
+    /// lash refuses the model the executor was configured with.
+    #[error("lash refuses the model `{model}`: {why}; configure a model name lash accepts")]
+    Model {
+        /// The model asked for.
+        model: String,
+        /// Why.
+        why: String,
+    },
     /// lash refused to build the runtime or open the session.
     #[error("lash could not open the session: {0}; check the executor's model and tools")]
     Open(lash::EmbedError),
@@ -35,6 +43,7 @@ impl LashTurnError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Unreadable { .. } => "unreadable",
+            Self::Model { .. } => "model",
             Self::Open(_) => "open",
             Self::Turn(_) => "turn",
             Self::Commit(refusal) => refusal.kind(),

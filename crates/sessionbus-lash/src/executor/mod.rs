@@ -56,7 +56,7 @@ impl LashExecutorConfig {
     /// [`DEFAULT_CONTEXT_TOKENS`]), with the demo tools.
     pub fn new(provider: Box<dyn Provider>, model: &str) -> Result<Self, LashTurnError> {
         let model = ModelSpec::from_token_limits(model, Default::default(), DEFAULT_CONTEXT_TOKENS, None)
-            .map_err(|err| LashTurnError::Unreadable { what: "model", why: err.to_string() })?;
+            .map_err(|err| LashTurnError::Model { model: model.to_owned(), why: err.to_string() })?;
         Ok(Self { provider, model, tools: tools::demo_tools(), trace_capacity: trace::DEFAULT_TRACE_CAPACITY })
     }
 
