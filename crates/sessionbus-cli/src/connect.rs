@@ -70,6 +70,12 @@ pub enum CliError {
     /// what to install or check).
     #[error(transparent)]
     Launch(#[from] sessionbus_launch::LaunchError),
+    /// `--executor lash` on a binary built without lash.
+    #[cfg(not(feature = "lash"))]
+    #[error(
+        "this sessionbus was built without lash: rebuild with --features lash (cargo build -p sessionbus-cli --features lash)"
+    )]
+    LashNotBuilt,
     /// Anything else, already explained.
     #[error("{0}")]
     Other(String),

@@ -54,6 +54,8 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     output::init_logging();
+    // Before any connection: a binary that links lash has two rustls providers.
+    commands::lash::install_crypto_provider();
     let cli = Cli::parse();
     let threads = std::env::var("SESSIONBUS_THREADS")
         .ok()

@@ -422,3 +422,34 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         serde_json::from_str(&std::fs::read_to_string(&files[0]).expect("read")).expect("json");
     assert_eq!(saved, report, "the saved results are the printed ones");
 }
+
+/// `sessionbus demo --executor lash` offline: an embedded bus whose worker runs real lash
+/// turns on the shipped scripted model (built with `--features lash`, as CI builds it).
+#[cfg(feature = "lash")]
+#[test]
+fn the_offline_lash_demo_runs_real_agent_turns_without_errors() {
+    let output = Command::new(BIN)
+        .args(["demo", "--executor", "lash", "--sessions", "2", "--children", "1", "--turns", "2", "--json"])
+        .env_remove("NATS_URL")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run sessionbus demo");
+    let summary = stdout(&output);
+    assert!(output.status.success(), "{summary}\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(summary.trim()).expect("a JSON summary");
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let turns = summary["ops"].as_array().and_then(|ops| ops.iter().find(|op| op["op"] == "start_turn")).cloned();
+    assert_eq!(turns.expect("turns ran")["calls"], 8, "2 roots and their children, 2 turns each");
+}
+
+/// Without the `lash` feature, `--executor lash` says how to get it.
+#[cfg(not(feature = "lash"))]
+#[test]
+fn a_worker_asked_for_lash_without_the_feature_says_how_to_rebuild() {
+    let server = NatsServer::start().expect("nats-server");
+    let output = run(&server.url(), &["worker", "--setup", "--executor", "lash"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("built without lash: rebuild with --features lash"), "{stderr}");
+}

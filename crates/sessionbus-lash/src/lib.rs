@@ -15,12 +15,16 @@
 //! [`install_crypto_provider`] settles the rustls crypto provider for a binary that links
 //! both lash and async-nats (decision 0010).
 //!
+//! [`executor`] is the `LashExecutor`: real lash turns on sessionbus workers (decision
+//! 0009).
+//!
 //! [`store`] is lash's session store on JetStream, with the durable attachment and
 //! process-env stores lash's builder requires beside it (decision 0011,
 //! `docs/decisions/0011-lash-store-on-jetstream.md`).
 
 #![deny(missing_docs)]
 
+pub mod executor;
 pub mod provider;
 pub mod store;
 mod tls;

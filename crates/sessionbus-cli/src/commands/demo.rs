@@ -17,7 +17,8 @@ use sessionbus_api::{
 use sessionbus_launch::NatsServer;
 use sessionbus_nats::{BusClient, BusClientConfig};
 
-use super::worker::{WorkerArgs, start_worker};
+use super::lash::DEMO_QUESTIONS;
+use super::worker::{ExecutorKind, WorkerArgs, start_worker};
 use crate::connect::{CliError, ConnectionArgs};
 use crate::output;
 
@@ -45,6 +46,11 @@ pub struct DemoArgs {
     /// Print the summary as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// The executor of the embedded worker (when NATS_URL is unset). With `lash`, turns
+    /// are real lash turns on the shipped scripted provider (offline), asking questions
+    /// the agent answers with a tool call.
+    #[arg(long, value_enum, default_value_t = ExecutorKind::Echo)]
+    pub executor: ExecutorKind,
 }
 
 /// Ops whose `Conflict` the demo answers by re-reading and retrying.
@@ -107,7 +113,7 @@ pub async fn run(connection: &ConnectionArgs, args: DemoArgs) -> Result<(), CliE
             let server = NatsServer::start()?;
             let url = server.url();
             let client = connection.connect_to(&url, "sessionbus-demo-worker").await?;
-            let worker_args = WorkerArgs { setup: true, ..WorkerArgs::default() };
+            let worker_args = WorkerArgs { setup: true, executor: args.executor, ..WorkerArgs::default() };
             embedded_worker = Some(start_worker(client, &worker_args, connection.subjects()).await?.0);
             eprintln!("NATS_URL is not set: running against an embedded bus at {url}");
             embedded = Some(server);
@@ -220,8 +226,11 @@ async fn run_session(client: &BusClient, stats: &Stats, bar: &indicatif::Progres
         };
         let _ = stats.time("emit_trace_event", client.emit_trace_event(context, event)).await;
         bar.inc(1);
-        if let Ok(request) = SessionTurnRequest::for_turn(session, turn_id, TurnInput::text(format!("question {turn}")))
-        {
+        let question = match args.executor {
+            ExecutorKind::Lash => DEMO_QUESTIONS[turn % DEMO_QUESTIONS.len()].to_owned(),
+            ExecutorKind::Echo | ExecutorKind::Slow => format!("question {turn}"),
+        };
+        if let Ok(request) = SessionTurnRequest::for_turn(session, turn_id, TurnInput::text(question)) {
             let _ = stats.time("start_turn", client.start_turn(request)).await;
         }
         bar.inc(1);

@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod dashboard;
 pub mod demo;
 pub mod exporter;
+pub mod lash;
 pub mod purge;
 pub mod sessions;
 pub mod setup;

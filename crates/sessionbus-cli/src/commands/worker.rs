@@ -8,6 +8,7 @@ use sessionbus_api::{EchoExecutor, PluginError, SessionAppendNode, TurnContext, 
 use sessionbus_nats::reply_policy::ReplyPolicy;
 use sessionbus_nats::{JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
 
+use super::lash::LashArgs;
 use super::setup::{LayoutArgs, setup_layout};
 use crate::connect::{CliError, ConnectionArgs};
 
@@ -18,6 +19,9 @@ pub enum ExecutorKind {
     Echo,
     /// Like echo, after sleeping `--turn-delay-ms` (for trying out long turns and failures).
     Slow,
+    /// Real lash turns (`--provider`, `--script`); needs a binary built with the
+    /// `lash` feature.
+    Lash,
 }
 
 /// Options of a worker. [`WorkerArgs::default`] is what `sessionbus worker` runs with
@@ -39,6 +43,8 @@ pub struct WorkerArgs {
     /// The turn executor.
     #[arg(long, value_enum, default_value_t = ExecutorKind::Echo)]
     pub executor: ExecutorKind,
+    #[command(flatten)]
+    pub lash: LashArgs,
     /// Delay of the `slow` executor, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub turn_delay_ms: u64,
@@ -100,6 +106,7 @@ pub async fn start_worker(
     let executor: Arc<dyn TurnExecutor> = match args.executor {
         ExecutorKind::Echo => Arc::new(EchoExecutor),
         ExecutorKind::Slow => Arc::new(SlowExecutor(Duration::from_millis(args.turn_delay_ms))),
+        ExecutorKind::Lash => super::lash::executor(&args.lash)?,
     };
     sessionbus_api::clock::set_skew_ms(args.clock_skew_ms);
     if args.setup {
