@@ -1230,7 +1230,8 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
         bus.at(&["exports"]).items().iter().filter_map(|e| e.get("service")).map(|s| s.str().to_owned()).collect();
     let exported_streams: BTreeSet<String> =
         bus.at(&["exports"]).items().iter().filter_map(|e| e.get("stream")).map(|s| s.str().to_owned()).collect();
-    assert_eq!(exported_streams, BTreeSet::from(["sessionbus.v1.events.>".to_owned()]));
+    let watched = BTreeSet::from(["sessionbus.v1.events.>".to_owned(), "sessionbus.v1.live.>".to_owned()]);
+    assert_eq!(exported_streams, watched, "BUS exports the events and the turns' live output");
     for (user, (account, entry)) in &users {
         if account == "BUS" {
             continue;
@@ -1243,14 +1244,20 @@ fn accounts_keep_jetstream_and_the_workers_in_bus_and_everyone_else_behind_its_e
             assert!(!subject.starts_with("sessionbus.v1.state") && !subject.starts_with("sessionbus.v1.trace"));
         }
         let inbox = if account == "APPS" { format!("_INBOX_{user}.>") } else { "_INBOX.>".to_owned() };
+        let mut may_watch = watched.clone();
+        may_watch.insert(inbox);
         assert_eq!(
             permission(entry, &["subscribe", "allow"]),
-            BTreeSet::from([inbox, "sessionbus.v1.events.>".to_owned()]),
-            "{user} subscribes to its own inbox and the events only"
+            may_watch,
+            "{user} subscribes to its own inbox, the events and live output only"
         );
         let imported = imports(&accounts[account], "service");
         assert!(imported.is_subset(&exported), "{account} imports what BUS does not export");
-        assert_eq!(imports(&accounts[account], "stream"), exported_streams, "{account} imports the events");
+        assert_eq!(
+            imports(&accounts[account], "stream"),
+            exported_streams,
+            "{account} imports the events and live output"
+        );
     }
     let read_only: BTreeSet<String> = [
         "$SRV.>",

@@ -17,10 +17,11 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, ErrorKind, PluginError, PluginMessage,
-    ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionListQuery, SessionRelation,
-    SessionSnapshot, SessionStartPoint, SessionStatus, SessionSummary, SessionTurnRequest, ToolManifest, ToolState,
-    TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnOutcome, TurnOutput,
+    AppendSessionNodesRequest, AppendSessionNodesResult, CancelReply, EchoExecutor, ErrorKind, PluginError,
+    PluginMessage, ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionListQuery,
+    SessionRelation, SessionSnapshot, SessionStartPoint, SessionStatus, SessionSummary, SessionTurnRequest,
+    ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnOutcome,
+    TurnOutput, TurnStop,
 };
 
 /// A host under test that can also hand out views bound to one session.
@@ -859,6 +860,70 @@ pub async fn registry_shows_a_running_turn(factory: &dyn HostFactory) {
     assert!(!listed[0].turn_running && listed[0].turn_index == 1, "{:?}", listed[0]);
 }
 
+// ---- cancellation ---------------------------------------------------------------
+
+/// An executor that records the user's message, then waits until its turn is cancelled
+/// and returns what it had as `Stopped(Cancelled)`.
+struct WaitsForCancel {
+    started: Notify,
+    runs: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl TurnExecutor for WaitsForCancel {
+    async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.started.notify_one();
+        let text = context.turn.input.joined_text();
+        tokio::select! {
+            () = context.cancellation().cancelled() => {}
+            () = tokio::time::sleep(CHECK_TIMEOUT) => return Err(PluginError::Session("never cancelled".into())),
+        }
+        Ok(TurnOutput {
+            nodes: vec![SessionAppendNode::message("User", text)],
+            outcome: TurnOutcome::Stopped(TurnStop::Cancelled),
+            ..TurnOutput::cancelled()
+        })
+    }
+}
+
+/// A cancel stops a running turn wherever it runs: the turn commits once as
+/// `Stopped(Cancelled)` with what it had. A cancel of a finished turn, of a turn id the
+/// session never ran, or in an unknown session says so.
+pub async fn cancel_stops_a_running_turn_once(factory: &dyn HostFactory) {
+    let executor = Arc::new(WaitsForCancel { started: Notify::new(), runs: AtomicUsize::new(0) });
+    let host = factory.host(executor.clone()).await;
+    let id = create_root(host.as_ref()).await;
+    assert_eq!(within(host.cancel_turn(&id, "t1")).await.expect("cancel"), CancelReply::UnknownTurn);
+    let running = tokio::spawn({
+        let host = Arc::clone(&host);
+        let request = turn(&id, "t1", "stop me");
+        async move { host.start_turn(request).await }
+    });
+    within(executor.started.notified()).await;
+    // The run is under way; its ledger record may trail the executor's start.
+    let reply = within(async {
+        loop {
+            match host.cancel_turn(&id, "t1").await.expect("cancel") {
+                CancelReply::UnknownTurn => tokio::time::sleep(Duration::from_millis(20)).await,
+                reply => return reply,
+            }
+        }
+    })
+    .await;
+    assert!(matches!(reply, CancelReply::Cancelling { .. }), "{reply:?}");
+    let result = within(running).await.expect("join").expect("the cancelled turn's result");
+    assert_eq!(result.outcome, TurnOutcome::Stopped(TurnStop::Cancelled));
+    assert_eq!(graph_texts(&result.state), ["stop me"], "what the turn had is committed");
+    assert_eq!(result.state.turn_index, 1, "committed once");
+    assert_eq!(executor.runs.load(Ordering::SeqCst), 1);
+    let again = within(host.cancel_turn(&id, "t1")).await.expect("cancel again");
+    assert_eq!(again, CancelReply::Finished { outcome: TurnOutcome::Stopped(TurnStop::Cancelled) });
+    let snapshot = within(host.snapshot_session(&id)).await.expect("snapshot");
+    assert_eq!((snapshot.turn_index, graph_texts(&snapshot)), (1, vec!["stop me".to_owned()]));
+    assert_kind(within(host.cancel_turn(&new_id(), "t1")).await, ErrorKind::Session, "unknown session");
+}
+
 /// Expands to one `#[tokio::test]` per conformance check, each calling the check with
 /// `$factory` (an expression evaluating to a [`HostFactory`]); `sequentially $factory`
 /// expands to one future running every check in turn.
@@ -894,7 +959,8 @@ macro_rules! conformance_tests {
             trace_session_rule,
             registry_pages_children_in_creation_order,
             registry_lists_roots_in_creation_order,
-            registry_shows_a_running_turn
+            registry_shows_a_running_turn,
+            cancel_stops_a_running_turn_once
         }
     };
     (@sequential $factory:expr; $($check:ident),* $(,)?) => {

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::{
-    AssistantOutput, PluginError, SessionAppendNode, SessionChanges, SessionSnapshot, SessionTurnInput, TokenUsage,
-    TraceContext, TraceEvent, TurnFinish, TurnOutcome,
+    AssistantOutput, CancellationToken, PluginError, SessionAppendNode, SessionChanges, SessionSnapshot,
+    SessionTurnInput, TokenUsage, TraceContext, TraceEvent, TurnFinish, TurnOutcome,
 };
 
 /// Where a turn's trace events go; hosts provide it (durable on the bus, in memory, ...).
@@ -17,6 +17,14 @@ pub trait TraceSink: Send + Sync {
     async fn emit(&self, context: TraceContext, event: TraceEvent) -> Result<(), PluginError>;
 }
 
+/// Where a running turn's live output goes (text deltas, tool starts and ends: lash's
+/// stream events, as JSON). Hosts provide it; it never blocks the turn, and live events
+/// are not stored: the committed turn is the record.
+pub trait LiveSink: Send + Sync {
+    /// Passes on one event, in order; may drop it when the reader falls behind.
+    fn send(&self, event: Value);
+}
+
 /// Everything an executor gets for one run of a turn.
 pub struct TurnContext {
     /// The turn: session, stable turn id, input.
@@ -24,12 +32,41 @@ pub struct TurnContext {
     /// The session as it was when the turn started.
     pub snapshot: SessionSnapshot,
     trace: Arc<dyn TraceSink>,
+    cancel: CancellationToken,
+    live: Option<Arc<dyn LiveSink>>,
 }
 
 impl TurnContext {
     /// A context whose trace events go to `trace`.
     pub fn new(turn: SessionTurnInput, snapshot: SessionSnapshot, trace: Arc<dyn TraceSink>) -> Self {
-        Self { turn, snapshot, trace }
+        Self { turn, snapshot, trace, cancel: CancellationToken::new(), live: None }
+    }
+
+    /// This context, cancelled through `cancel` (the host's handle on `cancel_turn`).
+    pub fn with_cancellation(mut self, cancel: CancellationToken) -> Self {
+        self.cancel = cancel;
+        self
+    }
+
+    /// This context, its live output sent to `live`.
+    pub fn with_live(mut self, live: Arc<dyn LiveSink>) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Sends one live event of the turn (a text delta, a tool start or end) to whoever
+    /// watches it; returns at once, and does nothing where the host streams nothing.
+    pub fn live(&self, event: Value) {
+        if let Some(live) = &self.live {
+            live.send(event);
+        }
+    }
+
+    /// Fires when the turn is cancelled (`cancel_turn`, from any client). An executor
+    /// that watches it returns soon after with what it had and the outcome
+    /// `Stopped(Cancelled)`; one that does not is stopped after [`crate::CANCEL_GRACE`].
+    pub fn cancellation(&self) -> &CancellationToken {
+        &self.cancel
     }
 
     /// The trace context of this turn (session, turn, turn index, the turn's graph node).

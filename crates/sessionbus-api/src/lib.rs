@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 mod binding;
+mod cancel;
 mod changes;
 pub mod clock;
 mod error;
@@ -33,9 +34,10 @@ mod turn;
 pub mod conformance;
 
 pub use binding::SessionBinding;
+pub use cancel::{CANCEL_GRACE, CancelReply, CancellationToken, TurnCancelService, run_until_cancelled};
 pub use changes::{AgentFrames, SessionChanges, VerbatimRefusal, check_verbatim_nodes, merge_ledger};
 pub use error::{ErrorKind, PluginError};
-pub use executor::{EchoExecutor, TraceSink, TurnContext, TurnExecutor, TurnOutput};
+pub use executor::{EchoExecutor, LiveSink, TraceSink, TurnContext, TurnExecutor, TurnOutput};
 pub use graph::{
     AppendSessionNodesRequest, AppendSessionNodesResult, PluginMessage, ProtocolEvent, SessionAppendNode, SessionGraph,
     SessionNode, SessionNodeBody, assign_node_ids,

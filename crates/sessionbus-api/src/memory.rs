@@ -8,18 +8,19 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionAppendNode,
-    SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService, SessionHandle, SessionLifecycleService,
-    SessionListPage, SessionListQuery, SessionNode, SessionRegistryService, SessionRelation, SessionSnapshot,
-    SessionStartPoint, SessionStateService, SessionStatus, SessionSummary, SessionTurnRequest, ToolState, TraceContext,
-    TraceEvent, TraceRecord, TraceSink, TurnContext, TurnExecutor, TurnInput, TurnOutput, assign_node_ids,
-    check_verbatim_nodes, claim_trace_context, clock, default_policy, ids, merge_ledger, set_membership_with_retry,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CancellationToken, CatalogCache,
+    PluginError, SessionAppendNode, SessionBinding, SessionCreateRequest, SessionGraph, SessionGraphService,
+    SessionHandle, SessionLifecycleService, SessionListPage, SessionListQuery, SessionNode, SessionRegistryService,
+    SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionStatus, SessionSummary,
+    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink, TurnCancelService, TurnContext,
+    TurnExecutor, TurnInput, TurnOutput, assign_node_ids, check_verbatim_nodes, claim_trace_context, clock,
+    default_policy, ids, merge_ledger, run_until_cancelled, set_membership_with_retry,
 };
 
 type TurnResult = Result<AssembledTurn, PluginError>;
 
 enum TurnRecord {
-    Running { input: TurnInput, done: watch::Receiver<Option<TurnResult>> },
+    Running { input: TurnInput, done: watch::Receiver<Option<TurnResult>>, cancel: CancellationToken },
     Completed { input: TurnInput, result: Box<AssembledTurn> },
 }
 
@@ -322,7 +323,7 @@ impl SessionLifecycleService for InMemoryHost {
                         Err(other_input_conflict(&turn_id))
                     };
                 }
-                Some(TurnRecord::Running { input, done }) => {
+                Some(TurnRecord::Running { input, done, .. }) => {
                     if input != request.input() {
                         return Err(other_input_conflict(&turn_id));
                     }
@@ -338,22 +339,27 @@ impl SessionLifecycleService for InMemoryHost {
                         )));
                     }
                     let (sender, done) = watch::channel(None);
+                    let cancel = CancellationToken::new();
                     session.running_turn = Some(turn_id.clone());
                     session.touch();
                     session.turns.insert(
                         turn_id.clone(),
-                        TurnRecord::Running { input: request.input().clone(), done: done.clone() },
+                        TurnRecord::Running {
+                            input: request.input().clone(),
+                            done: done.clone(),
+                            cancel: cancel.clone(),
+                        },
                     );
-                    (done, Some((sender, session.snapshot.clone())))
+                    (done, Some((sender, session.snapshot.clone(), cancel)))
                 }
             }
         };
-        if let Some((sender, snapshot)) = start {
+        if let Some((sender, snapshot, cancel)) = start {
             // The run is its own task: a caller that goes away does not strand the turn.
             let host = self.clone();
             let (turn, _scope) = request.into_parts();
             tokio::spawn(async move {
-                let result = host.run_turn(turn, snapshot).await;
+                let result = host.run_turn(turn, snapshot, cancel).await;
                 let _ = sender.send(Some(result));
             });
         }
@@ -389,13 +395,19 @@ impl InMemoryHost {
     /// Runs the executor, then commits its output atomically under the lock: nodes,
     /// turn index, usage and the ledger record become visible together. A failed run
     /// commits nothing and frees the turn id for a retry.
-    async fn run_turn(&self, turn: crate::SessionTurnInput, snapshot: SessionSnapshot) -> TurnResult {
+    async fn run_turn(
+        &self,
+        turn: crate::SessionTurnInput,
+        snapshot: SessionSnapshot,
+        cancel: CancellationToken,
+    ) -> TurnResult {
         let started_at_ms = clock::now_unix_ms();
         let sink = Arc::new(MemoryTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
         let session_id = turn.session_id.clone();
         let turn_id = turn.turn_id.clone();
         let input = turn.input.clone();
-        let outcome = self.inner.executor.run(TurnContext::new(turn, snapshot, sink)).await;
+        let context = TurnContext::new(turn, snapshot, sink).with_cancellation(cancel.clone());
+        let outcome = run_until_cancelled(self.inner.executor.run(context), &cancel).await;
         // The tool state is written before the commit, as the durable host does.
         let outcome = match outcome {
             Ok(output) => match output.changes.tool_state.clone() {
@@ -461,6 +473,25 @@ impl SessionGraphService for InMemoryHost {
         let session_id = self.bound.trace_session(&context)?;
         validate_session_id(&session_id)?;
         self.record_trace(&session_id, context, event)
+    }
+}
+
+/// A cancel fires the running turn's token; the run commits as cancelled.
+#[async_trait::async_trait]
+impl TurnCancelService for InMemoryHost {
+    async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<CancelReply, PluginError> {
+        validate_session_id(session_id)?;
+        ids::validate_id("turn id", turn_id)?;
+        let mut state = self.lock();
+        let session = session_mut(&mut state, session_id)?;
+        Ok(match session.turns.get(turn_id) {
+            None => CancelReply::UnknownTurn,
+            Some(TurnRecord::Completed { result, .. }) => CancelReply::Finished { outcome: result.outcome.clone() },
+            Some(TurnRecord::Running { cancel, .. }) => {
+                cancel.cancel();
+                CancelReply::Cancelling { holder: None }
+            }
+        })
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, PluginError, SessionCreateRequest,
     SessionHandle, SessionRegistryService, SessionSnapshot, SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+    TurnCancelService,
 };
 
 /// Session state: snapshots, the tool catalog and tool state.
@@ -105,14 +106,20 @@ pub trait SessionGraphService: Send + Sync {
     }
 }
 
-/// A host serving all three traits and the session registry.
+/// A host serving all three traits, the session registry and turn cancellation.
 pub trait SessionHost:
-    SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService
+    SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService + TurnCancelService
 {
 }
 
-impl<T: SessionStateService + SessionLifecycleService + SessionGraphService + SessionRegistryService + ?Sized>
-    SessionHost for T
+impl<
+    T: SessionStateService
+        + SessionLifecycleService
+        + SessionGraphService
+        + SessionRegistryService
+        + TurnCancelService
+        + ?Sized,
+> SessionHost for T
 {
 }
 

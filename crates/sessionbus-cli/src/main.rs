@@ -37,6 +37,8 @@ enum Command {
     Purge(commands::purge::PurgeArgs),
     /// Serve the web dashboard: sessions, one session's graph and turns, workers, live.
     Dashboard(commands::dashboard::DashboardArgs),
+    /// Cancel a running turn, wherever it runs: it commits as cancelled with what it had.
+    Cancel(commands::cancel::CancelArgs),
     /// Tail session events live, one line per event.
     Watch(commands::watch::WatchArgs),
     /// Show the workers on the bus and their per-endpoint statistics.
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> std::process::ExitCode {
         Command::Sessions(args) => commands::sessions::run(&cli.connection, args).await,
         Command::Purge(args) => commands::purge::run(&cli.connection, args).await,
         Command::Dashboard(args) => commands::dashboard::run(&cli.connection, args).await,
+        Command::Cancel(args) => commands::cancel::run(&cli.connection, args).await,
         Command::Watch(args) => commands::watch::run(&cli.connection, args).await,
         Command::Status(args) => commands::status::run(&cli.connection, args).await,
         Command::Bench(args) => commands::bench::run(&cli.connection, args).await,

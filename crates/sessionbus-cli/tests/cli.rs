@@ -208,6 +208,7 @@ fn every_subcommand_has_help() {
         "demo",
         "sessions",
         "purge",
+        "cancel",
         "watch",
         "status",
         "dashboard",
@@ -219,6 +220,62 @@ fn every_subcommand_has_help() {
         assert!(output.status.success(), "{sub}");
         assert!(stdout(&output).contains("Usage: sessionbus"), "{sub}");
     }
+}
+
+/// `sessionbus cancel` from another process stops a turn on the worker process that
+/// runs it: the turn's caller gets `Stopped(Cancelled)` with what the turn had, long
+/// before the turn would have ended; a second cancel says the turn had finished.
+#[test]
+fn cancel_stops_a_turn_running_on_a_worker_process() {
+    use sessionbus_api::{
+        SessionCreateRequest, SessionLifecycleService as _, SessionTurnRequest, TurnInput, TurnOutcome, TurnStop,
+    };
+    use sessionbus_nats::{BusClient, BusClientConfig};
+
+    let server = NatsServer::start().expect("nats-server");
+    let url = server.url();
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let _worker = runtime.block_on(async {
+        let setup = run(&url, &["setup"]);
+        assert!(setup.status.success(), "setup: {}", String::from_utf8_lossy(&setup.stderr));
+        // A turn of this worker takes ten minutes unless it is cancelled.
+        let slow = ["--executor", "slow", "--turn-delay-ms", "600000"];
+        WorkerProcess::start_with(&url, &WorkerConfig::default().with_binary(BIN).without_setup().with_args(slow))
+            .await
+            .expect("a ready worker")
+    });
+    runtime.block_on(async {
+        let client = BusClient::new(async_nats::connect(&url).await.expect("connect"), BusClientConfig::default());
+        let session = format!("cancel-{}", uuid::Uuid::new_v4().simple());
+        client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
+        let request = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("hello")).expect("request");
+        let turn = tokio::spawn({
+            let client = client.clone();
+            async move { client.start_turn(request).await }
+        });
+        let started = Instant::now();
+        loop {
+            let cancel = run(&url, &["cancel", &session, "t1"]);
+            assert!(cancel.status.success(), "{}", String::from_utf8_lossy(&cancel.stderr));
+            let said = stdout(&cancel);
+            if said.contains("cancelling turn t1") {
+                break;
+            }
+            assert!(said.contains("has no turn t1"), "before the turn starts, the cancel says so: {said}");
+            assert!(started.elapsed() < Duration::from_secs(20), "the turn never showed as running");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let result = tokio::time::timeout(Duration::from_secs(30), turn)
+            .await
+            .expect("the cancelled turn ends long before its ten minutes")
+            .expect("join")
+            .expect("the turn's result");
+        assert_eq!(result.outcome, TurnOutcome::Stopped(TurnStop::Cancelled));
+        assert_eq!(result.state.turn_index, 1);
+        assert_eq!(result.state.session_graph.nodes.len(), 1, "the user's message it had is committed");
+        let again = stdout(&run(&url, &["cancel", &session, "t1"]));
+        assert!(again.contains("had already finished (stopped)"), "{again}");
+    });
 }
 
 #[test]

@@ -230,7 +230,8 @@ pub fn event_view(event: &SessionEvent) -> Option<Value> {
                 if payload.is_null() { ToolState::default() } else { serde_json::from_value(payload).ok()? };
             ("tools", json!({ "generation": event.sequence, "members": members(&state) }))
         }
-        EventKind::Trace => return None,
+        // The turn's ledger shows the cancelled outcome when it commits.
+        EventKind::Trace | EventKind::Cancel { .. } => return None,
     };
     Some(json!({ "session_id": event.session_id, "kind": kind, "sequence": event.sequence, "view": view }))
 }

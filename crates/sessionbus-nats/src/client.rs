@@ -15,10 +15,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, ErrorKind, PluginError,
-    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
-    SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
-    SessionTurnRequest, ToolState, TraceContext, TraceEvent,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CatalogCache, ErrorKind,
+    PluginError, SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService,
+    SessionListPage, SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStartPoint, SessionStateService,
+    SessionTurnRequest, ToolState, TraceContext, TraceEvent, TurnCancelService,
 };
 use tokio::sync::{OnceCell, mpsc};
 
@@ -26,8 +26,8 @@ use crate::propagation;
 
 use crate::subjects::{Endpoint, Op, Subjects, session_token};
 use crate::wire::{
-    self, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply, StartTurnRequest,
-    ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+    self, CancelTurnRequest, Empty, GenerationReply, GraphPage, GraphPageRequest, MembershipRequest, PingReply,
+    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 
 /// The pause before each resend of a call (0.1 s, doubling, at most 3.2 s).
@@ -370,9 +370,28 @@ impl BusClient {
             .map(String::as_str)
     }
 
+    /// `start_turn` that also receives the turn's live output while it runs (text
+    /// deltas, tool starts and ends, as the executor sends them), in order, on `live`,
+    /// all before the final result. A turn rerun after its worker died streams again
+    /// from its start (`LiveEvent::seq` restarts at 1).
+    pub async fn start_turn_live(
+        &self,
+        request: SessionTurnRequest,
+        live: mpsc::UnboundedSender<LiveEvent>,
+    ) -> Result<AssembledTurn, PluginError> {
+        let session_id = request.session_id().to_owned();
+        let mut turn = self.run_turn(request, Some(&live)).await?;
+        self.complete_graph(&session_id, &mut turn.state).await?;
+        Ok(turn)
+    }
+
     /// `start_turn` as README.md "Long calls" says: progress requested, replies read
     /// from the demultiplexed inbox, an idle timeout, and retries by turn id.
-    async fn run_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
+    async fn run_turn(
+        &self,
+        request: SessionTurnRequest,
+        live: Option<&mpsc::UnboundedSender<LiveEvent>>,
+    ) -> Result<AssembledTurn, PluginError> {
         let target = Target::session(request.session_id(), Op::StartTurn);
         let subject = self.subject(&target)?;
         let body = StartTurnRequest {
@@ -386,7 +405,7 @@ impl BusClient {
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut headers = HeaderMap::new();
         headers.insert(wire::REQUEST_ID, request_id.as_str());
-        headers.insert(wire::PROGRESS, "1");
+        headers.insert(wire::PROGRESS, if live.is_some() { wire::PROGRESS_STREAM } else { "1" });
         let cx = propagation::messaging_span(
             &Context::current(),
             SpanKind::Client,
@@ -395,7 +414,7 @@ impl BusClient {
             &subject,
         );
         propagation::inject(&cx, &mut headers);
-        let result = self.await_turn(&target, &request, &subject, &inbox, headers, payload).await;
+        let result = self.await_turn(&target, &request, &subject, &inbox, headers, payload, live).await;
         if let Err(error) = &result {
             propagation::record_error(&cx, &error.message());
         }
@@ -411,6 +430,7 @@ impl BusClient {
         inbox: &str,
         headers: HeaderMap,
         payload: bytes::Bytes,
+        live: Option<&mpsc::UnboundedSender<LiveEvent>>,
     ) -> Result<AssembledTurn, PluginError> {
         let config = &self.inner.config;
         let mut last_error = None;
@@ -442,6 +462,9 @@ impl BusClient {
                         let progress = message.headers.as_ref().and_then(|h| h.get(wire::STATUS)).map(|v| v.as_str())
                             == Some(wire::STATUS_PROGRESS);
                         if progress {
+                            if let Some((live, event)) = live.zip(LiveEvent::of(&message)) {
+                                let _ = live.send(event);
+                            }
                             continue;
                         }
                         match wire::decode_reply::<AssembledTurn>(
@@ -469,6 +492,26 @@ impl BusClient {
             }
         }
         Err(last_error.unwrap_or_else(|| self.no_worker(target)))
+    }
+}
+
+/// One live event of a running turn, as a streaming caller
+/// ([`BusClient::start_turn_live`]) or a watcher of `<prefix>.live.<sid>` receives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveEvent {
+    /// Its place in the run's live output, from 1.
+    pub seq: u64,
+    /// The executor's event (lash's stream event JSON for lash turns).
+    pub event: Value,
+}
+
+impl LiveEvent {
+    /// The live event a message carries (`Sessionbus-Live` header, JSON body); `None`
+    /// for any other message (a bare progress message, a reply).
+    pub fn of(message: &async_nats::Message) -> Option<Self> {
+        let seq = message.headers.as_ref()?.get(wire::LIVE)?.as_str().parse().ok()?;
+        let event = serde_json::from_slice(&message.payload).ok()?;
+        Some(Self { seq, event })
     }
 }
 
@@ -565,7 +608,7 @@ impl SessionLifecycleService for BusClient {
 
     async fn start_turn(&self, request: SessionTurnRequest) -> Result<AssembledTurn, PluginError> {
         let session_id = request.session_id().to_owned();
-        let mut turn = self.run_turn(request).await?;
+        let mut turn = self.run_turn(request, None).await?;
         self.complete_graph(&session_id, &mut turn.state).await?;
         Ok(turn)
     }
@@ -585,6 +628,15 @@ impl SessionGraphService for BusClient {
         let session_id = self.bound.trace_session(&context)?;
         let _: Empty = self.session_call(&session_id, Op::Trace, &TraceRequest { context, event }).await?;
         Ok(())
+    }
+}
+
+/// Reaches whichever worker runs the turn: the worker answering stores the request,
+/// and the one running the turn stops it.
+#[async_trait::async_trait]
+impl TurnCancelService for BusClient {
+    async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<CancelReply, PluginError> {
+        self.session_call(session_id, Op::CancelTurn, &CancelTurnRequest { turn_id: turn_id.to_owned() }).await
     }
 }
 

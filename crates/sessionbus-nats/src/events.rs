@@ -27,6 +27,11 @@ pub enum EventKind {
         /// The turn.
         turn_id: String,
     },
+    /// A cancel of a turn was requested (`cancel_turn`).
+    Cancel {
+        /// The turn.
+        turn_id: String,
+    },
     /// The tool state changed.
     Tools,
     /// A trace record was stored.
@@ -34,13 +39,14 @@ pub enum EventKind {
 }
 
 impl EventKind {
-    /// A short name (`meta`, `lease`, `graph`, `turn`, `tools`, `trace`).
+    /// A short name (`meta`, `lease`, `graph`, `turn`, `cancel`, `tools`, `trace`).
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::Meta => "meta",
             EventKind::Lease => "lease",
             EventKind::Graph => "graph",
             EventKind::Turn { .. } => "turn",
+            EventKind::Cancel { .. } => "cancel",
             EventKind::Tools => "tools",
             EventKind::Trace => "trace",
         }
@@ -109,6 +115,7 @@ impl SessionEvent {
             ("tools", None) => EventKind::Tools,
             ("trace", None) => EventKind::Trace,
             ("turn", Some(token)) => EventKind::Turn { turn_id: ids::decode_id("turn id", token).ok()? },
+            ("cancel", Some(token)) => EventKind::Cancel { turn_id: ids::decode_id("turn id", token).ok()? },
             _ => return None,
         };
         Some(Self { session_id, kind, stream, sequence, payload })

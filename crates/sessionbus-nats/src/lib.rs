@@ -40,7 +40,7 @@ pub mod subjects;
 pub mod wire;
 pub mod worker;
 
-pub use client::{BusClient, BusClientConfig};
+pub use client::{BusClient, BusClientConfig, LiveEvent};
 pub use events::{EventKind, EventStream, SessionEvent};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
 pub use replay::{ReplayStart, replay_events};

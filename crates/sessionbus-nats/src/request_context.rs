@@ -15,6 +15,9 @@ pub struct RequestContext {
     pub body_digest: Option<String>,
     /// The `traceparent` of the span handling the request.
     pub traceparent: Option<String>,
+    /// Where a `start_turn` caller that asked for live events (`Sessionbus-Progress:
+    /// stream`) receives them: its reply subject.
+    pub live_reply: Option<String>,
 }
 
 tokio::task_local! {

@@ -60,11 +60,13 @@ pub enum Op {
     AppendNodes,
     /// `emit_trace_event`.
     Trace,
+    /// `cancel_turn`.
+    CancelTurn,
 }
 
 impl Op {
     /// Every per-session op.
-    pub const ALL: [Op; 10] = [
+    pub const ALL: [Op; 11] = [
         Op::Snapshot,
         Op::GraphPage,
         Op::ToolCatalog,
@@ -75,6 +77,7 @@ impl Op {
         Op::StartTurn,
         Op::AppendNodes,
         Op::Trace,
+        Op::CancelTurn,
     ];
 
     /// The op's subject token.
@@ -90,6 +93,7 @@ impl Op {
             Op::StartTurn => "start_turn",
             Op::AppendNodes => "append_nodes",
             Op::Trace => "trace",
+            Op::CancelTurn => "cancel_turn",
         }
     }
 
@@ -97,7 +101,13 @@ impl Op {
     pub fn is_mutation(self) -> bool {
         matches!(
             self,
-            Op::ApplyToolState | Op::SetToolMembership | Op::Close | Op::StartTurn | Op::AppendNodes | Op::Trace
+            Op::ApplyToolState
+                | Op::SetToolMembership
+                | Op::Close
+                | Op::StartTurn
+                | Op::AppendNodes
+                | Op::Trace
+                | Op::CancelTurn
         )
     }
 }
@@ -135,7 +145,7 @@ pub enum Endpoint {
 
 impl Endpoint {
     /// Every endpoint, in the order workers add them.
-    pub const ALL: [Endpoint; 13] = [
+    pub const ALL: [Endpoint; 14] = [
         Endpoint::Session(Op::Snapshot),
         Endpoint::Session(Op::GraphPage),
         Endpoint::Session(Op::ToolCatalog),
@@ -146,6 +156,7 @@ impl Endpoint {
         Endpoint::Session(Op::StartTurn),
         Endpoint::Session(Op::AppendNodes),
         Endpoint::Session(Op::Trace),
+        Endpoint::Session(Op::CancelTurn),
         Endpoint::Create,
         Endpoint::Ping,
         Endpoint::Sessions,
@@ -257,6 +268,11 @@ impl Subjects {
         format!("{}.events.*.tools", self.prefix)
     }
 
+    /// `<prefix>.events.*.cancel.*`: every stored cancel request, as workers watch them.
+    pub fn cancel_events(&self) -> String {
+        format!("{}.events.*.cancel.*", self.prefix)
+    }
+
     /// `<prefix>.events.<sid>.turn.<tid>`: the events of one turn's ledger.
     pub fn turn_events(&self, session_token: &str, turn_token: &str) -> String {
         format!("{}.events.{session_token}.turn.{turn_token}", self.prefix)
@@ -331,6 +347,17 @@ impl Subjects {
     /// `<prefix>.state.<sid>.turn.<tid>`.
     pub fn turn(&self, session_token: &str, turn_token: &str) -> String {
         format!("{}.state.{session_token}.turn.{turn_token}", self.prefix)
+    }
+
+    /// `<prefix>.live.<sid>`: the live output of the session's running turn (published by
+    /// the worker running it, not stored).
+    pub fn live(&self, session_token: &str) -> String {
+        format!("{}.live.{session_token}", self.prefix)
+    }
+
+    /// `<prefix>.state.<sid>.cancel.<tid>`: the cancel request of one turn.
+    pub fn cancel(&self, session_token: &str, turn_token: &str) -> String {
+        format!("{}.state.{session_token}.cancel.{turn_token}", self.prefix)
     }
 
     /// `<prefix>.trace.<sid>`.

@@ -11,8 +11,16 @@ use sessionbus_api::{ErrorKind, ExecutionScope, PluginError, SessionNode, TraceC
 
 /// The idempotency key of a call: a UUID made by the client, reused on every retry.
 pub const REQUEST_ID: &str = "Sessionbus-Request-Id";
-/// Sent as `1` on `start_turn` to receive progress messages while the turn runs.
+/// Sent as `1` on `start_turn` to receive progress messages while the turn runs, or as
+/// [`PROGRESS_STREAM`] to receive the turn's live events in them as well.
 pub const PROGRESS: &str = "Sessionbus-Progress";
+/// The [`PROGRESS`] value asking for live events.
+pub const PROGRESS_STREAM: &str = "stream";
+/// On a live event (a progress message with a body, or a message on
+/// `<prefix>.live.<sid>`): its place in the run's live output, from 1.
+pub const LIVE: &str = "Sessionbus-Live";
+/// On a message on `<prefix>.live.<sid>`: the turn it belongs to.
+pub const TURN_ID: &str = "Sessionbus-Turn-Id";
 /// `102` on a progress message (the final reply has none).
 pub const STATUS: &str = "Sessionbus-Status";
 /// The status value of a progress message.
@@ -120,6 +128,14 @@ pub struct StartTurnRequest {
     /// The execution scope; a turn scope of this turn when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<ExecutionScope>,
+}
+
+/// `cancel_turn` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelTurnRequest {
+    /// The turn to cancel.
+    pub turn_id: String,
 }
 
 /// `trace` request.

@@ -27,8 +27,8 @@ use crate::reply_policy::ReplyPolicy;
 use crate::request_context::{RequestContext, scoped_request_id, with_request};
 use crate::subjects::{Endpoint, Op, Subjects};
 use crate::wire::{
-    self, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest, PingReply,
-    StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
+    self, CancelTurnRequest, Empty, ErrorCode, GenerationReply, GraphPageRef, GraphPageRequest, MembershipRequest,
+    PingReply, StartTurnRequest, ToolCatalogReply, ToolCatalogRequest, TraceRequest,
 };
 use opentelemetry::trace::{FutureExt as _, SpanKind, TraceContextExt as _};
 
@@ -394,6 +394,10 @@ async fn handle<H: SessionHost + ?Sized + 'static>(
         // most frequent calls) skip hashing their body.
         body_digest: route.writes().then(|| crate::request_context::body_digest(&message.payload)),
         traceparent: propagation::traceparent_of(&cx),
+        live_reply: (route == Endpoint::Session(Op::StartTurn)
+            && header(headers, wire::PROGRESS) == Some(wire::PROGRESS_STREAM))
+        .then(|| message.reply.as_ref().map(ToString::to_string))
+        .flatten(),
     };
     let result = with_request(context, handle_route(shared, request, route, limit).with_context(cx.clone())).await;
     if let Err((_, error)) = &result {
@@ -524,11 +528,16 @@ async fn handle_session_op<H: SessionHost + ?Sized + 'static>(
             claim_trace_context(&mut context, session_id).map_err(failed)?;
             reply(host.emit_trace_event(context, event).await.map(|()| Empty {}))
         }
+        Op::CancelTurn => {
+            let cancel: CancelTurnRequest = body(op, payload)?;
+            reply(host.cancel_turn(session_id, &cancel.turn_id).await)
+        }
         Op::StartTurn => {
             let start: StartTurnRequest = body(op, payload)?;
             let scope = start.scope.unwrap_or_else(|| ExecutionScope::turn(session_id, start.turn_id.clone()));
             let turn = SessionTurnRequest::new(session_id, start.turn_id, start.input, scope).map_err(failed)?;
-            let wants_progress = header(request.message.headers.as_ref(), wire::PROGRESS) == Some("1");
+            let wants_progress =
+                matches!(header(request.message.headers.as_ref(), wire::PROGRESS), Some("1" | wire::PROGRESS_STREAM));
             let progress = wants_progress.then(|| request.message.reply.clone()).flatten().map(|reply| {
                 tokio::spawn(send_progress(shared.client.clone(), reply.to_string(), shared.config.progress_every))
             });

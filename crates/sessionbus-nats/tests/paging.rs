@@ -99,6 +99,7 @@ impl SessionLifecycleService for CountingHost {
 }
 
 impl SessionRegistryService for CountingHost {}
+impl sessionbus_api::TurnCancelService for CountingHost {}
 
 #[async_trait::async_trait]
 impl SessionGraphService for CountingHost {

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod cancel;
 pub mod credentials;
 pub mod dashboard;
 pub mod demo;

@@ -87,7 +87,7 @@ fn body(event: &SessionEvent) -> Value {
 
 fn json_line(event: &SessionEvent) -> String {
     let turn_id = match &event.kind {
-        EventKind::Turn { turn_id } => Some(turn_id.clone()),
+        EventKind::Turn { turn_id } | EventKind::Cancel { turn_id } => Some(turn_id.clone()),
         _ => None,
     };
     serde_json::json!({
@@ -115,6 +115,7 @@ fn text_line(event: &SessionEvent) -> String {
             format!("+{nodes} nodes, leaf {}", body["leaf"].as_str().unwrap_or("-"))
         }
         EventKind::Turn { turn_id } => format!("turn {turn_id} {}", body["status"].as_str().unwrap_or("?")),
+        EventKind::Cancel { turn_id } => format!("turn {turn_id} cancel requested"),
         EventKind::Tools => {
             let tools = body["tools"].as_object();
             let members = tools.map_or(0, |t| t.values().filter(|e| e["member"].as_bool() != Some(false)).count());

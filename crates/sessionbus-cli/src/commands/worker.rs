@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use sessionbus_api::{EchoExecutor, PluginError, TurnContext, TurnExecutor, TurnOutput};
+use sessionbus_api::{EchoExecutor, PluginError, SessionAppendNode, TurnContext, TurnExecutor, TurnOutput};
 use sessionbus_nats::reply_policy::ReplyPolicy;
 use sessionbus_nats::{JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
 
@@ -79,9 +79,15 @@ struct SlowExecutor(Duration);
 
 #[async_trait::async_trait]
 impl TurnExecutor for SlowExecutor {
+    /// Stops early when the turn is cancelled, with the user's message committed.
     async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
-        tokio::time::sleep(self.0).await;
-        EchoExecutor.run(context).await
+        tokio::select! {
+            () = tokio::time::sleep(self.0) => EchoExecutor.run(context).await,
+            () = context.cancellation().cancelled() => Ok(TurnOutput {
+                nodes: vec![SessionAppendNode::message("User", context.turn.input.joined_text())],
+                ..TurnOutput::cancelled()
+            }),
+        }
     }
 }
 

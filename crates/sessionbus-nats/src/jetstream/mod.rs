@@ -6,6 +6,8 @@
 //! - `tools.rs`: tool state (compare-and-set on the KV revision);
 //! - `sessions.rs`: create, close, snapshot, append (graph chained by expected sequence);
 //! - `turns.rs`: leases, the ledger and the atomic turn commit;
+//! - `cancels.rs`: `cancel_turn` (a stored request, watched by every worker);
+//! - `live.rs`: a running turn's live output (not stored);
 //! - `api.rs`: raw JetStream publishes, batches and leader reads with full error codes;
 //! - `view.rs`: the bounded per-session cache;
 //! - `layout.rs`: the bucket and streams;
@@ -13,9 +15,11 @@
 //! - `retention.rs`: purging closed sessions past their retention age, in batches;
 
 mod api;
+mod cancels;
 mod exporter;
 mod layout;
 mod lease_watch;
+mod live;
 pub mod records;
 mod registry;
 mod retention;
@@ -30,10 +34,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CatalogCache, PluginError, SessionBinding,
-    SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
+    AppendSessionNodesRequest, AppendSessionNodesResult, AssembledTurn, CancelReply, CatalogCache, PluginError,
+    SessionBinding, SessionCreateRequest, SessionGraphService, SessionHandle, SessionLifecycleService, SessionListPage,
     SessionListQuery, SessionRegistryService, SessionSnapshot, SessionStateService, SessionTurnRequest, ToolState,
-    TraceContext, TraceEvent, TurnExecutor,
+    TraceContext, TraceEvent, TurnCancelService, TurnExecutor,
 };
 
 pub use exporter::{ExporterStats, SPANS_BUCKET, SPANS_STREAM, TraceExporterConfig, run_trace_exporter};
@@ -115,6 +119,16 @@ struct Inner {
     leases: lease_watch::LeaseWatch,
     /// The server's `max_payload`, read once at connect (it is a server setting).
     max_payload: usize,
+    /// The turns this host runs now, fired by cancel requests.
+    running: Arc<cancels::RunningTurns>,
+    /// The task watching cancel requests; ends with the host.
+    cancel_watch: tokio::task::AbortHandle,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel_watch.abort();
+    }
 }
 
 /// The durable host: implements the three traits on JetStream. Cheap to clone; clones
@@ -152,6 +166,10 @@ impl JetStreamHost {
         let context = async_nats::jetstream::new(client.clone());
         verify_layout(&context, &config.subjects).await?;
         let max_payload = client.server_info().max_payload;
+        let running = Arc::new(cancels::RunningTurns::default());
+        let cancel_watch =
+            tokio::spawn(cancels::watch_cancels(client.clone(), config.subjects.clone(), Arc::downgrade(&running)))
+                .abort_handle();
         let api = JetStreamApi::new(client, config.api_timeout, config.retry_budget);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -161,6 +179,8 @@ impl JetStreamHost {
                 catalogs: CatalogCache::new(config.cached_sessions),
                 leases: lease_watch::LeaseWatch::new(config.cached_sessions),
                 max_payload,
+                running,
+                cancel_watch,
                 holder: config.lease_holder.clone(),
                 executor,
                 config,
@@ -267,6 +287,13 @@ impl SessionGraphService for JetStreamHost {
         let session_id = self.bound.trace_session(&context)?;
         let request_id = crate::request_context::current_request_id();
         self.publish_trace(&session_id, context, event, Some(&request_id)).await
+    }
+}
+
+#[async_trait::async_trait]
+impl TurnCancelService for JetStreamHost {
+    async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<CancelReply, PluginError> {
+        self.cancel(session_id, turn_id).await
     }
 }
 

@@ -235,6 +235,14 @@ pub enum LedgerRecord {
     },
 }
 
+/// A request to cancel a turn (`cancel_turn`), on `state.<sid>.cancel.<tid>`. Kept
+/// after the turn so that a rerun of it (its worker died) commits it cancelled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelRecord {
+    /// When it was asked, on the asking worker's clock (for people; no decision reads it).
+    pub requested_at_ms: u64,
+}
+
 impl LedgerRecord {
     /// The trace parent the turn's spans hang under, when the `start_turn` call had one.
     pub fn traceparent(&self) -> Option<&str> {

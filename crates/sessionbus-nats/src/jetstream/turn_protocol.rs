@@ -2,7 +2,7 @@
 //! stream leader. `turns.rs` reads, asks, and carries the decision out; every case is a
 //! row of the table tests below.
 
-use sessionbus_api::{AssembledTurn, TurnInput};
+use sessionbus_api::{AssembledTurn, TurnInput, TurnOutcome};
 
 use super::records::{LeaseRecord, LedgerRecord};
 
@@ -69,6 +69,44 @@ pub(super) fn decide_start<'a>(observed: &Observed<'a>, turn_id: &str, input: &T
         (_, Some(_)) => StartDecision::AnotherTurnRuns,
         (Some((lease_seq, _)), None) => StartDecision::Take { lease_seq, ledger_seq },
         (None, None) => StartDecision::Take { lease_seq: 0, ledger_seq },
+    }
+}
+
+/// What a `cancel_turn` does.
+#[derive(Debug, PartialEq)]
+pub(super) enum CancelDecision<'a> {
+    /// No such session.
+    UnknownSession,
+    /// The session never started this turn id.
+    UnknownTurn,
+    /// The turn committed: answer with its outcome.
+    Finished(&'a TurnOutcome),
+    /// The turn's last run failed and nothing runs.
+    NotRunning,
+    /// Store the cancel request: the worker running the turn (`holder`, when one holds
+    /// its lease) stops it, and a rerun of it commits it cancelled.
+    Request { holder: Option<&'a str> },
+}
+
+/// Decides a `cancel_turn` of `turn_id` from what `start_turn` reads.
+pub(super) fn decide_cancel<'a>(observed: &Observed<'a>, turn_id: &str) -> CancelDecision<'a> {
+    if !observed.session_exists {
+        return CancelDecision::UnknownSession;
+    }
+    // A live lease of this turn: a run holds it (its ledger may not be written yet).
+    let live_holder = match observed.lease {
+        Some((_, LeaseRecord::Held { turn_id: held_turn, holder, .. }))
+            if observed.lease_alive && held_turn == turn_id =>
+        {
+            Some(holder.as_str())
+        }
+        _ => None,
+    };
+    match (observed.ledger, live_holder) {
+        (Some((_, LedgerRecord::Completed { result, .. })), _) => CancelDecision::Finished(&result.outcome),
+        (Some((_, LedgerRecord::Running { .. })), holder) | (_, holder @ Some(_)) => CancelDecision::Request { holder },
+        (Some((_, LedgerRecord::Failed { .. })), None) => CancelDecision::NotRunning,
+        (None, None) => CancelDecision::UnknownTurn,
     }
 }
 
@@ -276,6 +314,58 @@ mod tests {
             decide_start(&observed, ME, &mine),
             StartDecision::ReturnStored { result: &stored, graph_request_id: "r1" }
         );
+    }
+
+    fn cancel_name(decision: &CancelDecision<'_>) -> &'static str {
+        match decision {
+            CancelDecision::UnknownSession => "unknown session",
+            CancelDecision::UnknownTurn => "unknown turn",
+            CancelDecision::Finished(_) => "finished",
+            CancelDecision::NotRunning => "not running",
+            CancelDecision::Request { holder: Some(_) } => "request, held",
+            CancelDecision::Request { holder: None } => "request, no holder",
+        }
+    }
+
+    /// The expected cancel of `ME` for every (ledger x lease) pair.
+    fn expected_cancel(ledger: &str, lease: &str) -> &'static str {
+        match (ledger, lease) {
+            ("completed", _) => "finished",
+            (_, "mine r1 alive") => "request, held",
+            ("running r1" | "running r9" | "running, other input", _) => "request, no holder",
+            ("failed", _) => "not running",
+            _ => "unknown turn",
+        }
+    }
+
+    #[test]
+    fn every_ledger_and_lease_state_cancels_as_the_table_says() {
+        let mine = input("hello");
+        let stored = result();
+        let mut rows = 0;
+        for (ledger_name, ledger) in ledgers(&mine, &stored) {
+            for (lease_name, lease, alive) in leases() {
+                let observed = Observed {
+                    session_exists: true,
+                    lease: lease.as_ref().map(|l| (7, l)),
+                    lease_alive: alive,
+                    ledger: ledger.as_ref().map(|l| (3, l)),
+                };
+                let decision = decide_cancel(&observed, ME);
+                assert_eq!(
+                    cancel_name(&decision),
+                    expected_cancel(ledger_name, lease_name),
+                    "ledger {ledger_name}, lease {lease_name}: {decision:?}"
+                );
+                if let CancelDecision::Request { holder: Some(holder) } = decision {
+                    assert_eq!(holder, "w", "the lease's holder is named");
+                }
+                rows += 1;
+            }
+        }
+        assert_eq!(rows, 42);
+        let nothing = Observed { session_exists: false, lease: None, lease_alive: false, ledger: None };
+        assert_eq!(decide_cancel(&nothing, ME), CancelDecision::UnknownSession);
     }
 
     #[test]

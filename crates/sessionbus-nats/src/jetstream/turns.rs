@@ -26,6 +26,7 @@ use sessionbus_api::{
 use super::JetStreamHost;
 use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
+use super::live::{LiveOutput, LiveTargets};
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
 use super::sessions::build_nodes;
 use super::turn_protocol::{
@@ -42,7 +43,7 @@ const DECISION_ROUNDS: usize = 100;
 const ATTACH_POLL: Duration = Duration::from_millis(500);
 
 /// What the lease and ledger say about a turn, read from the stream leader.
-struct TurnState {
+pub(super) struct TurnState {
     session_exists: bool,
     lease: Option<(u64, LeaseRecord)>,
     lease_alive: bool,
@@ -50,7 +51,7 @@ struct TurnState {
 }
 
 impl TurnState {
-    fn observed(&self) -> Observed<'_> {
+    pub(super) fn observed(&self) -> Observed<'_> {
         Observed {
             session_exists: self.session_exists,
             lease: self.lease.as_ref().map(|(seq, record)| (*seq, record)),
@@ -98,7 +99,7 @@ impl JetStreamHost {
             .map_err(|err| PluginError::Unavailable(format!("the turn task failed: {err}")))?
     }
 
-    async fn read_turn_state(&self, token: &str, turn_subject: &str) -> Result<TurnState, PluginError> {
+    pub(super) async fn read_turn_state(&self, token: &str, turn_subject: &str) -> Result<TurnState, PluginError> {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
         let (meta_subject, lease_subject) = (subjects.meta(token), subjects.lease(token));
@@ -268,8 +269,30 @@ impl JetStreamHost {
         let sink = Arc::new(HostTraceSink { host: self.clone(), session_id: turn.session_id.clone() });
         let input = turn.input.clone();
         let turn_id = turn.turn_id.clone();
-        let outcome =
-            self.run_under_lease(token, &turn_id, TurnContext::new(turn, snapshot.clone(), sink), &mut held).await;
+        // Registered before the stored request is read: a cancel stored after the read
+        // reaches the run through its event.
+        let running = self.inner.running.register(&turn.session_id, &turn_id);
+        let live = LiveOutput::start(
+            self.inner.api.client().clone(),
+            LiveTargets {
+                subject: self.inner.config.subjects.live(token),
+                reply: crate::request_context::current().and_then(|context| context.live_reply),
+                turn_id: turn_id.clone(),
+            },
+        );
+        let outcome = match self.cancel_requested(token, &turn_token(&turn_id)?).await {
+            // Cancelled before this run began (its first worker died): commit it so.
+            Ok(true) => Ok(TurnOutput::cancelled()),
+            Ok(false) => {
+                let context = TurnContext::new(turn, snapshot.clone(), sink)
+                    .with_cancellation(running.token().clone())
+                    .with_live(live.sink());
+                self.run_under_lease(token, &turn_id, context, &mut held).await
+            }
+            Err(err) => Err(RunError::Executor(err)),
+        };
+        drop(running);
+        live.finish().await;
         let output = match outcome {
             Ok(output) => output,
             Err(RunError::LeaseLost(err)) => return Err(err),
@@ -307,7 +330,10 @@ impl JetStreamHost {
         // without its idempotency key (each gets a fresh one), under the turn's trace.
         let calls =
             RequestContext { traceparent: crate::request_context::current_traceparent(), ..RequestContext::default() };
-        let executor_run = crate::request_context::with_request(calls, async move { executor.run(context).await });
+        let cancel = context.cancellation().clone();
+        let executor_run = crate::request_context::with_request(calls, async move {
+            sessionbus_api::run_until_cancelled(executor.run(context), &cancel).await
+        });
         // A panicking executor fails its turn (500, lease freed at once) instead of
         // killing the task that holds the lease.
         let mut run = std::pin::pin!(

@@ -98,6 +98,13 @@ impl<H: Bindable> SessionGraphService for Kept<H> {
 }
 
 #[async_trait::async_trait]
+impl<H: Bindable> sessionbus_api::TurnCancelService for Kept<H> {
+    async fn cancel_turn(&self, session_id: &str, turn_id: &str) -> Result<sessionbus_api::CancelReply, PluginError> {
+        self.host.cancel_turn(session_id, turn_id).await
+    }
+}
+
+#[async_trait::async_trait]
 impl<H: Bindable> SessionRegistryService for Kept<H> {
     async fn list_sessions(&self, query: &SessionListQuery) -> Result<SessionListPage, PluginError> {
         self.host.list_sessions(query).await
