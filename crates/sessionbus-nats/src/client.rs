@@ -414,7 +414,8 @@ impl BusClient {
             &subject,
         );
         propagation::inject(&cx, &mut headers);
-        let result = self.await_turn(&target, &request, &subject, &inbox, headers, payload, live).await;
+        let call = TurnCall { subject: &subject, inbox: &inbox, headers, payload };
+        let result = self.await_turn(&target, &request, call, live).await;
         if let Err(error) = &result {
             propagation::record_error(&cx, &error.message());
         }
@@ -426,12 +427,10 @@ impl BusClient {
         &self,
         target: &Target<'_>,
         request: &SessionTurnRequest,
-        subject: &str,
-        inbox: &str,
-        headers: HeaderMap,
-        payload: bytes::Bytes,
+        call: TurnCall<'_>,
         live: Option<&mpsc::UnboundedSender<LiveEvent>>,
     ) -> Result<AssembledTurn, PluginError> {
+        let TurnCall { subject, inbox, headers, payload } = call;
         let config = &self.inner.config;
         let mut last_error = None;
         for attempt in 0..config.attempts.max(1) {
@@ -493,6 +492,14 @@ impl BusClient {
         }
         Err(last_error.unwrap_or_else(|| self.no_worker(target)))
     }
+}
+
+/// What every attempt of a `start_turn` call sends.
+struct TurnCall<'a> {
+    subject: &'a str,
+    inbox: &'a str,
+    headers: HeaderMap,
+    payload: bytes::Bytes,
 }
 
 /// One live event of a running turn, as a streaming caller
