@@ -11,11 +11,17 @@
 //! - [`commit`]: lash's `RuntimeCommit`s -> `SessionChanges` (pure, table-tested);
 //! - [`trace`]: lash's synchronous trace sink -> the turn's `TraceSink`, bounded;
 //! - [`tools`]: the built-in demo tools;
-//! - [`output`]: lash's turn result -> the bus's `TurnOutput`.
+//! - [`output`]: lash's turn result -> the bus's `TurnOutput`;
+//! - `live`: lash's turn activity -> the turn's live output (streamed, not stored).
+//!
+//! A cancel of the turn (`cancel_turn`, from any client) fires lash's cancellation
+//! token: lash stops the turn and returns what it had, committed as
+//! `Stopped(Cancelled)`.
 
 pub mod capture;
 pub mod commit;
 mod error;
+mod live;
 pub mod output;
 pub mod tools;
 pub mod trace;
@@ -157,20 +163,18 @@ impl LashExecutor {
             .turn(input)
             .turn_id(context.turn.turn_id.clone())
             .cancel(cancel)
-            .run()
+            .stream_to(&live::LiveActivities(context))
             .await
             .map_err(LashTurnError::Turn)?;
         let changes = commit::session_changes(&store.take_commits(), &start)?;
-        output::turn_output(&result.result, changes)
+        output::turn_output(&result, changes)
     }
 }
 
 #[async_trait::async_trait]
 impl TurnExecutor for LashExecutor {
     async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
-        // One token per turn; the context's cancellation signal drives it once the bus
-        // has one (issue 12, item 6).
-        let cancel = CancellationToken::new();
+        let cancel = context.cancellation().clone();
         self.run_turn(&context, cancel).await.map_err(|err| err.into_plugin_error(&context.turn.turn_id))
     }
 }
