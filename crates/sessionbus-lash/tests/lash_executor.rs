@@ -2,50 +2,17 @@
 //! runs lash turns (lash-runtime 0.1.0-alpha.113) with the scripted provider and the
 //! demo tools, and a `BusClient`.
 
-use std::sync::Arc;
-
 use serde_json::Value;
 use sessionbus_api::{
     SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TraceRecord,
     TurnInput,
 };
-use sessionbus_lash::executor::{LashExecutor, LashExecutorConfig};
-use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
-use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
-use sessionbus_testkit::NatsServer;
+use sessionbus_lash::provider::scripted::ScriptedProvider;
+use sessionbus_nats::Subjects;
 
-fn script(name: &str) -> Script {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts").join(name);
-    Script::load(path.to_str().expect("a UTF-8 path")).expect("the script")
-}
+mod lash_bus;
 
-struct Bus {
-    client: BusClient,
-    raw: async_nats::Client,
-    _worker: Worker,
-    _server: NatsServer,
-}
-
-async fn bus(provider: ScriptedProvider) -> Bus {
-    let server = NatsServer::start().expect("start nats-server");
-    let connection = server.client().await.expect("connect");
-    let config = JetStreamHostConfig::default();
-    sessionbus_nats::jetstream::ensure_layout(
-        &async_nats::jetstream::new(connection.clone()),
-        &config.subjects,
-        &sessionbus_nats::jetstream::LayoutConfig::default(),
-    )
-    .await
-    .expect("the layout");
-    let executor = LashExecutor::new(LashExecutorConfig::new(Box::new(provider), "scripted-model").expect("config"));
-    let host = JetStreamHost::connect(connection, Arc::new(executor), config).await.expect("host");
-    let worker = Worker::start(server.client().await.expect("connect"), Arc::new(host), WorkerConfig::default())
-        .await
-        .expect("worker");
-    let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
-    let raw = server.client().await.expect("connect");
-    Bus { client, raw, _worker: worker, _server: server }
-}
+use lash_bus::{lash_bus, script};
 
 /// Every trace record stored for `session_id`.
 async fn stored_trace_records(raw: &async_nats::Client, session_id: &str) -> Vec<TraceRecord> {
@@ -81,7 +48,8 @@ fn shape(request: &Value) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lash_turn_runs_its_tool_in_the_worker_commits_lash_s_records_and_the_next_turn_sees_them() {
     let provider = ScriptedProvider::new(script("add_then_answer.json"));
-    let bus = bus(provider.clone()).await;
+    let bus = lash_bus(&provider, &["worker-a"]).await;
+    let raw = bus.server.client().await.expect("connect");
     let session_id = uuid::Uuid::new_v4().to_string();
     bus.client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
 
@@ -138,7 +106,7 @@ async fn a_lash_turn_runs_its_tool_in_the_worker_commits_lash_s_records_and_the_
     assert!(third.contains(r#"{\"sum\":5.0}"#) && third.contains("2 + 3 = 5."), "{third}");
 
     // lash's own trace records reached the bus's trace store, in the turn.
-    let records = stored_trace_records(&bus.raw, &session_id).await;
+    let records = stored_trace_records(&raw, &session_id).await;
     let kinds: Vec<String> = records
         .iter()
         .filter(|record| record.context.turn_id.as_deref() == Some("turn-1"))

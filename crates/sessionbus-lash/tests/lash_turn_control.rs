@@ -3,67 +3,24 @@
 //! in order before the final reply. Real nats-server, two workers whose executors run
 //! lash turns with the scripted provider and the demo tools.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sessionbus_api::{
-    CancelReply, SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest,
-    TurnCancelService as _, TurnInput, TurnOutcome, TurnStop,
+    CancelReply, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnCancelService as _,
+    TurnInput, TurnOutcome, TurnStop,
 };
-use sessionbus_lash::executor::{LashExecutor, LashExecutorConfig};
-use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
-use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Worker, WorkerConfig};
-use sessionbus_testkit::NatsServer;
+use sessionbus_lash::provider::scripted::ScriptedProvider;
+use sessionbus_nats::{BusClient, BusClientConfig};
 
-fn script(name: &str) -> Script {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts").join(name);
-    Script::load(path.to_str().expect("a UTF-8 path")).expect("the script")
-}
+mod lash_bus;
 
-/// A server, two lash workers (holders `worker-a`, `worker-b`) and a client.
-struct Cluster {
-    client: BusClient,
-    _workers: Vec<Worker>,
-    server: NatsServer,
-}
-
-async fn cluster(provider: &ScriptedProvider) -> Cluster {
-    let server = NatsServer::start().expect("start nats-server");
-    let setup = server.client().await.expect("connect");
-    sessionbus_nats::jetstream::ensure_layout(
-        &async_nats::jetstream::new(setup),
-        &sessionbus_nats::Subjects::default(),
-        &sessionbus_nats::jetstream::LayoutConfig::default(),
-    )
-    .await
-    .expect("the layout");
-    let mut workers = Vec::new();
-    for holder in ["worker-a", "worker-b"] {
-        let config = LashExecutorConfig::new(Box::new(provider.clone()), "scripted-model").expect("config");
-        let host_config = JetStreamHostConfig::default().with_lease_holder(holder.to_owned());
-        let connection = server.client().await.expect("connect");
-        let host =
-            JetStreamHost::connect(connection, Arc::new(LashExecutor::new(config)), host_config).await.expect("host");
-        let worker = Worker::start(server.client().await.expect("connect"), Arc::new(host), WorkerConfig::default())
-            .await
-            .expect("worker");
-        workers.push(worker);
-    }
-    let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
-    Cluster { client, _workers: workers, server }
-}
-
-async fn new_session(client: &BusClient) -> String {
-    let session_id = uuid::Uuid::new_v4().to_string();
-    client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
-    session_id
-}
+use lash_bus::{lash_bus, lash_bus_with, new_session, script};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_from_a_second_client_stops_a_lash_turn_waiting_in_a_slow_tool_once() {
     let provider = ScriptedProvider::new(script("sleep_then_answer.json"));
-    let cluster = cluster(&provider).await;
+    let cluster = lash_bus(&provider, &["worker-a", "worker-b"]).await;
     let session_id = new_session(&cluster.client).await;
     let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
         .expect("turn");
@@ -107,7 +64,7 @@ async fn a_cancel_from_a_second_client_stops_a_lash_turn_waiting_in_a_slow_tool_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_streaming_client_receives_a_lash_turn_s_activity_in_order_before_the_final_reply() {
     let provider = ScriptedProvider::new(script("add_then_answer.json"));
-    let cluster = cluster(&provider).await;
+    let cluster = lash_bus(&provider, &["worker-a", "worker-b"]).await;
     let session_id = new_session(&cluster.client).await;
     let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("What is 2 + 3?")).expect("turn");
     let (sender, mut received) = tokio::sync::mpsc::unbounded_channel();
@@ -129,4 +86,25 @@ async fn a_streaming_client_receives_a_lash_turn_s_activity_in_order_before_the_
         .collect();
     assert_eq!(prose, "2 + 3 = 5.", "the answer's deltas add up to the answer: {kinds:?}");
     assert_eq!(result.outcome, TurnOutcome::Finished(sessionbus_api::TurnFinish::AssistantMessage { text: prose }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_past_its_time_limit_is_stopped_and_the_model_is_told() {
+    let provider = ScriptedProvider::new(script("slow_tool_times_out.json"));
+    let cluster = lash_bus_with(&provider, &["worker-a"], Duration::from_millis(300)).await;
+    let session_id = new_session(&cluster.client).await;
+    let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
+        .expect("turn");
+    let started = Instant::now();
+    let result = tokio::time::timeout(Duration::from_secs(20), cluster.client.start_turn(request))
+        .await
+        .expect("the turn does not wait for the minute-long tool")
+        .expect("the turn's result");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let text = "The tool timed out.".to_owned();
+    assert_eq!(result.outcome, TurnOutcome::Finished(sessionbus_api::TurnFinish::AssistantMessage { text }));
+    let requests = provider.requests();
+    assert_eq!(requests.len(), 2, "the model was asked again, with the tool's failure");
+    let told = requests[1].to_string();
+    assert!(told.contains("tool `sleep` ran longer than its limit of 300ms and was stopped"), "{told}");
 }

@@ -42,6 +42,10 @@ pub struct LashArgs {
     /// The model name lash records for scripted turns.
     #[arg(long, default_value = "scripted-model")]
     pub scripted_model: String,
+    /// The longest one tool call of a lash turn may run, in seconds; past it the call is
+    /// stopped and the model is told so.
+    #[arg(long, default_value_t = 300)]
+    pub tool_timeout_secs: u64,
 }
 
 /// The lash executor these options describe.
@@ -67,7 +71,8 @@ pub fn executor(args: &LashArgs) -> Result<Arc<dyn TurnExecutor>, CliError> {
             LashExecutorConfig::new(Box::new(provider), &model)
         }
     }
-    .map_err(|err| other(&err))?;
+    .map_err(|err| other(&err))?
+    .with_tool_timeout(std::time::Duration::from_secs(args.tool_timeout_secs.max(1)));
     Ok(Arc::new(LashExecutor::new(config)))
 }
 
@@ -89,7 +94,12 @@ mod tests {
     use super::*;
 
     fn args() -> LashArgs {
-        LashArgs { provider: ProviderKind::Scripted, script: None, scripted_model: "scripted-model".into() }
+        LashArgs {
+            provider: ProviderKind::Scripted,
+            script: None,
+            scripted_model: "scripted-model".into(),
+            tool_timeout_secs: 300,
+        }
     }
 
     #[cfg(not(feature = "lash"))]

@@ -48,6 +48,10 @@ pub struct WorkerArgs {
     /// Delay of the `slow` executor, in milliseconds.
     #[arg(long, default_value_t = 5000)]
     pub turn_delay_ms: u64,
+    /// The longest a turn may run, in seconds; past it the turn is stopped, nothing is
+    /// committed, and its callers get a 500 (do not retry: it would run as long again).
+    #[arg(long, default_value_t = 3600)]
+    pub max_turn_secs: u64,
     /// Lease TTL of a running turn, in seconds.
     #[arg(long, default_value_t = 30)]
     pub lease_ttl_secs: u64,
@@ -119,6 +123,7 @@ pub async fn start_worker(
         .with_lease_holder(worker_id.clone())
         .with_subjects(subjects.clone())
         .with_lease_ttl(lease_ttl)
+        .with_max_turn_duration(Duration::from_secs(args.max_turn_secs.max(1)))
         .with_lease_renew_every(
             args.lease_renew_ms
                 .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),

@@ -12,7 +12,8 @@
 //! - [`trace`]: lash's synchronous trace sink -> the turn's `TraceSink`, bounded;
 //! - [`tools`]: the built-in demo tools;
 //! - [`output`]: lash's turn result -> the bus's `TurnOutput`;
-//! - `live`: lash's turn activity -> the turn's live output (streamed, not stored).
+//! - `live`: lash's turn activity -> the turn's live output (streamed, not stored);
+//! - `timeout`: the per-tool time limit.
 //!
 //! A cancel of the turn (`cancel_turn`, from any client) fires lash's cancellation
 //! token: lash stops the turn and returns what it had, committed as
@@ -23,6 +24,7 @@ pub mod commit;
 mod error;
 mod live;
 pub mod output;
+mod timeout;
 pub mod tools;
 pub mod trace;
 
@@ -37,8 +39,10 @@ use serde_json::Value;
 use sessionbus_api::{PluginError, TurnContext, TurnExecutor, TurnOutput};
 
 pub use error::LashTurnError;
+pub use timeout::DEFAULT_TOOL_TIMEOUT;
 
 use capture::CapturingStore;
+use timeout::TimedTools;
 use trace::TraceBridge;
 
 /// The context window the executor's model spec declares when none is given.
@@ -55,6 +59,10 @@ pub struct LashExecutorConfig {
     pub tools: Arc<dyn ToolProvider>,
     /// How many trace records a turn may have in flight before they are dropped.
     pub trace_capacity: usize,
+    /// The longest one tool call may run; past it the call is stopped and the model is
+    /// told so ([`DEFAULT_TOOL_TIMEOUT`] unless set). The whole turn's limit is the
+    /// host's (`JetStreamHostConfig::max_turn_duration`).
+    pub tool_timeout: std::time::Duration,
 }
 
 impl LashExecutorConfig {
@@ -63,7 +71,19 @@ impl LashExecutorConfig {
     pub fn new(provider: Box<dyn Provider>, model: &str) -> Result<Self, LashTurnError> {
         let model = ModelSpec::from_token_limits(model, Default::default(), DEFAULT_CONTEXT_TOKENS, None)
             .map_err(|err| LashTurnError::Model { model: model.to_owned(), why: err.to_string() })?;
-        Ok(Self { provider, model, tools: tools::demo_tools(), trace_capacity: trace::DEFAULT_TRACE_CAPACITY })
+        Ok(Self {
+            provider,
+            model,
+            tools: tools::demo_tools(),
+            trace_capacity: trace::DEFAULT_TRACE_CAPACITY,
+            tool_timeout: DEFAULT_TOOL_TIMEOUT,
+        })
+    }
+
+    /// The same config with each tool call limited to `limit`.
+    pub fn with_tool_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.tool_timeout = limit;
+        self
     }
 
     /// The same config with `tools` instead.
@@ -89,7 +109,7 @@ impl LashExecutor {
         lash::LashCore::standard_builder()
             .provider(provider)
             .model(self.config.model.clone())
-            .tools(Arc::clone(&self.config.tools))
+            .tools(Arc::new(TimedTools::new(Arc::clone(&self.config.tools), self.config.tool_timeout)))
             .effect_host(Arc::new(InlineEffectHost::default()))
             .attachment_store(Arc::new(InMemoryAttachmentStore::new()))
             .process_env_store(Arc::new(InMemoryProcessExecutionEnvStore::default()))
