@@ -4,31 +4,13 @@
 
 use serde_json::Value;
 use sessionbus_api::{
-    SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TraceRecord,
-    TurnInput,
+    SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnInput,
 };
 use sessionbus_lash::provider::scripted::ScriptedProvider;
-use sessionbus_nats::Subjects;
 
 mod lash_bus;
 
-use lash_bus::{lash_bus, script};
-
-/// Every trace record stored for `session_id`.
-async fn stored_trace_records(raw: &async_nats::Client, session_id: &str) -> Vec<TraceRecord> {
-    let stream = async_nats::jetstream::new(raw.clone())
-        .get_stream(sessionbus_nats::TRACE_STREAM)
-        .await
-        .expect("the trace stream");
-    let subject = Subjects::default().trace(&sessionbus_nats::subjects::session_token(session_id).expect("token"));
-    let mut records = Vec::new();
-    let mut next = 1;
-    while let Ok(message) = stream.direct_get_next_for_subject(&subject, Some(next)).await {
-        records.push(serde_json::from_slice(&message.payload).expect("a stored record"));
-        next = message.sequence + 1;
-    }
-    records
-}
+use lash_bus::{lash_bus, script, stored_trace_records};
 
 /// The roles and block kinds of a lash `LlmRequest`'s messages, e.g. `User:Text`.
 fn shape(request: &Value) -> Vec<String> {
@@ -49,7 +31,6 @@ fn shape(request: &Value) -> Vec<String> {
 async fn a_lash_turn_runs_its_tool_in_the_worker_commits_lash_s_records_and_the_next_turn_sees_them() {
     let provider = ScriptedProvider::new(script("add_then_answer.json"));
     let bus = lash_bus(&provider, &["worker-a"]).await;
-    let raw = bus.server.client().await.expect("connect");
     let session_id = uuid::Uuid::new_v4().to_string();
     bus.client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
 
@@ -106,7 +87,7 @@ async fn a_lash_turn_runs_its_tool_in_the_worker_commits_lash_s_records_and_the_
     assert!(third.contains(r#"{\"sum\":5.0}"#) && third.contains("2 + 3 = 5."), "{third}");
 
     // lash's own trace records reached the bus's trace store, in the turn.
-    let records = stored_trace_records(&raw, &session_id).await;
+    let records = stored_trace_records(&bus.raw, &session_id).await;
     let kinds: Vec<String> = records
         .iter()
         .filter(|record| record.context.turn_id.as_deref() == Some("turn-1"))

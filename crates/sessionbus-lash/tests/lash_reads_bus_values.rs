@@ -10,10 +10,12 @@
 //! them), assembled turns (fresh and stored), the trace records the bus stores (lash's
 //! own events emitted through it, and the executor's), and error bodies.
 
+mod lash_bus;
 mod support;
 
 use std::sync::Arc;
 
+use lash_bus::{LashBus, bus_of, stored_trace_records};
 use serde_json::{Value, json};
 use sessionbus_api::memory::InMemoryHost;
 use sessionbus_api::{
@@ -21,10 +23,7 @@ use sessionbus_api::{
     SessionTurnRequest, ToolState, TraceContext, TraceEvent, TraceRecord, TurnInput,
 };
 use sessionbus_api::{SessionGraphService as _, SessionLifecycleService as _, SessionStateService as _};
-use sessionbus_nats::{
-    BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Op, Subjects, Worker, WorkerConfig,
-};
-use sessionbus_testkit::NatsServer;
+use sessionbus_nats::{Op, Subjects};
 use support::{Findings, fixture};
 
 /// The trace events lash-trace writes that a session bus must carry, made by lash-trace
@@ -282,53 +281,12 @@ async fn every_value_the_in_memory_host_produces_is_read_back_by_lash_unchanged(
     findings.assert_none();
 }
 
-/// A nats-server, the layout, a worker serving a `JetStreamHost`, and a client.
-struct Bus {
-    client: BusClient,
-    raw: async_nats::Client,
-    _worker: Worker,
-    _server: NatsServer,
-}
-
-async fn bus() -> Bus {
+async fn bus() -> LashBus {
     bus_with(Arc::new(EchoExecutor)).await
 }
 
-async fn bus_with(executor: Arc<dyn sessionbus_api::TurnExecutor>) -> Bus {
-    let server = NatsServer::start().expect("start nats-server");
-    let connection = server.client().await.expect("connect");
-    let config = JetStreamHostConfig::default();
-    sessionbus_nats::jetstream::ensure_layout(
-        &async_nats::jetstream::new(connection.clone()),
-        &config.subjects,
-        &sessionbus_nats::jetstream::LayoutConfig::default(),
-    )
-    .await
-    .expect("the layout `sessionbus setup` makes");
-    let host = JetStreamHost::connect(connection, executor, config).await.expect("host");
-    let worker_connection = server.client().await.expect("connect");
-    let worker = Worker::start(worker_connection, Arc::new(host), WorkerConfig::default().with_tool_events(true))
-        .await
-        .expect("worker");
-    let raw = server.client().await.expect("connect");
-    let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
-    Bus { client, raw, _worker: worker, _server: server }
-}
-
-/// Every trace record stored for `session_id`, read from `SESSIONBUS_TRACE`.
-async fn stored_trace_records(raw: &async_nats::Client, session_id: &str) -> Vec<TraceRecord> {
-    let stream = async_nats::jetstream::new(raw.clone())
-        .get_stream(sessionbus_nats::TRACE_STREAM)
-        .await
-        .expect("the trace stream");
-    let subject = Subjects::default().trace(&sessionbus_nats::subjects::session_token(session_id).expect("token"));
-    let mut records = Vec::new();
-    let mut next = 1;
-    while let Ok(message) = stream.direct_get_next_for_subject(&subject, Some(next)).await {
-        records.push(serde_json::from_slice(&message.payload).expect("a stored record"));
-        next = message.sequence + 1;
-    }
-    records
+async fn bus_with(executor: Arc<dyn sessionbus_api::TurnExecutor>) -> LashBus {
+    bus_of(vec![("worker-a", executor)]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

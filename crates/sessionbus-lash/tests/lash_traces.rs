@@ -5,16 +5,15 @@
 #[path = "../../sessionbus-nats/tests/common/otlp.rs"]
 mod otlp;
 
-use std::sync::Arc;
+mod lash_bus;
+
 use std::time::Duration;
 
-use sessionbus_api::{SessionCreateRequest, SessionLifecycleService as _, SessionTurnRequest, TurnInput};
-use sessionbus_lash::executor::{LashExecutor, LashExecutorConfig};
-use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
+use lash_bus::{lash_bus, new_session, script};
+use sessionbus_api::{SessionLifecycleService as _, SessionTurnRequest, TurnInput};
+use sessionbus_lash::provider::scripted::ScriptedProvider;
 use sessionbus_nats::jetstream::{TraceExporterConfig, run_trace_exporter};
-use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Worker, WorkerConfig};
 use sessionbus_otel::export::otlp_exporter;
-use sessionbus_testkit::NatsServer;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -23,28 +22,10 @@ fn hex(bytes: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lash_turn_s_trace_records_are_exported_as_spans_of_the_turn() {
     let receiver = otlp::Receiver::start(0).await;
-    let server = NatsServer::start().expect("start nats-server");
-    let connection = server.client().await.expect("connect");
-    let config = JetStreamHostConfig::default();
-    sessionbus_nats::jetstream::ensure_layout(
-        &async_nats::jetstream::new(connection.clone()),
-        &config.subjects,
-        &sessionbus_nats::jetstream::LayoutConfig::default(),
-    )
-    .await
-    .expect("the layout");
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scripts/add_then_answer.json");
-    let script = Script::load(path.to_str().expect("UTF-8")).expect("the script");
-    let executor = LashExecutor::new(
-        LashExecutorConfig::new(Box::new(ScriptedProvider::new(script)), "scripted-model").expect("config"),
-    );
-    let host = JetStreamHost::connect(connection, Arc::new(executor), config).await.expect("host");
-    let _worker = Worker::start(server.client().await.expect("connect"), Arc::new(host), WorkerConfig::default())
-        .await
-        .expect("worker");
+    let bus = lash_bus(&ScriptedProvider::new(script("add_then_answer.json")), &["worker-a"]).await;
     let exporter = otlp_exporter("sessionbus-exporter", Some(&receiver.url())).expect("otlp exporter");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let exporter_client = server.client().await.expect("connect");
+    let exporter_client = bus.server.client().await.expect("connect");
     let exporter = tokio::spawn(async move {
         let config = TraceExporterConfig::default().with_ack_wait(Duration::from_secs(3));
         run_trace_exporter(exporter_client, exporter, config, async {
@@ -54,11 +35,9 @@ async fn a_lash_turn_s_trace_records_are_exported_as_spans_of_the_turn() {
         .expect("exporter");
     });
 
-    let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
-    let session_id = uuid::Uuid::new_v4().to_string();
-    client.create_session(SessionCreateRequest::root(Some(session_id.clone()))).await.expect("create");
+    let session_id = new_session(&bus.client).await;
     let turn = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("What is 2 + 3?")).expect("turn");
-    client.start_turn(turn).await.expect("the lash turn");
+    bus.client.start_turn(turn).await.expect("the lash turn");
 
     let spans = receiver
         .wait_for(Duration::from_secs(30), |spans| {

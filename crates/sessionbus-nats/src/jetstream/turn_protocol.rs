@@ -279,12 +279,12 @@ mod tests {
         }
     }
 
-    #[test]
-    fn every_ledger_and_lease_state_decides_as_the_table_says() {
-        let mine = input("hello");
+    /// Calls `check` with every (ledger x lease) pair a caller of `ME` (input `hello`)
+    /// can read, by name; returns how many.
+    fn for_every_state(mut check: impl FnMut(&str, &str, &Observed<'_>)) -> usize {
         let stored = result();
         let mut rows = 0;
-        for (ledger_name, ledger) in ledgers(&mine, &stored) {
+        for (ledger_name, ledger) in ledgers(&input("hello"), &stored) {
             for (lease_name, lease, alive) in leases() {
                 let observed = Observed {
                     session_exists: true,
@@ -292,19 +292,28 @@ mod tests {
                     lease_alive: alive,
                     ledger: ledger.as_ref().map(|l| (3, l)),
                 };
-                let decision = decide_start(&observed, ME, &mine);
-                assert_eq!(
-                    name(&decision),
-                    expected(ledger_name, lease_name),
-                    "ledger {ledger_name}, lease {lease_name}: {decision:?}"
-                );
-                if let StartDecision::Take { lease_seq, ledger_seq } = decision {
-                    assert_eq!(lease_seq, if lease.is_some() { 7 } else { 0 }, "conditioned on the lease read");
-                    assert_eq!(ledger_seq, if ledger.is_some() { 3 } else { 0 }, "conditioned on the ledger read");
-                }
+                check(ledger_name, lease_name, &observed);
                 rows += 1;
             }
         }
+        rows
+    }
+
+    #[test]
+    fn every_ledger_and_lease_state_decides_as_the_table_says() {
+        let mine = input("hello");
+        let rows = for_every_state(|ledger_name, lease_name, observed| {
+            let decision = decide_start(observed, ME, &mine);
+            assert_eq!(
+                name(&decision),
+                expected(ledger_name, lease_name),
+                "ledger {ledger_name}, lease {lease_name}: {decision:?}"
+            );
+            if let StartDecision::Take { lease_seq, ledger_seq } = decision {
+                assert_eq!(lease_seq, if observed.lease.is_some() { 7 } else { 0 }, "conditioned on the lease read");
+                assert_eq!(ledger_seq, if observed.ledger.is_some() { 3 } else { 0 }, "conditioned on the ledger read");
+            }
+        });
         assert_eq!(rows, 42);
     }
 
@@ -365,29 +374,17 @@ mod tests {
 
     #[test]
     fn every_ledger_and_lease_state_cancels_as_the_table_says() {
-        let mine = input("hello");
-        let stored = result();
-        let mut rows = 0;
-        for (ledger_name, ledger) in ledgers(&mine, &stored) {
-            for (lease_name, lease, alive) in leases() {
-                let observed = Observed {
-                    session_exists: true,
-                    lease: lease.as_ref().map(|l| (7, l)),
-                    lease_alive: alive,
-                    ledger: ledger.as_ref().map(|l| (3, l)),
-                };
-                let decision = decide_cancel(&observed, ME);
-                assert_eq!(
-                    cancel_name(&decision),
-                    expected_cancel(ledger_name, lease_name),
-                    "ledger {ledger_name}, lease {lease_name}: {decision:?}"
-                );
-                if let CancelDecision::Request { holder: Some(holder) } = decision {
-                    assert_eq!(holder, "w", "the lease's holder is named");
-                }
-                rows += 1;
+        let rows = for_every_state(|ledger_name, lease_name, observed| {
+            let decision = decide_cancel(observed, ME);
+            assert_eq!(
+                cancel_name(&decision),
+                expected_cancel(ledger_name, lease_name),
+                "ledger {ledger_name}, lease {lease_name}: {decision:?}"
+            );
+            if let CancelDecision::Request { holder: Some(holder) } = decision {
+                assert_eq!(holder, "w", "the lease's holder is named");
             }
-        }
+        });
         assert_eq!(rows, 42);
         let nothing = Observed { session_exists: false, lease: None, lease_alive: false, ledger: None };
         assert_eq!(decide_cancel(&nothing, ME), CancelDecision::UnknownSession);
