@@ -15,6 +15,8 @@
 //!   [`ready_line`], and can SIGKILL, SIGSTOP and SIGCONT it and read its memory.
 //! - [`ServerProcess`] is the one place a `nats-server` process is spawned, also for
 //!   configuration files kept elsewhere (the deploy/ configs).
+//! - [`subscribe_confirmed`]: a subscription the server has registered when it is
+//!   returned (the bench's echo responder, tests that watch other connections).
 //!
 //! The nats-server binary is the pinned version ([`NATS_SERVER_VERSION`]):
 //! `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else the copy the repository's
@@ -39,11 +41,13 @@ mod deadline;
 mod error;
 mod process;
 mod server;
+mod subscribe;
 mod worker;
 
 pub use binaries::{NATS_SERVER_VERSION, find_nats_server, sessionbus_binary};
 pub use cluster::{CLUSTER_SIZE, NatsCluster};
 pub use error::LaunchError;
-pub use process::{ServerProcess, free_port, monitoring_get};
+pub use process::{ServerProcess, free_port, monitoring_get, rss_kib};
 pub use server::{MAX_PAYLOAD, NatsServer, ServerConfig};
+pub use subscribe::{SubscribeError, subscribe_confirmed};
 pub use worker::{WorkerConfig, WorkerProcess, ready_line};

@@ -252,6 +252,14 @@ impl Drop for ServerProcess {
 /// A loopback port nobody listens on right now, never NATS's default 4222 (another
 /// process may take it before the caller binds it; the launchers retry with fresh ports
 /// when a server cannot bind).
+/// Resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in KiB; `None`
+/// when the process is gone or the system has no `/proc`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+}
+
+/// A loopback port nobody listens on right now (never 4222).
 pub fn free_port() -> Result<u16, LaunchError> {
     loop {
         let port = TcpListener::bind(("127.0.0.1", 0))

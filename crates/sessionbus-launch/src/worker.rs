@@ -225,8 +225,7 @@ impl WorkerProcess {
 
     /// Resident memory (`VmRSS` of `/proc/<pid>/status`), in KiB.
     pub fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        status.lines().find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
+        crate::process::rss_kib(self.pid())
     }
 
     /// Everything the worker wrote to stderr so far (its logs).

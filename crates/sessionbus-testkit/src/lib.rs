@@ -9,8 +9,8 @@
 //!   types.
 //! - [`AckDropper`]: a protocol-aware proxy in front of a server that drops one chosen
 //!   reply (a JetStream ack) while the connection stays up.
-//! - [`subscribe_confirmed`]: a subscription the server has registered when it is
-//!   returned, for tests that watch what other connections send.
+//! - [`subscribe_confirmed`] (the launcher's): a subscription the server has
+//!   registered when it is returned, for tests that watch what other connections send.
 //!
 //! Why the launcher is a crate of its own rather than part of this one:
 //! `docs/decisions/0006-one-launcher.md`.
@@ -33,11 +33,10 @@
 #![deny(missing_docs, unreachable_pub, rustdoc::broken_intra_doc_links)]
 
 mod proxy;
-mod subscribe;
 
 pub use proxy::{AckDropper, Publish};
 pub use sessionbus_launch::{
     CLUSTER_SIZE, LaunchError, MAX_PAYLOAD, NATS_SERVER_VERSION, NatsCluster, NatsServer, ServerConfig, ServerProcess,
-    WorkerConfig, WorkerProcess, find_nats_server, free_port, monitoring_get, sessionbus_binary,
+    SubscribeError, WorkerConfig, WorkerProcess, find_nats_server, free_port, monitoring_get, rss_kib,
+    sessionbus_binary, subscribe_confirmed,
 };
-pub use subscribe::{SubscribeError, subscribe_confirmed};

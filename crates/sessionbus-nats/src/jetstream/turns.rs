@@ -142,7 +142,7 @@ impl JetStreamHost {
                 StartDecision::Wait => self.wait_for_ledger(&token, &turn_key, &mut attached).await?,
                 StartDecision::Take { lease_seq, ledger_seq } => {
                     if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
-                        return self.run_and_commit(&token, &turn_subject, turn, held).await;
+                        return self.run_and_commit(&token, (&turn_key, &turn_subject), turn, held).await;
                     }
                     lost_races += 1;
                 }
@@ -252,16 +252,24 @@ impl JetStreamHost {
         Ok(result)
     }
 
+    /// Runs a turn whose lease this host took (its key and ledger subject given), and
+    /// commits it.
     async fn run_and_commit(
         &self,
         token: &str,
-        turn_subject: &str,
+        (turn_key, turn_subject): (&str, &str),
         turn: SessionTurnInput,
         mut held: HeldLease,
     ) -> Result<AssembledTurn, PluginError> {
         let started_at_ms = clock::now_unix_ms();
-        let snapshot = match self.snapshot(&turn.session_id).await {
-            Ok(snapshot) => snapshot,
+        let turn_id = turn.turn_id.clone();
+        // Registered before the stored cancel request is read: a cancel stored after the
+        // read reaches the run through its event. The two reads go out together.
+        let running = self.inner.running.register(&turn.session_id, &turn_id);
+        let (snapshot, cancelled) =
+            tokio::join!(self.snapshot(&turn.session_id), self.cancel_requested(token, turn_key));
+        let (snapshot, cancelled) = match snapshot.and_then(|snapshot| Ok((snapshot, cancelled?))) {
+            Ok(read) => read,
             Err(err) => {
                 // Free the lease at once, so a retry need not wait for it to expire.
                 self.release_failed(token, turn_subject, &turn.input, &held, &err).await;
@@ -270,10 +278,6 @@ impl JetStreamHost {
         };
         let sink = Arc::new(HostTraceSink::new(self.clone(), turn.session_id.clone()));
         let input = turn.input.clone();
-        let turn_id = turn.turn_id.clone();
-        // Registered before the stored request is read: a cancel stored after the read
-        // reaches the run through its event.
-        let running = self.inner.running.register(&turn.session_id, &turn_id);
         let live = LiveOutput::start(
             self.inner.api.client().clone(),
             LiveTargets {
@@ -282,16 +286,14 @@ impl JetStreamHost {
                 turn_id: turn_id.clone(),
             },
         );
-        let outcome = match self.cancel_requested(token, &turn_token(&turn_id)?).await {
+        let outcome = if cancelled {
             // Cancelled before this run began (its first worker died): commit it so.
-            Ok(true) => Ok(TurnOutput::cancelled()),
-            Ok(false) => {
-                let context = TurnContext::new(turn, snapshot.clone(), sink)
-                    .with_cancellation(running.token().clone())
-                    .with_live(live.sink());
-                self.run_under_lease(token, &turn_id, context, &mut held).await
-            }
-            Err(err) => Err(RunError::Executor(err)),
+            Ok(TurnOutput::cancelled())
+        } else {
+            let context = TurnContext::new(turn, snapshot.clone(), sink)
+                .with_cancellation(running.token().clone())
+                .with_live(live.sink());
+            self.run_under_lease(token, &turn_id, context, &mut held).await
         };
         drop(running);
         live.finish().await;

@@ -12,20 +12,6 @@ pub struct Raw {
     echo_subject: String,
 }
 
-/// Returns once the server has registered `client`'s earlier subscriptions: a probe
-/// published on the same connection came back (the server handles a connection's
-/// messages in order). `flush` only writes them to the socket, so a request from
-/// another connection could still find no responder.
-async fn confirm_subscriptions(client: &Client) -> Result<(), String> {
-    let probe_subject = client.new_inbox();
-    let mut probe = client.subscribe(probe_subject.clone()).await.map_err(|e| failed("subscribe", e))?;
-    client.publish(probe_subject, Bytes::from_static(b"probe")).await.map_err(|e| failed("probe", e))?;
-    match tokio::time::timeout(std::time::Duration::from_secs(10), probe.next()).await {
-        Ok(Some(_)) => Ok(()),
-        _ => Err("the server did not confirm the echo responder's subscription within 10 s".to_owned()),
-    }
-}
-
 fn failed(what: &str, err: impl std::fmt::Display) -> String {
     format!("raw {what} failed: {err}")
 }
@@ -34,8 +20,10 @@ impl Raw {
     /// Starts an echo responder on its own connection (like a worker would be).
     pub async fn start(client: Client, responder: Client) -> Result<Self, String> {
         let echo_subject = format!("bench.echo.{}", uuid::Uuid::new_v4().simple());
-        let mut requests = responder.subscribe(echo_subject.clone()).await.map_err(|e| failed("subscribe", e))?;
-        confirm_subscriptions(&responder).await?;
+        // Confirmed, not only flushed: a request from the other connection must find it.
+        let mut requests = sessionbus_launch::subscribe_confirmed(&responder, echo_subject.clone())
+            .await
+            .map_err(|e| failed("subscribe", e))?;
         tokio::spawn(async move {
             while let Some(request) = requests.next().await {
                 if let Some(reply) = request.reply {

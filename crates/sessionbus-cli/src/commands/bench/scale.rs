@@ -137,12 +137,7 @@ async fn registry_ms(client: &BusClient, nats: &async_nats::Client, subjects: &S
 }
 
 fn rss_mib(pid: Option<u32>) -> f64 {
-    let status = pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/status")).ok()).unwrap_or_default();
-    let kib: u64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:")?.trim().strip_suffix("kB")?.trim().parse().ok())
-        .unwrap_or(0);
-    kib as f64 / 1024.0
+    pid.and_then(sessionbus_launch::rss_kib).unwrap_or(0) as f64 / 1024.0
 }
 
 fn disk_bytes(dir: &std::path::Path) -> u64 {
