@@ -23,7 +23,7 @@ use sessionbus_api::{
     TurnInput,
 };
 use sessionbus_nats::subjects::session_token;
-use sessionbus_nats::{BusClient, BusClientConfig, STATE_STREAM};
+use sessionbus_nats::{BusClient, BusClientConfig, LiveEvent, STATE_STREAM};
 use sessionbus_testkit::{NatsServer, WorkerConfig, WorkerProcess};
 
 const SLOW: [&str; 6] = ["--executor", "slow", "--turn-delay-ms", "3000", "--lease-ttl-secs", "2"];
@@ -46,9 +46,8 @@ fn client_config() -> BusClientConfig {
 
 /// Ledger statuses of `turn_id`, as republished for every stored write.
 async fn ledger_events(nats: &async_nats::Client, session: &str, turn_id: &str) -> async_nats::Subscriber {
-    let subscriber = nats.subscribe(format!("sessionbus.v1.events.{session}.turn.{turn_id}")).await.expect("subscribe");
-    nats.flush().await.expect("flush");
-    subscriber
+    let subject = format!("sessionbus.v1.events.{session}.turn.{turn_id}");
+    sessionbus_testkit::subscribe_confirmed(nats, subject).await.expect("subscribe")
 }
 
 async fn next_status(events: &mut async_nats::Subscriber, limit: Duration) -> Option<String> {
@@ -64,6 +63,8 @@ struct RunningTurn {
     client: BusClient,
     session: String,
     turn: tokio::task::JoinHandle<Result<AssembledTurn, PluginError>>,
+    /// The session's live output, subscribed before the turn started.
+    live: async_nats::Subscriber,
 }
 
 /// Creates a session named `<name>-<uuid>` and starts its turn `t1` with `input` on the
@@ -74,13 +75,15 @@ async fn running_turn(server: &NatsServer, name: &str, input: &str) -> RunningTu
     let session = format!("{name}-{}", uuid::Uuid::new_v4().simple());
     client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.expect("create");
     let mut events = ledger_events(&nats, &session, "t1").await;
+    let live_subject = format!("sessionbus.v1.live.{}", session_token(&session).expect("token"));
+    let live = sessionbus_testkit::subscribe_confirmed(&nats, live_subject).await.expect("subscribe");
     let turn = tokio::spawn({
         let client = client.clone();
         let request = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text(input)).expect("turn");
         async move { client.start_turn(request).await }
     });
     assert_eq!(next_status(&mut events, Duration::from_secs(10)).await.as_deref(), Some("running"));
-    RunningTurn { nats, client, session, turn }
+    RunningTurn { nats, client, session, turn, live }
 }
 
 /// Every ledger record of `turn_id` stored in the state stream: their statuses, in order.
@@ -131,7 +134,7 @@ async fn assert_committed_once(client: &BusClient, session: &str) {
 async fn a_killed_worker_s_turn_completes_once_on_another() {
     let server = NatsServer::start().expect("nats-server");
     let mut first = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");
-    let RunningTurn { nats, client, session, turn } = running_turn(&server, "loss", "survive").await;
+    let RunningTurn { nats, client, session, turn, .. } = running_turn(&server, "loss", "survive").await;
     let _second = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");
     first.kill();
     let killed_at = Instant::now();
@@ -166,7 +169,11 @@ async fn a_stopped_worker_woken_after_a_takeover_has_its_commit_refused() {
     // Debug logs of the JetStream host: a failure shows which path the woken worker took.
     let config = WorkerConfig::default().with_args(SLOW_NO_RENEWAL).with_env("RUST_LOG", "warn,sessionbus_nats=debug");
     let zombie = WorkerProcess::start_with(&server.url(), &config).await.expect("worker");
-    let RunningTurn { nats, client, session, turn } = running_turn(&server, "zombie", "who commits?").await;
+    let RunningTurn { nats, client, session, turn, mut live } = running_turn(&server, "zombie", "who commits?").await;
+    // Stopped inside its executor, not before: a worker stopped while it still reads the
+    // snapshot fails that read when it wakes and never reaches the commit this tests.
+    let started = tokio::time::timeout(Duration::from_secs(10), live.next()).await.expect("bounded");
+    assert!(started.as_ref().and_then(LiveEvent::of).is_some(), "the slow executor says it started: {started:?}");
     zombie.stop().expect("SIGSTOP");
     let stopped_at = Instant::now();
     let _healthy = WorkerProcess::start(&server.url(), &SLOW).await.expect("worker");

@@ -18,6 +18,7 @@ pub enum ExecutorKind {
     /// Deterministic: echoes the input as the assistant's reply.
     Echo,
     /// Like echo, after sleeping `--turn-delay-ms` (for trying out long turns and failures).
+    /// Its live output says when it starts waiting.
     Slow,
     /// Real lash turns (`--provider`, `--script`); needs a binary built with the
     /// `lash` feature.
@@ -91,6 +92,7 @@ struct SlowExecutor(Duration);
 impl TurnExecutor for SlowExecutor {
     /// Stops early when the turn is cancelled, with the user's message committed.
     async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
+        context.live(serde_json::json!({ "waiting_ms": self.0.as_millis() }));
         tokio::select! {
             () = tokio::time::sleep(self.0) => EchoExecutor.run(context).await,
             () = context.cancellation().cancelled() => Ok(TurnOutput {

@@ -427,7 +427,7 @@ impl JetStreamHost {
         // ack was lost is then refused as a duplicate), so a retry of the turn need not
         // wait for the lease to expire.
         if let Err(err) = self.inner.api.retrying(|| self.inner.api.publish_batch(&writes)).await {
-            tracing::warn!(?err, "could not record a failed turn; its lease will expire instead");
+            tracing::warn!(?err, failure = ?error, "could not record a failed turn; its lease will expire instead");
         }
     }
 
