@@ -33,6 +33,10 @@ const REGISTRY_BASE: usize = 1_000;
 const HOT: usize = 100;
 /// Seeding writes in flight.
 const SEED_IN_FLIGHT: usize = 64;
+/// How long a seeding write waits for JetStream: with that many in flight on a busy
+/// machine, a slow answer is waited for rather than ending a long run (the seeding is
+/// timed, not measured per call).
+const SEED_API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One measured op on one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -204,7 +208,7 @@ async fn measure(
     setup_layout(&setup_client, &subjects, &LayoutArgs { replicas: 1 }, Duration::from_secs(60))
         .await
         .map_err(|error| error.to_string())?;
-    let host_config = JetStreamHostConfig::default().with_subjects(subjects.clone());
+    let host_config = JetStreamHostConfig::default().with_subjects(subjects.clone()).with_api_timeout(SEED_API_TIMEOUT);
     let seeder = JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), host_config)
         .await
         .map_err(failed("setup"))?;
