@@ -18,12 +18,12 @@
 //! [`executor`] is the `LashExecutor`: real lash turns on sessionbus workers (decision
 //! 0009).
 //!
-//! [`peer`] is a lash runtime on those stores, run by the `lash-on-nats` binary: two of
-//! them in two processes share sessions (`tests/lash_two_processes.rs`).
-//!
 //! [`store`] is lash's session store on JetStream, with the durable attachment and
 //! process-env stores lash's builder requires beside it (decision 0011,
 //! `docs/decisions/0011-lash-store-on-jetstream.md`).
+//!
+//! [`peer`] is a lash runtime on those stores, run by the `lash-on-nats` binary: two of
+//! them in two processes share sessions (`tests/lash_two_processes.rs`).
 
 #![deny(missing_docs)]
 

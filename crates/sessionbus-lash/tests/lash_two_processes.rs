@@ -30,8 +30,8 @@ const LEASE_RENEW_MS: u64 = 1_000;
 const WAIT: Duration = Duration::from_secs(90);
 const SESSION: &str = "shared";
 
-/// The inputs of the tests: `(input id, text)`. "Wait a while" calls the 5 s `sleep`
-/// tool; "Add 2 and 3" calls `add`.
+/// The inputs of the tests: `(input id, text)`. "Wait a while" calls the `sleep` tool for
+/// 8 s (the test stops its holder inside it); "Add 2 and 3" calls `add`.
 const SEED: (&str, &str) = ("seed", "Say hello");
 const SLOW: (&str, &str) = ("slow", "Wait a while");
 const QUICK: (&str, &str) = ("quick", "Add 2 and 3");
@@ -190,18 +190,25 @@ fn a_holds_the_lane_mid_turn(a: &mut PeerProcess) -> u64 {
     *tokens.last().unwrap_or_else(|| panic!("`a` runs a turn, so it acquired the lane: {:#?}", a.events()))
 }
 
-/// `b` (started while `a` held the lane) enqueues the quick input and drains the session:
-/// it finds the lane busy with `a`, takes it over after the TTL, and runs every pending
-/// input, the slow one `a` never finished included.
-fn b_takes_over(b: &mut PeerProcess, a_token: u64) {
+/// `b` enqueues the quick input and drains the session while `a` holds the lane
+/// mid-turn: `b` finds the lane busy with `a`'s lease, and waits.
+fn b_finds_the_lane_busy(b: &mut PeerProcess, a_token: u64) {
     b.enqueue(QUICK);
     b.drain();
-    b.wait_for("the session drained", |event| matches!(event, Event::Drained { .. }));
+    b.wait_for("the lane busy", |event| matches!(event, Event::LaneBusy { .. }));
     let busy = busy_holders(b);
     assert!(
         busy.contains(&("a".to_owned(), a_token)),
         "while `a` held the lane (token {a_token}), `b` found it busy with `a`: {busy:?}"
     );
+    assert!(acquired_tokens(b).is_empty(), "`b` did not get the lane while `a` held it: {:#?}", b.events());
+}
+
+/// Once `a` stopped renewing, `b` takes the lane over (after the lease TTL, under a
+/// later fencing token) and runs every pending input, the one `a` never finished
+/// included.
+fn b_takes_over(b: &PeerProcess, a_token: u64) {
+    b.wait_for("the session drained", |event| matches!(event, Event::Drained { .. }));
     let b_tokens = acquired_tokens(b);
     assert!(
         !b_tokens.is_empty() && b_tokens.iter().all(|token| *token > a_token),
@@ -267,10 +274,9 @@ async fn a_holder_killed_mid_turn_is_taken_over_after_the_lease_ttl_and_no_node_
     let mut a = PeerProcess::start(&deployment, &namespace, "a");
     let mut b = PeerProcess::start(&deployment, &namespace, "b");
     let a_token = a_holds_the_lane_mid_turn(&mut a);
+    b_finds_the_lane_busy(&mut b, a_token);
     a.sigkill();
-    // `a`'s lease outlives its process: `b` finds the lane busy with it, and runs only
-    // after the lease expired.
-    b_takes_over(&mut b, a_token);
+    b_takes_over(&b, a_token);
     let a_finished = a.events().iter().filter(|event| matches!(event, Event::TurnDone { .. })).count();
     assert_eq!(a_finished, 1, "`a` finished the seed turn only: it was killed inside the slow one");
     the_session_is_consistent(&deployment, &namespace, [&a, &b]).await;
@@ -283,9 +289,10 @@ async fn a_holder_stalled_past_its_lease_ttl_is_fenced_off_and_its_late_commit_i
     let mut a = PeerProcess::start(&deployment, &namespace, "a");
     let mut b = PeerProcess::start(&deployment, &namespace, "b");
     let a_token = a_holds_the_lane_mid_turn(&mut a);
+    b_finds_the_lane_busy(&mut b, a_token);
     // `a` stalls (SIGSTOP) mid-turn, holding the lane, past its lease TTL.
     a.signal("-STOP");
-    b_takes_over(&mut b, a_token);
+    b_takes_over(&b, a_token);
     let resumed = a.events().len();
     a.signal("-CONT");
     // Resumed, `a` finishes its tool call and commits: the store refuses (the head moved
