@@ -23,9 +23,10 @@ use sessionbus_lash::store::JetStreamStoreFactory;
 use store_support::Deployment;
 
 /// lash's lease TTL and renew interval in these tests: a dead holder's lane is free
-/// again at most this long after its last renewal.
-const LEASE_TTL_MS: u64 = 3_000;
-const LEASE_RENEW_MS: u64 = 1_000;
+/// again at most this long after its last renewal, and a live holder keeps it while its
+/// renewals are less than 4 s late (a loaded 2-core machine).
+const LEASE_TTL_MS: u64 = 6_000;
+const LEASE_RENEW_MS: u64 = 2_000;
 /// How long any one awaited fact may take on a loaded 2-core machine.
 const WAIT: Duration = Duration::from_secs(90);
 const SESSION: &str = "shared";
@@ -42,6 +43,8 @@ struct PeerProcess {
     child: Child,
     stdin: Option<ChildStdin>,
     events: Arc<(Mutex<Vec<Event>>, Condvar)>,
+    /// When each event arrived (same positions as `events`).
+    arrivals: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl PeerProcess {
@@ -57,19 +60,23 @@ impl PeerProcess {
             .unwrap_or_else(|err| panic!("could not start lash-on-nats `{label}`: {err}"));
         let stdout = child.stdout.take().unwrap_or_else(|| panic!("`{label}` has no stdout"));
         let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
-        let seen = Arc::clone(&events);
+        let arrivals = Arc::new(Mutex::new(Vec::new()));
+        let (seen, arrived) = (Arc::clone(&events), Arc::clone(&arrivals));
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 let event: Event = serde_json::from_str(&line)
                     .unwrap_or_else(|err| panic!("`{label}` said a line that is not an event ({err}): {line}"));
                 let (list, changed) = &*seen;
-                list.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(event);
+                let mut list = list.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                arrived.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(Instant::now());
+                list.push(event);
+                drop(list);
                 changed.notify_all();
             }
         });
         let stdin = child.stdin.take();
-        let peer = Self { label, child, stdin, events };
+        let peer = Self { label, child, stdin, events, arrivals };
         peer.wait_for("its ready line", |event| matches!(event, Event::Ready { .. }));
         peer
     }
@@ -89,6 +96,12 @@ impl PeerProcess {
 
     fn drain(&mut self) {
         self.send(json!({"op": "drain", "session": SESSION, "deadline_ms": WAIT.as_millis() as u64}));
+    }
+
+    /// When the event at `position` arrived.
+    fn arrival(&self, position: usize) -> Instant {
+        let arrivals = self.arrivals.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        *arrivals.get(position).unwrap_or_else(|| panic!("`{}` said no event {position}", self.label))
     }
 
     fn events(&self) -> Vec<Event> {
@@ -204,11 +217,17 @@ fn b_finds_the_lane_busy(b: &mut PeerProcess, a_token: u64) {
     assert!(acquired_tokens(b).is_empty(), "`b` did not get the lane while `a` held it: {:#?}", b.events());
 }
 
-/// Once `a` stopped renewing, `b` takes the lane over (after the lease TTL, under a
-/// later fencing token) and runs every pending input, the one `a` never finished
-/// included.
-fn b_takes_over(b: &PeerProcess, a_token: u64) {
-    b.wait_for("the session drained", |event| matches!(event, Event::Drained { .. }));
+/// Once `a` stopped renewing (at `stopped`), `b` takes the lane over (after the lease
+/// TTL, under a later fencing token) and runs every pending input, the one `a` never
+/// finished included.
+fn b_takes_over(b: &PeerProcess, a_token: u64, stopped: Instant) {
+    let acquired =
+        b.wait_for("the lane", |event| matches!(event, Event::Lease { outcome: LeaseOutcome::Acquired, .. }));
+    eprintln!(
+        "`b` took the lane over {:?} after `a` stopped (lease TTL {LEASE_TTL_MS} ms, renewed every {LEASE_RENEW_MS} ms)",
+        b.arrival(acquired).saturating_duration_since(stopped)
+    );
+    b.wait_for_after(acquired, "the session drained", |event| matches!(event, Event::Drained { .. }));
     let b_tokens = acquired_tokens(b);
     assert!(
         !b_tokens.is_empty() && b_tokens.iter().all(|token| *token > a_token),
@@ -276,7 +295,7 @@ async fn a_holder_killed_mid_turn_is_taken_over_after_the_lease_ttl_and_no_node_
     let a_token = a_holds_the_lane_mid_turn(&mut a);
     b_finds_the_lane_busy(&mut b, a_token);
     a.sigkill();
-    b_takes_over(&b, a_token);
+    b_takes_over(&b, a_token, Instant::now());
     let a_finished = a.events().iter().filter(|event| matches!(event, Event::TurnDone { .. })).count();
     assert_eq!(a_finished, 1, "`a` finished the seed turn only: it was killed inside the slow one");
     the_session_is_consistent(&deployment, &namespace, [&a, &b]).await;
@@ -292,7 +311,7 @@ async fn a_holder_stalled_past_its_lease_ttl_is_fenced_off_and_its_late_commit_i
     b_finds_the_lane_busy(&mut b, a_token);
     // `a` stalls (SIGSTOP) mid-turn, holding the lane, past its lease TTL.
     a.signal("-STOP");
-    b_takes_over(&b, a_token);
+    b_takes_over(&b, a_token, Instant::now());
     let resumed = a.events().len();
     a.signal("-CONT");
     // Resumed, `a` finishes its tool call and commits: the store refuses (the head moved
