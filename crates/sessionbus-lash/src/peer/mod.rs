@@ -120,7 +120,8 @@ impl Peer {
             .effect_host(Arc::new(InlineEffectHost::default()))
             .lease_timings(config.lease_timings)
             // The peer drains queued turns when told to, itself: lash's inline driver
-            // would run them in the background, out of the commands' order.
+            // would run them in the background, out of the commands' order, and under
+            // one turn id per session (`queued_turn_input`; decision 0011).
             .disable_queued_work_driver()
             .build()?;
         events(Event::Ready { peer: config.label.clone(), pid: std::process::id() });
