@@ -303,8 +303,10 @@ async fn only_real_conflicts_are_reported() {
 }
 
 /// 7 (decisions read the leader): a workload of every kind of decision (tool CAS,
-/// appends, turns, close) never uses direct get, which a lagging replica may answer;
-/// it reads through `$JS.API.STREAM.MSG.GET` (the leader).
+/// appends, turns, close) reads every value it decides on through
+/// `$JS.API.STREAM.MSG.GET` (the leader). Direct gets, which a lagging replica may
+/// answer, only fetch runs of graph records up to a sequence a leader read reported
+/// (decision 0022): never a last value, never another subject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_read_the_stream_leader() {
     let server = common::server();
@@ -322,6 +324,13 @@ async fn decisions_read_the_stream_leader() {
     host.close_session(&session).await.expect("close");
     let leader_reads = tokio::time::timeout(Duration::from_secs(2), leader.next()).await;
     assert!(matches!(leader_reads, Ok(Some(_))), "decisions must read through MSG.GET");
-    let direct_reads = tokio::time::timeout(Duration::from_millis(500), direct.next()).await;
-    assert!(direct_reads.is_err(), "a decision used direct get: {direct_reads:?}");
+    let graph =
+        format!("sessionbus.v1.state.{}.graph", sessionbus_nats::subjects::session_token(&session).expect("token"));
+    while let Ok(Some(read)) = tokio::time::timeout(Duration::from_millis(500), direct.next()).await {
+        let request: serde_json::Value = serde_json::from_slice(&read.payload).expect("a JSON request");
+        let fields: HashSet<&str> = request.as_object().expect("an object").keys().map(String::as_str).collect();
+        assert_eq!(request["next_by_subj"], graph.as_str(), "a direct get of another subject: {request}");
+        assert!(request["batch"].as_u64().is_some_and(|batch| batch > 0), "not a batch: {request}");
+        assert!(fields.is_subset(&HashSet::from(["seq", "next_by_subj", "batch", "max_bytes"])), "{request}");
+    }
 }

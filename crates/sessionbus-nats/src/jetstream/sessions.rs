@@ -98,11 +98,23 @@ impl JetStreamHost {
             (subjects.meta(token), subjects.lease(token), subjects.graph(token));
         let mut session_seq = session_seq;
         for _ in 0..APPEND_ATTEMPTS {
-            let (meta, lease, graph_last) = tokio::join!(
+            // A view loading from nothing fetches its graph records (all stored at or
+            // before the session sequence) together with the three reads.
+            let early_graph = async {
+                match view.graph_seq {
+                    0 => self.graph_batch(&graph_subject, 1, session_seq).await,
+                    _ => Vec::new(),
+                }
+            };
+            let (meta, lease, graph_last, early_graph) = tokio::join!(
                 api.last(STATE_STREAM, &meta_subject),
                 api.last(STATE_STREAM, &lease_subject),
                 api.last(STATE_STREAM, &graph_subject),
+                early_graph,
             );
+            for stored in early_graph {
+                view.apply_graph(stored.seq, decode("graph", &stored.payload)?);
+            }
             view.meta = meta
                 .map_err(js("reading session meta"))?
                 .map(|m| decode("meta", &m.payload).map(|r| (m.seq, r)))
@@ -143,9 +155,9 @@ impl JetStreamHost {
             return Ok(());
         }
         let subject = self.inner.config.subjects.graph(token);
-        // A view loading from nothing, or still behind after one record, reads the rest
-        // in batches; what a batch leaves out comes from the leader, record by record.
-        let mut batched = view.graph_seq == 0;
+        // A view being loaded, or still behind after one record, reads the rest in
+        // batches; what a batch leaves out comes from the leader, record by record.
+        let mut batched = view.graph_seq == 0 || !view.loaded;
         while view.graph_seq < last.seq {
             if batched {
                 let records = self.graph_batch(&subject, view.graph_seq + 1, last.seq).await;

@@ -148,52 +148,96 @@ impl SessionView {
 /// The bounded set of cached session views, one async lock per session so one
 /// worker's calls to a session queue up instead of racing each other. Bounded twice:
 /// by sessions, and by the nodes all views hold together (a few huge sessions must not
-/// take the memory of thousands of small ones).
+/// take the memory of thousands of small ones). When a bound is reached, the least
+/// recently used views nobody holds are dropped, an eighth of the bound at a time, so
+/// a cache that is full does not scan itself on every miss.
 pub(crate) struct ViewCache {
     capacity: usize,
     node_budget: usize,
-    views: Mutex<HashMap<String, Arc<tokio::sync::Mutex<SessionView>>>>,
+    inner: Mutex<Views>,
 }
+
+#[derive(Default)]
+struct Views {
+    by_token: HashMap<String, CachedView>,
+    /// A counter of calls: each view remembers the one it was last used at.
+    clock: u64,
+    /// Views added since the nodes all views hold were last counted.
+    added_since_count: usize,
+}
+
+struct CachedView {
+    view: Arc<tokio::sync::Mutex<SessionView>>,
+    used_at: u64,
+}
+
+/// The nodes of all views are counted once per this many added views (and whenever the
+/// cache is full): counting locks every view.
+const COUNT_NODES_EVERY: usize = 16;
 
 impl ViewCache {
     pub(crate) fn new(capacity: usize, node_budget: usize) -> Self {
-        Self { capacity: capacity.max(1), node_budget: node_budget.max(1), views: Mutex::new(HashMap::new()) }
+        Self { capacity: capacity.max(1), node_budget: node_budget.max(1), inner: Mutex::default() }
     }
 
-    /// The view of session token `token`, created empty when absent. When the cache
-    /// is full, views nobody is using are dropped first.
+    /// The view of session token `token`, created empty when absent.
     pub(crate) fn get(&self, token: &str) -> Arc<tokio::sync::Mutex<SessionView>> {
-        let mut views = crate::lock(&self.views);
-        if let Some(view) = views.get(token) {
-            return Arc::clone(view);
+        let mut views = crate::lock(&self.inner);
+        views.clock += 1;
+        let now = views.clock;
+        if let Some(cached) = views.by_token.get_mut(token) {
+            cached.used_at = now;
+            return Arc::clone(&cached.view);
         }
-        // Idle views (nobody holds them) are dropped while the cache is over either bound.
-        let held_nodes = |view: &Arc<tokio::sync::Mutex<SessionView>>| view.try_lock().map_or(0, |v| v.nodes.len());
-        let mut nodes: usize = views.values().map(held_nodes).sum();
-        if views.len() >= self.capacity || nodes > self.node_budget {
-            let idle: Vec<(String, usize)> = views
-                .iter()
-                .filter(|(_, view)| Arc::strong_count(view) == 1)
-                .map(|(key, view)| (key.clone(), held_nodes(view)))
-                .collect();
-            let mut count = views.len();
-            for (key, size) in idle {
-                if count < self.capacity && nodes <= self.node_budget {
-                    break;
-                }
-                views.remove(&key);
-                count -= 1;
-                nodes -= size;
+        views.added_since_count += 1;
+        let full = views.by_token.len() >= self.capacity;
+        if full || views.added_since_count >= COUNT_NODES_EVERY {
+            views.added_since_count = 0;
+            let nodes: usize = views.by_token.values().map(CachedView::held_nodes).sum();
+            if full || nodes > self.node_budget {
+                self.drop_least_recently_used(&mut views.by_token, nodes);
             }
         }
         let view = Arc::new(tokio::sync::Mutex::new(SessionView::default()));
-        views.insert(token.to_owned(), Arc::clone(&view));
+        views.by_token.insert(token.to_owned(), CachedView { view: Arc::clone(&view), used_at: now });
         view
+    }
+
+    /// Drops idle views, least recently used first, until both bounds have an eighth of
+    /// room (or no idle view is left).
+    fn drop_least_recently_used(&self, by_token: &mut HashMap<String, CachedView>, mut nodes: usize) {
+        let (count_goal, nodes_goal) = (self.capacity - self.capacity / 8 - 1, self.node_budget - self.node_budget / 8);
+        let mut idle: Vec<(u64, &String)> = by_token
+            .iter()
+            .filter(|(_, cached)| Arc::strong_count(&cached.view) == 1)
+            .map(|(token, cached)| (cached.used_at, token))
+            .collect();
+        idle.sort_unstable();
+        let mut count = by_token.len();
+        let mut dropped = Vec::new();
+        for (_, token) in idle {
+            if count <= count_goal && nodes <= nodes_goal {
+                break;
+            }
+            nodes = nodes.saturating_sub(by_token[token].held_nodes());
+            count -= 1;
+            dropped.push(token.clone());
+        }
+        for token in dropped {
+            by_token.remove(&token);
+        }
     }
 
     /// How many views are cached.
     pub(crate) fn len(&self) -> usize {
-        crate::lock(&self.views).len()
+        crate::lock(&self.inner).by_token.len()
+    }
+}
+
+impl CachedView {
+    /// The nodes the view holds (none counted for a view in use: it is never dropped).
+    fn held_nodes(&self) -> usize {
+        self.view.try_lock().map_or(0, |view| view.nodes.len())
     }
 }
 
@@ -210,6 +254,43 @@ mod tests {
     fn record(request: &str, nodes: Vec<SessionNode>, replace: bool) -> GraphRecord {
         let leaf = nodes.last().map(|n| n.node_id.clone());
         GraphRecord { request_id: request.into(), turn_id: None, nodes, leaf, digest: None, replace }
+    }
+
+    fn filled(cache: &ViewCache, token: &str, nodes: usize) {
+        let view = cache.get(token);
+        let mut view = view.try_lock().expect("idle");
+        view.nodes = (0..nodes).map(|i| node(&format!("{token}-{i}"), None)).collect();
+    }
+
+    #[test]
+    fn a_full_cache_drops_the_least_recently_used_idle_views_never_a_held_one() {
+        let cache = ViewCache::new(16, 1_000_000);
+        let held = cache.get("s0");
+        for n in 1..16 {
+            filled(&cache, &format!("s{n}"), 1);
+        }
+        // s1 and s2 are used again: the oldest idle views are now s3, s4, ...
+        cache.get("s1");
+        cache.get("s2");
+        filled(&cache, "new", 1);
+        assert!(cache.len() <= 16 - 16 / 8, "an eighth of room is made at once: {}", cache.len());
+        let kept = |token: &str| crate::lock(&cache.inner).by_token.contains_key(token);
+        assert!(kept("s0") && Arc::strong_count(&held) == 2, "a held view is never dropped");
+        assert!(kept("s1") && kept("s2") && kept("new") && kept("s15"), "recently used views stay");
+        assert!(!kept("s3") && !kept("s4"), "the least recently used go first");
+    }
+
+    #[test]
+    fn views_holding_too_many_nodes_are_dropped_oldest_first() {
+        let cache = ViewCache::new(1_000, 800);
+        for n in 0..(2 * COUNT_NODES_EVERY) {
+            filled(&cache, &format!("s{n}"), 100);
+        }
+        let nodes: usize = crate::lock(&cache.inner).by_token.values().map(CachedView::held_nodes).sum();
+        // Counted every COUNT_NODES_EVERY added views: over the budget by at most that many views.
+        assert!(nodes <= 800 + COUNT_NODES_EVERY * 100, "{nodes} nodes cached");
+        let kept = |token: &str| crate::lock(&cache.inner).by_token.contains_key(token);
+        assert!(!kept("s0") && kept(&format!("s{}", 2 * COUNT_NODES_EVERY - 1)));
     }
 
     #[test]
