@@ -3,9 +3,9 @@
 //! only their headers).
 //!
 //! - A write is the library's [`PublishMessage`] (message id, expected last subject
-//!   sequence), sent as a request whose reply is the library's [`PublishAck`] or its
-//!   API error (docs/decisions/0007-jetstream-on-async-nats.md says why not the
-//!   context's `send_publish`).
+//!   sequence), sent as a request whose reply is an [`Ack`] or the server's API error
+//!   (docs/decisions/0007-jetstream-on-async-nats.md says why not the context's
+//!   `send_publish`).
 //! - A read is the library's raw message getter: `$JS.API.STREAM.MSG.GET`, which the
 //!   stream leader answers. Decisions never use direct get, which a lagging replica may
 //!   answer.
@@ -22,8 +22,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::context::{RequestError, RequestErrorKind};
 use async_nats::jetstream::message::{PublishMessage, StreamMessage};
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::response::Response;
 use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, HeaderValue, header};
@@ -158,12 +156,42 @@ fn request_kind(err: &async_nats::RequestError) -> JsErrorKind {
     }
 }
 
-/// A publish ack: the library's [`PublishAck`], or the server's refusal by its error code
-/// (`sized` fills in the sizes of a message refused as too large).
-fn parse_ack(reply: &[u8], sized: impl Fn(JsErrorKind) -> JsErrorKind) -> Result<PublishAck, JsError> {
-    match serde_json::from_slice::<Response<PublishAck>>(reply) {
-        Ok(Response::Ok(ack)) => Ok(ack),
-        Ok(Response::Err { error }) => Err(JsError::with_source(sized(kind_of(error.error_code())), error)),
+/// What a stored publish is acknowledged with: where and whether it was new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// The stream that stored it.
+    pub(crate) stream: String,
+    /// Its sequence in that stream (the first one's, for a duplicate).
+    pub(crate) sequence: u64,
+    /// True when its message id was stored before (nothing new was written).
+    pub(crate) duplicate: bool,
+}
+
+/// A publish's answer as the server writes it: an ack (`stream`, `seq`, `duplicate`)
+/// or a refusal (`error`), read in one pass into flat fields. (The library's untagged
+/// `Response<PublishAck>` first buffers the whole answer into an intermediate tree and
+/// then tries each form against it, on every write.)
+#[derive(serde::Deserialize)]
+struct AckReply {
+    #[serde(default)]
+    error: Option<jetstream::Error>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+/// A publish ack, or the server's refusal by its error code (`sized` fills in the sizes
+/// of a message refused as too large).
+fn parse_ack(reply: &[u8], sized: impl Fn(JsErrorKind) -> JsErrorKind) -> Result<Ack, JsError> {
+    match serde_json::from_slice::<AckReply>(reply) {
+        Ok(AckReply { error: Some(error), .. }) => Err(JsError::with_source(sized(kind_of(error.error_code())), error)),
+        Ok(AckReply { stream: Some(stream), seq: Some(sequence), duplicate, .. }) => {
+            Ok(Ack { stream, sequence, duplicate })
+        }
+        Ok(_) => Err(JsError::with_source(JsErrorKind::Other, "a publish answer with neither an ack nor an error")),
         Err(err) => Err(JsError::with_source(JsErrorKind::Other, err)),
     }
 }
@@ -371,12 +399,7 @@ impl JetStreamApi {
     /// The ack is awaited as the reply of a request, not through the jetstream context's
     /// `send_publish`, whose acker task and semaphore cost more per call and add nothing
     /// here (docs/decisions/0007-jetstream-on-async-nats.md).
-    async fn send(
-        &self,
-        operation: &'static str,
-        write: &Write,
-        message: PublishMessage,
-    ) -> Result<PublishAck, JsError> {
+    async fn send(&self, operation: &'static str, write: &Write, message: PublishMessage) -> Result<Ack, JsError> {
         let message = message.outbound_message(write.subject.clone());
         let request = async_nats::Request::new()
             .payload(message.payload)
@@ -393,7 +416,7 @@ impl JetStreamApi {
     }
 
     /// Publishes one write and awaits its ack (no retry).
-    pub(crate) async fn publish_once(&self, write: &Write) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
         self.send("publish", write, write.message()).await
     }
 
@@ -415,7 +438,7 @@ impl JetStreamApi {
     /// takes over can be lost, and would otherwise wait out the whole API timeout after
     /// the leader is up. Resending is safe: on a replicated stream the message id wins
     /// over the condition (a duplicate ack with the first sequence).
-    pub(crate) async fn publish(&self, write: &Write) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
         let electing = std::sync::atomic::AtomicBool::new(false);
         let ack = self
             .retrying(|| async {
@@ -456,7 +479,7 @@ impl JetStreamApi {
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
     /// commit may have been applied, so the caller decides from what is stored.
-    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<Ack, JsError> {
         let Some((last, staged)) = writes.split_last() else {
             return Err(JsError::with_source(JsErrorKind::Other, "an empty batch"));
         };
@@ -573,7 +596,7 @@ mod tests {
     use super::*;
 
     /// An ack as the server writes it (nats-server 2.15.1), parsed.
-    fn ack(reply: &str) -> Result<PublishAck, JsError> {
+    fn ack(reply: &str) -> Result<Ack, JsError> {
         parse_ack(reply.as_bytes(), |kind| kind)
     }
 
@@ -583,6 +606,9 @@ mod tests {
         assert_eq!((stored.stream.as_str(), stored.sequence, stored.duplicate), ("S", 7, false));
         let duplicate = ack(r#"{"stream":"S","seq":7,"duplicate":true}"#).expect("an ack");
         assert_eq!((duplicate.sequence, duplicate.duplicate), (7, true));
+        assert_eq!(ack(r#"{"stream":"S","seq":8,"domain":"hub","val":"1"}"#).expect("an ack").sequence, 8);
+        assert_eq!(ack(r#"{"stream":"S"}"#).expect_err("no sequence").kind(), JsErrorKind::Other);
+        assert_eq!(ack("not json").expect_err("unreadable").kind(), JsErrorKind::Other);
         let kind = |reply: &str| ack(reply).expect_err("a refusal").kind();
         assert_eq!(
             kind(r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
