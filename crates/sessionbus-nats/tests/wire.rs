@@ -227,6 +227,37 @@ async fn the_bus_survives_a_worker_stopping_midway() {
     assert_eq!(snapshot.session_graph.nodes.len(), 42);
 }
 
+/// A fast op the worker is serving when `shutdown` starts is answered before the worker
+/// stops: the shutdown waits for it (a cold snapshot of a 20,000-node graph, written by
+/// another host, takes the worker many JetStream reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_the_fast_ops_in_flight() {
+    let server = common::server();
+    let writer = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
+    let session = common::twenty_thousand_node_session(&writer).await;
+    let worker =
+        common::worker_on(&server, Arc::new(common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await)).await;
+    let watcher = server.client().await.expect("connect");
+    let mut reads = subscribe_confirmed(&watcher, "$JS.API.STREAM.MSG.GET.>").await.expect("subscribe");
+    let caller = server.client().await.expect("connect");
+    let subject = Subjects::default().session_op(&session, Op::Snapshot);
+    let call = tokio::spawn(async move {
+        let request =
+            async_nats::Request::new().payload(Bytes::from_static(b"{}")).timeout(Some(Duration::from_secs(30)));
+        caller.send_request(subject, request).await
+    });
+    tokio::time::timeout(Duration::from_secs(10), reads.next())
+        .await
+        .expect("the worker reads JetStream for the snapshot")
+        .expect("a read");
+    worker.shutdown(Duration::from_secs(20)).await;
+    let reply = call.await.expect("the call's task").expect("a reply, not a timeout");
+    let code = reply.headers.as_ref().and_then(|h| h.get(wire::SERVICE_ERROR_CODE)).map(|v| v.as_str().to_owned());
+    assert_eq!(code, None, "the snapshot in flight was answered with an error");
+    let first: serde_json::Value = serde_json::from_slice(&reply.payload).expect("json");
+    assert!(first["graph_next_seq"].is_u64(), "the first page of the snapshot: {first}");
+}
+
 /// Every stored write yields its event, typed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_report_every_stored_write() {

@@ -3,43 +3,39 @@
 //! only their headers).
 //!
 //! - A write is the library's [`PublishMessage`] (message id, expected last subject
-//!   sequence), sent as a request whose reply is the library's [`PublishAck`] or its
-//!   API error (docs/decisions/0007-jetstream-on-async-nats.md says why not the
-//!   context's `send_publish`).
-//! - A read is the library's raw message getter: `$JS.API.STREAM.MSG.GET`, which the
-//!   stream leader answers. Decisions never use direct get, which a lagging replica may
-//!   answer; a batched direct get (`batch_read.rs`) only fetches records up to a sequence
-//!   a leader read reported, and the leader fills in whatever it leaves out.
+//!   sequence), sent as a request whose reply is an [`Ack`] or the server's API error
+//!   (docs/decisions/0007-jetstream-on-async-nats.md says why not the context's
+//!   `send_publish`).
+//! - A read is a `$JS.API.STREAM.MSG.GET` request, which the stream leader answers
+//!   (the same request the library's raw message getter sends; its answer is read in
+//!   one pass by `msg_get`). Decisions never use direct get, which a lagging replica
+//!   may answer; a batched direct get (`batch_read`) only fetches records up to a
+//!   sequence a leader read reported, and the leader fills in whatever it leaves out.
 //! - Server error codes are the library's [`ErrorCode`]s, read in one place,
 //!   [`kind_of`]: the bus tells 10071 (a real conflict) from 10164 and 10158 (re-read and
 //!   retry) and 10201 (a batch that may already be committed). The library's error is
 //!   kept as the source; no decision reads the server's description.
 //!
-//! Names the library has none for are set here, once: [`EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT`],
-//! [`ROLLUP_SUBJECT`], [`KV_OPERATION`] and the bus's own [`REQUEST_DIGEST`].
+//! Names the library has none for are set here, once: [`EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT`]
+//! and [`ROLLUP_SUBJECT`] (`msg_get` names `KV-Operation` and the bus's own
+//! `Sessionbus-Request-Digest`).
 
 use std::time::Duration;
 
-use async_nats::jetstream::context::{RequestError, RequestErrorKind};
-use async_nats::jetstream::message::{PublishMessage, StreamMessage};
-use async_nats::jetstream::publish::PublishAck;
-use async_nats::jetstream::response::Response;
-use async_nats::jetstream::stream::{RawMessageError, RawMessageErrorKind};
+use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::{self, ErrorCode};
 use async_nats::{Client, HeaderValue, header};
 use bytes::Bytes;
 use sessionbus_api::PluginError;
 use sessionbus_api::sync::Backoff;
 
+use super::msg_get::{self, Get, REQUEST_DIGEST};
+
 /// `Nats-Expected-Last-Subject-Sequence-Subject`: the subject (may be a wildcard) whose
 /// last sequence `Nats-Expected-Last-Subject-Sequence` is compared with.
 const EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
 /// The `Nats-Rollup` value that replaces the subject's earlier messages.
 const ROLLUP_SUBJECT: &str = "sub";
-/// The header of a KV delete or purge marker (`DEL`, `PURGE`).
-const KV_OPERATION: &str = "KV-Operation";
-/// The header holding the digest of the request a stored message was written for.
-const REQUEST_DIGEST: &str = "Sessionbus-Request-Digest";
 /// How long a leader read waits for its answer before it is sent again, and a publish
 /// retried after a transient failure waits for its ack (see `JetStreamApi::leader_read`
 /// and `JetStreamApi::publish`).
@@ -130,7 +126,7 @@ impl JsErrorExt for JsError {
 }
 
 /// The kind of a JetStream API error, by its server error code.
-fn kind_of(code: ErrorCode) -> JsErrorKind {
+pub(super) fn kind_of(code: ErrorCode) -> JsErrorKind {
     match code {
         ErrorCode::STREAM_WRONG_LAST_SEQUENCE => JsErrorKind::WrongLastSequence,
         // 10164: another write conditioned on the subject is in flight (a clustered
@@ -158,28 +154,44 @@ fn request_kind(err: &async_nats::RequestError) -> JsErrorKind {
     }
 }
 
-/// A publish ack: the library's [`PublishAck`], or the server's refusal by its error code
-/// (`sized` fills in the sizes of a message refused as too large).
-fn parse_ack(reply: &[u8], sized: impl Fn(JsErrorKind) -> JsErrorKind) -> Result<PublishAck, JsError> {
-    match serde_json::from_slice::<Response<PublishAck>>(reply) {
-        Ok(Response::Ok(ack)) => Ok(ack),
-        Ok(Response::Err { error }) => Err(JsError::with_source(sized(kind_of(error.error_code())), error)),
-        Err(err) => Err(JsError::with_source(JsErrorKind::Other, err)),
-    }
+/// What a stored publish is acknowledged with: where and whether it was new.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Ack {
+    /// The stream that stored it.
+    pub(crate) stream: String,
+    /// Its sequence in that stream (the first one's, for a duplicate).
+    pub(crate) sequence: u64,
+    /// True when its message id was stored before (nothing new was written).
+    pub(crate) duplicate: bool,
 }
 
-/// A failed leader read (other than "no message").
-fn read_error(err: RawMessageError) -> JsError {
-    let kind = match err.kind() {
-        RawMessageErrorKind::JetStream(api) => kind_of(api.error_code()),
-        // The request itself failed: no responders (no leader, no stream) or no answer.
-        _ => match std::error::Error::source(&err).and_then(|source| source.downcast_ref::<RequestError>()) {
-            Some(request) if request.kind() == RequestErrorKind::NoResponders => JsErrorKind::NoStream,
-            Some(request) if request.kind() == RequestErrorKind::TimedOut => JsErrorKind::TimedOut,
-            _ => JsErrorKind::Other,
-        },
-    };
-    JsError::with_source(kind, err)
+/// A publish's answer as the server writes it: an ack (`stream`, `seq`, `duplicate`)
+/// or a refusal (`error`), read in one pass into flat fields. (The library's untagged
+/// `Response<PublishAck>` first buffers the whole answer into an intermediate tree and
+/// then tries each form against it, on every write.)
+#[derive(serde::Deserialize)]
+struct AckReply {
+    #[serde(default)]
+    error: Option<jetstream::Error>,
+    #[serde(default)]
+    stream: Option<String>,
+    #[serde(default)]
+    seq: Option<u64>,
+    #[serde(default)]
+    duplicate: bool,
+}
+
+/// A publish ack, or the server's refusal by its error code (`sized` fills in the sizes
+/// of a message refused as too large).
+fn parse_ack(reply: &[u8], sized: impl Fn(JsErrorKind) -> JsErrorKind) -> Result<Ack, JsError> {
+    match serde_json::from_slice::<AckReply>(reply) {
+        Ok(AckReply { error: Some(error), .. }) => Err(JsError::with_source(sized(kind_of(error.error_code())), error)),
+        Ok(AckReply { stream: Some(stream), seq: Some(sequence), duplicate, .. }) => {
+            Ok(Ack { stream, sequence, duplicate })
+        }
+        Ok(_) => Err(JsError::with_source(JsErrorKind::Other, "a publish answer with neither an ack nor an error")),
+        Err(err) => Err(JsError::with_source(JsErrorKind::Other, err)),
+    }
 }
 
 /// The answer to a call whose request id was used before for another body.
@@ -276,51 +288,10 @@ impl StoredMessage {
     }
 }
 
-impl StoredMessage {
-    /// A stored message from what a read returned: its sequence, subject, headers (by
-    /// name), storage time and payload.
-    pub(crate) fn from_parts(
-        seq: u64,
-        subject: String,
-        header: impl Fn(&str) -> Option<String>,
-        stored_at: time::OffsetDateTime,
-        payload: Bytes,
-    ) -> Self {
-        Self {
-            seq,
-            subject,
-            msg_id: header(header::NATS_MESSAGE_ID.as_ref()),
-            kv_operation: header(KV_OPERATION),
-            digest: header(REQUEST_DIGEST),
-            stored_at_unix_nanos: stored_at.unix_timestamp_nanos(),
-            payload,
-        }
-    }
-}
-
-impl From<StreamMessage> for StoredMessage {
-    fn from(message: StreamMessage) -> Self {
-        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
-        Self::from_parts(message.sequence, message.subject.to_string(), header, message.time, message.payload)
-    }
-}
-
-/// Which message a leader read asks for.
-#[derive(Clone, Copy, Debug)]
-enum Get<'a> {
-    /// The last message on a subject (may be a wildcard).
-    Last(&'a str),
-    /// The first message on a subject at or after a sequence.
-    Next(&'a str, u64),
-    /// The message at a sequence.
-    At(u64),
-}
-
 /// JetStream access over one client.
 #[derive(Clone)]
 pub(crate) struct JetStreamApi {
     client: Client,
-    context: jetstream::Context,
     timeout: Duration,
     /// How long transient failures (leader elections) are retried.
     retry_budget: Duration,
@@ -330,8 +301,7 @@ impl JetStreamApi {
     /// JetStream calls over `client`, each answered within `timeout`, transient failures
     /// retried for `retry_budget`.
     pub(crate) fn new(client: Client, timeout: Duration, retry_budget: Duration) -> Self {
-        let context = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
-        Self { client, context, timeout, retry_budget }
+        Self { client, timeout, retry_budget }
     }
 
     /// The client the calls go through.
@@ -368,12 +338,7 @@ impl JetStreamApi {
     /// The ack is awaited as the reply of a request, not through the jetstream context's
     /// `send_publish`, whose acker task and semaphore cost more per call and add nothing
     /// here (docs/decisions/0007-jetstream-on-async-nats.md).
-    async fn send(
-        &self,
-        operation: &'static str,
-        write: &Write,
-        message: PublishMessage,
-    ) -> Result<PublishAck, JsError> {
+    async fn send(&self, operation: &'static str, write: &Write, message: PublishMessage) -> Result<Ack, JsError> {
         let message = message.outbound_message(write.subject.clone());
         let request = async_nats::Request::new()
             .payload(message.payload)
@@ -390,7 +355,7 @@ impl JetStreamApi {
     }
 
     /// Publishes one write and awaits its ack (no retry).
-    pub(crate) async fn publish_once(&self, write: &Write) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish_once(&self, write: &Write) -> Result<Ack, JsError> {
         self.send("publish", write, write.message()).await
     }
 
@@ -412,7 +377,7 @@ impl JetStreamApi {
     /// takes over can be lost, and would otherwise wait out the whole API timeout after
     /// the leader is up. Resending is safe: on a replicated stream the message id wins
     /// over the condition (a duplicate ack with the first sequence).
-    pub(crate) async fn publish(&self, write: &Write) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
         let electing = std::sync::atomic::AtomicBool::new(false);
         let ack = self
             .retrying(|| async {
@@ -453,7 +418,7 @@ impl JetStreamApi {
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed
     /// commit may have been applied, so the caller decides from what is stored.
-    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<PublishAck, JsError> {
+    pub(crate) async fn publish_batch(&self, writes: &[Write]) -> Result<Ack, JsError> {
         let Some((last, staged)) = writes.split_last() else {
             return Err(JsError::with_source(JsErrorKind::Other, "an empty batch"));
         };
@@ -478,24 +443,14 @@ impl JetStreamApi {
         self.send("batch commit", last, commit).await
     }
 
-    /// One leader read (no retry; `None` when there is no such message).
+    /// One leader read (no retry; `None` when there is no such message): a request to
+    /// `$JS.API.STREAM.MSG.GET.<stream>`, its answer read by [`msg_get::parse`].
     async fn get_once(&self, stream: &str, get: Get<'_>) -> Result<Option<StoredMessage>, JsError> {
         let read = async {
-            let stream = self
-                .context
-                .get_stream_no_info(stream)
-                .await
-                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
-            let builder = stream.raw_message_builder();
-            let builder = match get {
-                Get::Last(subject) => builder.last_by_subject(subject),
-                Get::Next(subject, from_seq) => builder.sequence(from_seq.max(1)).next_by_subject(subject),
-                Get::At(seq) => builder.sequence(seq),
-            };
-            match builder.send().await {
-                Ok(message) => Ok(Some(StoredMessage::from(message))),
-                Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(None),
-                Err(err) => Err(read_error(err)),
+            let request = async_nats::Request::new().payload(msg_get::request_body(get)?).timeout(Some(self.timeout));
+            match self.client.send_request(msg_get::subject(stream), request).await {
+                Ok(reply) => msg_get::parse(&reply.payload),
+                Err(err) => Err(JsError::with_source(request_kind(&err), err)),
             }
         };
         traced("msg.get", stream, read).await
@@ -570,7 +525,7 @@ mod tests {
     use super::*;
 
     /// An ack as the server writes it (nats-server 2.15.1), parsed.
-    fn ack(reply: &str) -> Result<PublishAck, JsError> {
+    fn ack(reply: &str) -> Result<Ack, JsError> {
         parse_ack(reply.as_bytes(), |kind| kind)
     }
 
@@ -580,6 +535,9 @@ mod tests {
         assert_eq!((stored.stream.as_str(), stored.sequence, stored.duplicate), ("S", 7, false));
         let duplicate = ack(r#"{"stream":"S","seq":7,"duplicate":true}"#).expect("an ack");
         assert_eq!((duplicate.sequence, duplicate.duplicate), (7, true));
+        assert_eq!(ack(r#"{"stream":"S","seq":8,"domain":"hub","val":"1"}"#).expect("an ack").sequence, 8);
+        assert_eq!(ack(r#"{"stream":"S"}"#).expect_err("no sequence").kind(), JsErrorKind::Other);
+        assert_eq!(ack("not json").expect_err("unreadable").kind(), JsErrorKind::Other);
         let kind = |reply: &str| ack(reply).expect_err("a refusal").kind();
         assert_eq!(
             kind(r#"{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 42"}}"#),
@@ -622,35 +580,9 @@ mod tests {
 
     #[test]
     fn failed_requests_decide_by_the_library_kinds() {
-        let read = |kind| read_error(RawMessageError::with_source(RawMessageErrorKind::Other, RequestError::new(kind)));
-        assert_eq!(read(RequestErrorKind::NoResponders).kind(), JsErrorKind::NoStream);
-        assert_eq!(read(RequestErrorKind::TimedOut).kind(), JsErrorKind::TimedOut);
-        assert_eq!(read(RequestErrorKind::Other).kind(), JsErrorKind::Other);
-        let api: jetstream::Error = serde_json::from_str(
-            r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#,
-        )
-        .expect("an API error");
-        let leaderless = read_error(RawMessageError::new(RawMessageErrorKind::JetStream(api)));
-        assert_eq!(leaderless.kind(), JsErrorKind::NoStream);
-    }
-
-    #[test]
-    fn reads_the_headers_of_a_stored_message() {
-        use base64::Engine as _;
-        let encode = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
-        let headers =
-            encode(b"NATS/1.0\r\nNats-Msg-Id: abc/0\r\nKV-Operation: DEL\r\nSessionbus-Request-Digest: d1\r\n\r\n");
-        // A MSG.GET answer's message, as the server writes it.
-        let raw = serde_json::json!({
-            "subject": "$KV.SESSIONBUS_TOOLS.s1", "seq": 9, "hdrs": headers, "data": encode(b"{}"),
-            "time": "2026-12-01T00:00:00.000000001Z"
-        });
-        let raw: async_nats::jetstream::stream::RawMessage = serde_json::from_value(raw).expect("a raw message");
-        let stored = StoredMessage::from(StreamMessage::try_from(raw).expect("the library decodes it"));
-        assert_eq!(stored.seq, 9);
-        assert_eq!(stored.msg_id.as_deref(), Some("abc/0"));
-        assert_eq!(stored.kv_operation.as_deref(), Some("DEL"));
-        assert_eq!(stored.digest.as_deref(), Some("d1"));
-        assert_eq!(stored.payload.as_ref(), b"{}");
+        let kind = |kind| request_kind(&async_nats::RequestError::new(kind));
+        assert_eq!(kind(async_nats::RequestErrorKind::NoResponders), JsErrorKind::NoStream);
+        assert_eq!(kind(async_nats::RequestErrorKind::TimedOut), JsErrorKind::TimedOut);
+        assert_eq!(kind(async_nats::RequestErrorKind::Other), JsErrorKind::Other);
     }
 }

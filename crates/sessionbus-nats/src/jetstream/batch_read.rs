@@ -14,6 +14,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::api::{JetStreamApi, JsError, JsErrorKind, StoredMessage};
+use super::msg_get::{KV_OPERATION, REQUEST_DIGEST};
 
 /// How long a batch read waits for its next reply before it returns what it has (the
 /// caller reads the rest from the leader).
@@ -46,8 +47,15 @@ fn batch_reply(message: &Message) -> Result<BatchReply, JsError> {
     let subject = header("Nats-Subject").ok_or_else(refused)?;
     let stored_at =
         header("Nats-Time-Stamp").and_then(|stamp| OffsetDateTime::parse(&stamp, &Rfc3339).ok()).ok_or_else(refused)?;
-    let stored = StoredMessage::from_parts(seq, subject, header, stored_at, message.payload.clone());
-    Ok(BatchReply::Record(stored))
+    Ok(BatchReply::Record(StoredMessage {
+        seq,
+        subject,
+        msg_id: header(async_nats::header::NATS_MESSAGE_ID.as_ref()),
+        payload: message.payload.clone(),
+        kv_operation: header(KV_OPERATION),
+        digest: header(REQUEST_DIGEST),
+        stored_at_unix_nanos: stored_at.unix_timestamp_nanos(),
+    }))
 }
 
 impl JetStreamApi {

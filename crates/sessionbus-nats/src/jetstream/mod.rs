@@ -22,6 +22,7 @@ mod history;
 mod layout;
 mod lease_watch;
 mod live;
+mod msg_get;
 pub mod records;
 mod registry;
 mod retention;
