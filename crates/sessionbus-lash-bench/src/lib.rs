@@ -42,6 +42,7 @@ pub async fn measure(
         durability,
         configuration: configured.unwrap_or_else(|why| why).to_owned(),
         rounds: Vec::new(),
+        stream_writes_per_commit: None,
     };
     if configured.is_err() {
         return Ok(measurement);
@@ -49,9 +50,15 @@ pub async fn measure(
     let deployment = Deployment::start(store, durability).await?;
     let runner = Runner::new(store.name(), &deployment, workload.turns.max(WARM_UP.turns))?;
     runner.round("warm-up", WARM_UP).await?;
+    let writes_before = deployment.stream_writes().await?;
+    let mut commits = 0;
     for round in 0..rounds {
         let round = runner.round(&format!("round-{round}"), workload).await?;
+        commits += round.commits.len();
         measurement.rounds.push(RoundFigures::of(&round));
+    }
+    if let (Some(before), Some(after)) = (writes_before, deployment.stream_writes().await?) {
+        measurement.stream_writes_per_commit = Some(after.saturating_sub(before) as f64 / commits.max(1) as f64);
     }
     Ok(measurement)
 }

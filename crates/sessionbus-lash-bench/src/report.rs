@@ -61,6 +61,9 @@ pub struct Measurement {
     pub configuration: String,
     /// Each round's figures (empty when it did not run).
     pub rounds: Vec<RoundFigures>,
+    /// For the JetStream store: messages written to its streams per commit, over all
+    /// rounds (log records, checkpoint blobs' chunks and metadata, KV entries).
+    pub stream_writes_per_commit: Option<f64>,
 }
 
 impl Measurement {
@@ -133,15 +136,16 @@ impl Report {
             self.workload.sessions, self.workload.turns, self.rounds
         );
         text.push_str(&format!(
-            "{:<9} {:<13} {:>8} {:>12} {:>12} {:>13}  {}\n",
-            "setting", "store", "turns/s", "commit p50", "commit p99", "commits/turn", "configuration"
+            "{:<9} {:<13} {:>8} {:>12} {:>12} {:>13} {:>14}  {}\n",
+            "setting", "store", "turns/s", "commit p50", "commit p99", "commits/turn", "writes/commit", "configuration"
         ));
         for entry in &self.measurements {
             let measurement = &entry.measurement;
             let (setting, store) = (measurement.durability.name(), measurement.store.name());
+            let writes = measurement.stream_writes_per_commit.map(|writes| format!("{writes:.1}")).unwrap_or_default();
             match entry.median {
                 Some(median) => text.push_str(&format!(
-                    "{setting:<9} {store:<13} {:>8.1} {:>9.2} ms {:>9.2} ms {:>13.1}  {}\n",
+                    "{setting:<9} {store:<13} {:>8.1} {:>9.2} ms {:>9.2} ms {:>13.1} {writes:>14}  {}\n",
                     median.turns_per_sec,
                     median.commit_p50_ms,
                     median.commit_p99_ms,
@@ -149,8 +153,8 @@ impl Report {
                     measurement.configuration
                 )),
                 None => text.push_str(&format!(
-                    "{setting:<9} {store:<13} {:>8} {:>12} {:>12} {:>13}  {}\n",
-                    "n/a", "", "", "", measurement.configuration
+                    "{setting:<9} {store:<13} {:>8} {:>12} {:>12} {:>13} {:>14}  {}\n",
+                    "n/a", "", "", "", "", measurement.configuration
                 )),
             }
         }
@@ -203,12 +207,14 @@ mod tests {
                 RoundFigures { turns_per_sec: 30.0, commits: 12, commit_p50_ms: 3.0, commit_p99_ms: 4.0 },
                 RoundFigures { turns_per_sec: 20.0, commits: 12, commit_p50_ms: 2.0, commit_p99_ms: 9.0 },
             ],
+            stream_writes_per_commit: Some(2.5),
         };
         let skipped = Measurement {
             store: StoreKind::Sqlite,
             durability: Durability::Fsync,
             configuration: "no such setting".into(),
             rounds: Vec::new(),
+            stream_writes_per_commit: None,
         };
         let report = Report::new(workload, 3, vec![ran, skipped]);
         let median = report.measurements[0].median.expect("medians");
@@ -219,5 +225,6 @@ mod tests {
         assert_eq!(report.measurements[1].median, None);
         let table = report.table();
         assert!(table.contains("sqlite") && table.contains("n/a") && table.contains("no such setting"), "{table}");
+        assert!(table.lines().any(|line| line.starts_with("defaults  memory") && line.contains(" 2.5 ")), "{table}");
     }
 }

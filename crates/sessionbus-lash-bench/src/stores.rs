@@ -136,6 +136,8 @@ pub struct Deployment {
     pub attachments: Arc<dyn AttachmentStore>,
     /// Its process-env store (durable for every durable store).
     pub process_env: Arc<dyn ProcessExecutionEnvStore>,
+    /// The JetStream it writes to, for the JetStream store.
+    nats: Option<async_nats::jetstream::Context>,
     _running: Running,
 }
 
@@ -148,6 +150,7 @@ impl Deployment {
                 factory: Arc::new(lash_core::InMemorySessionStoreFactory::new()),
                 attachments: Arc::new(lash_core::InMemoryAttachmentStore::new()),
                 process_env: Arc::new(lash_core::InMemoryProcessExecutionEnvStore::default()),
+                nats: None,
                 _running: Running::Nothing,
             }),
             StoreKind::Sqlite => {
@@ -159,6 +162,7 @@ impl Deployment {
                     factory: Arc::new(lash_sqlite_store::SqliteSessionStoreFactory::new(dir.path().join("sessions"))),
                     attachments: Arc::new(lash_core::FileAttachmentStore::new(dir.path().join("attachments"))),
                     process_env: Arc::new(process_env),
+                    nats: None,
                     _running: Running::Directory(dir),
                 })
             }
@@ -172,6 +176,7 @@ impl Deployment {
                     factory: Arc::new(storage.session_store_factory()),
                     attachments: Arc::new(lash_core::FileAttachmentStore::new(dir.path().to_owned())),
                     process_env: Arc::new(storage.process_env_store()),
+                    nats: None,
                     _running: Running::Postgres(server, dir),
                 })
             }
@@ -188,7 +193,7 @@ impl Deployment {
                         NatsCluster::start_with(config).await.map_err(|err| BenchError::Nats(err.to_string()))?;
                     (cluster.nats_url(), 3, Running::Cluster(cluster))
                 };
-                ensure_layouts(&url, replicas).await.map_err(failed)?;
+                let context = ensure_layouts(&url, replicas).await.map_err(failed)?;
                 let backend = StoreBackend::connect(StoreBackendConfig::new(url))
                     .map_err(|err| failed(format!("connecting its backend failed: {err}")))?;
                 let clock: Arc<dyn lash_core::Clock> = Arc::new(lash_core::SystemClock);
@@ -196,6 +201,7 @@ impl Deployment {
                     factory: Arc::new(JetStreamStoreFactory::new(backend.clone(), clock)),
                     attachments: Arc::new(JetStreamAttachmentStore::new(backend.clone())),
                     process_env: Arc::new(JetStreamProcessEnvStore::new(backend)),
+                    nats: Some(context),
                     _running: running,
                 })
             }
@@ -203,9 +209,22 @@ impl Deployment {
     }
 }
 
+impl Deployment {
+    /// For the JetStream store: how many messages were ever written to its server's
+    /// streams (the sum of their last sequences: log records, blob chunks and metadata,
+    /// KV entries). `None` for the other stores.
+    pub async fn stream_writes(&self) -> Result<Option<u64>, BenchError> {
+        use futures::TryStreamExt as _;
+        let Some(context) = &self.nats else { return Ok(None) };
+        let failed = |err: String| BenchError::Nats(format!("reading the streams' state failed: {err}"));
+        let streams: Vec<_> = context.streams().try_collect().await.map_err(|err| failed(err.to_string()))?;
+        Ok(Some(streams.iter().map(|info| info.state.last_sequence).sum()))
+    }
+}
+
 /// The bus's layout and the store's on `url`, with `replicas` copies (one layout
-/// with the bus: the store's stream lives beside the bus's).
-async fn ensure_layouts(url: &str, replicas: usize) -> Result<(), String> {
+/// with the bus: the store's stream lives beside the bus's); the JetStream context.
+async fn ensure_layouts(url: &str, replicas: usize) -> Result<async_nats::jetstream::Context, String> {
     let servers = sessionbus_lash::store::server_addrs(url).map_err(|err| err.to_string())?;
     let client = async_nats::connect(servers).await.map_err(|err| format!("connecting to {url} failed: {err}"))?;
     let context = async_nats::jetstream::new(client);
@@ -216,7 +235,8 @@ async fn ensure_layouts(url: &str, replicas: usize) -> Result<(), String> {
         .map_err(|err| format!("creating the bus's layout failed: {err}"))?;
     ensure_store_layout(&context, &subjects, replicas)
         .await
-        .map_err(|err| format!("creating the store's layout failed: {err}"))
+        .map_err(|err| format!("creating the store's layout failed: {err}"))?;
+    Ok(context)
 }
 
 fn temp_dir(what: &str) -> Result<tempfile::TempDir, BenchError> {
