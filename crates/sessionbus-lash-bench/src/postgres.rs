@@ -93,10 +93,8 @@ impl Postgres {
         } else {
             Command::new(&path)
         };
-        let output = command
-            .args(args)
-            .output()
-            .map_err(|err| BenchError::io(&format!("run {}", path.display()), err))?;
+        let output =
+            command.args(args).output().map_err(|err| BenchError::io(&format!("run {}", path.display()), err))?;
         if output.status.success() {
             return Ok(());
         }
@@ -150,7 +148,10 @@ fn running_as_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            status.lines().find(|line| line.starts_with("Uid:")).and_then(|line| line.split_whitespace().nth(1).map(|uid| uid == "0"))
+            status
+                .lines()
+                .find(|line| line.starts_with("Uid:"))
+                .and_then(|line| line.split_whitespace().nth(1).map(|uid| uid == "0"))
         })
         .unwrap_or(false)
 }

@@ -124,7 +124,7 @@ enum Running {
     Nothing,
     Directory(tempfile::TempDir),
     Postgres(Postgres, tempfile::TempDir),
-    Nats(NatsServer),
+    Nats(Box<NatsServer>),
     Cluster(NatsCluster),
 }
 
@@ -187,7 +187,7 @@ impl Deployment {
                 }
                 let (url, replicas, running) = if store == StoreKind::JetstreamR1 {
                     let server = NatsServer::start_with(config).map_err(|err| BenchError::Nats(err.to_string()))?;
-                    (server.url(), 1, Running::Nats(server))
+                    (server.url(), 1, Running::Nats(Box::new(server)))
                 } else {
                     let cluster =
                         NatsCluster::start_with(config).await.map_err(|err| BenchError::Nats(err.to_string()))?;

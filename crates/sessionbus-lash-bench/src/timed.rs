@@ -11,11 +11,11 @@ use lash_core::store::{PersistedSessionRead, RuntimeCommitResult};
 use lash_core::{
     AttachmentId, AttachmentIntent, AttachmentManifest, AttachmentManifestEntry, CheckpointKind, DurabilityTier,
     GcReport, LeaseOwnerIdentity, PendingTurnInput, PendingTurnInputCancelOutcome, PendingTurnInputCancelResult,
-    PendingTurnInputCancelTarget, PendingTurnInputDraft, PendingTurnInputSuffixCancelOutcome, QueuedWorkStore, RuntimeCommit,
-    RuntimePersistence, SessionCommitStore, SessionExecutionLease, SessionExecutionLeaseClaimOutcome,
+    PendingTurnInputCancelTarget, PendingTurnInputDraft, PendingTurnInputSuffixCancelOutcome, QueuedWorkStore,
+    RuntimeCommit, RuntimePersistence, SessionCommitStore, SessionExecutionLease, SessionExecutionLeaseClaimOutcome,
     SessionExecutionLeaseCompletion, SessionExecutionLeaseFence, SessionExecutionLeaseStore, SessionMeta,
-    SessionNodeRecord, SessionReadScope, SessionStoreCreateRequest, SessionStoreFactory, StoreError,
-    StoreMaintenance, TurnInputApplication, TurnInputClaim, TurnInputStore, VacuumReport,
+    SessionNodeRecord, SessionReadScope, SessionStoreCreateRequest, SessionStoreFactory, StoreError, StoreMaintenance,
+    TurnInputApplication, TurnInputClaim, TurnInputStore, VacuumReport,
 };
 
 /// The commit latencies recorded by one [`TimedFactory`] (shared by its stores).

@@ -50,9 +50,11 @@ pub fn script_json(turns: usize) -> Value {
     let mut entries = vec![json!({"when": "ToolResult", "response": {"full_text": ANSWER, "terminal_reason": "stop",
         "parts": [{"Text": {"text": ANSWER, "response_meta": null}}], "usage": usage}})];
     for turn in 0..turns {
-        entries.push(json!({"when": format!("[turn {turn}]"), "response": {"full_text": "", "terminal_reason": "tool_use",
+        entries.push(
+            json!({"when": format!("[turn {turn}]"), "response": {"full_text": "", "terminal_reason": "tool_use",
             "parts": [{"ToolCall": {"call_id": format!("call-{turn}"), "tool_name": "add",
-                "input_json": "{\"numbers\":[2,3]}", "replay": null}}], "usage": usage}}));
+                "input_json": "{\"numbers\":[2,3]}", "replay": null}}], "usage": usage}}),
+        );
     }
     Value::Array(entries)
 }
@@ -74,8 +76,9 @@ impl Runner {
         let provider = ScriptedProvider::new(script);
         let timed = TimedFactory::new(Arc::clone(&deployment.factory));
         let latencies = timed.latencies();
-        let model = lash_core::ModelSpec::from_token_limits("scripted-model", Default::default(), DEFAULT_CONTEXT_TOKENS, None)
-            .map_err(|err| failed(format!("lash refused the model spec: {err}")))?;
+        let model =
+            lash_core::ModelSpec::from_token_limits("scripted-model", Default::default(), DEFAULT_CONTEXT_TOKENS, None)
+                .map_err(|err| failed(format!("lash refused the model spec: {err}")))?;
         let core = lash::LashCore::standard_builder()
             .provider(lash_core::ProviderHandle::new(lash_core::ProviderComponents::new(Box::new(provider.clone()))))
             .model(model)
@@ -120,7 +123,12 @@ impl Runner {
 }
 
 /// Opens `session_id` and runs its turns one after the other; the turns it completed.
-async fn run_session(core: lash::LashCore, session_id: String, turns: usize, store: String) -> Result<usize, BenchError> {
+async fn run_session(
+    core: lash::LashCore,
+    session_id: String,
+    turns: usize,
+    store: String,
+) -> Result<usize, BenchError> {
     let failed = |message: String| BenchError::Workload { store: store.clone(), message };
     let session = core
         .session(session_id.clone())

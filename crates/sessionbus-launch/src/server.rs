@@ -171,7 +171,8 @@ impl ServerConfig {
         if let Some(http) = self.http_port {
             text.push_str(&format!("http: \"{host}:{http}\"\n"));
         }
-        let sync = self.sync_interval.as_ref().map(|interval| format!("  sync_interval: {interval:?}\n")).unwrap_or_default();
+        let sync =
+            self.sync_interval.as_ref().map(|interval| format!("  sync_interval: {interval:?}\n")).unwrap_or_default();
         text.push_str(&format!(
             "jetstream {{\n  store_dir: {store:?}\n  max_memory_store: {}\n  max_file_store: {}\n{sync}}}\n",
             self.max_memory_store, self.max_file_store
