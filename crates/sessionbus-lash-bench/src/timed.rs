@@ -17,6 +17,7 @@ use lash_core::{
     SessionNodeRecord, SessionReadScope, SessionStoreCreateRequest, SessionStoreFactory, StoreError, StoreMaintenance,
     TurnInputApplication, TurnInputClaim, TurnInputStore, VacuumReport,
 };
+use sessionbus_api::sync::lock;
 
 /// The commit latencies recorded by one [`TimedFactory`] (shared by its stores).
 #[derive(Clone, Debug, Default)]
@@ -24,14 +25,12 @@ pub struct CommitLatencies(Arc<Mutex<Vec<Duration>>>);
 
 impl CommitLatencies {
     fn record(&self, latency: Duration) {
-        if let Ok(mut latencies) = self.0.lock() {
-            latencies.push(latency);
-        }
+        lock(&self.0).push(latency);
     }
 
     /// Every latency recorded so far, and forgets them.
     pub fn take(&self) -> Vec<Duration> {
-        self.0.lock().map(|mut latencies| std::mem::take(&mut *latencies)).unwrap_or_default()
+        std::mem::take(&mut *lock(&self.0))
     }
 }
 
