@@ -22,8 +22,8 @@ pub struct Postgres {
     data: PathBuf,
     port: u16,
     as_service_user: bool,
-    // Deleted after the server stops (declared last: dropped after `Drop::drop` ran).
-    _dir: tempfile::TempDir,
+    // Deleted once `Drop::drop` has stopped the server.
+    dir: tempfile::TempDir,
 }
 
 impl Postgres {
@@ -41,7 +41,7 @@ impl Postgres {
             chown_to_service_user(dir.path())?;
         }
         let port = sessionbus_launch::free_port().map_err(|err| BenchError::Postgres(err.to_string()))?;
-        let server = Self { bin, data, port, as_service_user, _dir: dir };
+        let server = Self { bin, data, port, as_service_user, dir };
         server.run("initdb", &["-D", path_str(&server.data)?, "-U", "postgres", "--auth=trust", "--no-sync"])?;
         let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={}",
@@ -80,7 +80,7 @@ impl Postgres {
     }
 
     fn socket_dir(&self) -> &Path {
-        self._dir.path()
+        self.dir.path()
     }
 
     /// Runs `program` of the PostgreSQL installation (as the service user when root).

@@ -171,6 +171,7 @@ impl Deployment {
                 let storage = lash_postgres_store::PostgresStorage::connect(&server.url())
                     .await
                     .map_err(|err| failed(format!("connecting to {} failed: {err}", server.url())))?;
+                check_postgres_settings(storage.pool(), postgres_settings(durability)).await.map_err(failed)?;
                 let dir = temp_dir("postgres-attachments")?;
                 Ok(Self {
                     factory: Arc::new(storage.session_store_factory()),
@@ -220,6 +221,21 @@ impl Deployment {
         let streams: Vec<_> = context.streams().try_collect().await.map_err(|err| failed(err.to_string()))?;
         Ok(Some(streams.iter().map(|info| info.state.last_sequence).sum()))
     }
+}
+
+/// Reads each of `settings` back from the server: the run measures what it says it does.
+async fn check_postgres_settings(pool: &sqlx::PgPool, settings: &[(&str, &str)]) -> Result<(), String> {
+    for (name, expected) in settings {
+        let actual: String = sqlx::query_scalar("SELECT current_setting($1)")
+            .bind(*name)
+            .fetch_one(pool)
+            .await
+            .map_err(|err| format!("reading the setting {name} failed: {err}"))?;
+        if actual != *expected {
+            return Err(format!("the server runs with {name}={actual}, not the {name}={expected} it was started with"));
+        }
+    }
+    Ok(())
 }
 
 /// The bus's layout and the store's on `url`, with `replicas` copies (one layout
