@@ -21,10 +21,14 @@
 //! [`store`] is lash's session store on JetStream, with the durable attachment and
 //! process-env stores lash's builder requires beside it (decision 0011,
 //! `docs/decisions/0011-lash-store-on-jetstream.md`).
+//!
+//! [`peer`] is a lash runtime on those stores, run by the `lash-on-nats` binary: two of
+//! them in two processes share sessions (`tests/lash_two_processes.rs`).
 
 #![deny(missing_docs)]
 
 pub mod executor;
+pub mod peer;
 pub mod provider;
 pub mod store;
 mod tls;

@@ -1,5 +1,7 @@
-//! [`CapturingStore`]: lash's in-memory session store, keeping every `RuntimeCommit`
-//! a turn makes so the executor can hand it to the bus (decision 0009).
+//! [`CapturingStore`]: a lash session store that keeps every `RuntimeCommit` a turn makes
+//! (the executor hands them to the bus, decision 0009) and tells a [`StoreObserver`] what
+//! the store answered to each lease claim and commit (the `lash-on-nats` binary prints
+//! them as what lash acknowledged).
 
 use std::sync::{Arc, Mutex};
 
@@ -7,7 +9,7 @@ use lash_core::{
     AttachmentId, AttachmentIntent, AttachmentManifest, AttachmentManifestEntry, CheckpointKind, DurabilityTier,
     GcReport, InMemorySessionStore, LeaseOwnerIdentity, PendingTurnInput, PendingTurnInputCancelResult,
     PendingTurnInputCancelTarget, PendingTurnInputDraft, PendingTurnInputSuffixCancelOutcome, QueuedWorkStore,
-    RuntimeCommit, SessionCommitStore, SessionExecutionLease, SessionExecutionLeaseClaimOutcome,
+    RuntimeCommit, RuntimePersistence, SessionCommitStore, SessionExecutionLease, SessionExecutionLeaseClaimOutcome,
     SessionExecutionLeaseCompletion, SessionExecutionLeaseFence, SessionExecutionLeaseStore, SessionMeta,
     SessionNodeRecord, SessionReadScope, StoreError, StoreMaintenance, TurnInputApplication, TurnInputClaim,
     TurnInputStore, VacuumReport,
@@ -16,29 +18,65 @@ use lash_core::{
 use lash_core::runtime::{QueuedWorkBatch, QueuedWorkBatchDraft, QueuedWorkClaim, QueuedWorkClaimBoundary};
 use lash_core::store::{PersistedSessionRead, RuntimeCommitResult};
 
-/// lash's `InMemorySessionStore` for one turn, keeping a copy of every commit lash
-/// makes through it. Every call is lash's own store's answer; nothing here decides.
-pub struct CapturingStore {
-    inner: InMemorySessionStore,
-    commits: Mutex<Vec<RuntimeCommit>>,
+/// Told what the store answered, right after it answered and before lash sees it.
+pub trait StoreObserver: Send + Sync {
+    /// A claim (or a reclaim) of the session's execution lease was answered.
+    fn lease_claimed(&self, session_id: &str, outcome: &Result<SessionExecutionLeaseClaimOutcome, StoreError>);
+
+    /// A renewal of the session's execution lease was answered.
+    fn lease_renewed(&self, fence: &SessionExecutionLeaseFence, outcome: &Result<SessionExecutionLease, StoreError>);
+
+    /// A commit was answered: stored (`Ok`) or refused.
+    fn committed(&self, commit: &RuntimeCommit, outcome: &Result<RuntimeCommitResult, StoreError>);
+}
+
+/// A lash session store `S`: lash's in-memory store keeping a copy of every commit lash
+/// makes through it ([`CapturingStore::new`]), or any store telling a [`StoreObserver`]
+/// what it answered ([`CapturingStore::observed`]). Every call is `S`'s answer; nothing
+/// here decides.
+pub struct CapturingStore<S: ?Sized = InMemorySessionStore> {
+    inner: Arc<S>,
+    /// `None` for an observed store, which keeps no copies.
+    commits: Option<Mutex<Vec<RuntimeCommit>>>,
+    observer: Option<Arc<dyn StoreObserver>>,
 }
 
 impl CapturingStore {
-    /// An empty store, shared by the session lash opens for one turn and the executor.
+    /// An empty in-memory store, shared by the session lash opens for one turn and the
+    /// executor.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self { inner: InMemorySessionStore::new(), commits: Mutex::default() })
+        Arc::new(Self { inner: Arc::new(InMemorySessionStore::new()), commits: Some(Mutex::default()), observer: None })
     }
 
     /// The commits lash made so far, in order, taken out of the store.
     pub fn take_commits(&self) -> Vec<RuntimeCommit> {
-        match self.commits.lock() {
-            Ok(mut commits) => std::mem::take(&mut *commits),
-            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        match self.commits.as_ref().map(Mutex::lock) {
+            Some(Ok(mut commits)) => std::mem::take(&mut *commits),
+            Some(Err(poisoned)) => std::mem::take(&mut *poisoned.into_inner()),
+            None => Vec::new(),
         }
     }
 }
 
-impl AttachmentManifest for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> CapturingStore<S> {
+    /// `inner`, with what it answers told to `observer` (keeping no copies of commits).
+    pub fn observed(inner: Arc<S>, observer: Arc<dyn StoreObserver>) -> Arc<Self> {
+        Arc::new(Self { inner, commits: None, observer: Some(observer) })
+    }
+
+    fn claimed(
+        &self,
+        session_id: &str,
+        outcome: Result<SessionExecutionLeaseClaimOutcome, StoreError>,
+    ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError> {
+        if let Some(observer) = &self.observer {
+            observer.lease_claimed(session_id, &outcome);
+        }
+        outcome
+    }
+}
+
+impl<S: RuntimePersistence + ?Sized> AttachmentManifest for CapturingStore<S> {
     fn record_intent(&self, intent: AttachmentIntent) -> Result<(), StoreError> {
         self.inner.record_intent(intent)
     }
@@ -77,7 +115,7 @@ impl AttachmentManifest for CapturingStore {
 }
 
 #[async_trait::async_trait]
-impl SessionCommitStore for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> SessionCommitStore for CapturingStore<S> {
     fn durability_tier(&self) -> DurabilityTier {
         self.inner.durability_tier()
     }
@@ -91,10 +129,15 @@ impl SessionCommitStore for CapturingStore {
     }
 
     async fn commit_runtime_state(&self, commit: RuntimeCommit) -> Result<RuntimeCommitResult, StoreError> {
-        let result = self.inner.commit_runtime_state(commit.clone()).await?;
-        match self.commits.lock() {
-            Ok(mut commits) => commits.push(commit),
-            Err(poisoned) => poisoned.into_inner().push(commit),
+        let result = self.inner.commit_runtime_state(commit.clone()).await;
+        if let Some(observer) = &self.observer {
+            observer.committed(&commit, &result);
+        }
+        let result = result?;
+        match self.commits.as_ref().map(Mutex::lock) {
+            Some(Ok(mut commits)) => commits.push(commit),
+            Some(Err(poisoned)) => poisoned.into_inner().push(commit),
+            None => {}
         }
         Ok(result)
     }
@@ -109,7 +152,7 @@ impl SessionCommitStore for CapturingStore {
 }
 
 #[async_trait::async_trait]
-impl TurnInputStore for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> TurnInputStore for CapturingStore<S> {
     async fn enqueue_pending_turn_input(&self, input: PendingTurnInputDraft) -> Result<PendingTurnInput, StoreError> {
         self.inner.enqueue_pending_turn_input(input).await
     }
@@ -168,14 +211,15 @@ impl TurnInputStore for CapturingStore {
 }
 
 #[async_trait::async_trait]
-impl SessionExecutionLeaseStore for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> SessionExecutionLeaseStore for CapturingStore<S> {
     async fn try_claim_session_execution_lease(
         &self,
         session_id: &str,
         owner: &LeaseOwnerIdentity,
         lease_ttl_ms: u64,
     ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError> {
-        self.inner.try_claim_session_execution_lease(session_id, owner, lease_ttl_ms).await
+        let outcome = self.inner.try_claim_session_execution_lease(session_id, owner, lease_ttl_ms).await;
+        self.claimed(session_id, outcome)
     }
 
     async fn reclaim_session_execution_lease(
@@ -185,7 +229,9 @@ impl SessionExecutionLeaseStore for CapturingStore {
         observed_holder: &SessionExecutionLeaseFence,
         lease_ttl_ms: u64,
     ) -> Result<SessionExecutionLeaseClaimOutcome, StoreError> {
-        self.inner.reclaim_session_execution_lease(session_id, owner, observed_holder, lease_ttl_ms).await
+        let outcome =
+            self.inner.reclaim_session_execution_lease(session_id, owner, observed_holder, lease_ttl_ms).await;
+        self.claimed(session_id, outcome)
     }
 
     async fn renew_session_execution_lease(
@@ -193,7 +239,11 @@ impl SessionExecutionLeaseStore for CapturingStore {
         fence: &SessionExecutionLeaseFence,
         lease_ttl_ms: u64,
     ) -> Result<SessionExecutionLease, StoreError> {
-        self.inner.renew_session_execution_lease(fence, lease_ttl_ms).await
+        let outcome = self.inner.renew_session_execution_lease(fence, lease_ttl_ms).await;
+        if let Some(observer) = &self.observer {
+            observer.lease_renewed(fence, &outcome);
+        }
+        outcome
     }
 
     async fn release_session_execution_lease(
@@ -205,7 +255,7 @@ impl SessionExecutionLeaseStore for CapturingStore {
 }
 
 #[async_trait::async_trait]
-impl QueuedWorkStore for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> QueuedWorkStore for CapturingStore<S> {
     async fn enqueue_queued_work(&self, batch: QueuedWorkBatchDraft) -> Result<QueuedWorkBatch, StoreError> {
         self.inner.enqueue_queued_work(batch).await
     }
@@ -288,7 +338,7 @@ impl QueuedWorkStore for CapturingStore {
 }
 
 #[async_trait::async_trait]
-impl StoreMaintenance for CapturingStore {
+impl<S: RuntimePersistence + ?Sized> StoreMaintenance for CapturingStore<S> {
     async fn tombstone_nodes(&self, ids: &[String]) -> Result<(), StoreError> {
         self.inner.tombstone_nodes(ids).await
     }

@@ -8,7 +8,8 @@
 //!   context's `send_publish`).
 //! - A read is the library's raw message getter: `$JS.API.STREAM.MSG.GET`, which the
 //!   stream leader answers. Decisions never use direct get, which a lagging replica may
-//!   answer.
+//!   answer; a batched direct get (`batch_read.rs`) only fetches records up to a sequence
+//!   a leader read reported, and the leader fills in whatever it leaves out.
 //! - Server error codes are the library's [`ErrorCode`]s, read in one place,
 //!   [`kind_of`]: the bus tells 10071 (a real conflict) from 10164 and 10158 (re-read and
 //!   retry) and 10201 (a batch that may already be committed). The library's error is
@@ -17,7 +18,6 @@
 //! Names the library has none for are set here, once: [`EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT`],
 //! [`ROLLUP_SUBJECT`], [`KV_OPERATION`] and the bus's own [`REQUEST_DIGEST`].
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::context::{RequestError, RequestErrorKind};
@@ -276,18 +276,32 @@ impl StoredMessage {
     }
 }
 
-impl From<StreamMessage> for StoredMessage {
-    fn from(message: StreamMessage) -> Self {
-        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
+impl StoredMessage {
+    /// A stored message from what a read returned: its sequence, subject, headers (by
+    /// name), storage time and payload.
+    pub(crate) fn from_parts(
+        seq: u64,
+        subject: String,
+        header: impl Fn(&str) -> Option<String>,
+        stored_at: time::OffsetDateTime,
+        payload: Bytes,
+    ) -> Self {
         Self {
-            seq: message.sequence,
-            subject: message.subject.to_string(),
+            seq,
+            subject,
             msg_id: header(header::NATS_MESSAGE_ID.as_ref()),
             kv_operation: header(KV_OPERATION),
             digest: header(REQUEST_DIGEST),
-            stored_at_unix_nanos: message.time.unix_timestamp_nanos(),
-            payload: message.payload,
+            stored_at_unix_nanos: stored_at.unix_timestamp_nanos(),
+            payload,
         }
+    }
+}
+
+impl From<StreamMessage> for StoredMessage {
+    fn from(message: StreamMessage) -> Self {
+        let header = |name: &str| message.headers.get(name).map(|value| value.as_str().to_owned());
+        Self::from_parts(message.sequence, message.subject.to_string(), header, message.time, message.payload)
     }
 }
 
@@ -310,8 +324,6 @@ pub(crate) struct JetStreamApi {
     timeout: Duration,
     /// How long transient failures (leader elections) are retried.
     retry_budget: Duration,
-    /// When a request last found no leader (no responders, a timeout, 10008).
-    leaderless_at: Arc<Mutex<Option<tokio::time::Instant>>>,
 }
 
 impl JetStreamApi {
@@ -319,19 +331,7 @@ impl JetStreamApi {
     /// retried for `retry_budget`.
     pub(crate) fn new(client: Client, timeout: Duration, retry_budget: Duration) -> Self {
         let context = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
-        Self { client, context, timeout, retry_budget, leaderless_at: Arc::default() }
-    }
-
-    /// Notes that JetStream had no leader for a request just now.
-    pub(crate) fn note_leaderless(&self) {
-        *crate::lock(&self.leaderless_at) = Some(tokio::time::Instant::now());
-    }
-
-    /// True when JetStream had no leader for a request within `window`: a leader election
-    /// may be going on (the meta leader's too, which consumers need).
-    pub(crate) fn leaderless_within(&self, window: Duration) -> bool {
-        let at = *crate::lock(&self.leaderless_at);
-        at.is_some_and(|at| at.elapsed() < window)
+        Self { client, context, timeout, retry_budget }
     }
 
     /// The client the calls go through.
@@ -354,9 +354,6 @@ impl JetStreamApi {
             match attempt().await {
                 Err(err) if err.is_transient() && tokio::time::Instant::now() + pause < deadline => {
                     tracing::debug!(%err, ?pause, "transient JetStream failure, retrying");
-                    if err.kind() != JsErrorKind::InFlight {
-                        self.note_leaderless();
-                    }
                     tokio::time::sleep(pause).await;
                     retry += 1;
                 }

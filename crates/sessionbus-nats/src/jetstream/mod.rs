@@ -15,6 +15,7 @@
 //! - `retention.rs`: purging closed sessions past their retention age, in batches;
 
 mod api;
+mod batch_read;
 mod cancels;
 mod exporter;
 mod history;
@@ -111,7 +112,6 @@ impl Default for JetStreamHostConfig {
 
 struct Inner {
     api: JetStreamApi,
-    context: async_nats::jetstream::Context,
     config: JetStreamHostConfig,
     executor: Arc<dyn TurnExecutor>,
     /// This host's identity as a lease holder.
@@ -177,7 +177,6 @@ impl JetStreamHost {
         Ok(Self {
             inner: Arc::new(Inner {
                 api,
-                context,
                 views: ViewCache::new(config.cached_sessions, config.cached_nodes),
                 catalogs: CatalogCache::new(config.cached_sessions),
                 leases: lease_watch::LeaseWatch::new(config.cached_sessions),

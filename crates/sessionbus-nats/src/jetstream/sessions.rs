@@ -5,7 +5,6 @@
 //! only on the state its writer read, so the graph never forks, and no append lands
 //! after a close. On a conflict the writer re-reads, re-checks the ancestor and retries.
 
-use futures::StreamExt as _;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, ErrorKind, PluginError, SessionAppendNode, SessionBinding,
     SessionCreateRequest, SessionHandle, SessionNode, SessionRelation, SessionSnapshot, SessionStartPoint,
@@ -26,15 +25,8 @@ const APPEND_ATTEMPTS: usize = 200;
 const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Room left in a message for headers.
 const HEADER_ROOM: usize = 1024;
-/// Above this many sequences to catch up, a view is loaded through a consumer.
-const CONSUMER_THRESHOLD: u64 = 16;
-/// The longest a graph consumer may keep a catch-up waiting (to be created, or for its
-/// next record) before the catch-up goes on with leader reads.
-const CONSUMER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
-/// While JetStream had no leader for a request this recently (or a consumer stalled),
-/// catch-ups use leader reads only.
-const CONSUMER_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
-
+/// The most graph records one batched read asks for.
+const GRAPH_BATCH: usize = 256;
 /// The namespace of node ids derived from request ids (UUID v5).
 pub(crate) const NODE_ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x5e55_10b0_5000_4e0d_9c1d_0000_0000_0001);
 
@@ -151,17 +143,19 @@ impl JetStreamHost {
             return Ok(());
         }
         let subject = self.inner.config.subjects.graph(token);
-        // A consumer needs the meta leader and stalls in a leader election, while the
-        // session's view is locked: then (and for a while after) the leader reads below
-        // catch up on their own, or go on from the last record the consumer delivered.
-        if last.seq - view.graph_seq > CONSUMER_THRESHOLD
-            && !self.inner.api.leaderless_within(CONSUMER_PAUSE)
-            && let Err(err) = self.load_graph_with_consumer(&subject, view, last.seq).await
-        {
-            tracing::debug!(%err, "loading a graph through a consumer failed; reading it record by record");
-            self.inner.api.note_leaderless();
-        }
+        // A view loading from nothing, or still behind after one record, reads the rest
+        // in batches; what a batch leaves out comes from the leader, record by record.
+        let mut batched = view.graph_seq == 0;
         while view.graph_seq < last.seq {
+            if batched {
+                let records = self.graph_batch(&subject, view.graph_seq + 1, last.seq).await;
+                if !records.is_empty() {
+                    for stored in records {
+                        view.apply_graph(stored.seq, decode("graph", &stored.payload)?);
+                    }
+                    continue;
+                }
+            }
             let next = self
                 .inner
                 .api
@@ -171,41 +165,19 @@ impl JetStreamHost {
                 .ok_or_else(|| PluginError::Unavailable("a graph record vanished while being read".into()))?;
             let record: GraphRecord = decode("graph", &next.payload)?;
             view.apply_graph(next.seq, record);
+            batched = true;
         }
         Ok(())
     }
 
-    async fn load_graph_with_consumer(
-        &self,
-        subject: &str,
-        view: &mut SessionView,
-        until: u64,
-    ) -> Result<(), PluginError> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-        let unavailable =
-            |err: &dyn std::fmt::Display| PluginError::Unavailable(format!("loading a session graph failed: {err}"));
-        let stream = self.inner.context.get_stream_no_info(STATE_STREAM).await.map_err(|e| unavailable(&e))?;
-        let create = stream.create_consumer(OrderedConfig {
-            filter_subject: subject.to_owned(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: view.graph_seq + 1 },
-            ..Default::default()
-        });
-        let consumer = tokio::time::timeout(CONSUMER_STALL, create)
-            .await
-            .map_err(|_| PluginError::Unavailable("creating a graph consumer timed out".into()))?
-            .map_err(|e| unavailable(&e))?;
-        let mut messages = consumer.messages().await.map_err(|e| unavailable(&e))?;
-        while view.graph_seq < until {
-            let message = tokio::time::timeout(CONSUMER_STALL.min(self.inner.config.api_timeout), messages.next())
-                .await
-                .map_err(|_| PluginError::Unavailable("loading a session graph timed out".into()))?
-                .ok_or_else(|| PluginError::Unavailable("the graph consumer ended early".into()))?
-                .map_err(|e| unavailable(&e))?;
-            let seq = message.info().map_err(|e| unavailable(&e))?.stream_sequence;
-            let record: GraphRecord = decode("graph", &message.payload)?;
-            view.apply_graph(seq, record);
-        }
-        Ok(())
+    /// Graph records from `from_seq` through `through_seq` in one batched read; none
+    /// when the read failed (the caller reads them from the leader).
+    async fn graph_batch(&self, subject: &str, from_seq: u64, through_seq: u64) -> Vec<StoredMessage> {
+        let read = self.inner.api.batch_read(STATE_STREAM, subject, from_seq, through_seq, GRAPH_BATCH);
+        read.await.unwrap_or_else(|err| {
+            tracing::debug!(%err, "a batched graph read failed; reading the graph from the leader");
+            Vec::new()
+        })
     }
 
     /// `snapshot_session`: meta and graph from the leader, caught up incrementally.

@@ -63,6 +63,11 @@ pub struct BenchArgs {
     /// `--iterations` calls per op and phase. Manual: at 10^6 it seeds for a long time.
     #[arg(long, value_name = "N")]
     pub scale: Option<usize>,
+    /// With `--scale`: also measure nats-server's memory after this many idle seconds,
+    /// once the short-lived state of the seeding (block caches, message ids within the
+    /// duplicate window, 600 s by default) has gone.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0, requires = "scale")]
+    pub settle_secs: u64,
     /// Also write the JSON results to `<DIR>/bench-<r1|r3>-<UTC time>.json` (one file per
     /// run, never overwritten).
     #[arg(long, value_name = "DIR")]
@@ -72,7 +77,8 @@ pub struct BenchArgs {
 /// Runs the benchmark.
 pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), CliError> {
     if let Some(sessions) = args.scale {
-        return scale::run(connection, sessions, args.iterations, args.json).await;
+        let settle = Duration::from_secs(args.settle_secs);
+        return scale::run(connection, sessions, args.iterations, settle, args.json).await;
     }
     // The servers are stopped, and their stores deleted, before the report is printed.
     let result = if args.cluster {

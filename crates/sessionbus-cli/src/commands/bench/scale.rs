@@ -33,6 +33,10 @@ const REGISTRY_BASE: usize = 1_000;
 const HOT: usize = 100;
 /// Seeding writes in flight.
 const SEED_IN_FLIGHT: usize = 64;
+/// How long a seeding write waits for JetStream: with that many in flight on a busy
+/// machine, a slow answer is waited for rather than ending a long run (the seeding is
+/// timed, not measured per call).
+const SEED_API_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One measured op on one session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,6 +140,21 @@ async fn registry_ms(client: &BusClient, nats: &async_nats::Client, subjects: &S
     Ok((page.percentile_ms(50.0), show.percentile_ms(50.0)))
 }
 
+/// nats-server's RSS after `settle` without a call (with a progress bar); `None` when
+/// `settle` is zero.
+async fn settled_rss_mib(server: &NatsServer, settle: Duration) -> Option<f64> {
+    if settle.is_zero() {
+        return None;
+    }
+    let bar = output::progress(settle.as_secs(), "settling");
+    for _ in 0..settle.as_secs() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Some(rss_mib(server.pid()))
+}
+
 fn rss_mib(pid: Option<u32>) -> f64 {
     pid.and_then(sessionbus_launch::rss_kib).unwrap_or(0) as f64 / 1024.0
 }
@@ -153,9 +172,16 @@ fn disk_bytes(dir: &std::path::Path) -> u64 {
 }
 
 /// Runs the scale measurement with `sessions` sessions and prints its tables.
-pub async fn run(connection: &ConnectionArgs, sessions: usize, calls: usize, json_out: bool) -> Result<(), CliError> {
+pub async fn run(
+    connection: &ConnectionArgs,
+    sessions: usize,
+    calls: usize,
+    settle: Duration,
+    json_out: bool,
+) -> Result<(), CliError> {
     let server = NatsServer::start()?;
-    let report = measure(connection, &server, sessions.max(FEW + HOT), calls.max(20)).await.map_err(CliError::Other)?;
+    let report =
+        measure(connection, &server, sessions.max(FEW + HOT), calls.max(20), settle).await.map_err(CliError::Other)?;
     drop(server);
     if json_out {
         println!("{report}");
@@ -170,6 +196,7 @@ async fn measure(
     server: &NatsServer,
     sessions: usize,
     calls: usize,
+    settle: Duration,
 ) -> Result<Value, String> {
     let url = server.url();
     let connect = |name: &'static str| {
@@ -181,7 +208,7 @@ async fn measure(
     setup_layout(&setup_client, &subjects, &LayoutArgs { replicas: 1 }, Duration::from_secs(60))
         .await
         .map_err(|error| error.to_string())?;
-    let host_config = JetStreamHostConfig::default().with_subjects(subjects.clone());
+    let host_config = JetStreamHostConfig::default().with_subjects(subjects.clone()).with_api_timeout(SEED_API_TIMEOUT);
     let seeder = JetStreamHost::connect(setup_client.clone(), Arc::new(EchoExecutor), host_config)
         .await
         .map_err(failed("setup"))?;
@@ -215,6 +242,7 @@ async fn measure(
     let (server_mib, disk) = (rss_mib(server.pid()), disk_bytes(server.data_dir()));
     let worker_mib = worker.rss_kib().unwrap_or(0) as f64 / 1024.0;
     bar.finish_and_clear();
+    let server_mib_settled = settled_rss_mib(server, settle).await;
 
     let ops: Vec<Value> = Op::ALL
         .iter()
@@ -239,6 +267,9 @@ async fn measure(
         "nats_server": {
             "rss_mib_at_10": server_mib_few, "rss_mib": server_mib,
             "rss_bytes_per_session": (server_mib - server_mib_few) * 1024.0 * 1024.0 / grown,
+            "settle_seconds": settle.as_secs(), "rss_mib_settled": server_mib_settled,
+            "rss_bytes_per_session_settled":
+                server_mib_settled.map(|settled| (settled - server_mib_few) * 1024.0 * 1024.0 / grown),
             "disk_bytes": disk, "disk_bytes_per_session": (disk.saturating_sub(disk_few)) as f64 / grown,
         },
         "worker_rss_mib": worker_mib,
@@ -284,6 +315,14 @@ fn print(report: &Value) {
         ms(&server["rss_mib"]),
         format!("{:.0} B/session", server["rss_bytes_per_session"].as_f64().unwrap_or(0.0)),
     ]);
+    if let Some(settled) = server["rss_mib_settled"].as_f64() {
+        others.add_row(vec![
+            format!("nats-server RSS after {} s idle (MiB)", server["settle_seconds"]),
+            ms(&server["rss_mib_at_10"]),
+            format!("{settled:.3}"),
+            format!("{:.0} B/session", server["rss_bytes_per_session_settled"].as_f64().unwrap_or(0.0)),
+        ]);
+    }
     others.add_row(vec![
         "nats-server disk".to_owned(),
         "-".to_owned(),
