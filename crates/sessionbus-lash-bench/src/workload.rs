@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sessionbus_lash::executor::DEFAULT_CONTEXT_TOKENS;
 use sessionbus_lash::executor::tools::demo_tools;
+use sessionbus_lash::peer::ObservedFactory;
 use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
 
 use crate::error::BenchError;
 use crate::stores::Deployment;
-use crate::timed::{CommitLatencies, TimedFactory};
+use crate::timed::CommitLatencies;
 
 /// The answer the script gives once the tool's result is in.
 pub const ANSWER: &str = "2 + 3 = 5.";
@@ -74,8 +75,8 @@ impl Runner {
         let script = Script::parse(&script_json(turns).to_string())
             .map_err(|err| failed(format!("the bench's script is not a script: {err}")))?;
         let provider = ScriptedProvider::new(script);
-        let timed = TimedFactory::new(Arc::clone(&deployment.factory));
-        let latencies = timed.latencies();
+        let latencies = CommitLatencies::default();
+        let timed = ObservedFactory::new(Arc::clone(&deployment.factory), Arc::new(latencies.clone()));
         let model =
             lash_core::ModelSpec::from_token_limits("scripted-model", Default::default(), DEFAULT_CONTEXT_TOKENS, None)
                 .map_err(|err| failed(format!("lash refused the model spec: {err}")))?;
