@@ -74,9 +74,16 @@ impl NatsCluster {
     /// and can place an R3 stream. Ports taken before a server binds them are retried
     /// with fresh ones.
     pub async fn start() -> Result<Self, LaunchError> {
+        Self::start_with(ServerConfig::default()).await
+    }
+
+    /// [`NatsCluster::start`] with every node configured from `config`: the launcher
+    /// sets each node's ports, JetStream limits and cluster membership, `config` the
+    /// rest (its `sync_interval` and extra configuration).
+    pub async fn start_with(config: ServerConfig) -> Result<Self, LaunchError> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            let mut cluster = Self::spawn_all()?;
+            let mut cluster = Self::spawn_all(&config)?;
             match cluster.wait_formed().await {
                 Ok(()) => return Ok(cluster),
                 Err(err) => last_error = Some(err),
@@ -86,7 +93,7 @@ impl NatsCluster {
             .unwrap_or(LaunchError::Startup { program: "the 3-node cluster", reason: "no attempt made".into() }))
     }
 
-    fn spawn_all() -> Result<Self, LaunchError> {
+    fn spawn_all(base: &ServerConfig) -> Result<Self, LaunchError> {
         let ports = (0..CLUSTER_SIZE)
             .map(|_| Ok((free_port()?, free_port()?, free_port()?)))
             .collect::<Result<Vec<_>, LaunchError>>()?;
@@ -96,7 +103,8 @@ impl NatsCluster {
         for (index, (client_port, route_port, http_port)) in ports.into_iter().enumerate() {
             let name = format!("n{}", index + 1);
             let membership = ClusterMembership { name: cluster.clone(), route_port, routes: routes.clone() };
-            let config = ServerConfig::default()
+            let config = base
+                .clone()
                 .with_http_port(http_port)
                 .with_jetstream_limits(NODE_MEMORY_STORE, NODE_FILE_STORE)
                 .with_cluster(membership);

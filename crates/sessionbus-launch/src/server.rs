@@ -57,6 +57,10 @@ pub struct ServerConfig {
     pub max_memory_store: u64,
     /// JetStream's file store limit, in bytes (default 20 GiB).
     pub max_file_store: u64,
+    /// JetStream's `sync_interval`: how often the file store is fsynced. `None` (the
+    /// default) leaves nats-server's own default (every 2 minutes); `"always"` fsyncs
+    /// every write before it is acknowledged.
+    pub sync_interval: Option<String>,
     /// Configuration appended verbatim to the generated file (accounts, authorization).
     pub extra_config: String,
     /// Membership of a cluster (set by [`NatsCluster`](crate::NatsCluster) only).
@@ -84,6 +88,7 @@ impl Default for ServerConfig {
             server_name: None,
             max_memory_store: GIB,
             max_file_store: 20 * GIB,
+            sync_interval: None,
             extra_config: String::new(),
             cluster: None,
         }
@@ -136,6 +141,13 @@ impl ServerConfig {
         self
     }
 
+    /// Sets JetStream's `sync_interval` (`"always"`, or a duration such as `"10s"`).
+    #[must_use]
+    pub fn with_sync_interval(mut self, interval: impl Into<String>) -> Self {
+        self.sync_interval = Some(interval.into());
+        self
+    }
+
     /// Appends `text` verbatim to the generated configuration.
     #[must_use]
     pub fn with_extra_config(mut self, text: impl Into<String>) -> Self {
@@ -159,8 +171,10 @@ impl ServerConfig {
         if let Some(http) = self.http_port {
             text.push_str(&format!("http: \"{host}:{http}\"\n"));
         }
+        let sync =
+            self.sync_interval.as_ref().map(|interval| format!("  sync_interval: {interval:?}\n")).unwrap_or_default();
         text.push_str(&format!(
-            "jetstream {{\n  store_dir: {store:?}\n  max_memory_store: {}\n  max_file_store: {}\n}}\n",
+            "jetstream {{\n  store_dir: {store:?}\n  max_memory_store: {}\n  max_file_store: {}\n{sync}}}\n",
             self.max_memory_store, self.max_file_store
         ));
         if let Some(cluster) = &self.cluster {

@@ -70,3 +70,19 @@ fn a_greeting_from_another_server_on_the_port_is_not_taken_for_ours() {
     assert!(matches!(err, LaunchError::Startup { .. }), "{err:?}");
     assert!(!mine.is_running(), "ours could not bind the port and exited");
 }
+
+#[test]
+fn a_sync_interval_of_always_reaches_the_server_s_jetstream_configuration() {
+    let http = free_port().expect("a port");
+    let server = NatsServer::start_with(ServerConfig::default().with_http_port(http).with_sync_interval("always"))
+        .expect("start with sync_interval always");
+    let (status, body) = sessionbus_launch::monitoring_get(http, "/varz").expect("varz");
+    assert_eq!(status, 200, "{body}");
+    let varz: serde_json::Value = serde_json::from_str(&body).expect("varz is JSON");
+    assert_eq!(varz["jetstream"]["config"]["sync_always"], serde_json::json!(true), "{}", varz["jetstream"]);
+    drop(server);
+    let default = NatsServer::start_with(ServerConfig::default().with_http_port(free_port().expect("a port")))
+        .expect("start with the default sync_interval");
+    let text = std::fs::read_to_string(default.data_dir().join("nats-server.conf")).expect("its configuration");
+    assert!(!text.contains("sync_interval"), "the default leaves nats-server's own: {text}");
+}

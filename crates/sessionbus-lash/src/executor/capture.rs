@@ -4,6 +4,7 @@
 //! them as what lash acknowledged).
 
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lash_core::{
     AttachmentId, AttachmentIntent, AttachmentManifest, AttachmentManifestEntry, CheckpointKind, DurabilityTier,
@@ -26,8 +27,9 @@ pub trait StoreObserver: Send + Sync {
     /// A renewal of the session's execution lease was answered.
     fn lease_renewed(&self, fence: &SessionExecutionLeaseFence, outcome: &Result<SessionExecutionLease, StoreError>);
 
-    /// A commit was answered: stored (`Ok`) or refused.
-    fn committed(&self, commit: &RuntimeCommit, outcome: &Result<RuntimeCommitResult, StoreError>);
+    /// A commit was answered: stored (`Ok`) or refused, `elapsed` after it was handed to
+    /// the store.
+    fn committed(&self, commit: &RuntimeCommit, outcome: &Result<RuntimeCommitResult, StoreError>, elapsed: Duration);
 }
 
 /// A lash session store `S`: lash's in-memory store keeping a copy of every commit lash
@@ -129,9 +131,11 @@ impl<S: RuntimePersistence + ?Sized> SessionCommitStore for CapturingStore<S> {
     }
 
     async fn commit_runtime_state(&self, commit: RuntimeCommit) -> Result<RuntimeCommitResult, StoreError> {
-        let result = self.inner.commit_runtime_state(commit.clone()).await;
+        let sent = commit.clone();
+        let started = Instant::now();
+        let result = self.inner.commit_runtime_state(sent).await;
         if let Some(observer) = &self.observer {
-            observer.committed(&commit, &result);
+            observer.committed(&commit, &result, started.elapsed());
         }
         let result = result?;
         match self.commits.as_ref().map(Mutex::lock) {

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use lash_core::store::RuntimeCommitResult;
 use lash_core::{
@@ -41,7 +42,7 @@ impl StoreObserver for EventObserver {
         }
     }
 
-    fn committed(&self, commit: &RuntimeCommit, outcome: &Result<RuntimeCommitResult, StoreError>) {
+    fn committed(&self, commit: &RuntimeCommit, outcome: &Result<RuntimeCommitResult, StoreError>, _: Duration) {
         (self.0)(commit_event(commit, outcome.as_ref().map(|result| result.head_revision)));
     }
 }
