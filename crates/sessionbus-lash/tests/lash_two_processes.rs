@@ -286,14 +286,22 @@ async fn the_session_is_consistent(deployment: &Deployment, namespace: &str, pee
     }
 }
 
+/// Two runtimes `a` and `b` on one session of a fresh namespace: `a` holds the lane
+/// inside its slow turn, and `b` was told the lane is busy. Returns the namespace, both
+/// and `a`'s fencing token.
+fn a_holds_the_lane_b_waits(deployment: &Deployment) -> (String, PeerProcess, PeerProcess, u64) {
+    let namespace = format!("{}-", uuid::Uuid::new_v4().simple());
+    let mut a = PeerProcess::start(deployment, &namespace, "a");
+    let mut b = PeerProcess::start(deployment, &namespace, "b");
+    let a_token = a_holds_the_lane_mid_turn(&mut a);
+    b_finds_the_lane_busy(&mut b, a_token);
+    (namespace, a, b, a_token)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_mid_turn_is_taken_over_after_the_lease_ttl_and_no_node_is_lost_or_duplicated() {
     let deployment = Deployment::single().await;
-    let namespace = format!("{}-", uuid::Uuid::new_v4().simple());
-    let mut a = PeerProcess::start(&deployment, &namespace, "a");
-    let mut b = PeerProcess::start(&deployment, &namespace, "b");
-    let a_token = a_holds_the_lane_mid_turn(&mut a);
-    b_finds_the_lane_busy(&mut b, a_token);
+    let (namespace, mut a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
     a.sigkill();
     b_takes_over(&b, a_token, Instant::now());
     let a_finished = a.events().iter().filter(|event| matches!(event, Event::TurnDone { .. })).count();
@@ -304,11 +312,7 @@ async fn a_holder_killed_mid_turn_is_taken_over_after_the_lease_ttl_and_no_node_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_stalled_past_its_lease_ttl_is_fenced_off_and_its_late_commit_is_refused() {
     let deployment = Deployment::single().await;
-    let namespace = format!("{}-", uuid::Uuid::new_v4().simple());
-    let mut a = PeerProcess::start(&deployment, &namespace, "a");
-    let mut b = PeerProcess::start(&deployment, &namespace, "b");
-    let a_token = a_holds_the_lane_mid_turn(&mut a);
-    b_finds_the_lane_busy(&mut b, a_token);
+    let (namespace, a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
     // `a` stalls (SIGSTOP) mid-turn, holding the lane, past its lease TTL.
     a.signal("-STOP");
     b_takes_over(&b, a_token, Instant::now());
