@@ -305,8 +305,8 @@ async fn only_real_conflicts_are_reported() {
 /// 7 (decisions read the leader): a workload of every kind of decision (tool CAS,
 /// appends, turns, close) reads every value it decides on through
 /// `$JS.API.STREAM.MSG.GET` (the leader). Direct gets, which a lagging replica may
-/// answer, only fetch runs of graph records up to a sequence a leader read reported
-/// (decision 0022): never a last value, never another subject.
+/// answer, only fetch runs of records up to a sequence a leader read reported (decision
+/// 0022): here, of the session's graph; never a last value, never another subject.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_read_the_stream_leader() {
     let server = common::server();

@@ -1,6 +1,8 @@
 //! The registry's first page is a bounded read: the JetStream requests it makes, seen
 //! by a connection subscribed to `$JS.API.>`, are the same with 1,000 more sessions in
-//! the store, and all are single-message leader reads (no consumer, no scan).
+//! the store: one leader read of the registry's newest entry, one batched read of the
+//! page's entries up to it, and single-message leader reads of each listed session's
+//! state (no consumer, no scan).
 
 mod common;
 
@@ -77,13 +79,19 @@ async fn the_first_page_costs_the_same_whatever_the_number_of_sessions() {
             text(&before),
             text(&after)
         );
-        // 10 index entries, 3 state reads for each listed session.
-        assert_eq!(after.len(), 10 + 3 * 10, "{query:?}");
+        // The newest entry, one batch of 10 entries, 3 state reads for each listed session.
+        assert_eq!(after.len(), 1 + 1 + 3 * 10, "{query:?}");
         let subjects: BTreeSet<&str> = after.iter().map(|(subject, _)| subject.as_str()).collect();
         assert_eq!(
             subjects,
-            BTreeSet::from(["$JS.API.STREAM.MSG.GET.SESSIONBUS_INDEX", "$JS.API.STREAM.MSG.GET.SESSIONBUS_STATE"]),
-            "only leader reads of single messages: no consumer, no stream scan"
+            BTreeSet::from([
+                "$JS.API.DIRECT.GET.SESSIONBUS_INDEX",
+                "$JS.API.STREAM.MSG.GET.SESSIONBUS_INDEX",
+                "$JS.API.STREAM.MSG.GET.SESSIONBUS_STATE"
+            ]),
+            "leader reads of single messages and one batch of entries: no consumer, no stream scan"
         );
+        let batches = after.iter().filter(|(subject, _)| subject.starts_with("$JS.API.DIRECT.GET")).count();
+        assert_eq!(batches, 1, "the page's entries in one batch");
     }
 }

@@ -59,11 +59,27 @@ fn batch_reply(message: &Message) -> Result<BatchReply, JsError> {
 }
 
 impl JetStreamApi {
-    /// The records on `subject` from `from_seq` through `through_seq` (a sequence the
-    /// stream leader reported), in order, as far as one batched direct get returns them:
-    /// possibly none, never one after `through_seq`. The caller reads the rest from the
-    /// leader.
+    /// The records on `subject` (may be a wildcard) from `from_seq` through
+    /// `through_seq` (a sequence the stream leader reported), in order, at most `batch`
+    /// of them, as far as one batched direct get returns them: possibly none (a lagging
+    /// replica, a failed read), never one after `through_seq`. The caller reads the rest
+    /// from the leader.
     pub(crate) async fn batch_read(
+        &self,
+        stream: &str,
+        subject: &str,
+        from_seq: u64,
+        through_seq: u64,
+        batch: usize,
+    ) -> Vec<StoredMessage> {
+        let read = self.try_batch_read(stream, subject, from_seq, through_seq, batch).await;
+        read.unwrap_or_else(|err| {
+            tracing::debug!(%err, stream, subject, "a batched read failed; the leader is read instead");
+            Vec::new()
+        })
+    }
+
+    async fn try_batch_read(
         &self,
         stream: &str,
         subject: &str,

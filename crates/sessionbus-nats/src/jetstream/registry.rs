@@ -67,6 +67,11 @@ impl JetStreamHost {
         let mut budget = scan_budget(query);
         let mut next_seq = query.after_sequence()?.saturating_add(1);
         let mut page = SessionListPage::default();
+        // The entries up to the registry's last one, as the leader has it now, are read
+        // in batches; past it (or when a batch comes back empty) from the leader.
+        let newest =
+            api.last(INDEX_STREAM, &filter).await.map_err(|e| e.into_plugin("reading the session registry"))?;
+        let newest = newest.map_or(0, |entry| entry.seq);
         while page.sessions.len() < limit {
             if budget == 0 {
                 page.next_after = Some((next_seq - 1).to_string());
@@ -75,16 +80,23 @@ impl JetStreamHost {
             let mut entries = Vec::new();
             let mut exhausted = false;
             while entries.len() < (limit - page.sessions.len()).min(budget) {
-                let Some(entry) = api
-                    .next(INDEX_STREAM, &filter, next_seq)
-                    .await
-                    .map_err(|e| e.into_plugin("reading the session registry"))?
-                else {
-                    exhausted = true;
-                    break;
+                let wanted = (limit - page.sessions.len()).min(budget) - entries.len();
+                let mut read = match next_seq <= newest {
+                    true => api.batch_read(INDEX_STREAM, &filter, next_seq, newest, wanted).await,
+                    false => Vec::new(),
                 };
-                next_seq = entry.seq + 1;
-                entries.push(decode::<IndexRecord>("registry entry", &entry.payload)?);
+                if read.is_empty() {
+                    let next = api.next(INDEX_STREAM, &filter, next_seq).await;
+                    let Some(entry) = next.map_err(|e| e.into_plugin("reading the session registry"))? else {
+                        exhausted = true;
+                        break;
+                    };
+                    read.push(entry);
+                }
+                for entry in read {
+                    next_seq = entry.seq + 1;
+                    entries.push(decode::<IndexRecord>("registry entry", &entry.payload)?);
+                }
             }
             budget -= entries.len();
             let summaries: Vec<_> = futures::stream::iter(entries)

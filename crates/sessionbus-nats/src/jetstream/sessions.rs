@@ -102,7 +102,7 @@ impl JetStreamHost {
             // before the session sequence) together with the three reads.
             let early_graph = async {
                 match view.graph_seq {
-                    0 => self.graph_batch(&graph_subject, 1, session_seq).await,
+                    0 => api.batch_read(STATE_STREAM, &graph_subject, 1, session_seq, GRAPH_BATCH).await,
                     _ => Vec::new(),
                 }
             };
@@ -160,7 +160,8 @@ impl JetStreamHost {
         let mut batched = view.graph_seq == 0 || !view.loaded;
         while view.graph_seq < last.seq {
             if batched {
-                let records = self.graph_batch(&subject, view.graph_seq + 1, last.seq).await;
+                let records =
+                    self.inner.api.batch_read(STATE_STREAM, &subject, view.graph_seq + 1, last.seq, GRAPH_BATCH).await;
                 if !records.is_empty() {
                     for stored in records {
                         view.apply_graph(stored.seq, decode("graph", &stored.payload)?);
@@ -180,16 +181,6 @@ impl JetStreamHost {
             batched = true;
         }
         Ok(())
-    }
-
-    /// Graph records from `from_seq` through `through_seq` in one batched read; none
-    /// when the read failed (the caller reads them from the leader).
-    async fn graph_batch(&self, subject: &str, from_seq: u64, through_seq: u64) -> Vec<StoredMessage> {
-        let read = self.inner.api.batch_read(STATE_STREAM, subject, from_seq, through_seq, GRAPH_BATCH);
-        read.await.unwrap_or_else(|err| {
-            tracing::debug!(%err, "a batched graph read failed; reading the graph from the leader");
-            Vec::new()
-        })
     }
 
     /// `snapshot_session`: meta and graph from the leader, caught up incrementally.
