@@ -72,51 +72,42 @@ impl JetStreamApi {
         through_seq: u64,
         batch: usize,
     ) -> Vec<StoredMessage> {
-        let read = self.try_batch_read(stream, subject, from_seq, through_seq, batch).await;
-        read.unwrap_or_else(|err| {
-            tracing::debug!(%err, stream, subject, "a batched read failed; the leader is read instead");
-            Vec::new()
-        })
-    }
-
-    async fn try_batch_read(
-        &self,
-        stream: &str,
-        subject: &str,
-        from_seq: u64,
-        through_seq: u64,
-        batch: usize,
-    ) -> Result<Vec<StoredMessage>, JsError> {
-        let inbox = self.client().new_inbox();
-        // Replies answer a request of this connection, sent after the subscription on
-        // the same connection: the server has registered it when they come.
-        let mut replies = self
-            .client()
-            .subscribe(inbox.clone())
-            .await
-            .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
-        let request = serde_json::json!({
-            "seq": from_seq.max(1), "next_by_subj": subject, "batch": batch, "max_bytes": BATCH_MAX_BYTES,
-        });
-        self.client()
-            .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
-            .await
-            .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
-        let mut records = Vec::new();
-        while let Ok(Some(reply)) = tokio::time::timeout(BATCH_REPLY_WAIT, replies.next()).await {
-            match batch_reply(&reply)? {
-                BatchReply::End => break,
-                BatchReply::Record(record) if record.seq > through_seq => break,
-                BatchReply::Record(record) => {
-                    let done = record.seq == through_seq;
-                    records.push(record);
-                    if done {
-                        break;
+        let read = async {
+            let inbox = self.client().new_inbox();
+            // Replies answer a request of this connection, sent after the subscription on
+            // the same connection: the server has registered it when they come.
+            let mut replies = self
+                .client()
+                .subscribe(inbox.clone())
+                .await
+                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
+            let request = serde_json::json!({
+                "seq": from_seq.max(1), "next_by_subj": subject, "batch": batch, "max_bytes": BATCH_MAX_BYTES,
+            });
+            self.client()
+                .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
+                .await
+                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
+            let mut records = Vec::new();
+            while let Ok(Some(reply)) = tokio::time::timeout(BATCH_REPLY_WAIT, replies.next()).await {
+                match batch_reply(&reply)? {
+                    BatchReply::End => break,
+                    BatchReply::Record(record) if record.seq > through_seq => break,
+                    BatchReply::Record(record) => {
+                        let done = record.seq == through_seq;
+                        records.push(record);
+                        if done {
+                            break;
+                        }
                     }
                 }
             }
-        }
-        Ok(records)
+            Ok::<_, JsError>(records)
+        };
+        read.await.unwrap_or_else(|err| {
+            tracing::debug!(%err, stream, subject, "a batched read failed; the leader is read instead");
+            Vec::new()
+        })
     }
 }
 
