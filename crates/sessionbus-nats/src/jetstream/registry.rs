@@ -79,10 +79,10 @@ impl JetStreamHost {
             }
             let mut entries = Vec::new();
             let mut exhausted = false;
-            while entries.len() < (limit - page.sessions.len()).min(budget) {
-                let wanted = (limit - page.sessions.len()).min(budget) - entries.len();
+            let want = (limit - page.sessions.len()).min(budget);
+            while entries.len() < want {
                 let mut read = match next_seq <= newest {
-                    true => api.batch_read(INDEX_STREAM, &filter, next_seq, newest, wanted).await,
+                    true => api.batch_read(INDEX_STREAM, &filter, next_seq, newest, want - entries.len()).await,
                     false => Vec::new(),
                 };
                 if read.is_empty() {
