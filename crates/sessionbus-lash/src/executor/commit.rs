@@ -133,7 +133,7 @@ pub fn session_changes(commits: &[RuntimeCommit], start: &TurnStart) -> Result<S
 /// The nodes a whole-graph commit adds to the `known` graph: lash restates the whole
 /// graph at the end of some turns (`ReplaceFull`), which is an append when the known
 /// nodes are its prefix, unchanged. Anything else rewrites history and is refused.
-fn appended_by_replacement(known: &[Value], mut graph: Vec<Value>) -> Result<Vec<Value>, CommitRefusal> {
+pub(crate) fn appended_by_replacement(known: &[Value], mut graph: Vec<Value>) -> Result<Vec<Value>, CommitRefusal> {
     if graph.len() < known.len() || graph[..known.len()] != *known {
         return Err(CommitRefusal::ReplaceFull);
     }
@@ -156,11 +156,11 @@ fn same_tools(a: Option<&Value>, b: Option<&Value>) -> bool {
     a.is_some() == b.is_some() && tools(a) == tools(b)
 }
 
-fn json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, CommitRefusal> {
+pub(crate) fn json(what: &'static str, value: &impl serde::Serialize) -> Result<Value, CommitRefusal> {
     serde_json::to_value(value).map_err(|err| CommitRefusal::Unreadable { what, why: err.to_string() })
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<T, CommitRefusal> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(what: &'static str, value: Value) -> Result<T, CommitRefusal> {
     serde_json::from_value(value).map_err(|err| CommitRefusal::Unreadable { what, why: err.to_string() })
 }
 

@@ -12,8 +12,12 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use lash_core::StoreError;
 use sessionbus_nats::Subjects;
+use sessionbus_nats::jetstream::StateAccess;
 
 use super::layout::{Buckets, StoreLayout};
+
+/// How long one read or write of the session layout waits for its answer.
+const STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Where and how a [`StoreBackend`] connects.
 #[derive(Clone, Debug)]
@@ -47,6 +51,8 @@ pub struct StoreBackend {
     pub(super) context: jetstream::Context,
     pub(super) layout: StoreLayout,
     pub(super) buckets: Buckets,
+    /// The bus's conditional writes and leader reads on the session layout.
+    pub(super) state: StateAccess,
 }
 
 impl std::fmt::Debug for StoreBackend {
@@ -80,7 +86,8 @@ impl StoreBackend {
         })?;
         let (context, buckets) = connected?;
         let handle = runtime.handle().clone();
-        Ok(Arc::new(Self { runtime: Some(runtime), handle, context, layout, buckets }))
+        let state = StateAccess::new(context.client(), layout.subjects().clone(), STATE_TIMEOUT);
+        Ok(Arc::new(Self { runtime: Some(runtime), handle, context, layout, buckets, state }))
     }
 
     /// Starts `work` on the store's runtime.

@@ -11,7 +11,9 @@ use lash_core::{
 
 use super::backend::{StoreBackend, backend};
 use super::blobs;
-use super::layout::LASH_STREAM;
+use sessionbus_nats::STATE_STREAM;
+
+use super::layout::StoreLayout;
 use super::store::JetStreamStore;
 
 /// Opens (and creates, and deletes) the JetStream store of each session.
@@ -63,7 +65,7 @@ impl JetStreamStoreFactory {
                 let filter = backend.layout.logs();
                 let stream = backend
                     .context
-                    .get_stream(LASH_STREAM)
+                    .get_stream(STATE_STREAM)
                     .await
                     .map_err(|err| self::backend(format!("reading the lash stream failed: {err}")))?;
                 let subjects: Vec<(String, usize)> = stream
@@ -78,7 +80,7 @@ impl JetStreamStoreFactory {
             .await?;
         let mut stores = Vec::new();
         for subject in logs {
-            let Some(token) = subject.rsplit('.').next() else { continue };
+            let Some(token) = subject.rsplit('.').nth(1) else { continue };
             let Ok(key) = sessionbus_api::ids::decode_id("store key", token) else { continue };
             if let Some(session_id) = key.strip_prefix(&self.namespace) {
                 stores.push(self.store(session_id)?);
@@ -123,10 +125,11 @@ impl SessionStoreFactory for JetStreamStoreFactory {
         let key = store.key().to_owned();
         self.backend
             .run(async move {
-                let subject = backend.layout.log(&key)?;
+                // The log and, for a session on the bus's layout, everything else of it.
+                let subject = backend.layout.subjects().state_session(&StoreLayout::token(&key)?);
                 let stream = backend
                     .context
-                    .get_stream_no_info(LASH_STREAM)
+                    .get_stream_no_info(STATE_STREAM)
                     .await
                     .map_err(|err| self::backend(format!("reading the lash stream failed: {err}")))?;
                 stream

@@ -1,11 +1,13 @@
-//! What the store keeps in JetStream: the `SESSIONBUS_LASH` stream (one log subject per
-//! store, `<prefix>.lash.<store token>`), the `SESSIONBUS_BLOBS` object store
+//! What the store keeps in JetStream: a log subject per store on the bus's own state
+//! stream, `<prefix>.state.<store token>.lash`, next to the session's graph and meta
+//! (decision 0024), the `SESSIONBUS_BLOBS` object store
 //! (checkpoint blobs, named `<store token>.<sha256 hex>`), the `SESSIONBUS_ATTACHMENTS`
 //! object store and the `SESSIONBUS_PROCESS_ENV` KV bucket.
 
 use async_nats::jetstream::{self, kv, object_store, stream};
 use lash_core::StoreError;
 use sessionbus_nats::Subjects;
+use sessionbus_nats::jetstream::{LayoutConfig, STATE_STREAM, ensure_layout};
 
 use super::backend::backend;
 
@@ -20,8 +22,6 @@ pub(crate) struct Buckets {
     pub(crate) process_envs: kv::Store,
 }
 
-/// The stream holding every store's log.
-pub const LASH_STREAM: &str = "SESSIONBUS_LASH";
 /// The object store holding checkpoint blobs.
 pub const BLOBS_BUCKET: &str = "SESSIONBUS_BLOBS";
 /// The object store holding lash attachments.
@@ -40,18 +40,24 @@ impl StoreLayout {
         Self { subjects }
     }
 
-    fn all_logs(&self) -> String {
-        format!("{}.lash.>", self.subjects.prefix())
+    /// The subject scheme shared with the bus.
+    pub(crate) fn subjects(&self) -> &Subjects {
+        &self.subjects
     }
 
     /// The filter matching every store's log subject.
     pub(crate) fn logs(&self) -> String {
-        format!("{}.lash.*", self.subjects.prefix())
+        format!("{}.state.*.lash", self.subjects.prefix())
     }
 
     /// The log subject of the store keyed `key` (a session id, or any id).
     pub(crate) fn log(&self, key: &str) -> Result<String, StoreError> {
-        Ok(format!("{}.lash.{}", self.subjects.prefix(), token(key)?))
+        Ok(format!("{}.state.{}.lash", self.subjects.prefix(), token(key)?))
+    }
+
+    /// The token naming `key`'s subjects.
+    pub(crate) fn token(key: &str) -> Result<String, StoreError> {
+        token(key)
     }
 
     /// The key's part of blob names: blobs of one store share it.
@@ -65,7 +71,7 @@ impl StoreLayout {
         let missing = |what: &str, err: &dyn std::fmt::Display| {
             backend(format!("the lash store's {what} is missing or unreadable ({err}); run ensure_store_layout once"))
         };
-        context.get_stream_no_info(LASH_STREAM).await.map_err(|err| missing(LASH_STREAM, &err))?;
+        context.get_stream_no_info(STATE_STREAM).await.map_err(|err| missing(STATE_STREAM, &err))?;
         let object_store = |bucket: &'static str| async move {
             context.get_object_store(bucket).await.map_err(|err| missing(bucket, &err))
         };
@@ -79,20 +85,12 @@ impl StoreLayout {
         })
     }
 
-    /// Creates the stream and the bucket with `replicas` copies (idempotent).
+    /// Creates the bus's layout and the store's buckets with `replicas` copies
+    /// (idempotent).
     pub(crate) async fn ensure(&self, context: &jetstream::Context, replicas: usize) -> Result<(), StoreError> {
         let failed = |what: &str, err: &dyn std::fmt::Display| backend(format!("could not create {what}: {err}"));
-        context
-            .get_or_create_stream(stream::Config {
-                name: LASH_STREAM.to_owned(),
-                subjects: vec![self.all_logs()],
-                num_replicas: replicas,
-                storage: stream::StorageType::File,
-                allow_direct: true,
-                ..Default::default()
-            })
-            .await
-            .map_err(|err| failed(LASH_STREAM, &err))?;
+        let config = LayoutConfig::default().with_replicas(replicas);
+        ensure_layout(context, &self.subjects, &config).await.map_err(|err| failed("the bus's streams", &err))?;
         for bucket in [BLOBS_BUCKET, ATTACHMENTS_BUCKET] {
             if context.get_object_store(bucket).await.is_err() {
                 context

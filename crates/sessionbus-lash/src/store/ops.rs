@@ -4,6 +4,7 @@
 //! log in order rebuilds the same state in any process.
 
 use lash_core::runtime::{QueuedWorkBatchDraft, QueuedWorkClaim, QueuedWorkClaimBoundary};
+use lash_core::store::GraphCommitDelta;
 use lash_core::{
     AttachmentId, AttachmentIntent, AttachmentManifest as _, AttachmentOwnerKind, CheckpointKind, InMemorySessionStore,
     LeaseOwnerIdentity, PendingTurnInputCancelTarget, PendingTurnInputDraft, QueuedWorkStore as _, RuntimeCommit,
@@ -168,6 +169,18 @@ pub(crate) enum Op {
         session_id: String,
         id: AttachmentId,
     },
+    /// What bus ops wrote on the session's graph since the store last saw it (decision
+    /// 0024): their nodes, the graph's leaf and the last graph record read (`graph_seq`),
+    /// appended as one commit. For a session created on the bus, `meta` seeds lash's
+    /// session meta and `config` (from the bus session's policy) its first commit.
+    Import {
+        session_id: String,
+        graph_seq: u64,
+        nodes: Vec<lash_core::SessionNodeRecord>,
+        leaf_node_id: Option<String>,
+        meta: Option<SessionMeta>,
+        config: Option<lash_core::PersistedSessionConfig>,
+    },
 }
 
 /// A read of a store (never logged).
@@ -316,8 +329,64 @@ impl Op {
                 state.forget(&session_id, &id)?;
                 Output::Unit
             }
+            Op::Import { session_id, nodes, leaf_node_id, meta, config, .. } => {
+                if let Some(meta) = meta
+                    && state.load_session_meta().await?.is_none()
+                {
+                    state.save_session_meta(meta).await?;
+                }
+                let commit = import_commit(state, session_id, nodes, leaf_node_id, config).await?;
+                Output::Commit(Box::new(state.commit_runtime_state(commit).await?))
+            }
         })
     }
+}
+
+/// The commit that adds `nodes` (written by bus ops) to the session as `state` holds
+/// it, keeping everything else lash committed last; a session lash has no commit of yet
+/// starts with `config`. It restates the whole graph (`ReplaceFull`), which is how a
+/// store sets the graph's leaf for every read scope.
+async fn import_commit(
+    state: &InMemorySessionStore,
+    session_id: String,
+    nodes: Vec<lash_core::SessionNodeRecord>,
+    leaf_node_id: Option<String>,
+    config: Option<lash_core::PersistedSessionConfig>,
+) -> Result<RuntimeCommit, StoreError> {
+    let current = state.load_session(SessionReadScope::FullGraph).await?;
+    let (expected_head_revision, config, agent_frames, current_agent_frame_id, checkpoint, mut graph_nodes, leaf) =
+        match current {
+            Some(read) => (
+                Some(read.head_revision),
+                read.config,
+                read.agent_frames,
+                read.current_agent_frame_id,
+                read.checkpoint.unwrap_or_default(),
+                read.graph.nodes.clone(),
+                read.graph.leaf_node_id.clone(),
+            ),
+            None => (None, config.unwrap_or_default(), Vec::new(), String::new(), Default::default(), Vec::new(), None),
+        };
+    graph_nodes.extend(nodes);
+    let graph = lash_core::SessionGraph::from_nodes(graph_nodes, leaf_node_id.or(leaf));
+    Ok(RuntimeCommit {
+        session_id,
+        expected_head_revision,
+        session_execution_lease: None,
+        release_session_execution_lease: None,
+        config,
+        agent_frames,
+        current_agent_frame_id,
+        graph: GraphCommitDelta::ReplaceFull(graph),
+        checkpoint,
+        usage_deltas: Vec::new(),
+        turn_commit: None,
+        completed_queue_claims: Vec::new(),
+        completed_turn_input_claims: Vec::new(),
+        enqueued_queue_batches: Vec::new(),
+        interrupted_turn_input_turn_id: None,
+        committed_attachment_ids: Vec::new(),
+    })
 }
 
 impl Query {

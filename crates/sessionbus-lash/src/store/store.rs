@@ -60,10 +60,11 @@ impl JetStreamStore {
         &self.engine.key
     }
 
-    /// True when anything was ever written to this store.
+    /// True when anything was ever written to this store, or the session it is keyed
+    /// by exists on the bus.
     pub async fn exists(&self) -> Result<bool, StoreError> {
         let engine = Arc::clone(&self.engine);
-        self.engine.backend.run(async move { Ok(engine.tip().await? > 0) }).await
+        self.engine.backend.run(async move { engine.exists().await }).await
     }
 
     async fn execute(&self, op: Op) -> Result<Output, StoreError> {

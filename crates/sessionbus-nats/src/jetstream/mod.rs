@@ -27,6 +27,7 @@ pub mod records;
 mod registry;
 mod retention;
 mod sessions;
+mod state_access;
 mod tools;
 mod trace_sink;
 mod turn_protocol;
@@ -51,6 +52,7 @@ pub use layout::{
 };
 pub use registry::describe_session;
 pub use retention::{PurgeConfig, PurgeReport, purge_closed_sessions};
+pub use state_access::{StateAccess, StateWrite, StoredRecord};
 
 use crate::subjects::Subjects;
 use api::JetStreamApi;

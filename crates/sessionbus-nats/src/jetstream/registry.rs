@@ -30,6 +30,31 @@ pub(crate) fn scan_budget(query: &SessionListQuery) -> usize {
     }
 }
 
+/// Writes `handle`'s registry entry under `subjects` once: an entry already written
+/// (by a resend, or by another writer of the session) is left as it is.
+pub(crate) async fn write_index(
+    api: &JetStreamApi,
+    subjects: &Subjects,
+    handle: &SessionHandle,
+    created_at: &str,
+    msg_id: String,
+) -> Result<(), PluginError> {
+    let token = session_token(&handle.session_id)?;
+    let parent_token = handle.parent_session_id.as_deref().map(session_token).transpose()?;
+    let record = IndexRecord {
+        session_id: handle.session_id.clone(),
+        parent_session_id: handle.parent_session_id.clone(),
+        created_at: created_at.to_owned(),
+    };
+    let write =
+        Write::new(subjects.index(parent_token.as_deref(), &token), encode(&record)?, msg_id).if_last_sequence(0, None);
+    match api.publish(&write).await {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == JsErrorKind::WrongLastSequence => Ok(()),
+        Err(err) => Err(err.into_plugin("writing the session registry entry")),
+    }
+}
+
 impl JetStreamHost {
     /// Writes `handle`'s registry entry once (a resent create, or one finding it
     /// written, changes nothing). Called after the session's state is stored: a create
@@ -40,21 +65,7 @@ impl JetStreamHost {
         created_at: &str,
         msg_id: String,
     ) -> Result<(), PluginError> {
-        let subjects = &self.inner.config.subjects;
-        let token = session_token(&handle.session_id)?;
-        let parent_token = handle.parent_session_id.as_deref().map(session_token).transpose()?;
-        let record = IndexRecord {
-            session_id: handle.session_id.clone(),
-            parent_session_id: handle.parent_session_id.clone(),
-            created_at: created_at.to_owned(),
-        };
-        let write = Write::new(subjects.index(parent_token.as_deref(), &token), encode(&record)?, msg_id)
-            .if_last_sequence(0, None);
-        match self.inner.api.publish(&write).await {
-            Ok(_) => Ok(()),
-            Err(err) if err.kind() == JsErrorKind::WrongLastSequence => Ok(()),
-            Err(err) => Err(err.into_plugin("writing the session registry entry")),
-        }
+        write_index(&self.inner.api, &self.inner.config.subjects, handle, created_at, msg_id).await
     }
 
     /// One page of the registry.
