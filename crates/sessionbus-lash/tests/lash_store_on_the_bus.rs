@@ -5,6 +5,7 @@
 //! (the `lash-on-nats` peer, in process) with the scripted model.
 
 mod lash_bus;
+mod store_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,13 +15,13 @@ use lash_core::store::GraphCommitDelta;
 use lash_core::{RuntimeCommit, SessionCommitStore as _, SessionReadScope, StoreError, SystemClock};
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, SessionAppendNode, SessionCreateRequest,
-    SessionGraphService as _, SessionLifecycleService as _, SessionListQuery, SessionStateService as _, TurnExecutor,
+    SessionGraphService, SessionLifecycleService as _, SessionListQuery, SessionStateService, TurnExecutor,
 };
 use sessionbus_lash::peer::protocol::{Command, Event};
 use sessionbus_lash::peer::{Peer, PeerConfig};
 use sessionbus_lash::store::{JetStreamStore, StoreBackend, StoreBackendConfig, ensure_store_layout};
+use sessionbus_nats::Subjects;
 use sessionbus_nats::events::EventKind;
-use sessionbus_nats::{BusClient, Subjects};
 
 /// A bus (server, one worker, a client) with the lash store's buckets too.
 async fn bus() -> lash_bus::LashBus {
@@ -33,11 +34,16 @@ async fn bus() -> lash_bus::LashBus {
 /// A lash runtime on the store (the deployment's sessions: no namespace), with every
 /// event it says collected.
 fn lash_runtime(bus: &lash_bus::LashBus) -> (Peer, Arc<Mutex<Vec<Event>>>) {
+    lash_runtime_at(bus.server.url())
+}
+
+/// [`lash_runtime`] on the server(s) at `url`.
+fn lash_runtime_at(url: String) -> (Peer, Arc<Mutex<Vec<Event>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let config = PeerConfig {
         label: "lash".to_owned(),
-        url: bus.server.url(),
+        url,
         namespace: String::new(),
         script: lash_bus::script("two_processes.json"),
         lease_timings: lash_core::LeaseTimings::default(),
@@ -59,7 +65,12 @@ async fn turn(peer: &Peer, events: &Mutex<Vec<Event>>, session: &str, text: &str
 
 /// The store of `session` opened anew (a new connection), as another process would.
 fn fresh_store(bus: &lash_bus::LashBus, session: &str) -> JetStreamStore {
-    let backend = StoreBackend::connect(StoreBackendConfig::new(bus.server.url())).expect("backend");
+    fresh_store_at(bus.server.url(), session)
+}
+
+/// [`fresh_store`] on the server(s) at `url`.
+fn fresh_store_at(url: String, session: &str) -> JetStreamStore {
+    let backend = StoreBackend::connect(StoreBackendConfig::new(url)).expect("backend");
     JetStreamStore::open(backend, session, Arc::new(SystemClock)).expect("open")
 }
 
@@ -74,8 +85,8 @@ async fn lash_path(store: &JetStreamStore) -> Vec<String> {
 }
 
 /// The node ids of the session's active path, as bus ops read it.
-async fn bus_path(client: &BusClient, session: &str) -> Vec<String> {
-    let snapshot = client.snapshot_session(session).await.expect("snapshot");
+async fn bus_path(bus: &impl SessionStateService, session: &str) -> Vec<String> {
+    let snapshot = bus.snapshot_session(session).await.expect("snapshot");
     let graph = snapshot.session_graph;
     let mut path = Vec::new();
     let mut next = graph.leaf_node_id.clone();
@@ -88,12 +99,12 @@ async fn bus_path(client: &BusClient, session: &str) -> Vec<String> {
     path
 }
 
-async fn append_text(client: &BusClient, session: &str, text: &str) -> Vec<String> {
+async fn append_text(bus: &impl SessionGraphService, session: &str, text: &str) -> Vec<String> {
     let request = AppendSessionNodesRequest {
         nodes: vec![SessionAppendNode::message("User", text)],
         requires_ancestor_node_id: None,
     };
-    match client.append_session_nodes(session, request).await.expect("append") {
+    match bus.append_session_nodes(session, request).await.expect("append") {
         AppendSessionNodesResult::Appended { node_ids, .. } => node_ids,
         other => panic!("the append was not stored: {other:?}"),
     }
@@ -198,4 +209,21 @@ async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_noth
     assert_eq!(now.graph.leaf_node_id.as_ref(), appended.last(), "lash reads the bus's append as its leaf");
     let fresh = store.commit_runtime_state(commit(now.head_revision, now.graph.leaf_node_id.clone())).await;
     assert!(fresh.is_ok(), "a commit on the current head is stored: {fresh:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_3_node_cluster_lash_and_bus_ops_write_one_session() {
+    let deployment = store_support::Deployment::cluster().await;
+    let host = deployment.bus_host().await;
+    let session = uuid::Uuid::new_v4().to_string();
+    let (peer, said) = lash_runtime_at(deployment.url());
+
+    turn(&peer, &said, &session, "Say hello").await;
+    let appended = append_text(&host, &session, "a note from a bus op").await;
+    turn(&peer, &said, &session, "Add 2 and 3").await;
+
+    let lash = lash_path(&fresh_store_at(deployment.url(), &session)).await;
+    assert!(lash.contains(&appended[0]), "lash's session holds the bus's append on its path: {lash:?}");
+    assert!(lash.last() != appended.last(), "and lash's second turn after it: {lash:?}");
+    assert_eq!(bus_path(&host, &session).await, lash, "bus ops read the session lash's store holds (R3)");
 }

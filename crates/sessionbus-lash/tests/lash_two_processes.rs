@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use lash_core::{SessionCommitStore as _, SessionReadScope, TurnInputStore as _};
 use serde_json::json;
+use sessionbus_api::SessionStateService as _;
 use sessionbus_lash::peer::protocol::{Event, LeaseOutcome};
 use sessionbus_lash::store::JetStreamStoreFactory;
 use store_support::Deployment;
@@ -48,10 +49,11 @@ struct PeerProcess {
 }
 
 impl PeerProcess {
-    fn start(deployment: &Deployment, namespace: &str, label: &'static str) -> Self {
+    /// A peer on the deployment's own sessions (no namespace): the ones bus ops read.
+    fn start(deployment: &Deployment, label: &'static str) -> Self {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/two_processes.json");
         let mut child = Command::new(env!("CARGO_BIN_EXE_lash-on-nats"))
-            .args(["--label", label, "--url", &deployment.url(), "--namespace", namespace, "--script", script])
+            .args(["--label", label, "--url", &deployment.url(), "--script", script])
             .args(["--lease-ttl-ms", &LEASE_TTL_MS.to_string(), "--lease-renew-ms", &LEASE_RENEW_MS.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -241,9 +243,10 @@ fn b_takes_over(b: &PeerProcess, a_token: u64, stopped: Instant) {
 /// node a runtime was told was stored is there, once; nothing else is (a node only a
 /// refused commit carried included); each input was applied once, and is in exactly one
 /// node of the session's active path (the partial turn of a runtime that stopped
-/// mid-turn stays behind as a branch off that path).
-async fn the_session_is_consistent(deployment: &Deployment, namespace: &str, peers: [&PeerProcess; 2]) {
-    let factory = JetStreamStoreFactory::new(deployment.backend(), deployment.clock()).with_namespace(namespace);
+/// mid-turn stays behind as a branch off that path). Bus ops read the same session:
+/// the same nodes and the same active path.
+async fn the_session_is_consistent(deployment: &Deployment, peers: [&PeerProcess; 2]) {
+    let factory = JetStreamStoreFactory::new(deployment.backend(), deployment.clock());
     let store = factory.store(SESSION).unwrap_or_else(|err| panic!("open the session's store: {err}"));
     let read = store
         .load_session(SessionReadScope::FullGraph)
@@ -284,35 +287,38 @@ async fn the_session_is_consistent(deployment: &Deployment, namespace: &str, pee
             active.iter().filter(|node| serde_json::to_string(node).is_ok_and(|json| json.contains(text))).count();
         assert_eq!(holding, 1, "the text of `{input_id}` is in exactly one node of the active path: {active:#?}");
     }
+
+    let bus = deployment.bus_host().await.snapshot_session(SESSION).await.expect("the bus's snapshot");
+    let on_the_bus: BTreeSet<String> = bus.session_graph.nodes.iter().map(|node| node.node_id.clone()).collect();
+    assert_eq!(on_the_bus, stored, "bus ops read the nodes lash's store holds");
+    assert_eq!(bus.session_graph.leaf_node_id, read.graph.leaf_node_id, "and the same leaf");
 }
 
-/// Two runtimes `a` and `b` on one session of a fresh namespace: `a` holds the lane
-/// inside its slow turn, and `b` was told the lane is busy. Returns the namespace, both
-/// and `a`'s fencing token.
-fn a_holds_the_lane_b_waits(deployment: &Deployment) -> (String, PeerProcess, PeerProcess, u64) {
-    let namespace = format!("{}-", uuid::Uuid::new_v4().simple());
-    let mut a = PeerProcess::start(deployment, &namespace, "a");
-    let mut b = PeerProcess::start(deployment, &namespace, "b");
+/// Two runtimes `a` and `b` on one session: `a` holds the lane inside its slow turn,
+/// and `b` was told the lane is busy. Returns both and `a`'s fencing token.
+fn a_holds_the_lane_b_waits(deployment: &Deployment) -> (PeerProcess, PeerProcess, u64) {
+    let mut a = PeerProcess::start(deployment, "a");
+    let mut b = PeerProcess::start(deployment, "b");
     let a_token = a_holds_the_lane_mid_turn(&mut a);
     b_finds_the_lane_busy(&mut b, a_token);
-    (namespace, a, b, a_token)
+    (a, b, a_token)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_killed_mid_turn_is_taken_over_after_the_lease_ttl_and_no_node_is_lost_or_duplicated() {
     let deployment = Deployment::single().await;
-    let (namespace, mut a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
+    let (mut a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
     a.sigkill();
     b_takes_over(&b, a_token, Instant::now());
     let a_finished = a.events().iter().filter(|event| matches!(event, Event::TurnDone { .. })).count();
     assert_eq!(a_finished, 1, "`a` finished the seed turn only: it was killed inside the slow one");
-    the_session_is_consistent(&deployment, &namespace, [&a, &b]).await;
+    the_session_is_consistent(&deployment, [&a, &b]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_stalled_past_its_lease_ttl_is_fenced_off_and_its_late_commit_is_refused() {
     let deployment = Deployment::single().await;
-    let (namespace, a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
+    let (a, b, a_token) = a_holds_the_lane_b_waits(&deployment);
     // `a` stalls (SIGSTOP) mid-turn, holding the lane, past its lease TTL.
     a.signal("-STOP");
     b_takes_over(&b, a_token, Instant::now());
@@ -339,5 +345,5 @@ async fn a_holder_stalled_past_its_lease_ttl_is_fenced_off_and_its_late_commit_i
         !refusals.is_empty() && refusals.iter().all(|kind| fenced.contains(kind)),
         "`a`'s late commit is refused by the store's fence ({fenced:?}), got {refusals:?} in {after:#?}"
     );
-    the_session_is_consistent(&deployment, &namespace, [&a, &b]).await;
+    the_session_is_consistent(&deployment, [&a, &b]).await;
 }

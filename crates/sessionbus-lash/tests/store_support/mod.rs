@@ -60,6 +60,16 @@ impl Deployment {
         StoreBackend::connect(StoreBackendConfig::new(self.url.clone())).expect("connect a store backend")
     }
 
+    /// A bus host (what a worker serves bus ops with) on the deployment.
+    pub async fn bus_host(&self) -> sessionbus_nats::JetStreamHost {
+        let client =
+            async_nats::connect(sessionbus_lash::store::server_addrs(&self.url).expect("urls")).await.expect("connect");
+        let executor = Arc::new(sessionbus_api::EchoExecutor) as Arc<dyn sessionbus_api::TurnExecutor>;
+        sessionbus_nats::JetStreamHost::connect(client, executor, sessionbus_nats::JetStreamHostConfig::default())
+            .await
+            .expect("a bus host")
+    }
+
     /// The system clock, as lash's runtime injects it by default.
     pub fn clock(&self) -> Arc<dyn Clock> {
         Arc::new(lash_core::SystemClock)
