@@ -141,3 +141,144 @@ fn chunk(nodes: Vec<SessionNode>) -> Vec<Vec<SessionNode>> {
     chunks.push(current);
     chunks
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// The three commits lash-runtime made for a real turn: an append of the user's
+    /// message, an append of the tool call and its result, then the whole graph
+    /// restated with the answer at its end.
+    fn tool_turn() -> Vec<Value> {
+        include_str!("../executor/testdata/tool_turn_commits.jsonl")
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("a commit"))
+            .collect()
+    }
+
+    fn commit(value: &Value) -> RuntimeCommit {
+        serde_json::from_value(value.clone()).expect("lash reads the commit")
+    }
+
+    fn ids(nodes: &[SessionNode]) -> Vec<String> {
+        nodes.iter().map(|node| node.node_id.clone()).collect()
+    }
+
+    fn graph_ids(value: &Value, delta: &str) -> Vec<String> {
+        let nodes = value["graph"][delta]["nodes"].as_array().expect("nodes");
+        nodes.iter().map(|node| node["node_id"].as_str().expect("an id").to_owned()).collect()
+    }
+
+    fn bus_meta(closed: bool) -> MetaRecord {
+        let handle = SessionHandle { session_id: "s".into(), parent_session_id: None, policy: json!({"p": 1}) };
+        MetaRecord { closed, ..MetaRecord::new(handle, "2026-01-01T00:00:00Z".into()) }
+    }
+
+    fn before(nodes: &[Value], meta: Option<MetaRecord>) -> Before<'_> {
+        Before { nodes, meta, parent_session_id: Some("parent".into()) }
+    }
+
+    #[test]
+    fn each_kind_of_graph_delta_becomes_its_graph_records() {
+        let values = tool_turn();
+        let replaced: Vec<Value> = values[2]["graph"]["ReplaceFull"]["nodes"].as_array().cloned().expect("nodes");
+        let mut changed = values[2].clone();
+        changed["graph"]["ReplaceFull"]["nodes"][0]["timestamp"] = json!("2000-01-01T00:00:00Z");
+        let unchanged = {
+            let mut value = values[1].clone();
+            value["graph"] = json!({"Unchanged": {"leaf_node_id": "m-leaf"}});
+            value
+        };
+        // (row, commit, graph before it, expected node ids, expected leaf, expected replace)
+        let rows: [(&str, Value, Vec<Value>, Vec<String>, Option<String>, bool); 4] = [
+            (
+                "an append",
+                values[1].clone(),
+                Vec::new(),
+                graph_ids(&values[1], "Append"),
+                values[1]["graph"]["Append"]["leaf_node_id"].as_str().map(str::to_owned),
+                false,
+            ),
+            (
+                "a restatement of the graph so far plus an answer",
+                values[2].clone(),
+                replaced[..4].to_vec(),
+                graph_ids(&values[2], "ReplaceFull")[4..].to_vec(),
+                values[2]["graph"]["ReplaceFull"]["leaf_node_id"].as_str().map(str::to_owned),
+                false,
+            ),
+            (
+                "a whole graph that changes a node",
+                changed.clone(),
+                replaced[..4].to_vec(),
+                graph_ids(&changed, "ReplaceFull"),
+                changed["graph"]["ReplaceFull"]["leaf_node_id"].as_str().map(str::to_owned),
+                true,
+            ),
+            ("no graph change", unchanged, Vec::new(), Vec::new(), Some("m-leaf".into()), false),
+        ];
+        for (row, value, known, expected_ids, expected_leaf, expected_replace) in rows {
+            let projection = project(&commit(&value), before(&known, None), "lash/x", "now").expect(row);
+            assert_eq!(projection.graph.len(), 1, "{row}: one record");
+            let record = &projection.graph[0];
+            assert_eq!(ids(&record.nodes), expected_ids, "{row}: the nodes, verbatim and in order");
+            assert_eq!(record.leaf, expected_leaf, "{row}: the leaf");
+            assert_eq!(record.replace, expected_replace, "{row}: whether readers drop what they had");
+            assert_eq!(record.request_id, "lash/x", "{row}: marked as a lash commit's record");
+        }
+    }
+
+    #[test]
+    fn the_meta_carries_lash_s_frames_turn_state_and_usage_and_creates_the_session_once() {
+        let values = tool_turn();
+        let last = commit(&values[2]);
+        let created = project(&last, before(&[], None), "lash/x", "now").expect("projection");
+        assert!(created.created, "no meta on the bus: the commit creates the session there");
+        assert_eq!(created.meta.handle.parent_session_id.as_deref(), Some("parent"), "lash's relation");
+        assert_eq!(created.meta.created_at, "now");
+        assert_eq!(Value::Array(created.meta.agent_frames.clone()), values[2]["agent_frames"]);
+        assert_eq!(created.meta.current_agent_frame_id.as_deref(), values[2]["current_agent_frame_id"].as_str());
+        assert_eq!(created.meta.turn_index, values[2]["checkpoint"]["turn_state"]["turn_index"].as_u64().expect("n"));
+        assert_eq!(Value::Array(created.meta.token_ledger.clone()), values[2]["usage_deltas"]);
+        assert_eq!(created.graph[0].turn_id.as_deref(), Some("turn-1"), "the turn that committed");
+
+        let again = project(&last, before(&[], Some(created.meta.clone())), "lash/y", "later").expect("projection");
+        assert!(!again.created, "a session the bus has is not created again");
+        assert_eq!(again.meta.created_at, "now", "its creation time stays");
+        assert_eq!(again.meta.token_ledger.len(), created.meta.token_ledger.len(), "one ledger entry per source");
+        assert_ne!(again.meta.token_ledger, created.meta.token_ledger, "the second commit's usage is added");
+    }
+
+    #[test]
+    fn a_session_closed_through_the_bus_takes_no_commit() {
+        let values = tool_turn();
+        let refused = project(&commit(&values[1]), before(&[], Some(bus_meta(true))), "lash/x", "now");
+        assert_eq!(refused, Err(ProjectionRefusal::Closed("88f70732-7156-4d6e-ab7e-1470f20486d8".into())));
+        let open = project(&commit(&values[1]), before(&[], Some(bus_meta(false))), "lash/x", "now");
+        assert_eq!(open.expect("projection").meta.handle.policy, json!({"p": 1}), "the bus's handle stays");
+    }
+
+    #[test]
+    fn a_large_graph_is_split_and_only_its_first_record_replaces() {
+        let values = tool_turn();
+        let mut big = values[2].clone();
+        let text = &mut big["graph"]["ReplaceFull"]["nodes"][0]["event"]["Conversation"]["parts"][0]["content"];
+        *text = json!("x".repeat(RECORD_BYTES + 1));
+        // The bus holds a graph this one does not start with: it is replaced.
+        let known = [json!({"node_id": "gone"})];
+        let projection = project(&commit(&big), before(&known, None), "lash/x", "now").expect("projection");
+        assert!(projection.graph.len() > 1, "split into several records");
+        let replaced: Vec<bool> = projection.graph.iter().map(|record| record.replace).collect();
+        assert!(replaced[0] && replaced[1..].iter().all(|replace| !replace), "only the first replaces: {replaced:?}");
+        let all: Vec<String> = projection.graph.iter().flat_map(|record| ids(&record.nodes)).collect();
+        assert_eq!(all, graph_ids(&big, "ReplaceFull"), "every node once, in order");
+        let leaf = big["graph"]["ReplaceFull"]["leaf_node_id"].as_str().map(str::to_owned);
+        assert_eq!(
+            projection.graph.last().and_then(|record| record.leaf.clone()),
+            leaf,
+            "the last record has the leaf"
+        );
+    }
+}
