@@ -22,6 +22,9 @@
 //! process-env stores lash's builder requires beside it (decision 0011,
 //! `docs/decisions/0011-lash-store-on-jetstream.md`).
 //!
+//! [`traces::RuntimeTraces`] stores a `LashCore`'s trace records on the bus, where the
+//! trace exporter reads them.
+//!
 //! [`peer`] is a lash runtime on those stores, run by the `lash-on-nats` binary: two of
 //! them in two processes share sessions (`tests/lash_two_processes.rs`).
 
@@ -32,5 +35,6 @@ pub mod peer;
 pub mod provider;
 pub mod store;
 mod tls;
+pub mod traces;
 
 pub use tls::install_crypto_provider;

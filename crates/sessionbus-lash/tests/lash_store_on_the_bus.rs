@@ -2,7 +2,11 @@
 //! store is the session bus ops read (`snapshot_session`, `sessions`, events), and a
 //! session bus ops write is the one a lash runtime opens and continues. A real
 //! nats-server, a real worker serving the bus ops, and a real `LashCore` on the store
-//! (the `lash-on-nats` peer, in process) with the scripted model.
+//! (the `lash-on-nats` peer, in process) with the scripted model; its trace records come
+//! out of the bus's trace exporter.
+
+#[path = "../../sessionbus-nats/tests/common/otlp.rs"]
+mod otlp;
 
 mod lash_bus;
 mod store_support;
@@ -22,6 +26,8 @@ use sessionbus_lash::peer::{Peer, PeerConfig};
 use sessionbus_lash::store::{JetStreamStore, StoreBackend, StoreBackendConfig, ensure_store_layout};
 use sessionbus_nats::Subjects;
 use sessionbus_nats::events::EventKind;
+use sessionbus_nats::jetstream::{TraceExporterConfig, run_trace_exporter};
+use sessionbus_otel::export::otlp_exporter;
 
 /// A bus (server, one worker, a client) with the lash store's buckets too.
 async fn bus() -> lash_bus::LashBus {
@@ -33,12 +39,12 @@ async fn bus() -> lash_bus::LashBus {
 
 /// A lash runtime on the store (the deployment's sessions: no namespace), with every
 /// event it says collected.
-fn lash_runtime(bus: &lash_bus::LashBus) -> (Peer, Arc<Mutex<Vec<Event>>>) {
-    lash_runtime_at(bus.server.url())
+async fn lash_runtime(bus: &lash_bus::LashBus) -> (Peer, Arc<Mutex<Vec<Event>>>) {
+    lash_runtime_at(bus.server.url()).await
 }
 
 /// [`lash_runtime`] on the server(s) at `url`.
-fn lash_runtime_at(url: String) -> (Peer, Arc<Mutex<Vec<Event>>>) {
+async fn lash_runtime_at(url: String) -> (Peer, Arc<Mutex<Vec<Event>>>) {
     let events = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&events);
     let config = PeerConfig {
@@ -48,7 +54,8 @@ fn lash_runtime_at(url: String) -> (Peer, Arc<Mutex<Vec<Event>>>) {
         script: lash_bus::script("two_processes.json"),
         lease_timings: lash_core::LeaseTimings::default(),
     };
-    let peer = Peer::start(config, Arc::new(move |event| sink.lock().expect("events").push(event))).expect("peer");
+    let peer =
+        Peer::start(config, Arc::new(move |event| sink.lock().expect("events").push(event))).await.expect("peer");
     (peer, events)
 }
 
@@ -115,7 +122,7 @@ async fn a_session_a_lash_runtime_writes_is_the_session_bus_ops_read() {
     let bus = bus().await;
     let session = uuid::Uuid::new_v4().to_string();
     let mut events = bus.client.events(&session).await.expect("watch");
-    let (peer, said) = lash_runtime(&bus);
+    let (peer, said) = lash_runtime(&bus).await;
 
     turn(&peer, &said, &session, "Say hello").await;
 
@@ -151,7 +158,7 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
     create.policy = Some(policy);
     bus.client.create_session(create).await.expect("create");
     let appended = append_text(&bus.client, &session, "a note the bus stored first").await;
-    let (peer, said) = lash_runtime(&bus);
+    let (peer, said) = lash_runtime(&bus).await;
 
     turn(&peer, &said, &session, "Say hello").await;
 
@@ -172,7 +179,7 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
 async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_nothing() {
     let bus = bus().await;
     let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_runtime(&bus);
+    let (peer, said) = lash_runtime(&bus).await;
     turn(&peer, &said, &session, "Say hello").await;
 
     let store = fresh_store(&bus, &session);
@@ -216,7 +223,7 @@ async fn on_a_3_node_cluster_lash_and_bus_ops_write_one_session() {
     let deployment = store_support::Deployment::cluster().await;
     let host = deployment.bus_host().await;
     let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_runtime_at(deployment.url());
+    let (peer, said) = lash_runtime_at(deployment.url()).await;
 
     turn(&peer, &said, &session, "Say hello").await;
     let appended = append_text(&host, &session, "a note from a bus op").await;
@@ -226,4 +233,41 @@ async fn on_a_3_node_cluster_lash_and_bus_ops_write_one_session() {
     assert!(lash.contains(&appended[0]), "lash's session holds the bus's append on its path: {lash:?}");
     assert!(lash.last() != appended.last(), "and lash's second turn after it: {lash:?}");
     assert_eq!(bus_path(&host, &session).await, lash, "bus ops read the session lash's store holds (R3)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lash_runtime_s_trace_records_come_out_of_the_bus_s_trace_exporter() {
+    let receiver = otlp::Receiver::start(0).await;
+    let bus = bus().await;
+    let exporter = otlp_exporter("sessionbus-exporter", Some(&receiver.url())).expect("otlp exporter");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let exporter_client = bus.server.client().await.expect("connect");
+    let exporter = tokio::spawn(async move {
+        let config = TraceExporterConfig::default().with_ack_wait(Duration::from_secs(3));
+        run_trace_exporter(exporter_client, exporter, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("exporter");
+    });
+    let session = uuid::Uuid::new_v4().to_string();
+    let (peer, said) = lash_runtime(&bus).await;
+
+    turn(&peer, &said, &session, "Add 2 and 3").await;
+
+    let records = lash_bus::stored_trace_records(&bus.raw, &session).await;
+    assert!(!records.is_empty(), "the runtime's records are stored on the session's trace subject");
+    let spans = receiver
+        .wait_for(Duration::from_secs(30), |spans| {
+            let count = |name: &str| spans.iter().filter(|s| s.span.name == name).count();
+            count("lash.turn") == 1 && count("lash.llm") == 2 && count("lash.tool") == 1
+        })
+        .await;
+    let turn = spans.iter().find(|s| s.span.name == "lash.turn").expect("lash.turn").span.clone();
+    for child in spans.iter().filter(|s| s.span.name == "lash.llm" || s.span.name == "lash.tool") {
+        assert_eq!(child.span.trace_id, turn.trace_id, "{} is in the turn's trace", child.span.name);
+        assert_eq!(child.span.parent_span_id, turn.span_id, "{} hangs under lash.turn", child.span.name);
+    }
+    let _ = stop.send(());
+    let _ = exporter.await;
 }

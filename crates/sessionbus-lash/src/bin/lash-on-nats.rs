@@ -51,7 +51,7 @@ fn main() -> std::process::ExitCode {
 
 async fn serve(config: PeerConfig) -> std::process::ExitCode {
     let events: EventSink = Arc::new(say);
-    let peer = match Peer::start(config, Arc::clone(&events)) {
+    let peer = match Peer::start(config, Arc::clone(&events)).await {
         Ok(peer) => peer,
         Err(err) => return fail(&err.to_string()),
     };

@@ -29,11 +29,13 @@ use lash_core::{
 pub use observe::{EventObserver, EventSink, ObservedFactory};
 use protocol::{Command, Event};
 
+use crate::executor::trace::DEFAULT_TRACE_CAPACITY;
 use crate::executor::{DEFAULT_CONTEXT_TOKENS, tools};
 use crate::provider::scripted::{Script, ScriptedProvider};
 use crate::store::{
     JetStreamAttachmentStore, JetStreamProcessEnvStore, JetStreamStoreFactory, StoreBackend, StoreBackendConfig,
 };
+use crate::traces::RuntimeTraces;
 
 /// How long a drain waits before it tries a busy lane again.
 pub const LANE_RETRY: Duration = Duration::from_millis(250);
@@ -76,6 +78,9 @@ pub enum PeerError {
         /// How long the drain waited.
         waited_ms: u128,
     },
+    /// The bus's streams (where trace records go) could not be reached.
+    #[error("the bus's streams could not be reached: {0}")]
+    Bus(#[from] sessionbus_api::PluginError),
 }
 
 impl PeerError {
@@ -86,6 +91,7 @@ impl PeerError {
             Self::Lash(_) => "lash",
             Self::Model(_) => "model",
             Self::LaneBusy { .. } => "lane_busy",
+            Self::Bus(_) => "bus",
         }
     }
 }
@@ -95,14 +101,26 @@ pub struct Peer {
     core: lash::LashCore,
     label: String,
     events: EventSink,
+    _traces: RuntimeTraces,
+}
+
+/// A bus host on the servers at `url`, for storing trace records (it runs no turns).
+async fn bus_host(url: &str) -> Result<sessionbus_nats::JetStreamHost, PeerError> {
+    let client = async_nats::connect(crate::store::server_addrs(url)?).await.map_err(|err| {
+        sessionbus_api::PluginError::Unavailable(format!("could not connect to NATS at `{url}`: {err}"))
+    })?;
+    let executor = Arc::new(sessionbus_api::EchoExecutor) as Arc<dyn sessionbus_api::TurnExecutor>;
+    Ok(sessionbus_nats::JetStreamHost::connect(client, executor, sessionbus_nats::JetStreamHostConfig::default())
+        .await?)
 }
 
 impl Peer {
-    /// Connects to the stores and builds the `LashCore` at the Durable tier; says
-    /// `ready`.
-    pub fn start(config: PeerConfig, events: EventSink) -> Result<Self, PeerError> {
+    /// Connects to the stores and builds the `LashCore` at the Durable tier, its trace
+    /// records stored on the bus; says `ready`.
+    pub async fn start(config: PeerConfig, events: EventSink) -> Result<Self, PeerError> {
         crate::install_crypto_provider();
-        let backend = StoreBackend::connect(StoreBackendConfig::new(config.url))?;
+        let backend = StoreBackend::connect(StoreBackendConfig::new(config.url.clone()))?;
+        let traces = RuntimeTraces::start(Arc::new(bus_host(&config.url).await?), DEFAULT_TRACE_CAPACITY);
         let factory: Arc<dyn SessionStoreFactory> = Arc::new(
             JetStreamStoreFactory::new(Arc::clone(&backend), Arc::new(SystemClock)).with_namespace(config.namespace),
         );
@@ -118,6 +136,7 @@ impl Peer {
             .attachment_store(Arc::new(JetStreamAttachmentStore::new(Arc::clone(&backend))))
             .process_env_store(Arc::new(JetStreamProcessEnvStore::new(backend)))
             .effect_host(Arc::new(InlineEffectHost::default()))
+            .trace_sink(traces.sink())
             .lease_timings(config.lease_timings)
             // The peer drains queued turns when told to, itself: lash's inline driver
             // would run them in the background, out of the commands' order, and under
@@ -125,7 +144,7 @@ impl Peer {
             .disable_queued_work_driver()
             .build()?;
         events(Event::Ready { peer: config.label.clone(), pid: std::process::id() });
-        Ok(Self { core, label: config.label, events })
+        Ok(Self { core, label: config.label, events, _traces: traces })
     }
 
     /// Runs `command`, saying how it went; a failure is said as `failed`.
