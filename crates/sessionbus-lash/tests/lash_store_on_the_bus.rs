@@ -263,7 +263,9 @@ async fn a_lash_runtime_s_trace_records_come_out_of_the_bus_s_trace_exporter() {
             count("lash.turn") == 1 && count("lash.llm") == 2 && count("lash.tool") == 1
         })
         .await;
-    let turn = spans.iter().find(|s| s.span.name == "lash.turn").expect("lash.turn").span.clone();
+    let turn = spans.iter().find(|s| s.span.name == "lash.turn").expect("lash.turn");
+    assert!(turn.service.contains("sessionbus-exporter"), "the exporter sends the turn's spans: {}", turn.service);
+    let turn = turn.span.clone();
     for child in spans.iter().filter(|s| s.span.name == "lash.llm" || s.span.name == "lash.tool") {
         assert_eq!(child.span.trace_id, turn.trace_id, "{} is in the turn's trace", child.span.name);
         assert_eq!(child.span.parent_span_id, turn.span_id, "{} hangs under lash.turn", child.span.name);

@@ -314,8 +314,8 @@ impl Engine {
         Ok(())
     }
 
-    /// Appends `op` and answers it as applied in log order. A commit of the store's
-    /// own session is also written onto the session's graph and meta on the bus.
+    /// Appends `op` and answers it as applied in log order. A commit is also written
+    /// onto the graph and meta of the bus session the store is keyed by.
     pub(crate) async fn execute(&self, op: Op) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let op = match op {
@@ -326,9 +326,7 @@ impl Engine {
             op => op,
         };
         match &op {
-            Op::Commit { commit, .. } if commit.session_id == self.key => {
-                self.commit_on_layout(&mut replayed, op).await
-            }
+            Op::Commit { .. } => self.commit_on_layout(&mut replayed, op).await,
             _ => self.append(&mut replayed, op).await,
         }
     }
@@ -427,7 +425,8 @@ impl Engine {
             let output = replayed.decide(Entry { at_ms, graph_records: 0, op: op.clone() }).await;
             let projection = match &output {
                 Ok(Output::Commit(result)) if result.head_revision > head_before => {
-                    let before = Before { nodes: &before_nodes, meta: bus_meta, parent_session_id };
+                    let before =
+                        Before { session_id: &self.key, nodes: &before_nodes, meta: bus_meta, parent_session_id };
                     let now = self.clock.timestamp_rfc3339();
                     match project(commit, before, &format!("{LASH_REQUEST}{msg_id}"), &now) {
                         Ok(projection) => Some(projection),

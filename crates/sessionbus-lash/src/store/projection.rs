@@ -45,6 +45,8 @@ pub(crate) enum ProjectionRefusal {
 
 /// The session before a commit, as the projection needs it.
 pub(crate) struct Before<'a> {
+    /// The bus session the commit is written onto (the store's key).
+    pub(crate) session_id: &'a str,
     /// The session's nodes (lash's JSON, in graph order); read only for a `ReplaceFull`.
     pub(crate) nodes: &'a [Value],
     /// The session's meta on the bus, when it has one.
@@ -60,12 +62,12 @@ pub(crate) fn project(
     request_id: &str,
     now: &str,
 ) -> Result<Projection, ProjectionRefusal> {
-    let session_id = &commit.session_id;
+    let session_id = before.session_id;
     let created = before.meta.is_none();
     let mut meta = before.meta.unwrap_or_else(|| {
         MetaRecord::new(
             SessionHandle {
-                session_id: session_id.clone(),
+                session_id: session_id.to_owned(),
                 parent_session_id: before.parent_session_id,
                 policy: default_policy(session_id),
             },
@@ -73,7 +75,7 @@ pub(crate) fn project(
         )
     });
     if meta.closed {
-        return Err(ProjectionRefusal::Closed(session_id.clone()));
+        return Err(ProjectionRefusal::Closed(session_id.to_owned()));
     }
     let turn_id = commit.turn_commit.as_ref().map(|stamp| stamp.turn_id.clone());
     let record = |nodes: Vec<SessionNode>, leaf: Option<String>, replace: bool| GraphRecord {
@@ -177,7 +179,12 @@ mod tests {
     }
 
     fn before(nodes: &[Value], meta: Option<MetaRecord>) -> Before<'_> {
-        Before { nodes, meta, parent_session_id: Some("parent".into()) }
+        Before {
+            session_id: "88f70732-7156-4d6e-ab7e-1470f20486d8",
+            nodes,
+            meta,
+            parent_session_id: Some("parent".into()),
+        }
     }
 
     #[test]
