@@ -343,8 +343,8 @@ impl Op {
 }
 
 /// The commit that adds `nodes` (written by bus ops) to the session as `state` holds
-/// it, keeping everything else lash committed last; a session lash has no commit of yet
-/// starts with `config`. It restates the whole graph (`ReplaceFull`), which is how a
+/// it (under the lash session the store is bound to), keeping everything else lash
+/// committed last; a session lash has no commit of yet is `session_id`, with `config`. It restates the whole graph (`ReplaceFull`), which is how a
 /// store sets the graph's leaf for every read scope.
 async fn import_commit(
     state: &InMemorySessionStore,
@@ -353,32 +353,16 @@ async fn import_commit(
     leaf_node_id: Option<String>,
     config: Option<lash_core::PersistedSessionConfig>,
 ) -> Result<RuntimeCommit, StoreError> {
-    let current = state.load_session(SessionReadScope::FullGraph).await?;
-    let (expected_head_revision, config, agent_frames, current_agent_frame_id, checkpoint, mut graph_nodes, leaf) =
-        match current {
-            Some(read) => (
-                Some(read.head_revision),
-                read.config,
-                read.agent_frames,
-                read.current_agent_frame_id,
-                read.checkpoint.unwrap_or_default(),
-                read.graph.nodes.clone(),
-                read.graph.leaf_node_id.clone(),
-            ),
-            None => (None, config.unwrap_or_default(), Vec::new(), String::new(), Default::default(), Vec::new(), None),
-        };
-    graph_nodes.extend(nodes);
-    let graph = lash_core::SessionGraph::from_nodes(graph_nodes, leaf_node_id.or(leaf));
-    Ok(RuntimeCommit {
+    let mut commit = RuntimeCommit {
         session_id,
-        expected_head_revision,
+        expected_head_revision: None,
         session_execution_lease: None,
         release_session_execution_lease: None,
-        config,
-        agent_frames,
-        current_agent_frame_id,
-        graph: GraphCommitDelta::ReplaceFull(graph),
-        checkpoint,
+        config: config.unwrap_or_default(),
+        agent_frames: Vec::new(),
+        current_agent_frame_id: String::new(),
+        graph: GraphCommitDelta::Unchanged { leaf_node_id: None },
+        checkpoint: Default::default(),
         usage_deltas: Vec::new(),
         turn_commit: None,
         completed_queue_claims: Vec::new(),
@@ -386,7 +370,23 @@ async fn import_commit(
         enqueued_queue_batches: Vec::new(),
         interrupted_turn_input_turn_id: None,
         committed_attachment_ids: Vec::new(),
-    })
+    };
+    let (mut graph_nodes, leaf) = match state.load_session(SessionReadScope::FullGraph).await? {
+        Some(read) => {
+            commit.session_id = read.session_id;
+            commit.expected_head_revision = Some(read.head_revision);
+            commit.config = read.config;
+            commit.agent_frames = read.agent_frames;
+            commit.current_agent_frame_id = read.current_agent_frame_id;
+            commit.checkpoint = read.checkpoint.unwrap_or_default();
+            (read.graph.nodes.clone(), read.graph.leaf_node_id.clone())
+        }
+        None => (Vec::new(), None),
+    };
+    graph_nodes.extend(nodes);
+    commit.graph =
+        GraphCommitDelta::ReplaceFull(lash_core::SessionGraph::from_nodes(graph_nodes, leaf_node_id.or(leaf)));
+    Ok(commit)
 }
 
 impl Query {

@@ -198,43 +198,62 @@ mod tests {
             value["graph"] = json!({"Unchanged": {"leaf_node_id": "m-leaf"}});
             value
         };
-        // (row, commit, graph before it, expected node ids, expected leaf, expected replace)
-        let rows: [(&str, Value, Vec<Value>, Vec<String>, Option<String>, bool); 4] = [
-            (
-                "an append",
-                values[1].clone(),
-                Vec::new(),
-                graph_ids(&values[1], "Append"),
-                values[1]["graph"]["Append"]["leaf_node_id"].as_str().map(str::to_owned),
-                false,
-            ),
-            (
-                "a restatement of the graph so far plus an answer",
-                values[2].clone(),
-                replaced[..4].to_vec(),
-                graph_ids(&values[2], "ReplaceFull")[4..].to_vec(),
-                values[2]["graph"]["ReplaceFull"]["leaf_node_id"].as_str().map(str::to_owned),
-                false,
-            ),
-            (
-                "a whole graph that changes a node",
-                changed.clone(),
-                replaced[..4].to_vec(),
-                graph_ids(&changed, "ReplaceFull"),
-                changed["graph"]["ReplaceFull"]["leaf_node_id"].as_str().map(str::to_owned),
-                true,
-            ),
-            ("no graph change", unchanged, Vec::new(), Vec::new(), Some("m-leaf".into()), false),
+        let leaf_of = |value: &Value, delta: &str| value["graph"][delta]["leaf_node_id"].as_str().map(str::to_owned);
+        let rows = [
+            Row {
+                name: "an append",
+                commit: values[1].clone(),
+                known: Vec::new(),
+                ids: graph_ids(&values[1], "Append"),
+                leaf: leaf_of(&values[1], "Append"),
+                replace: false,
+            },
+            Row {
+                name: "a restatement of the graph so far plus an answer",
+                commit: values[2].clone(),
+                known: replaced[..4].to_vec(),
+                ids: graph_ids(&values[2], "ReplaceFull")[4..].to_vec(),
+                leaf: leaf_of(&values[2], "ReplaceFull"),
+                replace: false,
+            },
+            Row {
+                name: "a whole graph that changes a node",
+                commit: changed.clone(),
+                known: replaced[..4].to_vec(),
+                ids: graph_ids(&changed, "ReplaceFull"),
+                leaf: leaf_of(&changed, "ReplaceFull"),
+                replace: true,
+            },
+            Row {
+                name: "no graph change",
+                commit: unchanged,
+                known: Vec::new(),
+                ids: Vec::new(),
+                leaf: Some("m-leaf".into()),
+                replace: false,
+            },
         ];
-        for (row, value, known, expected_ids, expected_leaf, expected_replace) in rows {
-            let projection = project(&commit(&value), before(&known, None), "lash/x", "now").expect(row);
-            assert_eq!(projection.graph.len(), 1, "{row}: one record");
+        for row in rows {
+            let name = row.name;
+            let projection = project(&commit(&row.commit), before(&row.known, None), "lash/x", "now").expect(name);
+            assert_eq!(projection.graph.len(), 1, "{name}: one record");
             let record = &projection.graph[0];
-            assert_eq!(ids(&record.nodes), expected_ids, "{row}: the nodes, verbatim and in order");
-            assert_eq!(record.leaf, expected_leaf, "{row}: the leaf");
-            assert_eq!(record.replace, expected_replace, "{row}: whether readers drop what they had");
-            assert_eq!(record.request_id, "lash/x", "{row}: marked as a lash commit's record");
+            assert_eq!(ids(&record.nodes), row.ids, "{name}: the nodes, verbatim and in order");
+            assert_eq!(record.leaf, row.leaf, "{name}: the leaf");
+            assert_eq!(record.replace, row.replace, "{name}: whether readers drop what they had");
+            assert_eq!(record.request_id, "lash/x", "{name}: marked as a lash commit's record");
         }
+    }
+
+    /// One row of [`each_kind_of_graph_delta_becomes_its_graph_records`]: a commit, the
+    /// graph before it, and the record expected.
+    struct Row {
+        name: &'static str,
+        commit: Value,
+        known: Vec<Value>,
+        ids: Vec<String>,
+        leaf: Option<String>,
+        replace: bool,
     }
 
     #[test]
