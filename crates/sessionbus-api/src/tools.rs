@@ -188,6 +188,9 @@ impl ToolState {
 pub struct CatalogCache {
     capacity: usize,
     entries: std::sync::Mutex<std::collections::HashMap<String, CachedCatalog>>,
+    /// Catalogs served from the cache, and built.
+    hits: std::sync::atomic::AtomicU64,
+    builds: std::sync::atomic::AtomicU64,
 }
 
 /// A catalog and the generation it was built at.
@@ -196,7 +199,18 @@ type CachedCatalog = (u64, std::sync::Arc<Vec<Value>>);
 impl CatalogCache {
     /// An empty cache of at most `capacity` sessions.
     pub fn new(capacity: usize) -> Self {
-        Self { capacity: capacity.max(1), entries: Default::default() }
+        Self {
+            capacity: capacity.max(1),
+            entries: Default::default(),
+            hits: Default::default(),
+            builds: Default::default(),
+        }
+    }
+
+    /// How many [`Self::get_or_build`] calls were served from the cache, and built.
+    pub fn counts(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.hits.load(Relaxed), self.builds.load(Relaxed))
     }
 
     /// The cached catalog of `session_id` and its generation, if any.
@@ -225,8 +239,10 @@ impl CatalogCache {
         if let Some((cached, catalog)) = entries.get(session_id)
             && *cached == generation
         {
+            self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return std::sync::Arc::clone(catalog);
         }
+        self.builds.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if entries.len() >= self.capacity {
             entries.clear();
         }

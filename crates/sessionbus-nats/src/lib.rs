@@ -46,6 +46,6 @@ pub use events::{EventKind, EventStream, SessionEvent};
 pub use jetstream::{JetStreamHost, JetStreamHostConfig, STATE_STREAM, TOOLS_BUCKET, TOOLS_STREAM, TRACE_STREAM};
 pub use replay::{ReplayStart, replay_events};
 pub use subjects::{DEFAULT_PREFIX, Endpoint, Op, Subjects};
-pub use worker::{Worker, WorkerConfig};
+pub use worker::{HostStats, Worker, WorkerConfig};
 
 use sessionbus_api::sync::lock;

@@ -63,6 +63,27 @@ pub struct WorkerConfig {
     /// The reply subjects this worker answers; a request with any other reply subject
     /// is dropped unanswered and unexecuted (see [`ReplyPolicy`]).
     pub reply_policy: ReplyPolicy,
+    /// Figures the host reports in the worker's service stats (see [`HostStats`]).
+    pub host_stats: Option<HostStats>,
+}
+
+/// Figures a worker's host reports about itself: `$SRV.STATS` carries them in the
+/// `ping` endpoint's `data`, under `host` (the JetStream host's cache counters, which
+/// `sessionbus bench --scale` reads). Called on every stats request.
+#[derive(Clone)]
+pub struct HostStats(Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
+impl HostStats {
+    /// Stats made by `report` when a stats request comes.
+    pub fn new(report: impl Fn() -> serde_json::Value + Send + Sync + 'static) -> Self {
+        Self(Arc::new(report))
+    }
+}
+
+impl std::fmt::Debug for HostStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostStats(..)")
+    }
 }
 
 with_setters!(WorkerConfig {
@@ -73,6 +94,7 @@ with_setters!(WorkerConfig {
     with_worker_id => worker_id: String,
     with_tool_events => tool_events: bool,
     with_reply_policy => reply_policy: ReplyPolicy,
+    with_host_stats => host_stats: Option<HostStats>,
 });
 
 impl Default for WorkerConfig {
@@ -85,6 +107,7 @@ impl Default for WorkerConfig {
             worker_id: uuid::Uuid::new_v4().to_string(),
             tool_events: false,
             reply_policy: ReplyPolicy::default(),
+            host_stats: None,
         }
     }
 }
@@ -210,14 +233,23 @@ impl Worker {
     ) -> Result<Self, PluginError> {
         let errors: ErrorStats = Arc::default();
         let stats_errors = Arc::clone(&errors);
+        let host_stats = config.host_stats.clone();
         let service = client
             .service_builder()
             .description("sessionbus: session state, lifecycle and graph over NATS")
             .queue_group(QUEUE_GROUP)
             .metadata(HashMap::from([("worker_id".to_owned(), config.worker_id.clone())]))
             .stats_handler(move |endpoint, _stats| {
-                let errors = lock(&stats_errors);
-                serde_json::to_value(errors.get(&endpoint).cloned().unwrap_or_default()).unwrap_or_default()
+                let mut data = {
+                    let errors = lock(&stats_errors);
+                    serde_json::to_value(errors.get(&endpoint).cloned().unwrap_or_default()).unwrap_or_default()
+                };
+                if let (Some(host), Some(fields), true) =
+                    (&host_stats, data.as_object_mut(), endpoint == Endpoint::Ping.name())
+                {
+                    fields.insert("host".to_owned(), (host.0)());
+                }
+                data
             })
             .start(SERVICE_NAME, env!("CARGO_PKG_VERSION"))
             .await

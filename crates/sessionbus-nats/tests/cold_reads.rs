@@ -57,3 +57,45 @@ async fn a_cold_snapshot_loads_a_long_graph_in_a_few_batched_reads_without_a_con
     assert_eq!(seen.get("$JS.API.DIRECT.GET"), Some(&2), "{seen:?}");
     assert_eq!(seen.values().sum::<usize>(), 6, "{seen:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reports_its_host_s_cache_hits_in_its_service_stats() {
+    let server = common::server();
+    let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
+    let stats_host = host.clone();
+    let config =
+        sessionbus_nats::WorkerConfig::default().with_host_stats(Some(sessionbus_nats::HostStats::new(move || {
+            serde_json::to_value(stats_host.cache_stats()).expect("json")
+        })));
+    let _worker =
+        sessionbus_nats::Worker::start(server.client().await.expect("connect"), Arc::new(host.clone()), config)
+            .await
+            .expect("worker");
+    let client = common::client_on(&server).await;
+    let session = common::create_root(&client).await;
+    let before = host.cache_stats();
+    for _ in 0..3 {
+        client.snapshot_session(&session).await.expect("snapshot");
+    }
+    let nats = server.client().await.expect("connect");
+    let answers = sessionbus_nats::worker::service_answers(
+        &nats,
+        sessionbus_nats::worker::ServiceQuery::Stats,
+        Duration::from_secs(1),
+    )
+    .await
+    .expect("stats");
+    let ping = answers[0]["endpoints"]
+        .as_array()
+        .expect("endpoints")
+        .iter()
+        .find(|endpoint| endpoint["name"] == "ping")
+        .expect("the ping endpoint")
+        .clone();
+    let reported: sessionbus_nats::jetstream::CacheStats =
+        serde_json::from_value(ping["data"]["host"].clone()).expect("the host's cache counters");
+    assert_eq!(reported, host.cache_stats(), "the stats carry the host's counters");
+    let (hits, misses) = (reported.view_hits - before.view_hits, reported.view_misses - before.view_misses);
+    assert_eq!((hits, misses), (2, 1), "the first snapshot loads the session, the next two find it cached");
+    assert_eq!(reported.sessions_cached, 1, "{reported:?}");
+}

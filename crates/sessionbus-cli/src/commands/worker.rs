@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use sessionbus_api::{EchoExecutor, PluginError, SessionAppendNode, TurnContext, TurnExecutor, TurnOutput};
 use sessionbus_nats::reply_policy::ReplyPolicy;
-use sessionbus_nats::{JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
+use sessionbus_nats::{HostStats, JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
 
 use super::lash::LashArgs;
 use super::setup::{LayoutArgs, setup_layout};
@@ -131,7 +131,11 @@ pub async fn start_worker(
                 .map_or((lease_ttl / 6).max(Duration::from_millis(200)), |ms| Duration::from_millis(ms.max(1))),
         );
     let host = JetStreamHost::connect(client.clone(), executor, host_config).await?;
+    let stats_host = host.clone();
     let worker_config = WorkerConfig::default()
+        .with_host_stats(Some(HostStats::new(move || {
+            serde_json::to_value(stats_host.cache_stats()).unwrap_or_default()
+        })))
         .with_worker_id(worker_id)
         .with_subjects(subjects)
         .with_max_fast_in_flight(args.concurrency.max(1))

@@ -58,6 +58,22 @@ use crate::subjects::Subjects;
 use api::JetStreamApi;
 use view::ViewCache;
 
+/// How a [`JetStreamHost`]'s caches have served calls since it started (a worker
+/// reports them in `$SRV.STATS`; `sessionbus bench --scale` turns them into hit rates).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CacheStats {
+    /// Sessions whose state is held in memory now (bounded by the config).
+    pub sessions_cached: usize,
+    /// Calls that found their session's state cached: only what changed since is read.
+    pub view_hits: u64,
+    /// Calls that loaded their session's state whole.
+    pub view_misses: u64,
+    /// Catalog reads answered with the catalog built at the same generation.
+    pub catalog_hits: u64,
+    /// Catalog reads that built the catalog.
+    pub catalog_builds: u64,
+}
+
 /// Settings of a [`JetStreamHost`].
 #[derive(Clone, Debug)]
 #[non_exhaustive]
@@ -205,9 +221,11 @@ impl JetStreamHost {
         &self.inner.config.subjects
     }
 
-    /// How many sessions' state is cached in memory (bounded by the config).
-    pub fn cached_sessions(&self) -> usize {
-        self.inner.views.len()
+    /// How this host's caches have served calls since it started.
+    pub fn cache_stats(&self) -> CacheStats {
+        let (sessions_cached, view_hits, view_misses) = self.inner.views.counts();
+        let (catalog_hits, catalog_builds) = self.inner.catalogs.counts();
+        CacheStats { sessions_cached, view_hits, view_misses, catalog_hits, catalog_builds }
     }
 
     fn max_payload(&self) -> usize {

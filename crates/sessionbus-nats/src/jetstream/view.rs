@@ -164,6 +164,10 @@ struct Views {
     clock: u64,
     /// Views added since the nodes all views hold were last counted.
     added_since_count: usize,
+    /// Calls that found their session's view cached.
+    hits: u64,
+    /// Calls that created their session's view.
+    misses: u64,
 }
 
 struct CachedView {
@@ -187,8 +191,11 @@ impl ViewCache {
         let now = views.clock;
         if let Some(cached) = views.by_token.get_mut(token) {
             cached.used_at = now;
-            return Arc::clone(&cached.view);
+            let view = Arc::clone(&cached.view);
+            views.hits += 1;
+            return view;
         }
+        views.misses += 1;
         views.added_since_count += 1;
         let full = views.by_token.len() >= self.capacity;
         if full || views.added_since_count >= COUNT_NODES_EVERY {
@@ -228,9 +235,10 @@ impl ViewCache {
         }
     }
 
-    /// How many views are cached.
-    pub(crate) fn len(&self) -> usize {
-        crate::lock(&self.inner).by_token.len()
+    /// Views cached now, and the calls that found (hits) or created (misses) theirs.
+    pub(crate) fn counts(&self) -> (usize, u64, u64) {
+        let views = crate::lock(&self.inner);
+        (views.by_token.len(), views.hits, views.misses)
     }
 }
 

@@ -15,7 +15,9 @@ use sessionbus_api::{
     SessionStateService as _, SessionTurnRequest, TurnInput,
 };
 use sessionbus_launch::{NatsServer, WorkerConfig, WorkerProcess};
+use sessionbus_nats::jetstream::CacheStats;
 use sessionbus_nats::jetstream::describe_session;
+use sessionbus_nats::worker::{ServiceQuery, service_answers};
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Subjects};
 
 use super::fixture::{failed, one_message, tools};
@@ -234,10 +236,14 @@ async fn measure(
     seed(&seeder, base..sessions, &bar).await?;
     let seed_s = seeding.elapsed().as_secs_f64();
     bar.set_message("measuring");
+    let before_cold = cache_stats(&setup_client).await?;
     let cold = p50s(&client, calls, || uniform(sessions)).await?;
+    let after_cold = cache_stats(&setup_client).await?;
     let hot_set: Vec<usize> = (0..HOT).map(|_| uniform(sessions)).collect();
     p50s(&client, HOT, || hot_set[uniform(HOT)]).await?;
+    let before_hot = cache_stats(&setup_client).await?;
     let hot = p50s(&client, calls, || hot_set[uniform(HOT)]).await?;
+    let after_hot = cache_stats(&setup_client).await?;
     let (page_many, show_many) = registry_ms(&client, &setup_client, &subjects).await?;
     let (server_mib, disk) = (rss_mib(server.pid()), disk_bytes(server.data_dir()));
     let worker_mib = worker.rss_kib().unwrap_or(0) as f64 / 1024.0;
@@ -273,7 +279,37 @@ async fn measure(
             "disk_bytes": disk, "disk_bytes_per_session": (disk.saturating_sub(disk_few)) as f64 / grown,
         },
         "worker_rss_mib": worker_mib,
+        "worker_cache": {
+            "cold": hit_rates(&before_cold, &after_cold),
+            "hot": hit_rates(&before_hot, &after_hot),
+            "sessions_cached": after_hot.sessions_cached,
+        },
     }))
+}
+
+/// The worker's cache counters, from its `$SRV.STATS` answer (`ping`'s `data.host`).
+async fn cache_stats(nats: &async_nats::Client) -> Result<CacheStats, String> {
+    let answers = service_answers(nats, ServiceQuery::Stats, Duration::from_secs(1)).await.map_err(failed("stats"))?;
+    answers
+        .iter()
+        .flat_map(|answer| answer["endpoints"].as_array().cloned().unwrap_or_default())
+        .find(|endpoint| endpoint["name"] == "ping")
+        .and_then(|ping| serde_json::from_value(ping["data"]["host"].clone()).ok())
+        .ok_or_else(|| "the worker's $SRV.STATS answer has no cache counters (ping's data.host)".to_owned())
+}
+
+/// The share of a phase's calls the worker's caches served, from the counters before
+/// and after it.
+fn hit_rates(before: &CacheStats, after: &CacheStats) -> Value {
+    let rate = |hits: u64, misses: u64| (hits + misses > 0).then(|| hits as f64 / (hits + misses) as f64);
+    let (view_hits, view_misses) = (after.view_hits - before.view_hits, after.view_misses - before.view_misses);
+    let (catalog_hits, catalog_builds) =
+        (after.catalog_hits - before.catalog_hits, after.catalog_builds - before.catalog_builds);
+    json!({
+        "view_hits": view_hits, "view_misses": view_misses, "view_hit_rate": rate(view_hits, view_misses),
+        "catalog_hits": catalog_hits, "catalog_builds": catalog_builds,
+        "catalog_hit_rate": rate(catalog_hits, catalog_builds),
+    })
 }
 
 fn print(report: &Value) {
@@ -335,5 +371,15 @@ fn print(report: &Value) {
         ms(&report["worker_rss_mib"]),
         "-".to_owned(),
     ]);
+    let percent = |value: &Value| value.as_f64().map_or_else(|| "-".to_owned(), |rate| format!("{:.1}%", rate * 100.0));
+    let cache = &report["worker_cache"];
+    for (name, key) in [("session state", "view_hit_rate"), ("tool catalog", "catalog_hit_rate")] {
+        others.add_row(vec![
+            format!("worker cache hits: {name} (cold; hot set)"),
+            "-".to_owned(),
+            format!("{}; {}", percent(&cache["cold"][key]), percent(&cache["hot"][key])),
+            "-".to_owned(),
+        ]);
+    }
     println!("{others}");
 }
