@@ -1,14 +1,16 @@
-//! One store's state: its log replayed, in order, into lash's own in-memory store.
+//! One store's state: the session's records replayed, in stream order, into lash's
+//! own in-memory store (decisions 0011 and 0024).
 //!
-//! A change is appended to the log first; only an appended change is applied, in log
-//! order, by every process, and a writer's answer is what lash's in-memory store decides
-//! for its record in that order (a head conflict, a busy lease, a superseded claim).
-//! The log's order is what makes this correct. The append is also conditioned on the
-//! last sequence this process applied (`Nats-Expected-Last-Subject-Sequence`), so a
-//! record lands only after its writer has applied every earlier one, and is applied
-//! from its own bytes without reading it back. Each record carries the writer's clock
-//! reading, so replaying it decides lease and claim expiry as the writer did (decision
-//! 0011).
+//! A store keyed by a session id lives on that session's subjects of the state stream:
+//! lash's changes on `state.<sid>.lash`, each commit as the session's graph record (the
+//! bus's record, with lash's change beside it), and whatever bus ops write there too.
+//! Every process applies the session's records in stream order: lash's changes as lash
+//! asked for them, a graph record bus ops wrote as an import of its nodes, the meta as
+//! the session's current meta. Every write is conditioned on the last sequence of the
+//! whole session this process applied (`Nats-Expected-Last-Subject-Sequence` on
+//! `state.<sid>.>`), so a record lands only right after what its writer applied, and is
+//! applied from its own bytes without reading it back. Each change carries the writer's
+//! clock reading, so replaying it decides lease and claim expiry as the writer did.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::RawMessageErrorKind;
 use lash_core::store::GraphCommitDelta;
-use lash_core::{Clock, InMemorySessionStore, SessionCommitStore as _, SessionMeta, StoreError};
+use lash_core::{Clock, InMemorySessionStore, SessionCommitStore as _, SessionMeta, SessionReadScope, StoreError};
 use serde::{Deserialize, Serialize};
 use sessionbus_nats::STATE_STREAM;
 use sessionbus_nats::jetstream::StateWrite;
@@ -27,7 +29,7 @@ use super::backend::{StoreBackend, backend};
 use super::blobs;
 use super::layout::StoreLayout;
 use super::ops::{Op, Output, Query};
-use super::projection::{Before, Projection, ProjectionRefusal, project};
+use super::projection::{Before, ProjectionRefusal, project};
 
 /// Appends lost to other writers (or unanswered) before a change gives up.
 const APPEND_ATTEMPTS: usize = 1000;
@@ -37,22 +39,33 @@ const CONSUMER_THRESHOLD: u64 = 16;
 const CONSUMER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The pause before sending a record again whose append had no answer.
 const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// `Nats-Expected-Last-Subject-Sequence-Subject`: the subjects the condition counts.
+const EXPECTED_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
+/// The request id prefix of the graph records a lash commit wrote (`lash/<msg id>`).
+const LASH_REQUEST: &str = "lash/";
 
-/// One log record.
-#[derive(Debug, Serialize, Deserialize)]
+/// A change lash asked for.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
     /// The writer's clock (lash's injected `Clock`) when it proposed the change.
     at_ms: u64,
-    /// How many graph records the same atomic batch stored right after this record (a
-    /// commit written onto the session's bus layout; decision 0024).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    graph_records: u64,
     #[serde(flatten)]
     op: Op,
 }
 
-fn is_zero(n: &u64) -> bool {
-    *n == 0
+/// A lash commit's graph record: the bus's record, and the change beside it.
+#[derive(Serialize)]
+struct CommitRecord<'a> {
+    #[serde(flatten)]
+    graph: &'a GraphRecord,
+    lash: &'a Entry,
+}
+
+/// The part of a graph record the store reads first: a lash commit's change, if any.
+#[derive(Deserialize)]
+struct LashPart {
+    #[serde(default)]
+    lash: Option<Entry>,
 }
 
 /// The clock lash's in-memory store reads: set to each record's time while it is
@@ -99,15 +112,26 @@ impl Clock for ReplayClock {
 struct Replayed {
     state: InMemorySessionStore,
     clock: Arc<ReplayClock>,
-    /// The last log sequence applied.
+    /// The last sequence of the session's subjects applied.
     applied_seq: u64,
     /// The blob holding the last committed checkpoint's snapshots.
     blob: Option<String>,
-    /// The last record of the session's graph subject this state holds (written with a
-    /// commit of this log, or imported).
-    graph_seq: u64,
     /// The highest head revision a commit reached.
     head: u64,
+    /// The session's meta on the bus as of `applied_seq`, and its sequence.
+    bus_meta: Option<(u64, MetaRecord)>,
+}
+
+/// One record of the session's subjects, by what it is to the store.
+enum Record {
+    /// A change lash asked for (a log record, or a lash commit's graph record).
+    Change(Entry),
+    /// Nodes bus ops appended (a graph record no lash commit wrote).
+    Appended(GraphRecord),
+    /// The session's meta.
+    Meta(MetaRecord),
+    /// Anything else (a lease, a turn ledger record, a lash commit's later chunks).
+    Other,
 }
 
 impl Replayed {
@@ -118,31 +142,37 @@ impl Replayed {
             clock,
             applied_seq: 0,
             blob: None,
-            graph_seq: 0,
             head: 0,
+            bus_meta: None,
         }
     }
 
-    async fn apply(&mut self, seq: u64, entry: Entry) -> Result<Output, StoreError> {
-        let graph_records = entry.graph_records;
-        let output = self.decide(entry).await;
+    /// Applies record `seq`; the answer when it was a change lash asked for.
+    async fn apply(&mut self, seq: u64, record: Record, key: &str) -> Option<Result<Output, StoreError>> {
         self.applied_seq = seq;
-        if graph_records > 0 {
-            self.graph_seq = seq + graph_records;
+        match record {
+            Record::Change(entry) => Some(self.decide(entry).await),
+            Record::Appended(graph) => {
+                if let Err(err) = self.import(graph, key).await {
+                    tracing::warn!(%err, key, seq, "lash refused nodes bus ops appended; the session differs from the bus");
+                }
+                None
+            }
+            Record::Meta(meta) => {
+                self.bus_meta = Some((seq, meta));
+                None
+            }
+            Record::Other => None,
         }
-        output
     }
 
-    /// Applies `entry`'s change to the state, without saying where in the log it is.
+    /// Applies `entry`'s change to the state, without saying where it is stored.
     async fn decide(&mut self, entry: Entry) -> Result<Output, StoreError> {
         self.clock.set(entry.at_ms);
         let blob = match &entry.op {
             Op::Commit { blob, .. } => Some(blob.clone()),
             _ => None,
         };
-        if let Op::Import { graph_seq, .. } = &entry.op {
-            self.graph_seq = *graph_seq;
-        }
         let output = entry.op.apply(&self.state).await;
         if let Ok(Output::Commit(result)) = &output {
             self.head = self.head.max(result.head_revision);
@@ -152,14 +182,41 @@ impl Replayed {
         }
         output
     }
+
+    /// Takes in the nodes of a graph record bus ops wrote, as one commit.
+    async fn import(&mut self, graph: GraphRecord, key: &str) -> Result<(), StoreError> {
+        if graph.replace {
+            return Err(backend("a graph record replacing the whole graph, which only a lash store writes".into()));
+        }
+        let mut nodes = Vec::with_capacity(graph.nodes.len());
+        for node in graph.nodes {
+            let value = serde_json::to_value(node).map_err(|err| backend(format!("a node: {err}")))?;
+            nodes.push(
+                serde_json::from_value(value)
+                    .map_err(|err| backend(format!("a node bus ops stored is not lash's node record: {err}")))?,
+            );
+        }
+        let (meta, config) = match &self.bus_meta {
+            Some((_, meta)) => (Some(lash_meta(meta)), lash_config(meta)),
+            None => (None, None),
+        };
+        let import = Op::Import { session_id: key.to_owned(), nodes, leaf_node_id: graph.leaf, meta, config };
+        if let Ok(Output::Commit(result)) = &import.apply(&self.state).await {
+            self.head = self.head.max(result.head_revision);
+        }
+        Ok(())
+    }
 }
 
-/// One store: its log subject, the session subjects it shares with the bus, its
-/// replayed state, and the clock its writes are stamped with.
+/// One store: its key (the bus session it lives on), its subjects, its replayed state,
+/// and the clock its writes are stamped with.
 pub(crate) struct Engine {
     pub(crate) backend: Arc<StoreBackend>,
     pub(crate) key: String,
+    /// `<prefix>.state.<key>.lash`: lash's changes other than commits.
     subject: String,
+    /// `<prefix>.state.<key>.>`: every record of the session.
+    session: String,
     /// `<prefix>.state.<key>.graph`.
     graph_subject: String,
     /// `<prefix>.state.<key>.meta`.
@@ -168,25 +225,18 @@ pub(crate) struct Engine {
     replayed: tokio::sync::Mutex<Replayed>,
 }
 
-/// The session as the bus holds it: its graph subject's last sequence and its meta.
-struct OnTheBus {
-    graph_seq: u64,
-    meta: Option<(u64, MetaRecord)>,
-}
-
-/// The request id of a graph record a commit of a lash store wrote (`lash/<msg id>`).
-const LASH_REQUEST: &str = "lash/";
-
 impl Engine {
     pub(crate) fn new(backend: Arc<StoreBackend>, key: String, clock: Arc<dyn Clock>) -> Result<Self, StoreError> {
         let subject = backend.layout.log(&key)?;
         let token = StoreLayout::token(&key)?;
         let subjects = backend.layout.subjects();
-        let (graph_subject, meta_subject) = (subjects.graph(&token), subjects.meta(&token));
+        let (session, graph_subject, meta_subject) =
+            (subjects.state_session(&token), subjects.graph(&token), subjects.meta(&token));
         Ok(Self {
             backend,
             key,
             subject,
+            session,
             graph_subject,
             meta_subject,
             clock,
@@ -194,32 +244,37 @@ impl Engine {
         })
     }
 
-    /// The sequence of the log's last record (0 when the log is empty), read from the
+    /// The sequence of the session's last record (0 when it has none), read from the
     /// stream leader.
     pub(crate) async fn tip(&self) -> Result<u64, StoreError> {
         let stream = self.backend.context.get_stream_no_info(STATE_STREAM).await.map_err(unreadable)?;
-        match stream.raw_message_builder().last_by_subject(self.subject.clone()).send().await {
+        match stream.raw_message_builder().last_by_subject(self.session.clone()).send().await {
             Ok(message) => Ok(message.sequence),
             Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(0),
             Err(err) => Err(unreadable(err)),
         }
     }
 
-    /// True when the store's log or the session on the bus holds anything.
+    /// True when anything of the session is stored (by lash or by bus ops).
     pub(crate) async fn exists(&self) -> Result<bool, StoreError> {
-        Ok(self.tip().await? > 0 || self.on_the_bus().await?.meta.is_some())
+        Ok(self.tip().await? > 0)
     }
 
-    /// The session's graph sequence and meta on the bus, read from the leader at once.
-    async fn on_the_bus(&self) -> Result<OnTheBus, StoreError> {
-        let state = &self.backend.state;
-        let (graph, meta) = tokio::join!(state.last(&self.graph_subject), state.last(&self.meta_subject));
-        let graph_seq = graph.map_err(unreadable)?.map_or(0, |record| record.seq);
-        let meta = match meta.map_err(unreadable)? {
-            Some(record) => Some((record.seq, decode_record::<MetaRecord>("meta", &record.payload, &self.key)?)),
-            None => None,
-        };
-        Ok(OnTheBus { graph_seq, meta })
+    /// What record `seq`, stored on `subject`, is to the store.
+    fn read(&self, seq: u64, subject: &str, payload: &[u8]) -> Result<Record, StoreError> {
+        let kind = subject.strip_prefix(self.session.trim_end_matches('>')).unwrap_or_default();
+        Ok(match kind {
+            "lash" => Record::Change(decode(seq, payload, &self.key)?),
+            "graph" => match serde_json::from_slice::<LashPart>(payload) {
+                Ok(LashPart { lash: Some(entry) }) => Record::Change(entry),
+                _ => {
+                    let graph: GraphRecord = decode_record("graph record", payload, &self.key)?;
+                    if graph.request_id.starts_with(LASH_REQUEST) { Record::Other } else { Record::Appended(graph) }
+                }
+            },
+            "meta" => Record::Meta(decode_record("meta", payload, &self.key)?),
+            _ => Record::Other,
+        })
     }
 
     /// Applies every record after `replayed.applied_seq` up to `until`; returns the
@@ -231,7 +286,7 @@ impl Engine {
         mine: Option<&str>,
     ) -> Result<Option<Result<Output, StoreError>>, StoreError> {
         if until < replayed.applied_seq {
-            // The log was deleted (and maybe written again) since: start over.
+            // The session was deleted (and maybe written again) since: start over.
             *replayed = Replayed::empty();
         }
         let stream = self.backend.context.get_stream_no_info(STATE_STREAM).await.map_err(unreadable)?;
@@ -247,31 +302,15 @@ impl Engine {
             let message = stream
                 .raw_message_builder()
                 .sequence(replayed.applied_seq + 1)
-                .next_by_subject(self.subject.clone())
+                .next_by_subject(self.session.clone())
                 .send()
                 .await
                 .map_err(unreadable)?;
             let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str().to_owned());
-            self.apply_read(replayed, message.sequence, &message.payload, id.as_deref(), mine, &mut answer).await?;
+            let record = self.read(message.sequence, &message.subject, &message.payload)?;
+            apply_read(replayed, message.sequence, record, id.as_deref(), mine, &mut answer, &self.key).await;
         }
         Ok(answer)
-    }
-
-    /// Applies record `seq` read from the log; keeps its answer when it is `mine`.
-    async fn apply_read(
-        &self,
-        replayed: &mut Replayed,
-        seq: u64,
-        payload: &[u8],
-        id: Option<&str>,
-        mine: Option<&str>,
-        answer: &mut Option<Result<Output, StoreError>>,
-    ) -> Result<(), StoreError> {
-        let output = replayed.apply(seq, decode(seq, payload, &self.key)?).await;
-        if mine.is_some() && id == mine {
-            *answer = Some(output);
-        }
-        Ok(())
     }
 
     /// [`Self::catch_up`] through an ordered consumer (many records in one pass).
@@ -288,7 +327,7 @@ impl Engine {
         let consumer = tokio::time::timeout(
             CONSUMER_STALL,
             stream.create_consumer(OrderedConfig {
-                filter_subject: self.subject.clone(),
+                filter_subject: self.session.clone(),
                 deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: replayed.applied_seq + 1 },
                 ..Default::default()
             }),
@@ -309,13 +348,14 @@ impl Engine {
                 .as_ref()
                 .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
                 .map(|id| id.as_str().to_owned());
-            self.apply_read(replayed, seq, &message.payload, id.as_deref(), mine, answer).await?;
+            let record = self.read(seq, &message.subject, &message.payload)?;
+            apply_read(replayed, seq, record, id.as_deref(), mine, answer, &self.key).await;
         }
         Ok(())
     }
 
-    /// Appends `op` and answers it as applied in log order. A commit is also written
-    /// onto the graph and meta of the bus session the store is keyed by.
+    /// Appends `op` and answers it as applied in stream order. A commit is also the
+    /// graph record and meta of the bus session the store is keyed by.
     pub(crate) async fn execute(&self, op: Op) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let op = match op {
@@ -326,24 +366,25 @@ impl Engine {
             op => op,
         };
         match &op {
-            Op::Commit { .. } => self.commit_on_layout(&mut replayed, op).await,
+            Op::Commit { .. } => self.commit(&mut replayed, op).await,
             _ => self.append(&mut replayed, op).await,
         }
     }
 
-    /// Appends `op` to the log and answers it as applied in log order.
+    /// Appends `op` to the log subject and answers it as applied in stream order.
     async fn append(&self, replayed: &mut Replayed, op: Op) -> Result<Output, StoreError> {
         let msg_id = uuid::Uuid::new_v4().to_string();
-        // No read of the log's end first: the append's condition says when this process
-        // is behind, and then it catches up and appends again.
+        // No read of the session's end first: the append's condition says when this
+        // process is behind, and then it catches up and appends again.
         for _ in 0..APPEND_ATTEMPTS {
-            let entry = Entry { at_ms: self.clock.timestamp_ms(), graph_records: 0, op: op.clone() };
+            let entry = Entry { at_ms: self.clock.timestamp_ms(), op: op.clone() };
             let payload = serde_json::to_vec(&entry)
                 .map_err(|err| backend(format!("a lash store change could not be encoded: {err}")))?;
             let publish = PublishMessage::build()
                 .payload(payload.clone().into())
                 .message_id(&msg_id)
-                .expected_last_subject_sequence(replayed.applied_seq);
+                .expected_last_subject_sequence(replayed.applied_seq)
+                .header(EXPECTED_SUBJECT, self.session.as_str());
             let appended = match self.backend.context.send_publish(self.subject.clone(), publish).await {
                 Ok(ack) => ack.await,
                 Err(err) => Err(err),
@@ -352,7 +393,8 @@ impl Engine {
                 Ok(ack) if !ack.duplicate && ack.sequence == replayed.applied_seq + 1 => {
                     // This record directly follows what this process applied: apply it as
                     // every other process will, decoded from the same bytes.
-                    return replayed.apply(ack.sequence, decode(ack.sequence, &payload, &self.key)?).await;
+                    replayed.applied_seq = ack.sequence;
+                    return replayed.decide(decode(ack.sequence, &payload, &self.key)?).await;
                 }
                 Ok(ack) => {
                     // A duplicate ack (a resend of a record that landed) names the first
@@ -390,25 +432,20 @@ impl Engine {
         Err(backend(format!("the lash store `{}` kept changing under this write; retry", self.key)))
     }
 
-    /// Appends a commit of the store's session together with its graph records and the
-    /// session's meta, in one atomic batch on the state stream (decision 0024).
+    /// Stores a commit as the session's graph record (its change beside the bus's
+    /// record), then rewrites the session's meta (decision 0024).
     ///
-    /// lash decides the commit on the state as this process holds it, and the batch is
-    /// stored only where that decision holds: right after the last log record applied
-    /// (the log's condition) and on the graph as this state holds it (the graph's
-    /// condition: a bus op that appended since makes the batch fail, and its nodes are
-    /// imported before lash decides again). When the batch fails, the decided state is
-    /// not what the log holds: it is rebuilt from the log.
-    async fn commit_on_layout(&self, replayed: &mut Replayed, op: Op) -> Result<Output, StoreError> {
+    /// The graph record is written only for a commit lash accepted and that moved the
+    /// head, so lash decides first, on the state as this process holds it, and the
+    /// record is stored only where that decision holds: right after the last record of
+    /// the session this process applied. When that fails (another writer, a bus op, no
+    /// answer), the decided state is not what the stream holds: it is rebuilt from the
+    /// stream (which may hold this very record, found by its message id).
+    async fn commit(&self, replayed: &mut Replayed, op: Op) -> Result<Output, StoreError> {
         let Op::Commit { commit, .. } = &op else { return self.append(replayed, op).await };
         let msg_id = uuid::Uuid::new_v4().to_string();
         for _ in 0..APPEND_ATTEMPTS {
-            let bus = self.on_the_bus().await?;
-            if bus.graph_seq != replayed.graph_seq {
-                self.sync_with_bus(replayed).await?;
-                continue;
-            }
-            if let Some((_, meta)) = &bus.meta
+            if let Some((_, meta)) = &replayed.bus_meta
                 && meta.closed
             {
                 return Err(backend(ProjectionRefusal::Closed(self.key.clone()).to_string()));
@@ -419,14 +456,19 @@ impl Engine {
             };
             let parent_session_id =
                 replayed.state.load_session_meta().await?.and_then(|meta| meta.parent_session_id().map(str::to_owned));
-            let (meta_seq, bus_meta) = bus.meta.map_or((0, None), |(seq, meta)| (seq, Some(meta)));
-            let at_ms = self.clock.timestamp_ms();
+            let entry = Entry { at_ms: self.clock.timestamp_ms(), op: op.clone() };
             let head_before = replayed.head;
-            let output = replayed.decide(Entry { at_ms, graph_records: 0, op: op.clone() }).await;
+            let output = replayed.decide(entry.clone()).await;
             let projection = match &output {
                 Ok(Output::Commit(result)) if result.head_revision > head_before => {
-                    let before =
-                        Before { session_id: &self.key, nodes: &before_nodes, meta: bus_meta, parent_session_id };
+                    let ledger = self.ledger(replayed).await?;
+                    let before = Before {
+                        session_id: &self.key,
+                        nodes: &before_nodes,
+                        meta: replayed.bus_meta.as_ref().map(|(_, meta)| meta.clone()),
+                        parent_session_id,
+                        ledger: &ledger,
+                    };
                     let now = self.clock.timestamp_rfc3339();
                     match project(commit, before, &format!("{LASH_REQUEST}{msg_id}"), &now) {
                         Ok(projection) => Some(projection),
@@ -438,28 +480,50 @@ impl Engine {
                 }
                 _ => None,
             };
-            let graph_records = projection.as_ref().map_or(0, |projection| projection.graph.len() as u64);
-            let entry = Entry { at_ms, graph_records, op: op.clone() };
-            let writes = self.batch(replayed, &entry, &msg_id, projection.as_ref(), meta_seq)?;
-            let created = projection.as_ref().filter(|projection| projection.created).map(|p| &p.meta);
-            let failure = match self.backend.state.publish_batch(&writes).await {
-                Ok(last) => {
-                    let log_seq = last + 1 - writes.len() as u64;
-                    replayed.applied_seq = log_seq;
-                    if graph_records > 0 {
-                        replayed.graph_seq = log_seq + graph_records;
+            let mut writes = Vec::new();
+            match &projection {
+                Some(projection) => {
+                    for (index, graph) in projection.graph.iter().enumerate() {
+                        let payload = match index {
+                            0 => encoded(&CommitRecord { graph, lash: &entry })?,
+                            _ => encoded(graph)?,
+                        };
+                        let id = if index == 0 { msg_id.clone() } else { format!("{msg_id}/{index}") };
+                        writes.push(StateWrite::new(self.graph_subject.clone(), payload, id));
                     }
-                    self.register(created).await?;
+                }
+                // Refused, or a repeat of a stored turn: a change like any other.
+                None => writes.push(StateWrite::new(self.subject.clone(), encoded(&entry)?, msg_id.clone())),
+            }
+            writes[0] = writes[0].clone().if_last_sequence_on(replayed.applied_seq, self.session.clone());
+            let failure = match self.backend.state.publish_batch(&writes).await {
+                Ok(last) if last == replayed.applied_seq + writes.len() as u64 => {
+                    replayed.applied_seq = last;
+                    if let Some(projection) = projection {
+                        self.write_meta(replayed, projection.meta, &msg_id).await;
+                        if projection.created {
+                            self.register(replayed).await?;
+                        }
+                    }
                     return output;
+                }
+                Ok(last) => {
+                    // Stored, but not where this state is: take it from the stream.
+                    *replayed = Replayed::empty();
+                    if let Some(answer) = self.catch_up(replayed, last, Some(&msg_id)).await? {
+                        return answer;
+                    }
+                    return Err(backend(format!(
+                        "the lash store `{}` acknowledged a commit it does not hold; reload before retrying",
+                        self.key
+                    )));
                 }
                 Err(failure) => failure,
             };
-            // What lash decided is not in the log: rebuild the state from the log, which
-            // may hold this very batch (when its answer was lost).
+            // What lash decided is not in the stream: rebuild the state from the stream.
             *replayed = Replayed::empty();
             let tip = self.tip().await?;
             if let Some(answer) = self.catch_up(replayed, tip, Some(&msg_id)).await? {
-                self.register(created).await?;
                 return answer;
             }
             match failure.kind() {
@@ -476,36 +540,32 @@ impl Engine {
         Err(backend(format!("the lash store `{}` kept changing under this commit; retry", self.key)))
     }
 
-    /// The writes of one commit: its log record, then its graph records and the meta.
-    fn batch(
-        &self,
-        replayed: &Replayed,
-        entry: &Entry,
-        msg_id: &str,
-        projection: Option<&Projection>,
-        meta_seq: u64,
-    ) -> Result<Vec<StateWrite>, StoreError> {
-        let log = serde_json::to_vec(entry)
-            .map_err(|err| backend(format!("a lash store change could not be encoded: {err}")))?;
-        let mut writes = vec![
-            StateWrite::new(self.subject.clone(), log.into(), msg_id.to_owned()).if_last_sequence(replayed.applied_seq),
-        ];
-        let Some(projection) = projection else { return Ok(writes) };
-        for (index, record) in projection.graph.iter().enumerate() {
-            let write =
-                StateWrite::new(self.graph_subject.clone(), encoded(record)?, format!("{msg_id}/{}", index + 1));
-            writes.push(if index == 0 { write.if_last_sequence(replayed.graph_seq) } else { write });
-        }
-        writes.push(
-            StateWrite::latest(self.meta_subject.clone(), encoded(&projection.meta)?, format!("{msg_id}/meta"))
+    /// Rewrites the session's meta after a commit, unless it changed since this state
+    /// read it (a bus op closed the session, say). A meta that is not written is
+    /// rewritten whole by the next commit: it is made from lash's state, not added to.
+    async fn write_meta(&self, replayed: &mut Replayed, meta: MetaRecord, msg_id: &str) {
+        let meta_seq = replayed.bus_meta.as_ref().map_or(0, |(seq, _)| *seq);
+        let write = match encoded(&meta) {
+            Ok(payload) => StateWrite::latest(self.meta_subject.clone(), payload, format!("{msg_id}/meta"))
                 .if_last_sequence(meta_seq),
-        );
-        Ok(writes)
+            Err(err) => {
+                tracing::warn!(%err, key = %self.key, "the session's meta could not be encoded");
+                return;
+            }
+        };
+        match self.backend.state.publish_batch(std::slice::from_ref(&write)).await {
+            Ok(seq) if seq == replayed.applied_seq + 1 => {
+                replayed.applied_seq = seq;
+                replayed.bus_meta = Some((seq, meta));
+            }
+            Ok(_) => {}
+            Err(err) => tracing::debug!(%err, key = %self.key, "the session's meta was not rewritten after a commit"),
+        }
     }
 
     /// Writes the registry entry of a session a commit created on the bus.
-    async fn register(&self, created: Option<&MetaRecord>) -> Result<(), StoreError> {
-        let Some(meta) = created else { return Ok(()) };
+    async fn register(&self, replayed: &Replayed) -> Result<(), StoreError> {
+        let Some((_, meta)) = &replayed.bus_meta else { return Ok(()) };
         let msg_id = format!("{LASH_REQUEST}{}/index", self.key);
         self.backend.state.register_session(&meta.handle, &meta.created_at, msg_id).await.map_err(|err| {
             backend(format!("the session `{}` is stored but `sessions` does not list it yet: {err}", self.key))
@@ -514,7 +574,7 @@ impl Engine {
 
     /// The session's nodes as lash's JSON, in graph order.
     async fn graph_nodes(&self, replayed: &Replayed) -> Result<Vec<serde_json::Value>, StoreError> {
-        let read = replayed.state.load_session(lash_core::SessionReadScope::FullGraph).await?;
+        let read = replayed.state.load_session(SessionReadScope::FullGraph).await?;
         let nodes = read.map(|read| read.graph.nodes.clone()).unwrap_or_default();
         nodes
             .iter()
@@ -524,86 +584,21 @@ impl Engine {
             .collect()
     }
 
-    /// Brings the state level with the log and with what bus ops wrote on the
-    /// session's graph: applies the log to its end, then imports the graph records no
-    /// log record accounts for.
-    async fn sync_with_bus(&self, replayed: &mut Replayed) -> Result<(), StoreError> {
-        for _ in 0..APPEND_ATTEMPTS {
-            let tip = self.tip().await?;
-            self.catch_up(replayed, tip, None).await?;
-            let bus = self.on_the_bus().await?;
-            if bus.graph_seq == replayed.graph_seq {
-                return Ok(());
-            }
-            if bus.graph_seq < replayed.graph_seq {
-                return Err(backend(format!(
-                    "the graph of session `{}` on the bus is older than its lash store's log (was it purged?); \
-                     delete the session and create it again",
-                    self.key
-                )));
-            }
-            if self.import(replayed, bus).await? {
-                return Ok(());
-            }
-        }
-        Err(backend(format!("the session `{}` kept changing while its bus writes were read; retry", self.key)))
+    /// lash's token ledger of the session as the state holds it (lash's JSON).
+    async fn ledger(&self, replayed: &Replayed) -> Result<Vec<serde_json::Value>, StoreError> {
+        let read = replayed.state.load_session(SessionReadScope::FullGraph).await?;
+        let ledger = read.map(|read| read.token_ledger).unwrap_or_default();
+        ledger
+            .iter()
+            .map(|entry| serde_json::to_value(entry).map_err(|err| backend(format!("a ledger entry: {err}"))))
+            .collect()
     }
 
-    /// Appends the graph records bus ops wrote after `replayed.graph_seq` (up to
-    /// `bus.graph_seq`) as one import record. False when one of them is a lash commit
-    /// this process has not applied yet (the log moved since it was read).
-    async fn import(&self, replayed: &mut Replayed, bus: OnTheBus) -> Result<bool, StoreError> {
-        let mut nodes = Vec::new();
-        let mut leaf_node_id = None;
-        let mut seq = replayed.graph_seq;
-        while seq < bus.graph_seq {
-            let Some(record) = self.backend.state.next(&self.graph_subject, seq + 1).await.map_err(unreadable)? else {
-                break;
-            };
-            if record.seq > bus.graph_seq {
-                break;
-            }
-            seq = record.seq;
-            let graph: GraphRecord = decode_record("graph", &record.payload, &self.key)?;
-            if graph.request_id.starts_with(LASH_REQUEST) {
-                return Ok(false);
-            }
-            if graph.replace {
-                return Err(backend(format!(
-                    "graph record {seq} of session `{}` replaces the whole graph, which only a lash store writes",
-                    self.key
-                )));
-            }
-            for node in graph.nodes {
-                let value = serde_json::to_value(node).map_err(|err| backend(format!("a node: {err}")))?;
-                nodes.push(serde_json::from_value(value).map_err(|err| {
-                    backend(format!("a node session `{}` holds on the bus is not lash's node record: {err}", self.key))
-                })?);
-            }
-            leaf_node_id = graph.leaf.or(leaf_node_id);
-        }
-        let (meta, config) = match bus.meta {
-            Some((_, meta)) => (Some(lash_meta(&meta)), lash_config(&meta)),
-            None => (None, None),
-        };
-        let import = Op::Import { session_id: self.key.clone(), graph_seq: seq, nodes, leaf_node_id, meta, config };
-        if let Err(err) = self.append(replayed, import).await {
-            tracing::warn!(%err, key = %self.key, "lash refused nodes bus ops wrote; the session differs from the bus");
-        }
-        Ok(true)
-    }
-
-    /// Answers `query` from the log as of now; a read of the session also takes in
-    /// what bus ops wrote on it.
+    /// Answers `query` from the session's records as of now (bus ops' included).
     pub(crate) async fn query(&self, query: Query) -> Result<Output, StoreError> {
         let mut replayed = self.replayed.lock().await;
         let tip = self.tip().await?;
         self.catch_up(&mut replayed, tip, None).await?;
-        if matches!(query, Query::LoadSession(_) | Query::LoadNode(_) | Query::LoadSessionMeta)
-            && self.on_the_bus().await?.graph_seq != replayed.graph_seq
-        {
-            self.sync_with_bus(&mut replayed).await?;
-        }
         replayed.clock.set(self.clock.timestamp_ms());
         let hydrate = matches!(query, Query::LoadSession(_));
         let output = query.answer(&replayed.state).await?;
@@ -622,6 +617,25 @@ impl Engine {
         let tip = self.tip().await?;
         self.catch_up(&mut replayed, tip, None).await?;
         Ok(replayed.blob.clone())
+    }
+}
+
+/// Applies record `seq` read from the stream; keeps its answer when it is `mine`.
+async fn apply_read(
+    replayed: &mut Replayed,
+    seq: u64,
+    record: Record,
+    id: Option<&str>,
+    mine: Option<&str>,
+    answer: &mut Option<Result<Output, StoreError>>,
+    key: &str,
+) {
+    let output = replayed.apply(seq, record, key).await;
+    if let Some(output) = output
+        && mine.is_some()
+        && id == mine
+    {
+        *answer = Some(output);
     }
 }
 

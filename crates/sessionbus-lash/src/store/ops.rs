@@ -169,13 +169,12 @@ pub(crate) enum Op {
         session_id: String,
         id: AttachmentId,
     },
-    /// What bus ops wrote on the session's graph since the store last saw it (decision
-    /// 0024): their nodes, the graph's leaf and the last graph record read (`graph_seq`),
-    /// appended as one commit. For a session created on the bus, `meta` seeds lash's
-    /// session meta and `config` (from the bus session's policy) its first commit.
+    /// A graph record bus ops wrote (decision 0024): its nodes and leaf, taken in as one
+    /// commit where the record is in the stream (never logged: every process reads it
+    /// there). For a session created on the bus, `meta` seeds lash's session meta and
+    /// `config` (from the bus session's policy) its first commit.
     Import {
         session_id: String,
-        graph_seq: u64,
         nodes: Vec<lash_core::SessionNodeRecord>,
         leaf_node_id: Option<String>,
         meta: Option<SessionMeta>,

@@ -8,7 +8,7 @@
 //! | `Unchanged { leaf }` | one graph record without nodes: every commit moves the graph subject |
 //! | `ReplaceFull` whose prefix is the graph so far | an append of the nodes after that prefix |
 //! | any other `ReplaceFull` | the whole graph, its first record marked `replace` |
-//! | frames, turn state, usage deltas | the meta, rewritten (created when the bus has none) |
+//! | frames, turn state; lash's token ledger | the meta, rewritten whole (created when the bus has none) |
 
 use lash_core::RuntimeCommit;
 use lash_core::store::GraphCommitDelta;
@@ -53,6 +53,9 @@ pub(crate) struct Before<'a> {
     pub(crate) meta: Option<MetaRecord>,
     /// The parent session (lash's relation), for a session the commit creates.
     pub(crate) parent_session_id: Option<String>,
+    /// lash's token ledger after the commit (lash's JSON): the meta's is made from it,
+    /// not added to, so a meta that was not written is made whole by the next commit.
+    pub(crate) ledger: &'a [Value],
 }
 
 /// The bus records of `commit`, written by request `request_id` at `now` (RFC 3339).
@@ -118,8 +121,8 @@ pub(crate) fn project(
     let turn_state = &commit.checkpoint.turn_state;
     meta.turn_index = turn_state.turn_index as u64;
     meta.token_usage = from_json::<TokenUsage>("token usage", json("token usage", &turn_state.token_usage)?)?;
-    let deltas = commit.usage_deltas.iter().map(|delta| json("usage delta", delta)).collect::<Result<Vec<_>, _>>()?;
-    meta.add_usage_deltas(&deltas);
+    meta.token_ledger = Vec::new();
+    meta.add_usage_deltas(before.ledger);
     meta.last_prompt_usage =
         turn_state.last_prompt_usage.as_ref().map(|usage| json("prompt usage", usage)).transpose()?;
     meta.protocol_turn_options = Some(json("protocol turn options", &turn_state.protocol_turn_options)?);
@@ -179,11 +182,16 @@ mod tests {
     }
 
     fn before(nodes: &[Value], meta: Option<MetaRecord>) -> Before<'_> {
+        with_ledger(nodes, meta, &[])
+    }
+
+    fn with_ledger<'a>(nodes: &'a [Value], meta: Option<MetaRecord>, ledger: &'a [Value]) -> Before<'a> {
         Before {
             session_id: "88f70732-7156-4d6e-ab7e-1470f20486d8",
             nodes,
             meta,
             parent_session_id: Some("parent".into()),
+            ledger,
         }
     }
 
@@ -260,7 +268,8 @@ mod tests {
     fn the_meta_carries_lash_s_frames_turn_state_and_usage_and_creates_the_session_once() {
         let values = tool_turn();
         let last = commit(&values[2]);
-        let created = project(&last, before(&[], None), "lash/x", "now").expect("projection");
+        let ledger = values[2]["usage_deltas"].as_array().cloned().expect("lash's ledger");
+        let created = project(&last, with_ledger(&[], None, &ledger), "lash/x", "now").expect("projection");
         assert!(created.created, "no meta on the bus: the commit creates the session there");
         assert_eq!(created.meta.handle.parent_session_id.as_deref(), Some("parent"), "lash's relation");
         assert_eq!(created.meta.created_at, "now");
@@ -270,11 +279,15 @@ mod tests {
         assert_eq!(Value::Array(created.meta.token_ledger.clone()), values[2]["usage_deltas"]);
         assert_eq!(created.graph[0].turn_id.as_deref(), Some("turn-1"), "the turn that committed");
 
-        let again = project(&last, before(&[], Some(created.meta.clone())), "lash/y", "later").expect("projection");
+        let mut stale = created.meta.clone();
+        stale.token_ledger = vec![json!({"source": "lost", "model": "m"})];
+        let again = project(&last, with_ledger(&[], Some(stale), &ledger), "lash/y", "later").expect("projection");
         assert!(!again.created, "a session the bus has is not created again");
         assert_eq!(again.meta.created_at, "now", "its creation time stays");
-        assert_eq!(again.meta.token_ledger.len(), created.meta.token_ledger.len(), "one ledger entry per source");
-        assert_ne!(again.meta.token_ledger, created.meta.token_ledger, "the second commit's usage is added");
+        assert_eq!(
+            again.meta.token_ledger, created.meta.token_ledger,
+            "the ledger is lash's, made whole, not added to"
+        );
     }
 
     #[test]

@@ -48,6 +48,13 @@ impl StateWrite {
     pub fn if_last_sequence(self, sequence: u64) -> Self {
         Self(self.0.if_last_sequence(sequence, None))
     }
+
+    /// Stored only if the last sequence of `subjects` (a wildcard: a session's
+    /// `state.<sid>.>`) is `sequence` (0: none of them was ever written).
+    #[must_use]
+    pub fn if_last_sequence_on(self, sequence: u64, subjects: String) -> Self {
+        Self(self.0.if_last_sequence(sequence, Some(subjects)))
+    }
 }
 
 /// A record read back from the leader.
