@@ -16,11 +16,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::stream::RawMessageErrorKind;
 use lash_core::store::GraphCommitDelta;
 use lash_core::{Clock, InMemorySessionStore, SessionCommitStore as _, SessionMeta, SessionReadScope, StoreError};
 use serde::{Deserialize, Serialize};
-use sessionbus_nats::STATE_STREAM;
 use sessionbus_nats::jetstream::StateWrite;
 use sessionbus_nats::jetstream::records::{GraphRecord, MetaRecord};
 
@@ -33,10 +31,6 @@ use super::projection::{Before, ProjectionRefusal, project};
 
 /// Appends lost to other writers (or unanswered) before a change gives up.
 const APPEND_ATTEMPTS: usize = 1000;
-/// Above this many records to apply, a catch-up reads them through a consumer.
-const CONSUMER_THRESHOLD: u64 = 16;
-/// The longest a consumer may keep a catch-up waiting before it goes on record by record.
-const CONSUMER_STALL: std::time::Duration = std::time::Duration::from_secs(1);
 /// The pause before sending a record again whose append had no answer.
 const RESEND_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 /// `Nats-Expected-Last-Subject-Sequence-Subject`: the subjects the condition counts.
@@ -247,12 +241,7 @@ impl Engine {
     /// The sequence of the session's last record (0 when it has none), read from the
     /// stream leader.
     pub(crate) async fn tip(&self) -> Result<u64, StoreError> {
-        let stream = self.backend.context.get_stream_no_info(STATE_STREAM).await.map_err(unreadable)?;
-        match stream.raw_message_builder().last_by_subject(self.session.clone()).send().await {
-            Ok(message) => Ok(message.sequence),
-            Err(err) if err.kind() == RawMessageErrorKind::NoMessageFound => Ok(0),
-            Err(err) => Err(unreadable(err)),
-        }
+        Ok(self.backend.state.last(&self.session).await.map_err(unreadable)?.map_or(0, |record| record.seq))
     }
 
     /// True when anything of the session is stored (by lash or by bus ops).
@@ -278,7 +267,9 @@ impl Engine {
     }
 
     /// Applies every record after `replayed.applied_seq` up to `until`; returns the
-    /// answer of the record whose message id is `mine`, when it was among them.
+    /// answer of the record whose message id is `mine`, when it was among them. The
+    /// records come in batched direct gets; what a batch leaves out comes from the
+    /// leader, record by record.
     async fn catch_up(
         &self,
         replayed: &mut Replayed,
@@ -289,69 +280,29 @@ impl Engine {
             // The session was deleted (and maybe written again) since: start over.
             *replayed = Replayed::empty();
         }
-        let stream = self.backend.context.get_stream_no_info(STATE_STREAM).await.map_err(unreadable)?;
+        let state = &self.backend.state;
         let mut answer = None;
-        if until - replayed.applied_seq > CONSUMER_THRESHOLD
-            && let Err(err) = self.catch_up_with_consumer(&stream, replayed, until, mine, &mut answer).await
-        {
-            // A consumer needs the meta leader and stalls in elections: go on record by
-            // record from where it stopped.
-            tracing::debug!(%err, key = %self.key, "replaying through a consumer failed; reading record by record");
-        }
         while replayed.applied_seq < until {
-            let message = stream
-                .raw_message_builder()
-                .sequence(replayed.applied_seq + 1)
-                .next_by_subject(self.session.clone())
-                .send()
-                .await
-                .map_err(unreadable)?;
-            let id = message.headers.get(async_nats::header::NATS_MESSAGE_ID).map(|id| id.as_str().to_owned());
-            let record = self.read(message.sequence, &message.subject, &message.payload)?;
-            apply_read(replayed, message.sequence, record, id.as_deref(), mine, &mut answer, &self.key).await;
+            let mut records = state.read_batch(&self.session, replayed.applied_seq + 1, until).await;
+            if records.is_empty() {
+                match state.next(&self.session, replayed.applied_seq + 1).await.map_err(unreadable)? {
+                    Some(record) if record.seq <= until => records.push(record),
+                    // Purged meanwhile: nothing of the session is left up to `until`.
+                    _ => replayed.applied_seq = until,
+                }
+            }
+            for record in records {
+                let read = self.read(record.seq, &record.subject, &record.payload)?;
+                let output = replayed.apply(record.seq, read, &self.key).await;
+                if let Some(output) = output
+                    && mine.is_some()
+                    && record.msg_id.as_deref() == mine
+                {
+                    answer = Some(output);
+                }
+            }
         }
         Ok(answer)
-    }
-
-    /// [`Self::catch_up`] through an ordered consumer (many records in one pass).
-    async fn catch_up_with_consumer(
-        &self,
-        stream: &async_nats::jetstream::stream::Stream<()>,
-        replayed: &mut Replayed,
-        until: u64,
-        mine: Option<&str>,
-        answer: &mut Option<Result<Output, StoreError>>,
-    ) -> Result<(), StoreError> {
-        use async_nats::jetstream::consumer::{DeliverPolicy, pull::OrderedConfig};
-        use futures::StreamExt as _;
-        let consumer = tokio::time::timeout(
-            CONSUMER_STALL,
-            stream.create_consumer(OrderedConfig {
-                filter_subject: self.session.clone(),
-                deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: replayed.applied_seq + 1 },
-                ..Default::default()
-            }),
-        )
-        .await
-        .map_err(unreadable)?
-        .map_err(unreadable)?;
-        let mut messages = consumer.messages().await.map_err(unreadable)?;
-        while replayed.applied_seq < until {
-            let message = tokio::time::timeout(CONSUMER_STALL, messages.next())
-                .await
-                .map_err(unreadable)?
-                .ok_or_else(|| unreadable("the consumer ended early"))?
-                .map_err(unreadable)?;
-            let seq = message.info().map_err(unreadable)?.stream_sequence;
-            let id = message
-                .headers
-                .as_ref()
-                .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-                .map(|id| id.as_str().to_owned());
-            let record = self.read(seq, &message.subject, &message.payload)?;
-            apply_read(replayed, seq, record, id.as_deref(), mine, answer, &self.key).await;
-        }
-        Ok(())
     }
 
     /// Appends `op` and answers it as applied in stream order. A commit is also the
@@ -390,9 +341,10 @@ impl Engine {
                 Err(err) => Err(err),
             };
             let failure = match appended {
-                Ok(ack) if !ack.duplicate && ack.sequence == replayed.applied_seq + 1 => {
-                    // This record directly follows what this process applied: apply it as
-                    // every other process will, decoded from the same bytes.
+                Ok(ack) if !ack.duplicate => {
+                    // Stored under the condition: no record of the session lies between
+                    // what this process applied and this one. Apply it as every other
+                    // process will, decoded from the same bytes.
                     replayed.applied_seq = ack.sequence;
                     return replayed.decide(decode(ack.sequence, &payload, &self.key)?).await;
                 }
@@ -497,8 +449,9 @@ impl Engine {
             }
             writes[0] = writes[0].clone().if_last_sequence_on(replayed.applied_seq, self.session.clone());
             let failure = match self.backend.state.publish_batch(&writes).await {
-                Ok(last) if last == replayed.applied_seq + writes.len() as u64 => {
-                    replayed.applied_seq = last;
+                Ok(stored) if !stored.duplicate => {
+                    // Stored under the condition, right after what this state holds.
+                    replayed.applied_seq = stored.sequence;
                     if let Some(projection) = projection {
                         self.write_meta(replayed, projection.meta, &msg_id).await;
                         if projection.created {
@@ -507,10 +460,10 @@ impl Engine {
                     }
                     return output;
                 }
-                Ok(last) => {
-                    // Stored, but not where this state is: take it from the stream.
+                Ok(stored) => {
+                    // An earlier send of this commit was stored: take it from the stream.
                     *replayed = Replayed::empty();
-                    if let Some(answer) = self.catch_up(replayed, last, Some(&msg_id)).await? {
+                    if let Some(answer) = self.catch_up(replayed, stored.sequence, Some(&msg_id)).await? {
                         return answer;
                     }
                     return Err(backend(format!(
@@ -540,23 +493,22 @@ impl Engine {
         Err(backend(format!("the lash store `{}` kept changing under this commit; retry", self.key)))
     }
 
-    /// Rewrites the session's meta after a commit, unless it changed since this state
-    /// read it (a bus op closed the session, say). A meta that is not written is
-    /// rewritten whole by the next commit: it is made from lash's state, not added to.
+    /// Rewrites the session's meta after a commit, unless the session changed since
+    /// (a bus op closed it, say). A meta that is not written is rewritten whole by the
+    /// next commit: it is made from lash's state, not added to.
     async fn write_meta(&self, replayed: &mut Replayed, meta: MetaRecord, msg_id: &str) {
-        let meta_seq = replayed.bus_meta.as_ref().map_or(0, |(seq, _)| *seq);
         let write = match encoded(&meta) {
             Ok(payload) => StateWrite::latest(self.meta_subject.clone(), payload, format!("{msg_id}/meta"))
-                .if_last_sequence(meta_seq),
+                .if_last_sequence_on(replayed.applied_seq, self.session.clone()),
             Err(err) => {
                 tracing::warn!(%err, key = %self.key, "the session's meta could not be encoded");
                 return;
             }
         };
         match self.backend.state.publish_batch(std::slice::from_ref(&write)).await {
-            Ok(seq) if seq == replayed.applied_seq + 1 => {
-                replayed.applied_seq = seq;
-                replayed.bus_meta = Some((seq, meta));
+            Ok(stored) if !stored.duplicate => {
+                replayed.applied_seq = stored.sequence;
+                replayed.bus_meta = Some((stored.sequence, meta));
             }
             Ok(_) => {}
             Err(err) => tracing::debug!(%err, key = %self.key, "the session's meta was not rewritten after a commit"),
@@ -617,25 +569,6 @@ impl Engine {
         let tip = self.tip().await?;
         self.catch_up(&mut replayed, tip, None).await?;
         Ok(replayed.blob.clone())
-    }
-}
-
-/// Applies record `seq` read from the stream; keeps its answer when it is `mine`.
-async fn apply_read(
-    replayed: &mut Replayed,
-    seq: u64,
-    record: Record,
-    id: Option<&str>,
-    mine: Option<&str>,
-    answer: &mut Option<Result<Output, StoreError>>,
-    key: &str,
-) {
-    let output = replayed.apply(seq, record, key).await;
-    if let Some(output) = output
-        && mine.is_some()
-        && id == mine
-    {
-        *answer = Some(output);
     }
 }
 

@@ -52,7 +52,7 @@ pub use layout::{
 };
 pub use registry::describe_session;
 pub use retention::{PurgeConfig, PurgeReport, purge_closed_sessions};
-pub use state_access::{StateAccess, StateWrite, StoredRecord};
+pub use state_access::{StateAccess, StateWrite, Stored, StoredRecord};
 
 use crate::subjects::Subjects;
 use api::JetStreamApi;

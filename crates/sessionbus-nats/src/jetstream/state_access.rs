@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sessionbus_api::{PluginError, SessionHandle};
 
-use super::api::{JetStreamApi, JsErrorExt as _, JsErrorKind, Write};
+use super::api::{JetStreamApi, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use crate::subjects::Subjects;
 
@@ -57,16 +57,37 @@ impl StateWrite {
     }
 }
 
-/// A record read back from the leader.
+/// Where a write was stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The stream sequence of the (last) record.
+    pub sequence: u64,
+    /// True when its message id was stored before: the record is the first copy, and
+    /// no condition was checked.
+    pub duplicate: bool,
+}
+
+/// A record read back from the stream.
 #[derive(Clone, Debug)]
 pub struct StoredRecord {
     /// Its stream sequence.
     pub seq: u64,
+    /// The subject it is stored on.
+    pub subject: String,
     /// Its message id (`Nats-Msg-Id`).
     pub msg_id: Option<String>,
     /// Its body.
     pub payload: Bytes,
 }
+
+impl From<StoredMessage> for StoredRecord {
+    fn from(message: StoredMessage) -> Self {
+        Self { seq: message.seq, subject: message.subject, msg_id: message.msg_id, payload: message.payload }
+    }
+}
+
+/// The most records one [`StateAccess::read_batch`] asks for.
+const READ_BATCH: usize = 256;
 
 impl StateAccess {
     /// Access over `client` under `subjects`' prefix; each call is answered within
@@ -84,7 +105,7 @@ impl StateAccess {
     pub async fn last(&self, subject: &str) -> Result<Option<StoredRecord>, PluginError> {
         let stored =
             self.api.last(STATE_STREAM, subject).await.map_err(|err| err.into_plugin("reading session state"))?;
-        Ok(stored.map(|m| StoredRecord { seq: m.seq, msg_id: m.msg_id, payload: m.payload }))
+        Ok(stored.map(StoredRecord::from))
     }
 
     /// The first record on `subject` at or after `from_seq`, read from the leader.
@@ -94,17 +115,27 @@ impl StateAccess {
             .next(STATE_STREAM, subject, from_seq)
             .await
             .map_err(|err| err.into_plugin("reading session state"))?;
-        Ok(stored.map(|m| StoredRecord { seq: m.seq, msg_id: m.msg_id, payload: m.payload }))
+        Ok(stored.map(StoredRecord::from))
     }
 
-    /// Stores `writes` as one atomic batch (all or none) and returns the sequence of
-    /// the last one; a batch's records take consecutive sequences. A failed condition
-    /// (or a batch repeating stored message ids) is [`PluginError::Conflict`]; a batch
-    /// with no answer is [`PluginError::Unavailable`] and may have been stored.
-    pub async fn publish_batch(&self, writes: &[StateWrite]) -> Result<u64, PluginError> {
+    /// The records on `subject` (a wildcard: a session's `state.<sid>.>`) from
+    /// `from_seq` through `through_seq` (a sequence the leader reported), in order, as
+    /// far as one batched direct get returns them: possibly none (a lagging replica, a
+    /// failed read), never one after `through_seq`. The rest is read with [`Self::next`].
+    pub async fn read_batch(&self, subject: &str, from_seq: u64, through_seq: u64) -> Vec<StoredRecord> {
+        let records = self.api.batch_read(STATE_STREAM, subject, from_seq, through_seq, READ_BATCH).await;
+        records.into_iter().map(StoredRecord::from).collect()
+    }
+
+    /// Stores `writes` as one atomic batch (all or none; one write is one publish) and
+    /// says where the last one is; a batch's records take consecutive sequences. A
+    /// failed condition (or a batch repeating stored message ids) is
+    /// [`PluginError::Conflict`]; a batch with no answer is [`PluginError::Unavailable`]
+    /// and may have been stored.
+    pub async fn publish_batch(&self, writes: &[StateWrite]) -> Result<Stored, PluginError> {
         let writes: Vec<Write> = writes.iter().map(|write| write.0.clone()).collect();
         match self.api.publish_batch(&writes).await {
-            Ok(ack) => Ok(ack.sequence),
+            Ok(ack) => Ok(Stored { sequence: ack.sequence, duplicate: ack.duplicate }),
             Err(err)
                 if matches!(
                     err.kind(),
