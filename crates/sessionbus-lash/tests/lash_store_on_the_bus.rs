@@ -2,73 +2,23 @@
 //! store is the session bus ops read (`snapshot_session`, `sessions`, events), and a
 //! session bus ops write is the one a lash runtime opens and continues. A real
 //! nats-server, a real worker serving the bus ops, and a real `LashCore` on the store
-//! (the `lash-on-nats` peer, in process) with the scripted model; its trace records come
-//! out of the bus's trace exporter.
-
-#[path = "../../sessionbus-nats/tests/common/otlp.rs"]
-mod otlp;
+//! (the `lash-on-nats` peer, in process) with the scripted model.
 
 mod lash_bus;
 mod store_support;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
 use lash_core::store::GraphCommitDelta;
 use lash_core::{RuntimeCommit, SessionCommitStore as _, SessionReadScope, StoreError, SystemClock};
 use sessionbus_api::{
-    AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, SessionAppendNode, SessionCreateRequest,
-    SessionGraphService, SessionLifecycleService as _, SessionListQuery, SessionStateService, TurnExecutor,
+    AppendSessionNodesRequest, AppendSessionNodesResult, SessionAppendNode, SessionCreateRequest, SessionGraphService,
+    SessionLifecycleService as _, SessionListQuery, SessionStateService,
 };
-use sessionbus_lash::peer::protocol::{Command, Event};
-use sessionbus_lash::peer::{Peer, PeerConfig};
-use sessionbus_lash::store::{JetStreamStore, StoreBackend, StoreBackendConfig, ensure_store_layout};
-use sessionbus_nats::Subjects;
+use sessionbus_lash::store::{JetStreamStore, StoreBackend, StoreBackendConfig};
 use sessionbus_nats::events::EventKind;
-use sessionbus_nats::jetstream::{TraceExporterConfig, run_trace_exporter};
-use sessionbus_otel::export::otlp_exporter;
-
-/// A bus (server, one worker, a client) with the lash store's buckets too.
-async fn bus() -> lash_bus::LashBus {
-    let bus = lash_bus::bus_of(vec![("bus-worker", Arc::new(EchoExecutor) as Arc<dyn TurnExecutor>)]).await;
-    let context = async_nats::jetstream::new(bus.raw.clone());
-    ensure_store_layout(&context, &Subjects::default(), 1).await.expect("the store's buckets");
-    bus
-}
-
-/// A lash runtime on the store (the deployment's sessions: no namespace), with every
-/// event it says collected.
-async fn lash_runtime(bus: &lash_bus::LashBus) -> (Peer, Arc<Mutex<Vec<Event>>>) {
-    lash_runtime_at(bus.server.url()).await
-}
-
-/// [`lash_runtime`] on the server(s) at `url`.
-async fn lash_runtime_at(url: String) -> (Peer, Arc<Mutex<Vec<Event>>>) {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&events);
-    let config = PeerConfig {
-        label: "lash".to_owned(),
-        url,
-        namespace: String::new(),
-        script: lash_bus::script("two_processes.json"),
-        lease_timings: lash_core::LeaseTimings::default(),
-    };
-    let peer =
-        Peer::start(config, Arc::new(move |event| sink.lock().expect("events").push(event))).await.expect("peer");
-    (peer, events)
-}
-
-/// Runs one turn on `session` with `text` as the user's input.
-async fn turn(peer: &Peer, events: &Mutex<Vec<Event>>, session: &str, text: &str) {
-    let input_id = uuid::Uuid::new_v4().to_string();
-    peer.run(Command::Enqueue { session: session.to_owned(), input_id, text: text.to_owned() }).await;
-    peer.run(Command::Drain { session: session.to_owned(), deadline_ms: 20_000 }).await;
-    let events = events.lock().expect("events");
-    let failed: Vec<_> = events.iter().filter(|event| matches!(event, Event::Failed { .. })).collect();
-    assert!(failed.is_empty(), "the lash runtime failed: {failed:?}");
-    assert!(events.iter().any(|event| matches!(event, Event::TurnDone { .. })), "no turn finished: {events:?}");
-}
 
 /// The store of `session` opened anew (a new connection), as another process would.
 fn fresh_store(bus: &lash_bus::LashBus, session: &str) -> JetStreamStore {
@@ -119,12 +69,12 @@ async fn append_text(bus: &impl SessionGraphService, session: &str, text: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_a_lash_runtime_writes_is_the_session_bus_ops_read() {
-    let bus = bus().await;
+    let bus = lash_bus::bus_with_store().await;
     let session = uuid::Uuid::new_v4().to_string();
     let mut events = bus.client.events(&session).await.expect("watch");
-    let (peer, said) = lash_runtime(&bus).await;
+    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
 
-    turn(&peer, &said, &session, "Say hello").await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
 
     let lash = lash_path(&fresh_store(&bus, &session)).await;
     assert!(lash.len() >= 2, "the turn stored the user's message and the answer: {lash:?}");
@@ -147,7 +97,7 @@ async fn a_session_a_lash_runtime_writes_is_the_session_bus_ops_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
-    let bus = bus().await;
+    let bus = lash_bus::bus_with_store().await;
     let session = uuid::Uuid::new_v4().to_string();
     // Created for a lash runtime: the policy names the runtime's provider and model.
     let mut policy = sessionbus_api::default_policy(&session);
@@ -158,9 +108,9 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
     create.policy = Some(policy);
     bus.client.create_session(create).await.expect("create");
     let appended = append_text(&bus.client, &session, "a note the bus stored first").await;
-    let (peer, said) = lash_runtime(&bus).await;
+    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
 
-    turn(&peer, &said, &session, "Say hello").await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
 
     let lash = lash_path(&fresh_store(&bus, &session)).await;
     assert_eq!(lash[..appended.len()], appended[..], "lash's session starts with what bus ops wrote");
@@ -169,7 +119,7 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
 
     // And on again: a bus append after lash's turn, then lash's next turn after it.
     let later = append_text(&bus.client, &session, "another note").await;
-    turn(&peer, &said, &session, "Add 2 and 3").await;
+    lash_bus::turn(&peer, &said, &session, "Add 2 and 3").await;
     let lash = lash_path(&fresh_store(&bus, &session)).await;
     assert!(lash.contains(&later[0]), "lash's session holds the bus's later append on its path: {lash:?}");
     assert_eq!(bus_path(&bus.client, &session).await, lash, "both sides still read one session");
@@ -177,10 +127,10 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_nothing() {
-    let bus = bus().await;
+    let bus = lash_bus::bus_with_store().await;
     let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_runtime(&bus).await;
-    turn(&peer, &said, &session, "Say hello").await;
+    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
 
     let store = fresh_store(&bus, &session);
     let active_path = SessionReadScope::ActivePath { leaf_node_id: None };
@@ -223,53 +173,14 @@ async fn on_a_3_node_cluster_lash_and_bus_ops_write_one_session() {
     let deployment = store_support::Deployment::cluster().await;
     let host = deployment.bus_host().await;
     let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_runtime_at(deployment.url()).await;
+    let (peer, said) = lash_bus::lash_runtime(&deployment.url()).await;
 
-    turn(&peer, &said, &session, "Say hello").await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
     let appended = append_text(&host, &session, "a note from a bus op").await;
-    turn(&peer, &said, &session, "Add 2 and 3").await;
+    lash_bus::turn(&peer, &said, &session, "Add 2 and 3").await;
 
     let lash = lash_path(&fresh_store_at(deployment.url(), &session)).await;
     assert!(lash.contains(&appended[0]), "lash's session holds the bus's append on its path: {lash:?}");
     assert!(lash.last() != appended.last(), "and lash's second turn after it: {lash:?}");
     assert_eq!(bus_path(&host, &session).await, lash, "bus ops read the session lash's store holds (R3)");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_lash_runtime_s_trace_records_come_out_of_the_bus_s_trace_exporter() {
-    let receiver = otlp::Receiver::start(0).await;
-    let bus = bus().await;
-    let exporter = otlp_exporter("sessionbus-exporter", Some(&receiver.url())).expect("otlp exporter");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let exporter_client = bus.server.client().await.expect("connect");
-    let exporter = tokio::spawn(async move {
-        let config = TraceExporterConfig::default().with_ack_wait(Duration::from_secs(3));
-        run_trace_exporter(exporter_client, exporter, config, async {
-            let _ = stopped.await;
-        })
-        .await
-        .expect("exporter");
-    });
-    let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_runtime(&bus).await;
-
-    turn(&peer, &said, &session, "Add 2 and 3").await;
-
-    let records = lash_bus::stored_trace_records(&bus.raw, &session).await;
-    assert!(!records.is_empty(), "the runtime's records are stored on the session's trace subject");
-    let spans = receiver
-        .wait_for(Duration::from_secs(30), |spans| {
-            let count = |name: &str| spans.iter().filter(|s| s.span.name == name).count();
-            count("lash.turn") == 1 && count("lash.llm") == 2 && count("lash.tool") == 1
-        })
-        .await;
-    let turn = spans.iter().find(|s| s.span.name == "lash.turn").expect("lash.turn");
-    assert!(turn.service.contains("sessionbus-exporter"), "the exporter sends the turn's spans: {}", turn.service);
-    let turn = turn.span.clone();
-    for child in spans.iter().filter(|s| s.span.name == "lash.llm" || s.span.name == "lash.tool") {
-        assert_eq!(child.span.trace_id, turn.trace_id, "{} is in the turn's trace", child.span.name);
-        assert_eq!(child.span.parent_span_id, turn.span_id, "{} hangs under lash.turn", child.span.name);
-    }
-    let _ = stop.send(());
-    let _ = exporter.await;
 }

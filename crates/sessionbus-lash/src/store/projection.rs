@@ -14,12 +14,9 @@ use lash_core::RuntimeCommit;
 use lash_core::store::GraphCommitDelta;
 use serde_json::Value;
 use sessionbus_api::{SessionHandle, SessionNode, TokenUsage, default_policy};
-use sessionbus_nats::jetstream::records::{GraphRecord, MetaRecord};
+use sessionbus_nats::jetstream::records::{GraphRecord, MetaRecord, chunk_nodes};
 
 use crate::executor::commit::{CommitRefusal, appended_by_replacement, from_json, json};
-
-/// Graph records are split at about this many bytes of node JSON.
-const RECORD_BYTES: usize = 256 * 1024;
 
 /// What one lash commit writes on the bus.
 #[derive(Debug, PartialEq)]
@@ -105,7 +102,11 @@ pub(crate) fn project(
     };
     let nodes = nodes.into_iter().map(|node| from_json("node record", node)).collect::<Result<Vec<_>, _>>()?;
     let leaf = leaf.or_else(|| nodes.last().map(|node: &SessionNode| node.node_id.clone()));
-    let chunks = chunk(nodes);
+    let mut chunks = chunk_nodes(nodes);
+    if chunks.is_empty() {
+        // A commit without new nodes still writes one record: the graph subject moves.
+        chunks.push(Vec::new());
+    }
     let last = chunks.len() - 1;
     let graph = chunks
         .into_iter()
@@ -129,27 +130,10 @@ pub(crate) fn project(
     Ok(Projection { graph, meta, created })
 }
 
-/// `nodes` in runs of about [`RECORD_BYTES`] (one run, maybe empty, when they are few).
-fn chunk(nodes: Vec<SessionNode>) -> Vec<Vec<SessionNode>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut bytes = 0;
-    for node in nodes {
-        let size = serde_json::to_vec(&node).map_or(0, |encoded| encoded.len());
-        if bytes + size > RECORD_BYTES && !current.is_empty() {
-            chunks.push(std::mem::take(&mut current));
-            bytes = 0;
-        }
-        bytes += size;
-        current.push(node);
-    }
-    chunks.push(current);
-    chunks
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
+    use sessionbus_nats::jetstream::records::RECORD_BYTES;
 
     use super::*;
 

@@ -4,12 +4,15 @@
 
 #![allow(dead_code)]
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sessionbus_api::{SessionCreateRequest, SessionLifecycleService as _, TraceRecord, TurnExecutor};
+use sessionbus_api::{EchoExecutor, SessionCreateRequest, SessionLifecycleService as _, TraceRecord, TurnExecutor};
 use sessionbus_lash::executor::{DEFAULT_TOOL_TIMEOUT, LashExecutor, LashExecutorConfig};
+use sessionbus_lash::peer::protocol::{Command, Event};
+use sessionbus_lash::peer::{Peer, PeerConfig};
 use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
+use sessionbus_lash::store::ensure_store_layout;
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Subjects, Worker, WorkerConfig};
 use sessionbus_testkit::NatsServer;
 
@@ -73,6 +76,63 @@ pub async fn bus_of(executors: Vec<(&str, Arc<dyn TurnExecutor>)>) -> LashBus {
     let client = BusClient::new(server.client().await.expect("connect"), BusClientConfig::default());
     let raw = server.client().await.expect("connect");
     LashBus { client, raw, workers, server }
+}
+
+/// The bus's trace exporter on `bus`'s server, sending spans to the OTLP receiver at
+/// `otlp_url`, until the returned sender is used or dropped.
+pub async fn start_exporter(
+    bus: &LashBus,
+    otlp_url: &str,
+) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let exporter = sessionbus_otel::export::otlp_exporter("sessionbus-exporter", Some(otlp_url)).expect("exporter");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let client = bus.server.client().await.expect("connect");
+    let task = tokio::spawn(async move {
+        let config = sessionbus_nats::jetstream::TraceExporterConfig::default().with_ack_wait(Duration::from_secs(3));
+        sessionbus_nats::jetstream::run_trace_exporter(client, exporter, config, async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("exporter");
+    });
+    (stop, task)
+}
+
+/// A bus (server, one echo worker, a client) with the lash store's buckets too.
+pub async fn bus_with_store() -> LashBus {
+    let bus = bus_of(vec![("bus-worker", Arc::new(EchoExecutor) as Arc<dyn TurnExecutor>)]).await;
+    let context = async_nats::jetstream::new(bus.raw.clone());
+    ensure_store_layout(&context, &Subjects::default(), 1).await.expect("the store's buckets");
+    bus
+}
+
+/// A lash runtime (the `lash-on-nats` peer, in process) on the JetStream store at
+/// `url`, on the deployment's own sessions (no namespace), with every event it says
+/// collected.
+pub async fn lash_runtime(url: &str) -> (Peer, Arc<Mutex<Vec<Event>>>) {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&events);
+    let config = PeerConfig {
+        label: "lash".to_owned(),
+        url: url.to_owned(),
+        namespace: String::new(),
+        script: script("two_processes.json"),
+        lease_timings: lash_core::LeaseTimings::default(),
+    };
+    let peer =
+        Peer::start(config, Arc::new(move |event| sink.lock().expect("events").push(event))).await.expect("peer");
+    (peer, events)
+}
+
+/// Runs one turn on `session` with `text` as the user's input.
+pub async fn turn(peer: &Peer, events: &Mutex<Vec<Event>>, session: &str, text: &str) {
+    let input_id = uuid::Uuid::new_v4().to_string();
+    peer.run(Command::Enqueue { session: session.to_owned(), input_id, text: text.to_owned() }).await;
+    peer.run(Command::Drain { session: session.to_owned(), deadline_ms: 20_000 }).await;
+    let events = events.lock().expect("events");
+    let failed: Vec<_> = events.iter().filter(|event| matches!(event, Event::Failed { .. })).collect();
+    assert!(failed.is_empty(), "the lash runtime failed: {failed:?}");
+    assert!(events.iter().any(|event| matches!(event, Event::TurnDone { .. })), "no turn finished: {events:?}");
 }
 
 /// Every trace record stored for `session_id`, read from `SESSIONBUS_TRACE`.

@@ -196,6 +196,31 @@ impl GraphRecord {
     }
 }
 
+/// Graph records holding many nodes (a copied start point, a whole lash graph) are split
+/// at about this many bytes of node JSON (decision 0008).
+pub const RECORD_BYTES: usize = 256 * 1024;
+
+/// `nodes` in runs of about [`RECORD_BYTES`], in order (none for no nodes): one graph
+/// record each.
+pub fn chunk_nodes(nodes: Vec<SessionNode>) -> Vec<Vec<SessionNode>> {
+    let mut chunks = Vec::new();
+    let mut current = Vec::new();
+    let mut size = 0;
+    for node in nodes {
+        let node_size = serde_json::to_vec(&node).map_or(0, |bytes| bytes.len());
+        if !current.is_empty() && size + node_size > RECORD_BYTES {
+            chunks.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += node_size;
+        current.push(node);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
 /// `<prefix>.state.<sid>.turn.<tid>`: the turn ledger.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]

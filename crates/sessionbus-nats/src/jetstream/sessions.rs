@@ -14,15 +14,13 @@ use sessionbus_api::{
 use super::JetStreamHost;
 use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
-use super::records::{GraphRecord, LeaseRecord, MetaRecord, decode, encode};
+use super::records::{GraphRecord, LeaseRecord, MetaRecord, chunk_nodes, decode, encode};
 use super::view::SessionView;
 use crate::request_context::current_request_id;
 use crate::subjects::session_token;
 
 /// How many times an append re-reads and retries after losing a race.
 const APPEND_ATTEMPTS: usize = 200;
-/// Graph records copied at create are split at about this many bytes.
-const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Room left in a message for headers.
 const HEADER_ROOM: usize = 1024;
 /// The most graph records one batched read asks for.
@@ -522,24 +520,4 @@ impl JetStreamHost {
     pub(super) async fn store_traces(&self, writes: &[Write]) -> Result<(), PluginError> {
         self.inner.api.publish_pipelined(writes).await.map_err(js("storing trace records"))
     }
-}
-
-/// Splits nodes into records of about [`COPY_CHUNK_BYTES`].
-fn chunk_nodes(nodes: Vec<SessionNode>) -> Vec<Vec<SessionNode>> {
-    let mut chunks = Vec::new();
-    let mut current = Vec::new();
-    let mut size = 0;
-    for node in nodes {
-        let node_size = serde_json::to_vec(&node).map_or(0, |bytes| bytes.len());
-        if !current.is_empty() && size + node_size > COPY_CHUNK_BYTES {
-            chunks.push(std::mem::take(&mut current));
-            size = 0;
-        }
-        size += node_size;
-        current.push(node);
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
 }
