@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use lash_core::store::GraphCommitDelta;
+use lash_core::store::{GraphCommitDelta, PersistedSessionRead};
 use lash_core::{RuntimeCommit, SessionCommitStore as _, SessionReadScope, StoreError, SystemClock};
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, SessionAppendNode, SessionCreateRequest, SessionGraphService,
@@ -54,6 +54,28 @@ async fn bus_path(bus: &impl SessionStateService, session: &str) -> Vec<String> 
     }
     path.reverse();
     path
+}
+
+/// A commit changing nothing, on the head and leaf `read` holds.
+fn unchanged_commit(read: &PersistedSessionRead) -> RuntimeCommit {
+    RuntimeCommit {
+        session_id: read.session_id.clone(),
+        expected_head_revision: Some(read.head_revision),
+        session_execution_lease: None,
+        release_session_execution_lease: None,
+        config: read.config.clone(),
+        agent_frames: read.agent_frames.clone(),
+        current_agent_frame_id: read.current_agent_frame_id.clone(),
+        graph: GraphCommitDelta::Unchanged { leaf_node_id: read.graph.leaf_node_id.clone() },
+        checkpoint: read.checkpoint.clone().unwrap_or_default(),
+        usage_deltas: Vec::new(),
+        turn_commit: None,
+        completed_queue_claims: Vec::new(),
+        completed_turn_input_claims: Vec::new(),
+        enqueued_queue_batches: Vec::new(),
+        interrupted_turn_input_turn_id: None,
+        committed_attachment_ids: Vec::new(),
+    }
 }
 
 async fn append_text(bus: &impl SessionGraphService, session: &str, text: &str) -> Vec<String> {
@@ -136,25 +158,7 @@ async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_noth
     let active_path = SessionReadScope::ActivePath { leaf_node_id: None };
     let read = store.load_session(active_path.clone()).await.expect("load").expect("the session");
     let appended = append_text(&bus.client, &session, "written by a bus op meanwhile").await;
-    let commit = |expected_head_revision: u64, leaf: Option<String>| RuntimeCommit {
-        session_id: session.clone(),
-        expected_head_revision: Some(expected_head_revision),
-        session_execution_lease: None,
-        release_session_execution_lease: None,
-        config: read.config.clone(),
-        agent_frames: read.agent_frames.clone(),
-        current_agent_frame_id: read.current_agent_frame_id.clone(),
-        graph: GraphCommitDelta::Unchanged { leaf_node_id: leaf },
-        checkpoint: read.checkpoint.clone().unwrap_or_default(),
-        usage_deltas: Vec::new(),
-        turn_commit: None,
-        completed_queue_claims: Vec::new(),
-        completed_turn_input_claims: Vec::new(),
-        enqueued_queue_batches: Vec::new(),
-        interrupted_turn_input_turn_id: None,
-        committed_attachment_ids: Vec::new(),
-    };
-    let stale = store.commit_runtime_state(commit(read.head_revision, read.graph.leaf_node_id.clone())).await;
+    let stale = store.commit_runtime_state(unchanged_commit(&read)).await;
     assert!(
         matches!(stale, Err(StoreError::HeadRevisionConflict { .. })),
         "a commit on the head from before the bus's append is refused: {stale:?}"
@@ -164,8 +168,34 @@ async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_noth
     let now = store.load_session(active_path).await.expect("load").expect("the session");
     assert_eq!(now.head_revision, read.head_revision + 1, "the bus's append is one more revision for lash");
     assert_eq!(now.graph.leaf_node_id.as_ref(), appended.last(), "lash reads the bus's append as its leaf");
-    let fresh = store.commit_runtime_state(commit(now.head_revision, now.graph.leaf_node_id.clone())).await;
+    let fresh = store.commit_runtime_state(unchanged_commit(&now)).await;
     assert!(fresh.is_ok(), "a commit on the current head is stored: {fresh:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lash_commit_to_a_session_closed_through_the_bus_is_refused() {
+    let bus = lash_bus::bus_with_store().await;
+    let session = uuid::Uuid::new_v4().to_string();
+    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
+    let before = bus_path(&bus.client, &session).await;
+
+    bus.client.close_session(&session).await.expect("close through the bus");
+    let store = fresh_store(&bus, &session);
+    let read = store
+        .load_session(SessionReadScope::ActivePath { leaf_node_id: None })
+        .await
+        .expect("load")
+        .expect("the session");
+    let refused = store.commit_runtime_state(unchanged_commit(&read)).await;
+    assert!(
+        matches!(&refused, Err(StoreError::Backend(why)) if why.contains("closed through the bus")),
+        "a commit to a closed session is refused: {refused:?}"
+    );
+    assert_eq!(bus_path(&bus.client, &session).await, before, "nothing was stored");
+    let page = bus.client.list_sessions(&SessionListQuery::default()).await.expect("sessions");
+    let summary = page.sessions.iter().find(|summary| summary.session_id == session).expect("listed");
+    assert_eq!(summary.status, sessionbus_api::SessionStatus::Closed, "the session stays closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
