@@ -33,12 +33,22 @@ fn fresh_store_at(url: String, session: &str) -> JetStreamStore {
 
 /// The node ids of the session's active path, as lash's store holds them.
 async fn lash_path(store: &JetStreamStore) -> Vec<String> {
-    let read = store
-        .load_session(SessionReadScope::ActivePath { leaf_node_id: None })
-        .await
-        .expect("load")
-        .expect("the session");
-    read.graph.nodes.iter().map(|node| node.node_id.clone()).collect()
+    active_path(store).await.graph.nodes.iter().map(|node| node.node_id.clone()).collect()
+}
+
+/// The session as lash's store reads it: its head, and its graph's active path.
+async fn active_path(store: &JetStreamStore) -> PersistedSessionRead {
+    let read = store.load_session(SessionReadScope::ActivePath { leaf_node_id: None }).await.expect("load");
+    read.expect("the session")
+}
+
+/// A bus with a session on which a lash runtime ran one turn.
+async fn a_session_after_one_lash_turn() -> (lash_bus::LashBus, String) {
+    let bus = lash_bus::bus_with_store().await;
+    let session = uuid::Uuid::new_v4().to_string();
+    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
+    lash_bus::turn(&peer, &said, &session, "Say hello").await;
+    (bus, session)
 }
 
 /// The node ids of the session's active path, as bus ops read it.
@@ -149,14 +159,9 @@ async fn a_session_bus_ops_write_is_the_session_a_lash_runtime_continues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_nothing() {
-    let bus = lash_bus::bus_with_store().await;
-    let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
-    lash_bus::turn(&peer, &said, &session, "Say hello").await;
-
+    let (bus, session) = a_session_after_one_lash_turn().await;
     let store = fresh_store(&bus, &session);
-    let active_path = SessionReadScope::ActivePath { leaf_node_id: None };
-    let read = store.load_session(active_path.clone()).await.expect("load").expect("the session");
+    let read = active_path(&store).await;
     let appended = append_text(&bus.client, &session, "written by a bus op meanwhile").await;
     let stale = store.commit_runtime_state(unchanged_commit(&read)).await;
     assert!(
@@ -165,7 +170,7 @@ async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_noth
     );
     assert_eq!(bus_path(&bus.client, &session).await.last(), appended.last(), "the refused commit moved nothing");
 
-    let now = store.load_session(active_path).await.expect("load").expect("the session");
+    let now = active_path(&store).await;
     assert_eq!(now.head_revision, read.head_revision + 1, "the bus's append is one more revision for lash");
     assert_eq!(now.graph.leaf_node_id.as_ref(), appended.last(), "lash reads the bus's append as its leaf");
     let fresh = store.commit_runtime_state(unchanged_commit(&now)).await;
@@ -174,19 +179,12 @@ async fn a_lash_commit_after_a_bus_append_is_refused_by_the_head_and_stores_noth
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lash_commit_to_a_session_closed_through_the_bus_is_refused() {
-    let bus = lash_bus::bus_with_store().await;
-    let session = uuid::Uuid::new_v4().to_string();
-    let (peer, said) = lash_bus::lash_runtime(&bus.server.url()).await;
-    lash_bus::turn(&peer, &said, &session, "Say hello").await;
+    let (bus, session) = a_session_after_one_lash_turn().await;
     let before = bus_path(&bus.client, &session).await;
 
     bus.client.close_session(&session).await.expect("close through the bus");
     let store = fresh_store(&bus, &session);
-    let read = store
-        .load_session(SessionReadScope::ActivePath { leaf_node_id: None })
-        .await
-        .expect("load")
-        .expect("the session");
+    let read = active_path(&store).await;
     let refused = store.commit_runtime_state(unchanged_commit(&read)).await;
     assert!(
         matches!(&refused, Err(StoreError::Backend(why)) if why.contains("closed through the bus")),

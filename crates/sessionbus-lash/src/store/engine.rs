@@ -163,11 +163,17 @@ impl Replayed {
     /// Applies `entry`'s change to the state, without saying where it is stored.
     async fn decide(&mut self, entry: Entry) -> Result<Output, StoreError> {
         self.clock.set(entry.at_ms);
-        let blob = match &entry.op {
+        self.change(entry.op).await
+    }
+
+    /// Applies `op` to the state; a commit it accepted moves the head (and, when it
+    /// carries one, the live checkpoint blob).
+    async fn change(&mut self, op: Op) -> Result<Output, StoreError> {
+        let blob = match &op {
             Op::Commit { blob, .. } => Some(blob.clone()),
             _ => None,
         };
-        let output = entry.op.apply(&self.state).await;
+        let output = op.apply(&self.state).await;
         if let Ok(Output::Commit(result)) = &output {
             self.head = self.head.max(result.head_revision);
             if let Some(blob) = blob {
@@ -195,10 +201,7 @@ impl Replayed {
             None => (None, None),
         };
         let import = Op::Import { session_id: key.to_owned(), nodes, leaf_node_id: graph.leaf, meta, config };
-        if let Ok(Output::Commit(result)) = &import.apply(&self.state).await {
-            self.head = self.head.max(result.head_revision);
-        }
-        Ok(())
+        self.change(import).await.map(drop)
     }
 }
 
@@ -406,8 +409,15 @@ impl Engine {
                 GraphCommitDelta::ReplaceFull(_) => self.graph_nodes(replayed).await?,
                 _ => Vec::new(),
             };
-            let parent_session_id =
-                replayed.state.load_session_meta().await?.and_then(|meta| meta.parent_session_id().map(str::to_owned));
+            // Only a commit creating the session on the bus names its parent.
+            let parent_session_id = match replayed.bus_meta {
+                Some(_) => None,
+                None => replayed
+                    .state
+                    .load_session_meta()
+                    .await?
+                    .and_then(|meta| meta.parent_session_id().map(str::to_owned)),
+            };
             let entry = Entry { at_ms: self.clock.timestamp_ms(), op: op.clone() };
             let head_before = replayed.head;
             let output = replayed.decide(entry.clone()).await;
@@ -432,22 +442,30 @@ impl Engine {
                 }
                 _ => None,
             };
-            let mut writes = Vec::new();
-            match &projection {
+            // The first write carries the change and the condition; a split graph's
+            // later records only nodes.
+            let first = |subject: &String, payload| {
+                StateWrite::new(subject.clone(), payload, msg_id.clone())
+                    .if_last_sequence_on(replayed.applied_seq, self.session.clone())
+            };
+            let writes = match &projection {
                 Some(projection) => {
+                    let mut writes = Vec::with_capacity(projection.graph.len());
                     for (index, graph) in projection.graph.iter().enumerate() {
-                        let payload = match index {
-                            0 => encoded(&CommitRecord { graph, lash: &entry })?,
-                            _ => encoded(graph)?,
-                        };
-                        let id = if index == 0 { msg_id.clone() } else { format!("{msg_id}/{index}") };
-                        writes.push(StateWrite::new(self.graph_subject.clone(), payload, id));
+                        writes.push(match index {
+                            0 => first(&self.graph_subject, encoded(&CommitRecord { graph, lash: &entry })?),
+                            _ => StateWrite::new(
+                                self.graph_subject.clone(),
+                                encoded(graph)?,
+                                format!("{msg_id}/{index}"),
+                            ),
+                        });
                     }
+                    writes
                 }
                 // Refused, or a repeat of a stored turn: a change like any other.
-                None => writes.push(StateWrite::new(self.subject.clone(), encoded(&entry)?, msg_id.clone())),
-            }
-            writes[0] = writes[0].clone().if_last_sequence_on(replayed.applied_seq, self.session.clone());
+                None => vec![first(&self.subject, encoded(&entry)?)],
+            };
             let failure = match self.backend.state.publish_batch(&writes).await {
                 Ok(stored) if !stored.duplicate => {
                     // Stored under the condition, right after what this state holds.
