@@ -8,11 +8,49 @@ use serde_json::json;
 use sessionbus_api::sync::lock;
 use sessionbus_api::{
     AppendSessionNodesRequest, SessionAppendNode, SessionCreateRequest, SessionGraphService as _,
-    SessionLifecycleService as _, SessionStateService as _, ToolManifest, ToolState,
+    SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, ToolManifest, ToolState, TurnInput,
 };
 use sessionbus_nats::{BusClient, JetStreamHost, STATE_STREAM, Subjects, TOOLS_STREAM};
 
 use super::raw::Raw;
+
+/// The subjects of one raw turn reference, with the last sequence of each.
+pub struct RawTurn {
+    prefix: String,
+    lease: u64,
+    graph: u64,
+    meta: u64,
+    turns: u64,
+}
+
+impl RawTurn {
+    fn new(slot: usize) -> Self {
+        Self { prefix: format!("bench.raw.turn.{slot}"), lease: 0, graph: 0, meta: 0, turns: 0 }
+    }
+
+    /// A new turn: the echo of `body`, the lease and a new ledger subject written as two
+    /// conditional publishes, then the commit as one atomic batch of four conditional
+    /// writes, as the bus writes a turn.
+    pub async fn run(&mut self, raw: &Raw, body: &Bytes) -> Result<(), String> {
+        self.turns += 1;
+        let (lease, graph, meta) =
+            (format!("{}.lease", self.prefix), format!("{}.graph", self.prefix), format!("{}.meta", self.prefix));
+        let ledger = format!("{}.ledger.{}", self.prefix, self.turns);
+        raw.echo(body.clone()).await?;
+        self.lease = raw.publish_expecting(&lease, body.clone(), self.lease).await?;
+        let running = raw.publish_expecting(&ledger, body.clone(), 0).await?;
+        let writes = [
+            (lease.as_str(), self.lease),
+            (graph.as_str(), self.graph),
+            (ledger.as_str(), running),
+            (meta.as_str(), self.meta),
+        ];
+        let last = raw.atomic_batch(&writes, body.clone()).await?;
+        // A batch's messages take consecutive sequences.
+        (self.lease, self.graph, self.meta) = (last - 3, last - 2, last);
+        Ok(())
+    }
+}
 
 /// The value a raw leader get reads.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +132,12 @@ pub struct Fixture {
     pub bus_tool_states: Slots<(String, u64)>,
     /// Sessions for `append_session_nodes`.
     pub bus_graphs: Slots<String>,
+    /// Sessions for `start_turn`.
+    pub bus_turns: Slots<String>,
+    /// The subjects of the raw turn reference.
+    pub raw_turns: Slots<RawTurn>,
+    /// The body of a turn request.
+    pub turn_request: Bytes,
     /// KV keys with their revision, and the tool state written to them.
     raw_tool_states: (Slots<(String, u64)>, Bytes),
     /// Subjects with their last sequence, and the append written to them.
@@ -128,6 +172,7 @@ impl Fixture {
         let state_body = Bytes::from(serde_json::to_vec(&tools(8)).unwrap_or_default());
         let (bus_tool_states, raw_tool_states) = (Slots::new(), Slots::new());
         let (bus_graphs, raw_graphs) = (Slots::new(), Slots::new());
+        let (bus_turns, raw_turns) = (Slots::new(), Slots::new());
         for i in 0..in_flight.max(1) {
             let session = format!("bench-apply-{i}-{}", uuid::Uuid::new_v4().simple());
             let generation = setup.apply_tool_state(&session, tools(8)).await.map_err(failed("apply"))?;
@@ -140,11 +185,22 @@ impl Fixture {
             client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
             bus_graphs.put(session);
             raw_graphs.put((format!("bench.raw.append.{i}"), 0u64));
+
+            let session = format!("bench-turn-{i}-{}", uuid::Uuid::new_v4().simple());
+            client.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
+            bus_turns.put(session);
+            raw_turns.put(RawTurn::new(i));
         }
         let append_body =
             Bytes::from(serde_json::to_vec(&one_message("a benchmark message".into())).unwrap_or_default());
         let trace_record = Bytes::from(
             serde_json::to_vec(&json!({"schema_version": 2, "type": "custom", "name": "bench"})).unwrap_or_default(),
+        );
+        let turn = SessionTurnRequest::for_turn(&small, "bench-0", TurnInput::text("hello")).map_err(failed("turn"))?;
+        // The body a client sends for it (`StartTurnRequest`).
+        let turn_request = Bytes::from(
+            serde_json::to_vec(&json!({"turn_id": turn.turn_id(), "input": turn.input(), "scope": turn.scope()}))
+                .unwrap_or_default(),
         );
         Ok(Self {
             tools_subject: subjects.tool_key(&small),
@@ -158,6 +214,9 @@ impl Fixture {
             trace_record,
             bus_tool_states,
             bus_graphs,
+            bus_turns,
+            raw_turns,
+            turn_request,
             raw_tool_states: (raw_tool_states, state_body),
             raw_graphs: (raw_graphs, append_body),
         })

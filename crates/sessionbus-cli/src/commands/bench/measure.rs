@@ -18,6 +18,15 @@ pub struct Shape {
     pub in_flight: usize,
 }
 
+impl Shape {
+    /// This shape with one in `n` of its sequential and throughput calls (at least one
+    /// per block, and at least one per call in flight).
+    pub fn share(self, n: usize) -> Self {
+        let n = n.max(1);
+        Self { per_block: self.per_block.div_ceil(n), calls: (self.calls / n).max(self.in_flight), ..self }
+    }
+}
+
 /// Latency samples of one operation, in microseconds, sorted.
 #[derive(Clone, Debug, Default)]
 pub struct Samples(pub Vec<u64>);

@@ -141,6 +141,8 @@ async fn bench(
             name: "BENCH_RAW".into(),
             subjects: vec!["bench.raw.>".into()],
             num_replicas: replicas,
+            // The raw reference of a turn commits as an atomic batch, as the bus does.
+            allow_atomic_publish: true,
             ..Default::default()
         })
         .await

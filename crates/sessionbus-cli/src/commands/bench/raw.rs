@@ -63,6 +63,31 @@ impl Raw {
         self.publish(subject, headers, payload).await
     }
 
+    /// Publishes `writes` (subject and its expected last sequence each, all with
+    /// `payload`) as one atomic batch; returns the sequence of its last message.
+    pub async fn atomic_batch(&self, writes: &[(&str, u64)], payload: Bytes) -> Result<u64, String> {
+        let Some(((last_subject, last_expected), staged)) = writes.split_last() else {
+            return Err(failed("atomic batch", "no writes"));
+        };
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let headers = |sequence: usize, expected: u64| {
+            let mut headers = HeaderMap::new();
+            headers.insert("Nats-Batch-Id", id.as_str());
+            headers.insert("Nats-Batch-Sequence", sequence.to_string().as_str());
+            headers.insert("Nats-Expected-Last-Subject-Sequence", expected.to_string().as_str());
+            headers
+        };
+        for (index, (subject, expected)) in staged.iter().enumerate() {
+            self.client
+                .publish_with_headers((*subject).to_owned(), headers(index + 1, *expected), payload.clone())
+                .await
+                .map_err(|e| failed("atomic batch", e))?;
+        }
+        let mut commit = headers(writes.len(), *last_expected);
+        commit.insert("Nats-Batch-Commit", "1");
+        self.publish(last_subject, commit, payload).await
+    }
+
     /// Publishes to a stream and awaits the ack; returns the sequence.
     pub async fn publish(&self, subject: &str, headers: HeaderMap, payload: Bytes) -> Result<u64, String> {
         let reply = self

@@ -3,7 +3,10 @@
 
 use async_nats::HeaderMap;
 use serde_json::json;
-use sessionbus_api::{SessionGraphService as _, SessionStateService as _, TraceContext, TraceEvent};
+use sessionbus_api::{
+    SessionGraphService as _, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TraceContext,
+    TraceEvent, TurnInput,
+};
 
 use super::cpu::{CpuMeter, micros_per_call};
 use super::fixture::{Fixture, Keys, Stored, one_message, tools};
@@ -21,6 +24,9 @@ pub struct Scenario {
     pub bus: BusCall,
     /// What is measured, against which target.
     pub measure: Measure,
+    /// The share of the run's calls this scenario makes: 1 for all of them, `n` for one
+    /// in `n` (a scenario whose calls take milliseconds).
+    pub share: usize,
 }
 
 /// What a scenario measures.
@@ -46,6 +52,10 @@ pub enum RawCall {
     Echo,
     /// A JetStream publish awaiting its ack.
     Publish,
+    /// What a turn cannot avoid: a request/reply echo of the turn request, the lease and
+    /// the ledger's `running` record as two conditional publishes, then the commit as one
+    /// atomic batch of four conditional writes (lease, graph, ledger, meta).
+    TurnWrites,
 }
 
 /// The bus call of a scenario.
@@ -66,6 +76,9 @@ pub enum BusCall {
     SharedToolCatalog,
     /// `emit_trace_event` of a custom event.
     EmitTraceEvent,
+    /// `start_turn` of a new turn (the worker's echo executor), each call in flight on its
+    /// own session.
+    StartTurn,
 }
 
 /// Latency and throughput, with the p50 target of a read or write: at most 1.25 times
@@ -78,7 +91,7 @@ const TRACE_LATENCY: Measure = Measure::LatencyAndThroughput { p50_target: 2.5 }
 /// Every scenario, in the order they run and are reported: name, raw reference, bus
 /// call, what is measured.
 #[rustfmt::skip]
-pub const SCENARIOS: [Scenario; 7] = [
+pub const SCENARIOS: [Scenario; 8] = [
     Scenario::new("tool_state", RawCall::EchoThenLeaderGet(Stored::ToolState), BusCall::ToolState, LATENCY),
     Scenario::new("snapshot_session", RawCall::EchoThenLeaderGet(Stored::SessionMeta), BusCall::SnapshotSession, LATENCY),
     Scenario::new("tool_catalog", RawCall::EchoThenLeaderGet(Stored::ToolState), BusCall::ToolCatalog, LATENCY),
@@ -87,18 +100,26 @@ pub const SCENARIOS: [Scenario; 7] = [
     // The bus answers from the worker's event-fed generation cache, with no JetStream read.
     Scenario::new("shared_tool_catalog (unchanged)", RawCall::Echo, BusCall::SharedToolCatalog, Measure::LatencyAndThroughput { p50_target: 1.2 }),
     Scenario::new("emit_trace_event", RawCall::Publish, BusCall::EmitTraceEvent, TRACE_LATENCY),
+    // nats-server commits one atomic batch per stream at a time: a tenth of the calls.
+    Scenario::new("start_turn", RawCall::TurnWrites, BusCall::StartTurn, LATENCY).one_in(10),
 ];
 
 impl Scenario {
     /// A row of the table.
     const fn new(name: &'static str, raw: RawCall, bus: BusCall, measure: Measure) -> Self {
-        Self { name, raw, bus, measure }
+        Self { name, raw, bus, measure, share: 1 }
+    }
+
+    /// The same scenario, making one in `n` of the run's calls.
+    const fn one_in(self, n: usize) -> Self {
+        Self { share: n, ..self }
     }
 
     /// Measures the scenario on `fixture`: latency (raw and bus interleaved), then raw
     /// throughput, then bus throughput, as its [`Measure`] says; the throughput phases
     /// also measure the CPU the worker and the servers spend per call. Returns its rows.
     pub async fn run(&self, fixture: &Fixture, shape: Shape, meters: &Meters) -> Result<Vec<Row>, String> {
+        let shape = shape.share(self.share);
         let raw = |i| self.raw.call(fixture, i);
         let bus = |i| self.bus.call(fixture, self.name, i);
         let Measure::LatencyAndThroughput { p50_target } = self.measure;
@@ -145,6 +166,7 @@ impl RawCall {
             Self::EchoThenConditionalWrite(Keys::Graphs) => "request + publish with expected sequence",
             Self::Echo => "request",
             Self::Publish => "JetStream publish",
+            Self::TurnWrites => "request + 2 conditional publishes + atomic batch of 4",
         }
     }
 
@@ -170,6 +192,12 @@ impl RawCall {
                 let mut headers = HeaderMap::new();
                 headers.insert("Nats-Msg-Id", format!("raw-{i}-{}", uuid::Uuid::new_v4().simple()).as_str());
                 raw.publish(&fixture.raw_trace_subject, headers, fixture.trace_record.clone()).await.map(drop)
+            }
+            Self::TurnWrites => {
+                let mut turn = fixture.raw_turns.take().ok_or("no free turn subjects")?;
+                let result = turn.run(raw, &fixture.turn_request).await;
+                fixture.raw_turns.put(turn);
+                result
             }
         }
     }
@@ -203,6 +231,16 @@ impl BusCall {
                 let event =
                     TraceEvent::Custom { name: "bench".into(), payload: json!({"i": i}), extra: Default::default() };
                 client.emit_trace_event(context, event).await
+            }
+            Self::StartTurn => {
+                let session = fixture.bus_turns.take().ok_or("no free session")?;
+                let turn_id = format!("bench-{i}-{}", uuid::Uuid::new_v4().simple());
+                let result = match SessionTurnRequest::for_turn(&session, turn_id, TurnInput::text("hello")) {
+                    Ok(turn) => client.start_turn(turn).await.map(drop),
+                    Err(error) => Err(error),
+                };
+                fixture.bus_turns.put(session);
+                result
             }
         };
         result.map_err(|e| format!("{op}: {e}"))
