@@ -268,7 +268,7 @@ impl JetStreamHost {
         let running = self.inner.running.register(&turn.session_id, &turn_id);
         let (snapshot, cancelled) =
             tokio::join!(self.snapshot(&turn.session_id), self.cancel_requested(token, turn_key));
-        let (snapshot, cancelled) = match snapshot.and_then(|snapshot| Ok((snapshot, cancelled?))) {
+        let (mut snapshot, cancelled) = match snapshot.and_then(|snapshot| Ok((snapshot, cancelled?))) {
             Ok(read) => read,
             Err(err) => {
                 // Free the lease at once, so a retry need not wait for it to expire.
@@ -286,11 +286,14 @@ impl JetStreamHost {
                 turn_id: turn_id.clone(),
             },
         );
+        // The commit reads the graph from the session's view: it keeps the snapshot
+        // without its graph, and the executor gets the snapshot itself.
+        let before = without_graph(&mut snapshot);
         let outcome = if cancelled {
             // Cancelled before this run began (its first worker died): commit it so.
             Ok(TurnOutput::cancelled())
         } else {
-            let context = TurnContext::new(turn, snapshot.clone(), sink)
+            let context = TurnContext::new(turn, snapshot, sink)
                 .with_cancellation(running.token().clone())
                 .with_live(live.sink());
             self.run_under_lease(token, &turn_id, context, &mut held).await
@@ -307,7 +310,7 @@ impl JetStreamHost {
         };
         let duration_ms = clock::now_unix_ms().saturating_sub(started_at_ms);
         let (lease, retry_input) = (held.clone(), input.clone());
-        let commit = Commit { turn_id, input, output, held, before: snapshot, started_at_ms, duration_ms };
+        let commit = Commit { turn_id, input, output, held, before, started_at_ms, duration_ms };
         let committed = self.commit(token, turn_subject, commit).await;
         if let Err(err) = &committed {
             // The commit failed (a leader election, a graph that kept moving). Free the
@@ -504,9 +507,12 @@ impl JetStreamHost {
             state.session_graph = view.graph();
             state.session_graph.nodes.extend(record.nodes.iter().cloned());
             state.session_graph.leaf_node_id = record.leaf.clone().or(state.session_graph.leaf_node_id);
-            let result = output.clone().assemble(state, started_at_ms, duration_ms);
-            let mut stored = result.clone();
-            stored.state.session_graph = Default::default();
+            let mut result = output.clone().assemble(state, started_at_ms, duration_ms);
+            // The ledger keeps the result without its graph: taken out for the copy, not
+            // cloned and dropped (the graph is the whole session's).
+            let graph = std::mem::take(&mut result.state.session_graph);
+            let stored = result.clone();
+            result.state.session_graph = graph;
             let completed = LedgerRecord::Completed {
                 input: input.clone(),
                 result: Box::new(stored),
@@ -604,7 +610,8 @@ struct Commit {
     input: TurnInput,
     output: TurnOutput,
     held: HeldLease,
-    /// The session as the executor saw it.
+    /// The session as the executor saw it, without its graph (the commit reads the
+    /// graph from the session's view).
     before: SessionSnapshot,
     started_at_ms: u64,
     duration_ms: u64,
@@ -656,4 +663,12 @@ fn executor_panicked(turn_id: &str, panic: &(dyn std::any::Any + Send)) -> Plugi
 
 fn duration_ms(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A copy of `snapshot` without its graph (the whole session's), which stays in place.
+fn without_graph(snapshot: &mut SessionSnapshot) -> SessionSnapshot {
+    let graph = std::mem::take(&mut snapshot.session_graph);
+    let copy = snapshot.clone();
+    snapshot.session_graph = graph;
+    copy
 }
