@@ -30,6 +30,18 @@ pub(crate) fn scan_budget(query: &SessionListQuery) -> usize {
     }
 }
 
+/// The filter that reads the entries of `parent`'s children, or every entry. The index
+/// stream holds nothing but entries, so every entry is `>`: nats-server answers that in
+/// stream order, where a wildcard such as `<prefix>.index.>` is matched against each
+/// subject the stream holds, one per session (BENCHMARKS.md, "The registry at 100,000
+/// sessions").
+pub(crate) fn read_filter(subjects: &Subjects, parent_token: Option<&str>) -> String {
+    match parent_token {
+        Some(_) => subjects.index_filter(parent_token),
+        None => ">".to_owned(),
+    }
+}
+
 /// Writes `handle`'s registry entry under `subjects` once: an entry already written
 /// (by a resend, or by another writer of the session) is left as it is.
 pub(crate) async fn write_index(
@@ -73,7 +85,7 @@ impl JetStreamHost {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
         let parent_token = query.parent.as_deref().map(session_token).transpose()?;
-        let filter = subjects.index_filter(parent_token.as_deref());
+        let filter = read_filter(subjects, parent_token.as_deref());
         let limit = query.effective_limit();
         let mut budget = scan_budget(query);
         let mut next_seq = query.after_sequence()?.saturating_add(1);

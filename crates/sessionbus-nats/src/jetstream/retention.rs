@@ -74,7 +74,7 @@ pub async fn purge_closed_sessions(
     let context = jetstream::new(client.clone());
     let age_nanos = i128::try_from(config.closed_older_than.as_nanos()).unwrap_or(i128::MAX);
     let cutoff_nanos = i128::from(clock::now_unix_ms()) * 1_000_000 - age_nanos;
-    let all = subjects.index_filter(None);
+    let all = super::registry::read_filter(subjects, None);
     let mut report = PurgeReport::default();
     let mut next_seq = 1;
     loop {
