@@ -5,58 +5,108 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
 use sessionbus_api::{
     CancelReply, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnCancelService as _,
     TurnInput, TurnOutcome, TurnStop,
 };
 use sessionbus_lash::provider::scripted::ScriptedProvider;
-use sessionbus_nats::{BusClient, BusClientConfig};
+use sessionbus_nats::subjects::session_token;
+use sessionbus_nats::{BusClient, BusClientConfig, Subjects};
+use sessionbus_testkit::subscribe_confirmed;
 
 mod lash_bus;
 
 use lash_bus::{lash_bus, lash_bus_with, new_session, script};
 
+/// The holders of `session_id`'s lease records (as `watch` received them) that held it
+/// for `turn_id`.
+async fn lease_holders(watch: &mut async_nats::Subscriber, turn_id: &str) -> Vec<String> {
+    let mut holders = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(200), watch.next()).await {
+        let lease: Value = serde_json::from_slice(&message.payload).expect("a lease record");
+        if lease["state"] == "held" && lease["turn_id"] == turn_id {
+            holders.extend(lease["holder"].as_str().map(str::to_owned));
+        }
+    }
+    holders.dedup();
+    holders
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_cancel_from_a_second_client_stops_a_lash_turn_waiting_in_a_slow_tool_once() {
+async fn a_cancel_from_a_second_client_stops_a_lash_turn_inside_its_slow_tool_on_its_worker_and_commits_what_it_had_once()
+ {
+    // The tool sleeps a minute; the turn must end long before.
+    const TOOL_DURATION: Duration = Duration::from_secs(60);
     let provider = ScriptedProvider::new(script("sleep_then_answer.json"));
     let cluster = lash_bus(&provider, &["worker-a", "worker-b"]).await;
     let session_id = new_session(&cluster.client).await;
+    let token = session_token(&session_id).expect("token");
+    let mut lease_watch =
+        subscribe_confirmed(&cluster.raw, Subjects::default().lease(&token)).await.expect("watch the lease subject");
     let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
         .expect("turn");
-    let started = Instant::now();
+    let (sender, mut live) = tokio::sync::mpsc::unbounded_channel();
     let turn = tokio::spawn({
         let client = cluster.client.clone();
-        async move { client.start_turn(request).await }
+        async move { client.start_turn_live(request, sender).await }
     });
 
-    // A second client, whose cancel any worker may take.
-    let canceller = BusClient::new(cluster.server.client().await.expect("connect"), BusClientConfig::default());
-    // The model has asked for the minute-long tool: the turn waits in it.
+    // The turn is inside the slow tool once its live output says the tool started.
     tokio::time::timeout(Duration::from_secs(20), async {
-        while provider.requests().is_empty() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(event) = live.recv().await {
+            if event.event["type"] == "tool_call_started" {
+                assert_eq!(event.event["name"], "sleep", "{}", event.event);
+                return;
+            }
         }
+        panic!("the turn ended before its tool started");
     })
     .await
-    .expect("the model was asked");
-    let reply = canceller.cancel_turn(&session_id, "t1").await.expect("cancel");
-    let CancelReply::Cancelling { holder: Some(holder) } = reply else { panic!("a running turn: {reply:?}") };
-    assert!(holder == "worker-a" || holder == "worker-b", "{holder}");
+    .expect("the turn reached the slow tool");
 
+    // A second client, on its own connection, whose cancel any worker may take.
+    let canceller = BusClient::new(cluster.server.client().await.expect("connect"), BusClientConfig::default());
+    let cancelled_at = Instant::now();
+    let reply = canceller.cancel_turn(&session_id, "t1").await.expect("cancel");
     let result = tokio::time::timeout(Duration::from_secs(20), turn)
         .await
-        .expect("the cancelled turn ends long before its tool's minute")
+        .expect("the cancelled turn ends")
         .expect("join")
         .expect("the turn's result");
-    assert!(started.elapsed() < Duration::from_secs(30));
+    let took = cancelled_at.elapsed();
+    assert!(took < TOOL_DURATION / 6, "the turn waited for its tool ({took:?} after the cancel)");
     assert_eq!(result.outcome, TurnOutcome::Stopped(TurnStop::Cancelled));
     assert_eq!(provider.requests().len(), 1, "the model was not asked again after the cancel");
 
+    // The worker that ran the turn (the one its lease names) is the one the cancel
+    // reached.
+    let holders = lease_holders(&mut lease_watch, "t1").await;
+    assert_eq!(holders.len(), 1, "one worker ran the turn: {holders:?}");
+    assert_eq!(reply, CancelReply::Cancelling { holder: Some(holders[0].clone()) });
+
+    // One commit, holding what lash had: the user's input and the tool call it was in.
     let snapshot = cluster.client.snapshot_session(&session_id).await.expect("snapshot");
     assert_eq!(snapshot.turn_index, 1, "one commit");
-    let graph = serde_json::to_string(&snapshot.session_graph).expect("json");
-    assert!(graph.contains("Wait a minute, then say done."), "what the turn had is committed: {graph}");
+    let nodes: Vec<Value> =
+        snapshot.session_graph.nodes.iter().map(|node| serde_json::to_value(node).expect("json")).collect();
+    let parts: Vec<&Value> =
+        nodes.iter().filter_map(|node| node["event"]["Conversation"]["parts"].as_array()).flatten().collect();
+    let of_kind = |kind: &str| -> Vec<&Value> { parts.iter().copied().filter(|part| part["kind"] == kind).collect() };
+    let inputs = of_kind("Text");
+    assert_eq!(inputs.len(), 1, "the user's input, and no answer: {nodes:?}");
+    assert_eq!(inputs[0]["content"], "Wait a minute, then say done.");
+    let calls = of_kind("ToolCall");
+    assert_eq!(calls.len(), 1, "the tool call the turn was in is committed once: {nodes:?}");
+    assert_eq!((&calls[0]["tool_call_id"], &calls[0]["tool_name"]), (&json!("call-sleep-1"), &json!("sleep")));
+    let results = of_kind("ToolResult");
+    assert!(
+        !results.is_empty()
+            && results.iter().all(|result| result["tool_call_id"] == "call-sleep-1"
+                && result["content"].as_str().is_some_and(|text| text.contains("cancelled"))),
+        "lash's record that the call was cancelled: {nodes:?}"
+    );
     let again = canceller.cancel_turn(&session_id, "t1").await.expect("cancel again");
     assert_eq!(again, CancelReply::Finished { outcome: TurnOutcome::Stopped(TurnStop::Cancelled) });
 }
