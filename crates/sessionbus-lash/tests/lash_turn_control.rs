@@ -112,7 +112,7 @@ async fn a_cancel_from_a_second_client_stops_a_lash_turn_inside_its_slow_tool_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_streaming_client_receives_a_lash_turn_s_activity_in_order_before_the_final_reply() {
+async fn a_streaming_client_receives_a_streamed_lash_answer_in_several_deltas_in_order_before_the_final_reply() {
     let provider = ScriptedProvider::new(script("add_then_answer.json"));
     let cluster = lash_bus(&provider, &["worker-a", "worker-b"]).await;
     let session_id = new_session(&cluster.client).await;
@@ -129,13 +129,16 @@ async fn a_streaming_client_receives_a_lash_turn_s_activity_in_order_before_the_
     let position = |kind: &str| kinds.iter().position(|k| *k == kind);
     let (started, completed) = (position("tool_call_started"), position("tool_call_completed"));
     assert!(started.is_some() && started < completed, "the tool's start, then its end: {kinds:?}");
-    let prose: String = events
+    // The script streams the answer in three pieces (`deltas`); each reaches the client
+    // as its own delta, in order, and together they are the answer.
+    let deltas: Vec<&str> = events
         .iter()
         .filter(|event| event.event["type"] == "assistant_prose_delta")
         .filter_map(|event| event.event.get("delta").or_else(|| event.event.get("text")).and_then(Value::as_str))
         .collect();
-    assert_eq!(prose, "2 + 3 = 5.", "the answer's deltas add up to the answer: {kinds:?}");
-    assert_eq!(result.outcome, TurnOutcome::Finished(sessionbus_api::TurnFinish::AssistantMessage { text: prose }));
+    assert_eq!(deltas, ["2 + 3", " = ", "5."], "the answer's deltas, in order: {kinds:?}");
+    let text = deltas.concat();
+    assert_eq!(result.outcome, TurnOutcome::Finished(sessionbus_api::TurnFinish::AssistantMessage { text }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
