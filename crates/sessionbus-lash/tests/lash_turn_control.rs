@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use sessionbus_api::{
-    CancelReply, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnCancelService as _,
-    TurnInput, TurnOutcome, TurnStop,
+    CancelReply, ErrorKind, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest,
+    TurnCancelService as _, TurnInput, TurnOutcome, TurnStop,
 };
+use sessionbus_lash::executor::DEFAULT_TOOL_TIMEOUT;
 use sessionbus_lash::provider::scripted::ScriptedProvider;
 use sessionbus_nats::subjects::session_token;
-use sessionbus_nats::{BusClient, BusClientConfig, Subjects};
+use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHostConfig, Subjects};
 use sessionbus_testkit::subscribe_confirmed;
 
 mod lash_bus;
@@ -144,7 +145,8 @@ async fn a_streaming_client_receives_a_streamed_lash_answer_in_several_deltas_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tool_call_past_its_time_limit_is_stopped_and_the_model_is_told() {
     let provider = ScriptedProvider::new(script("slow_tool_times_out.json"));
-    let cluster = lash_bus_with(&provider, &["worker-a"], Duration::from_millis(300)).await;
+    let cluster =
+        lash_bus_with(&provider, &["worker-a"], Duration::from_millis(300), JetStreamHostConfig::default()).await;
     let session_id = new_session(&cluster.client).await;
     let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
         .expect("turn");
@@ -160,4 +162,37 @@ async fn a_tool_call_past_its_time_limit_is_stopped_and_the_model_is_told() {
     assert_eq!(requests.len(), 2, "the model was asked again, with the tool's failure");
     let told = requests[1].to_string();
     assert!(told.contains("tool `sleep` ran longer than its limit of 300ms and was stopped"), "{told}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lash_turn_stuck_in_a_tool_past_the_host_s_maximum_turn_duration_fails_commits_nothing_and_frees_the_lease() {
+    // The tool sleeps a minute and may (its own limit is the default 300 s); the host
+    // allows a turn 1 s. The lease lasts 30 s: a lease the stopped turn kept would hold
+    // the session that long.
+    let provider = ScriptedProvider::new(script("sleep_then_answer.json"));
+    let host = JetStreamHostConfig::default()
+        .with_max_turn_duration(Duration::from_secs(1))
+        .with_lease_ttl(Duration::from_secs(30));
+    let cluster = lash_bus_with(&provider, &["worker-a"], DEFAULT_TOOL_TIMEOUT, host).await;
+    let session_id = new_session(&cluster.client).await;
+    let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
+        .expect("turn");
+    let error = tokio::time::timeout(Duration::from_secs(20), cluster.client.start_turn(request))
+        .await
+        .expect("the turn is stopped at the host's maximum, not after its tool's minute")
+        .expect_err("a turn past the maximum fails");
+    assert_eq!(error.kind(), ErrorKind::Session, "a permanent failure, not retried: {error:?}");
+    assert!(error.message().contains("ran longer than the maximum of 1s"), "it says why: {error}");
+    assert_eq!(provider.requests().len(), 1, "the turn ran once, into its tool, and was not retried");
+
+    let snapshot = cluster.client.snapshot_session(&session_id).await.expect("snapshot");
+    assert_eq!(snapshot.turn_index, 0, "nothing was committed");
+    assert!(snapshot.session_graph.nodes.is_empty(), "nothing was committed: {:?}", snapshot.session_graph);
+
+    let started = Instant::now();
+    let next = SessionTurnRequest::for_turn(&session_id, "t2", TurnInput::text("Are you there?")).expect("turn");
+    let result = cluster.client.start_turn(next).await.expect("the next turn runs");
+    assert!(started.elapsed() < Duration::from_secs(10), "the stopped turn kept the lease ({:?})", started.elapsed());
+    let text = "Yes.".to_owned();
+    assert_eq!(result.outcome, TurnOutcome::Finished(sessionbus_api::TurnFinish::AssistantMessage { text }));
 }
