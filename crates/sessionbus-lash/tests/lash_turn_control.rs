@@ -3,6 +3,7 @@
 //! in order before the final reply. Real nats-server, two workers whose executors run
 //! lash turns with the scripted provider and the demo tools.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -19,7 +20,7 @@ use sessionbus_testkit::subscribe_confirmed;
 
 mod lash_bus;
 
-use lash_bus::{lash_bus, lash_bus_with, new_session, script};
+use lash_bus::{in_memory_lash, lash_bus, lash_bus_with, new_session, script};
 
 /// The holders of `session_id`'s lease records (as `watch` received them) that held it
 /// for `turn_id`.
@@ -35,19 +36,73 @@ async fn lease_holders(watch: &mut async_nats::Subscriber, turn_id: &str) -> Vec
     holders
 }
 
+/// Cancels a lash turn as soon as its live output says a tool started.
+struct CancelAtToolStart(lash::CancellationToken);
+
+#[async_trait::async_trait]
+impl lash_core::TurnActivitySink for CancelAtToolStart {
+    async fn emit(&self, activity: lash_core::TurnActivity) {
+        if serde_json::to_value(&activity).is_ok_and(|event| event["type"] == "tool_call_started") {
+            self.0.cancel();
+        }
+    }
+}
+
+/// The graph lash's own in-memory runtime has after `text`'s turn of `session_id` (on
+/// `script`) is cancelled inside its first tool.
+async fn lash_graph_cancelled_in_a_tool(script_name: &str, session_id: &str, text: &str) -> Vec<Value> {
+    let core = in_memory_lash(ScriptedProvider::new(script(script_name))).build().expect("lash's in-memory runtime");
+    let session = core
+        .session(session_id)
+        .store(Arc::new(lash_core::InMemorySessionStore::new()))
+        .open()
+        .await
+        .expect("open in lash");
+    let cancel = lash::CancellationToken::new();
+    let result = session
+        .turn(lash::TurnInput::text(text))
+        .turn_id("t1")
+        .cancel(cancel.clone())
+        .stream_to(&CancelAtToolStart(cancel))
+        .await
+        .expect("lash's turn");
+    let result = serde_json::to_value(&result).expect("json");
+    assert_eq!(result["outcome"], json!({"stopped": "cancelled"}), "lash's own run was cancelled");
+    result["state"]["session_graph"]["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+/// A graph's nodes as (role, parts without their ids, the parent's position): what
+/// lash recorded, free of node ids, frame ids and times.
+fn shape(nodes: &[Value]) -> Vec<Value> {
+    let position = |id: &Value| nodes.iter().position(|node| node["node_id"] == *id);
+    nodes
+        .iter()
+        .map(|node| {
+            let conversation = &node["event"]["Conversation"];
+            let mut parts = conversation["parts"].as_array().cloned().unwrap_or_default();
+            for part in &mut parts {
+                if let Some(part) = part.as_object_mut() {
+                    part.remove("id");
+                }
+            }
+            json!({"role": conversation["role"], "parts": parts, "parent": position(&node["parent_node_id"])})
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_from_a_second_client_stops_a_lash_turn_inside_its_slow_tool_on_its_worker_and_commits_what_it_had_once()
  {
     // The tool sleeps a minute; the turn must end long before.
     const TOOL_DURATION: Duration = Duration::from_secs(60);
+    const TEXT: &str = "Wait a minute, then say done.";
     let provider = ScriptedProvider::new(script("sleep_then_answer.json"));
     let cluster = lash_bus(&provider, &["worker-a", "worker-b"]).await;
     let session_id = new_session(&cluster.client).await;
     let token = session_token(&session_id).expect("token");
     let mut lease_watch =
         subscribe_confirmed(&cluster.raw, Subjects::default().lease(&token)).await.expect("watch the lease subject");
-    let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text("Wait a minute, then say done."))
-        .expect("turn");
+    let request = SessionTurnRequest::for_turn(&session_id, "t1", TurnInput::text(TEXT)).expect("turn");
     let (sender, mut live) = tokio::sync::mpsc::unbounded_channel();
     let turn = tokio::spawn({
         let client = cluster.client.clone();
@@ -97,7 +152,7 @@ async fn a_cancel_from_a_second_client_stops_a_lash_turn_inside_its_slow_tool_on
     let of_kind = |kind: &str| -> Vec<&Value> { parts.iter().copied().filter(|part| part["kind"] == kind).collect() };
     let inputs = of_kind("Text");
     assert_eq!(inputs.len(), 1, "the user's input, and no answer: {nodes:?}");
-    assert_eq!(inputs[0]["content"], "Wait a minute, then say done.");
+    assert_eq!(inputs[0]["content"], TEXT);
     let calls = of_kind("ToolCall");
     assert_eq!(calls.len(), 1, "the tool call the turn was in is committed once: {nodes:?}");
     assert_eq!((&calls[0]["tool_call_id"], &calls[0]["tool_name"]), (&json!("call-sleep-1"), &json!("sleep")));
@@ -108,6 +163,10 @@ async fn a_cancel_from_a_second_client_stops_a_lash_turn_inside_its_slow_tool_on
                 && result["content"].as_str().is_some_and(|text| text.contains("cancelled"))),
         "lash's record that the call was cancelled: {nodes:?}"
     );
+    // Exactly what lash itself has when the same turn is cancelled inside its tool.
+    let reference = lash_graph_cancelled_in_a_tool("sleep_then_answer.json", &session_id, TEXT).await;
+    assert_eq!(shape(&nodes), shape(&reference), "the committed graph is not what lash had");
+
     let again = canceller.cancel_turn(&session_id, "t1").await.expect("cancel again");
     assert_eq!(again, CancelReply::Finished { outcome: TurnOutcome::Stopped(TurnStop::Cancelled) });
 }

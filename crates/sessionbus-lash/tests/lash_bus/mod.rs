@@ -22,6 +22,26 @@ pub fn script(name: &str) -> Script {
     Script::load(path.to_str().expect("a UTF-8 path")).expect("the script")
 }
 
+/// lash's own in-memory runtime (the reference a turn on the bus is compared with):
+/// `provider`, the executor's model spec and the demo tools, in-memory stores and an
+/// inline effect host; the caller adds a trace sink if it wants one, and builds.
+pub fn in_memory_lash(provider: ScriptedProvider) -> lash::LashCoreBuilder {
+    let model = lash_core::ModelSpec::from_token_limits(
+        "scripted-model",
+        Default::default(),
+        sessionbus_lash::executor::DEFAULT_CONTEXT_TOKENS,
+        None,
+    )
+    .expect("a model");
+    lash::LashCore::standard_builder()
+        .provider(lash_core::ProviderHandle::new(lash_core::ProviderComponents::new(Box::new(provider))))
+        .model(model)
+        .tools(sessionbus_lash::executor::tools::demo_tools())
+        .effect_host(Arc::new(lash_core::InlineEffectHost::default()))
+        .attachment_store(Arc::new(lash_core::InMemoryAttachmentStore::new()))
+        .process_env_store(Arc::new(lash_core::InMemoryProcessExecutionEnvStore::default()))
+}
+
 /// A server, workers and a client (and a plain connection for raw reads).
 pub struct LashBus {
     pub client: BusClient,
