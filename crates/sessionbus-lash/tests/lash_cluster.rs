@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use sessionbus_api::{
     SessionCreateRequest, SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnInput,
 };
-use sessionbus_lash::executor::tools::demo_tools;
 use sessionbus_lash::provider::scripted::{Script, ScriptedProvider};
 use sessionbus_nats::{BusClient, BusClientConfig, Subjects, TRACE_STREAM};
 use sessionbus_testkit::{NatsServer, WorkerConfig, WorkerProcess, subscribe_confirmed};
+
+mod lash_bus;
 
 const TURNS: [(&str, &str); 2] = [("turn-1", "What is 2 + 3?"), ("turn-2", "And doubled?")];
 
@@ -166,23 +167,8 @@ async fn lash_reference(session_id: &str) -> (Vec<Value>, Vec<Value>, Value) {
     let script = Script::load(script_path().to_str().expect("UTF-8")).expect("the script");
     let provider = ScriptedProvider::new(script);
     let records = Arc::new(Records::default());
-    let model = lash_core::ModelSpec::from_token_limits(
-        "scripted-model",
-        Default::default(),
-        sessionbus_lash::executor::DEFAULT_CONTEXT_TOKENS,
-        None,
-    )
-    .expect("a model");
-    let core = lash::LashCore::standard_builder()
-        .provider(lash_core::ProviderHandle::new(lash_core::ProviderComponents::new(Box::new(provider))))
-        .model(model)
-        .tools(demo_tools())
-        .effect_host(Arc::new(lash_core::InlineEffectHost::default()))
-        .attachment_store(Arc::new(lash_core::InMemoryAttachmentStore::new()))
-        .process_env_store(Arc::new(lash_core::InMemoryProcessExecutionEnvStore::default()))
-        .trace_sink(records.clone())
-        .build()
-        .expect("lash's in-memory runtime");
+    let core =
+        lash_bus::in_memory_lash(provider).trace_sink(records.clone()).build().expect("lash's in-memory runtime");
     let session = core
         .session(session_id)
         .store(Arc::new(lash_core::InMemorySessionStore::new()))

@@ -7,19 +7,25 @@
 //! (a retry after a worker died) gets the same answers. `response` is lash's
 //! `LlmResponse` JSON; fields it leaves out take `LlmResponse::default()`'s values.
 //!
+//! An entry may also list `deltas`: pieces of its `full_text`, in order, that together
+//! are exactly that text. When lash asks for stream events (it does for every turn), the
+//! provider sends each piece as a text delta before it answers, as a streaming provider
+//! does, so a turn's live output carries the answer in several deltas.
+//!
 //! ```json
 //! [
 //!   {"when": "notes.txt", "response": {"parts": [{"ToolCall": {"call_id": "c1",
 //!     "tool_name": "read_file", "input_json": "{\"path\":\"notes.txt\"}", "replay": null}}],
 //!     "terminal_reason": "tool_use"}},
-//!   {"when": "ToolResult", "response": {"full_text": "The notes say hi.", "terminal_reason": "stop"}}
+//!   {"when": "ToolResult", "response": {"full_text": "The notes say hi.", "terminal_reason": "stop"},
+//!     "deltas": ["The notes", " say hi."]}
 //! ]
 //! ```
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use lash_core::llm::types::LlmMessage;
+use lash_core::llm::types::{LlmMessage, LlmStreamEvent};
 use lash_core::{LlmRequest, LlmResponse, LlmTransportError, Provider, ProviderOptions};
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,6 +47,19 @@ pub enum ScriptError {
     /// The script is not a list of `{"when", "response"}` entries.
     #[error("the script is not a JSON list of {{\"when\": text, \"response\": LlmResponse}} entries: {0}")]
     Shape(serde_json::Error),
+    /// An entry's `deltas` do not add up to its response's `full_text`.
+    #[error(
+        "script entry {index} has deltas that add up to {streamed:?}, not its full_text {full_text:?}; list pieces \
+         of full_text, in order"
+    )]
+    Deltas {
+        /// The entry's position (0-based).
+        index: usize,
+        /// The deltas, concatenated.
+        streamed: String,
+        /// The response's text.
+        full_text: String,
+    },
     /// An entry's `response` is not a lash `LlmResponse`.
     #[error("script entry {index} has a response lash cannot read: {source}")]
     Response {
@@ -58,6 +77,7 @@ impl ScriptError {
             Self::Read { .. } => "read",
             Self::Shape(_) => "shape",
             Self::Response { .. } => "response",
+            Self::Deltas { .. } => "deltas",
         }
     }
 }
@@ -67,6 +87,8 @@ struct RawEntry {
     #[serde(default)]
     when: String,
     response: Value,
+    #[serde(default)]
+    deltas: Vec<String>,
 }
 
 /// One scripted answer.
@@ -76,6 +98,9 @@ pub struct ScriptEntry {
     pub when: String,
     /// The answer.
     pub response: LlmResponse,
+    /// The answer's text in pieces, streamed as text deltas before the answer (none:
+    /// the answer is not streamed).
+    pub deltas: Vec<String>,
 }
 
 /// A script: entries tried in order.
@@ -93,9 +118,13 @@ impl Script {
             .into_iter()
             .enumerate()
             .map(|(index, entry)| {
-                let response = serde_json::from_value(overlay(defaults.clone(), entry.response))
+                let response: LlmResponse = serde_json::from_value(overlay(defaults.clone(), entry.response))
                     .map_err(|source| ScriptError::Response { index, source })?;
-                Ok(ScriptEntry { when: entry.when, response })
+                let streamed = entry.deltas.concat();
+                if !entry.deltas.is_empty() && streamed != response.full_text {
+                    return Err(ScriptError::Deltas { index, streamed, full_text: response.full_text });
+                }
+                Ok(ScriptEntry { when: entry.when, response, deltas: entry.deltas })
             })
             .collect::<Result<_, ScriptError>>()?;
         Ok(Self { entries })
@@ -178,13 +207,21 @@ impl Provider for ScriptedProvider {
             seen.push(json);
         }
         let last = last_message_json(&request);
-        self.script.answer_for(&last).map(|entry| entry.response.clone()).ok_or_else(|| {
+        let entry = self.script.answer_for(&last).ok_or_else(|| {
             LlmTransportError::new(format!(
                 "the scripted provider has no entry whose `when` occurs in the request's last message ({}); add one \
                  to the script",
                 truncate(&last, 200)
             ))
-        })
+        })?;
+        if let Some(events) = &request.stream_events {
+            for delta in &entry.deltas {
+                events.send(LlmStreamEvent::Delta(delta.clone()));
+                // Each piece goes out on its own, as it would from a model.
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(entry.response.clone())
     }
 
     fn clone_boxed(&self) -> Box<dyn Provider> {
@@ -271,6 +308,8 @@ mod tests {
             (r#"{"when": "x"}"#, "shape"),
             (r#"[{"when": "x"}]"#, "shape"),
             (r#"[{"when": "x", "response": {"terminal_reason": "no_such_reason"}}]"#, "response"),
+            (r#"[{"when": "x", "response": {"full_text": "ab"}, "deltas": ["a", "c"]}]"#, "deltas"),
+            (r#"[{"when": "x", "response": {"full_text": "ab"}, "deltas": ["b", "a"]}]"#, "deltas"),
         ];
         for (json, kind) in rows {
             assert_eq!(Script::parse(json).unwrap_err().kind(), kind, "{json}");

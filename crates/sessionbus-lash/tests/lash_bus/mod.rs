@@ -22,6 +22,26 @@ pub fn script(name: &str) -> Script {
     Script::load(path.to_str().expect("a UTF-8 path")).expect("the script")
 }
 
+/// lash's own in-memory runtime (the reference a turn on the bus is compared with):
+/// `provider`, the executor's model spec and the demo tools, in-memory stores and an
+/// inline effect host; the caller adds a trace sink if it wants one, and builds.
+pub fn in_memory_lash(provider: ScriptedProvider) -> lash::LashCoreBuilder {
+    let model = lash_core::ModelSpec::from_token_limits(
+        "scripted-model",
+        Default::default(),
+        sessionbus_lash::executor::DEFAULT_CONTEXT_TOKENS,
+        None,
+    )
+    .expect("a model");
+    lash::LashCore::standard_builder()
+        .provider(lash_core::ProviderHandle::new(lash_core::ProviderComponents::new(Box::new(provider))))
+        .model(model)
+        .tools(sessionbus_lash::executor::tools::demo_tools())
+        .effect_host(Arc::new(lash_core::InlineEffectHost::default()))
+        .attachment_store(Arc::new(lash_core::InMemoryAttachmentStore::new()))
+        .process_env_store(Arc::new(lash_core::InMemoryProcessExecutionEnvStore::default()))
+}
+
 /// A server, workers and a client (and a plain connection for raw reads).
 pub struct LashBus {
     pub client: BusClient,
@@ -33,11 +53,17 @@ pub struct LashBus {
 /// One lash worker per name in `holders` (its lease holder name), each with a clone of
 /// `provider` (so `provider.requests()` sees every model call) and the demo tools.
 pub async fn lash_bus(provider: &ScriptedProvider, holders: &[&str]) -> LashBus {
-    lash_bus_with(provider, holders, DEFAULT_TOOL_TIMEOUT).await
+    lash_bus_with(provider, holders, DEFAULT_TOOL_TIMEOUT, JetStreamHostConfig::default()).await
 }
 
-/// [`lash_bus`] with each tool call limited to `tool_timeout`.
-pub async fn lash_bus_with(provider: &ScriptedProvider, holders: &[&str], tool_timeout: Duration) -> LashBus {
+/// [`lash_bus`] with each tool call limited to `tool_timeout`, the workers' hosts
+/// configured as `host` says (each with its own lease holder).
+pub async fn lash_bus_with(
+    provider: &ScriptedProvider,
+    holders: &[&str],
+    tool_timeout: Duration,
+    host: JetStreamHostConfig,
+) -> LashBus {
     let executors = holders
         .iter()
         .map(|holder| {
@@ -47,12 +73,17 @@ pub async fn lash_bus_with(provider: &ScriptedProvider, holders: &[&str], tool_t
             (*holder, Arc::new(LashExecutor::new(config)) as Arc<dyn TurnExecutor>)
         })
         .collect();
-    bus_of(executors).await
+    bus_of_with(executors, host).await
 }
 
 /// A worker per `(lease holder, executor)`, on a fresh server with the layout
 /// `sessionbus setup` makes; workers learn tool generations from JetStream events.
 pub async fn bus_of(executors: Vec<(&str, Arc<dyn TurnExecutor>)>) -> LashBus {
+    bus_of_with(executors, JetStreamHostConfig::default()).await
+}
+
+/// [`bus_of`] with the hosts configured as `host` says (each with its own lease holder).
+pub async fn bus_of_with(executors: Vec<(&str, Arc<dyn TurnExecutor>)>, host: JetStreamHostConfig) -> LashBus {
     let server = NatsServer::start().expect("start nats-server");
     let setup = server.client().await.expect("connect");
     sessionbus_nats::jetstream::ensure_layout(
@@ -64,7 +95,7 @@ pub async fn bus_of(executors: Vec<(&str, Arc<dyn TurnExecutor>)>) -> LashBus {
     .expect("the layout `sessionbus setup` makes");
     let mut workers = Vec::new();
     for (holder, executor) in executors {
-        let host_config = JetStreamHostConfig::default().with_lease_holder(holder.to_owned());
+        let host_config = host.clone().with_lease_holder(holder.to_owned());
         let connection = server.client().await.expect("connect");
         let host = JetStreamHost::connect(connection, executor, host_config).await.expect("host");
         let worker_connection = server.client().await.expect("connect");
