@@ -141,6 +141,68 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turns_streamed_output_shows_as_text_while_it_runs_then_as_completed() {
+    // The slow executor streams its reply's words over the first half of its delay,
+    // then runs a `wait` tool over the second.
+    let bus = Bus::start(1, &["--executor", "slow", "--turn-delay-ms", "8000"]).await;
+    let session = bus.session_with(&["before the turn"]).await;
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+
+    let input = "streamed <script>window.__pwned='live'</script> and <img src=x onerror=window.__pwned='img'> done";
+    let reply = sessionbus_api::EchoExecutor::reply_to(input);
+    let client = bus.client.clone();
+    let turn_session = session.clone();
+    let turn = tokio::spawn(async move {
+        let request = SessionTurnRequest::for_turn(&turn_session, "turn-1", TurnInput::text(input)).expect("turn");
+        client.start_turn(request).await
+    });
+    let status = "return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status";
+    let first_word =
+        "return (document.querySelector('#live-output .live-text')?.textContent || '').startsWith('echo: ')";
+    browser.wait_until(first_word, WAIT, "the first streamed delta").await;
+    let partial = browser.eval("return document.querySelector('#live-output .live-text').textContent").await;
+    assert_ne!(partial, json!(reply), "the first words are shown before the last is streamed");
+    assert_eq!(browser.eval(status).await, json!("running"), "streamed while the turn runs");
+    let whole = format!("return document.querySelector('#live-output .live-text')?.textContent === {}", json!(reply));
+    browser.wait_until(&whole, WAIT, "every streamed delta, in order").await;
+    browser
+        .wait_until(
+            "return document.querySelector('#live-output .live-tool_start')?.textContent === '▶ tool wait started'",
+            WAIT,
+            "the tool start",
+        )
+        .await;
+    assert_eq!(browser.eval(status).await, json!("running"), "the whole stream was shown before the turn completed");
+    assert_eq!(browser.eval("return document.getElementById('live-output').dataset.state").await, json!("streaming"));
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('#live-output *:not(span):not(div)').length").await,
+        json!(0),
+        "the streamed markup is text, not elements"
+    );
+    assert_eq!(browser.eval("return window.__pwned === undefined").await, Value::Bool(true), "nothing ran");
+    browser.screenshot("session-live-output").await;
+
+    turn.await.expect("join").expect("the turn completes");
+    browser.wait_until(&format!("{status} === 'completed'"), WAIT, "the completed turn").await;
+    browser
+        .wait_until(
+            "return document.getElementById('live-output').dataset.state === 'completed'",
+            WAIT,
+            "the stream marked completed",
+        )
+        .await;
+    let note = browser.eval("return document.getElementById('live-note').textContent").await;
+    assert!(note.as_str().unwrap_or_default().contains("turn-1 completed"), "{note}");
+    assert_eq!(
+        browser.eval("return document.querySelector('#live-output .live-text').textContent").await,
+        json!(reply)
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_graph_of_a_branched_session_shows_the_branch_and_marks_the_leaf() {
     let bus = Bus::start(1, &[]).await;
     let source = bus.session_with(&["root", "main line 1", "main line 2"]).await;
