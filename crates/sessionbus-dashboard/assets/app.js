@@ -251,18 +251,31 @@ function sessionPage(id) {
     dl.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "—" : String(v))]));
   }
 
-  // Lease: the last lease event, and its age by this page's clock.
+  // Lease: as the turns read on open found it, then each lease event. The renewal's
+  // age is counted from the record's own time (unix ms) when it has one, else from
+  // when this page got it.
   let leaseState = null;
-  let leaseSeen = null;
+  let leaseAt = null;
   const holders = new Map(); // turn id -> worker
   function drawLease() {
-    if (!leaseState) { fill(lease, [["state", "no lease event since this page opened"]]); return; }
+    if (!leaseState) { fill(lease, [["state", "reading…"]]); return; }
     const pairs = [["state", leaseState.state]];
     if (leaseState.state === "held") {
-      pairs.push(["holder", leaseState.holder], ["turn", leaseState.turn_id], ["last renewal", ago(performance.now() - leaseSeen)]);
+      pairs.push(["holder", leaseState.holder], ["turn", leaseState.turn_id], ["last renewal", ago(Math.max(0, Date.now() - leaseAt))]);
     }
     fill(lease, pairs);
     lease.dataset.state = leaseState.state;
+    lease.dataset.holder = leaseState.state === "held" ? leaseState.holder || "" : "";
+  }
+  function setLease(v) {
+    leaseState = v;
+    leaseAt = v.renewed_at_ms === null || v.renewed_at_ms === undefined ? Date.now() : v.renewed_at_ms;
+    if (v.state === "held" && v.turn_id) {
+      holders.set(v.turn_id, v.holder);
+      const entry = turns.get(v.turn_id);
+      if (entry) entry.row.children[5].textContent = v.holder || "";
+    }
+    drawLease();
   }
   drawLease();
   every(500, drawLease);
@@ -389,6 +402,8 @@ function sessionPage(id) {
     for (let page = 0; page < TURN_PAGES; page++) {
       const url = "/api/sessions/" + encodeURIComponent(id) + "/turns?limit=" + TURN_PAGE + (after ? "&after=" + encodeURIComponent(after) : "");
       const body = await getJson(url);
+      // The lease as the first page read it, unless an event already said newer.
+      if (body.lease && !leaseState) setLease(body.lease);
       past.push(...body.turns);
       after = body.next_after;
       if (!after) break;
@@ -444,13 +459,7 @@ function sessionPage(id) {
   liveEvents(id, (event) => {
     const v = event.view;
     if (event.kind === "lease") {
-      leaseState = v; leaseSeen = performance.now();
-      if (v.state === "held" && v.turn_id) {
-        holders.set(v.turn_id, v.holder);
-        const entry = turns.get(v.turn_id);
-        if (entry) entry.row.children[5].textContent = v.holder || "";
-      }
-      drawLease();
+      setLease(v);
     } else if (event.kind === "live") {
       drawLive(event);
     } else if (event.kind === "turn") {

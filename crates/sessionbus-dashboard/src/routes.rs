@@ -181,7 +181,7 @@ async fn tools(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
 }
 
 /// One page of the session's turns (`?limit=&after=`), oldest first, through the bus's
-/// `turns` op: `{turns, next_after}`.
+/// `turns` op: `{turns, next_after, lease}` (the lease on the first page only).
 async fn turns(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -190,7 +190,7 @@ async fn turns(
     match state.bus.list_turns(&id, &query).await {
         Ok(page) => {
             let turns: Vec<Value> = page.turns.iter().map(views::history_turn_view).collect();
-            Json(json!({ "turns": turns, "next_after": page.next_after })).into_response()
+            Json(json!({ "turns": turns, "next_after": page.next_after, "lease": page.lease })).into_response()
         }
         Err(err) => bus_error(&err),
     }

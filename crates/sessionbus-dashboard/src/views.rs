@@ -176,13 +176,19 @@ pub fn meta_view(session_id: &str, meta: &Value) -> Value {
     })
 }
 
-/// A lease record's view: `free`, `closed`, or `held` with the holder and turn.
+/// A lease record's view: `free`, `closed`, or `held` with the holder, the turn, and
+/// when it was taken or renewed by the record's own clock (`expires_at_ms - ttl_ms`, the
+/// holder's clock; `null` for records of older workers, which have no `ttl_ms`). The
+/// same shape as the `lease` of the `turns` op's first page (`TurnLease`).
 pub fn lease_view(lease: &Value) -> Value {
+    let ttl_ms = lease["ttl_ms"].as_u64().filter(|ttl| *ttl > 0);
+    let renewed_at_ms = lease["expires_at_ms"].as_u64().zip(ttl_ms).and_then(|(expires, ttl)| expires.checked_sub(ttl));
     json!({
         "state": lease["state"].as_str().unwrap_or("free"),
         "holder": lease["holder"].as_str(),
         "turn_id": lease["turn_id"].as_str(),
-        "ttl_ms": lease["ttl_ms"].as_u64(),
+        "ttl_ms": ttl_ms,
+        "renewed_at_ms": renewed_at_ms,
     })
 }
 
@@ -428,9 +434,14 @@ mod tests {
 
     #[test]
     fn leases_and_metas_keep_only_what_is_drawn() {
-        let lease =
-            lease_view(&json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "ttl_ms": 30000}));
-        assert_eq!(lease, json!({"state": "held", "holder": "w1", "turn_id": "t", "ttl_ms": 30000}));
+        let held = json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r",
+                          "expires_at_ms": 1_000_030_000u64, "ttl_ms": 30000});
+        assert_eq!(
+            lease_view(&held),
+            json!({"state": "held", "holder": "w1", "turn_id": "t", "ttl_ms": 30000, "renewed_at_ms": 1_000_000_000u64})
+        );
+        let older = json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "expires_at_ms": 5});
+        assert_eq!(lease_view(&older)["renewed_at_ms"], Value::Null, "no ttl_ms: no time");
         assert_eq!(lease_view(&json!({"state": "free"}))["holder"], Value::Null);
         let meta = json!({"handle": {"session_id": "s", "parent_session_id": "p", "policy": {"api_key": "sk"}},
                           "closed": false, "turn_index": 2, "created_at": "t0",

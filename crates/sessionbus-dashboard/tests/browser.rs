@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sessionbus_api::{
     AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _,
-    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnListQuery,
+    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnLease, TurnListQuery,
 };
 use support::{Browser, Bus, WAIT, note};
 
@@ -122,6 +122,7 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
         )
         .await;
     assert_eq!(browser.eval("return document.getElementById('lease').dataset.state").await, json!("held"));
+    assert_eq!(browser.eval("return document.getElementById('lease').dataset.holder").await, json!(worker_id));
     browser.screenshot("session-turn-running").await;
     turn.await.expect("join").expect("the turn completes");
     browser
@@ -149,6 +150,9 @@ async fn a_running_turns_streamed_output_shows_as_text_while_it_runs_then_as_com
     let browser = Browser::start().await;
     open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
     browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the free lease, on open")
+        .await;
 
     let input = "streamed <script>window.__pwned='live'</script> and <img src=x onerror=window.__pwned='img'> done";
     let reply = sessionbus_api::EchoExecutor::reply_to(input);
@@ -199,6 +203,63 @@ async fn a_running_turns_streamed_output_shows_as_text_while_it_runs_then_as_com
         browser.eval("return document.querySelector('#live-output .live-text').textContent").await,
         json!(reply)
     );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_while_a_turn_runs_shows_its_holder_and_the_renewal_age_from_the_lease_record() {
+    // Renewed every 10 s: no lease event reaches the page in the seconds it is open.
+    let bus = Bus::start(1, &["--executor", "slow", "--turn-delay-ms", "8000", "--lease-ttl-secs", "60"]).await;
+    let worker_id = bus.workers[0].id().to_owned();
+    let session = bus.session_with(&["before the turn"]).await;
+    let client = bus.client.clone();
+    let turn_session = session.clone();
+    let turn = tokio::spawn(async move {
+        let request = SessionTurnRequest::for_turn(&turn_session, "turn-1", TurnInput::text("hello")).expect("turn");
+        client.start_turn(request).await
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = bus.client.list_turns(&session, &TurnListQuery::first(1)).await.expect("turns");
+        if let Some(TurnLease::Held { holder, .. }) = page.lease {
+            assert_eq!(holder, worker_id, "the bus names the worker");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turn never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser
+        .wait_until(
+            &format!("return document.getElementById('lease').dataset.holder === '{worker_id}'"),
+            WAIT,
+            "the lease holder, on open",
+        )
+        .await;
+    let pairs: Vec<String> = serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#lease dt, #lease dd')).map(e => e.textContent)")
+            .await,
+    )
+    .expect("the lease panel");
+    assert_eq!(&pairs[..6], ["state", "held", "holder", worker_id.as_str(), "turn", "turn-1"], "{pairs:?}");
+    let age = pairs[7].strip_suffix(" s ago").and_then(|s| s.parse::<f64>().ok());
+    assert!(
+        age.is_some_and(|age| age >= 1.5),
+        "the renewal's age counts from the record's time, taken 2 s before the page opened: {pairs:?}"
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status").await,
+        json!("running")
+    );
+    browser.screenshot("session-lease-on-open").await;
+    turn.await.expect("join").expect("the turn completes");
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the freed lease")
+        .await;
     browser.close().await;
 }
 
@@ -287,6 +348,11 @@ async fn node_text_with_markup_is_shown_as_text_and_runs_nothing() {
         .expect("append");
     browser.wait_until("return document.querySelectorAll('#graph .node').length === 3", WAIT, "the live node").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let note = browser.eval("return document.getElementById('graph-note').textContent").await;
+    assert!(
+        note.as_str().unwrap_or_default().starts_with("3 nodes (on open: 2 nodes drawn in "),
+        "counts the live node: {note}"
+    );
     let texts = browser
         .eval("return Array.from(document.querySelectorAll('#graph .node .text')).map(t => t.textContent)")
         .await;
