@@ -558,3 +558,20 @@ async fn a_turns_trace_link_opens_the_trace_its_ledger_recorded_in_jaeger() {
     browser.screenshot("session-trace-links").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_browser_leaves_nothing_in_its_temp_dir_and_its_driver_exits_by_itself() {
+    let browser = Browser::start().await;
+    browser.open("about:blank").await;
+    let tmp = browser.tmp_dir().to_owned();
+    let written: Vec<String> = std::fs::read_dir(&tmp)
+        .expect("the browser's temp dir")
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        written.iter().any(|name| name.starts_with("org.chromium.") || name.starts_with("scoped_dir")),
+        "chromium keeps its profile in the browser's own temp dir: {written:?}"
+    );
+    assert!(browser.close().await, "chromedriver exits when asked, before anything is killed");
+    assert!(!tmp.exists(), "{} is removed", tmp.display());
+}
