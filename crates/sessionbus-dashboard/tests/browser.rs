@@ -575,3 +575,98 @@ async fn a_closed_browser_leaves_nothing_in_its_temp_dir_and_its_driver_exits_by
     assert!(browser.close().await, "chromedriver exits when asked, before anything is killed");
     assert!(!tmp.exists(), "{} is removed", tmp.display());
 }
+
+/// The session ids of the sessions page's rows, once `rows` are drawn.
+async fn listed_sessions(browser: &Browser, rows: usize, what: &str) -> Vec<String> {
+    browser
+        .wait_until(&format!("return document.querySelectorAll('#sessions-body tr').length === {rows}"), WAIT, what)
+        .await;
+    serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)")
+            .await,
+    )
+    .expect("ids")
+}
+
+/// Runs `click` (a script that clicks a link or button of the sessions page) and waits
+/// until the page drew its table anew.
+async fn click_to_new_page(browser: &Browser, click: &str) {
+    browser.eval(&format!("document.getElementById('sessions').dataset.old = 'yes'; {click}; return true")).await;
+    browser
+        .wait_until(
+            "const t = document.getElementById('sessions'); return t !== null && t.dataset.old === undefined",
+            WAIT,
+            "the page drawn anew",
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_page_pages_in_creation_order_and_filters_by_status() {
+    const SESSIONS: usize = 53;
+    const PAGE: usize = 50;
+    let bus = Bus::start(1, &[]).await;
+    let mut created = Vec::new();
+    for _ in 0..SESSIONS {
+        created.push(bus.session_with(&[]).await);
+    }
+    let closed = [created[3].clone(), created[51].clone()];
+    for id in &closed {
+        bus.client.close_session(id).await.expect("close");
+    }
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/sessions", bus.url)).await;
+    assert_eq!(listed_sessions(&browser, PAGE, "the first page").await, created[..PAGE], "the oldest first");
+    browser.eval("window.__sameDocument = 'yes'; return true").await;
+    click_to_new_page(&browser, "document.getElementById('sessions-next').click()").await;
+    assert_eq!(listed_sessions(&browser, SESSIONS - PAGE, "the next page").await, created[PAGE..], "the rest");
+    assert_eq!(
+        browser.eval("return document.getElementById('sessions-next').hidden").await,
+        json!(true),
+        "the last page"
+    );
+
+    let filter = |status: &str| {
+        format!(
+            "document.getElementById('filter-status').value = '{status}'; document.getElementById('filter-apply').click()"
+        )
+    };
+    click_to_new_page(&browser, &filter("closed")).await;
+    assert_eq!(
+        browser.eval("return location.hash").await,
+        json!("#/sessions?status=closed"),
+        "the filter in the address"
+    );
+    // A filtered page reads a bounded part of the registry: follow `next` to the end.
+    let mut shown = Vec::new();
+    loop {
+        browser
+            .wait_until(
+                "return document.getElementById('sessions-note').textContent !== '' || \
+                 document.querySelectorAll('#sessions-body tr').length > 0",
+                WAIT,
+                "a filtered page",
+            )
+            .await;
+        let rows = browser.eval("return document.querySelectorAll('#sessions-body tr').length").await;
+        shown.extend(listed_sessions(&browser, rows.as_u64().expect("a count") as usize, "a filtered page").await);
+        let states = browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).every(r => r.dataset.status === 'closed')")
+            .await;
+        assert_eq!(states, Value::Bool(true), "only closed sessions are listed");
+        if browser.eval("return document.getElementById('sessions-next').hidden").await == Value::Bool(true) {
+            break;
+        }
+        click_to_new_page(&browser, "document.getElementById('sessions-next').click()").await;
+    }
+    assert_eq!(shown, closed, "every closed session, in creation order");
+
+    click_to_new_page(&browser, &filter("open")).await;
+    let open = listed_sessions(&browser, PAGE, "the first page of open sessions").await;
+    let expected: Vec<String> = created.iter().filter(|id| !closed.contains(id)).take(PAGE).cloned().collect();
+    assert_eq!(open, expected, "open sessions only, oldest first");
+    assert_eq!(browser.eval("return window.__sameDocument").await, json!("yes"), "paged and filtered without a reload");
+    browser.screenshot("sessions-filtered").await;
+    browser.close().await;
+}
