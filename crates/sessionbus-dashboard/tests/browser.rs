@@ -670,3 +670,23 @@ async fn the_sessions_page_pages_in_creation_order_and_filters_by_status() {
     browser.screenshot("sessions-filtered").await;
     browser.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_dropped_without_close_stops_its_chromium_and_leaves_nothing_in_its_temp_dir() {
+    let browser = Browser::start().await;
+    browser.open("about:blank").await;
+    let tmp = browser.tmp_dir().to_owned();
+    let using_tmp = || {
+        let needle = tmp.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&needle))
+            .count()
+    };
+    assert!(using_tmp() > 0, "chromium runs with its profile in the browser's temp dir");
+    // What a test that panicked before `close` does.
+    drop(browser);
+    assert_eq!(using_tmp(), 0, "no chromium process is left running");
+    assert!(!tmp.exists(), "{} is removed", tmp.display());
+}

@@ -191,17 +191,23 @@ impl Browser {
         path
     }
 
-    /// Ends the browser session (chromium deletes its profile), asks chromedriver to
-    /// shut down and waits for it to exit, killing it only past [`DRIVER_EXIT`], then
-    /// removes the temp dir. Returns whether chromedriver exited by itself.
+    /// Ends the browser session (chromium deletes its profile), stops chromedriver
+    /// ([`Browser::stop_driver`]) and removes the temp dir. Returns whether chromedriver
+    /// exited by itself.
     pub async fn close(mut self) -> bool {
         let _ = self.client.clone().close().await;
-        let exited = self.shut_down_driver().await;
+        let exited = tokio::task::block_in_place(|| self.stop_driver());
         self.remove_tmp();
         exited
     }
 
-    async fn shut_down_driver(&mut self) -> bool {
+    /// Asks chromedriver to shut down (it quits the chromium of any session still
+    /// open) and waits for it to exit, killing it only past [`DRIVER_EXIT`]. Blocking:
+    /// [`Drop`] calls it too. Returns whether it exited by itself.
+    fn stop_driver(&mut self) -> bool {
+        if !matches!(self.driver.try_wait(), Ok(None)) {
+            return true;
+        }
         if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
             let _ = stream.write_all(b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
         }
@@ -210,7 +216,7 @@ impl Browser {
             if matches!(self.driver.try_wait(), Ok(Some(_))) {
                 return true;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
@@ -228,13 +234,10 @@ impl Browser {
 }
 
 impl Drop for Browser {
-    /// A test that panicked before [`Browser::close`]: kill chromedriver (chromium with
-    /// it), then remove the temp dir all the same.
+    /// A test that panicked before [`Browser::close`]: stop chromedriver and its
+    /// chromium all the same, then remove the temp dir.
     fn drop(&mut self) {
-        if matches!(self.driver.try_wait(), Ok(None)) {
-            let _ = self.driver.kill();
-            let _ = self.driver.wait();
-        }
+        self.stop_driver();
         self.remove_tmp();
     }
 }
