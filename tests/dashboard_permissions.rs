@@ -10,7 +10,7 @@
 //!   consumer count (the dashboard never creates one).
 //! - The `dashboard` user's own connection is refused every write: each write op, each
 //!   stream and bucket subject, the JetStream API's stream and consumer creation, and
-//!   forged events, each seen as a permission violation from the server.
+//!   forged events and live output, each seen as a permission violation from the server.
 
 mod auth;
 mod support;
@@ -249,6 +249,7 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
         format!("sessionbus.v1.session.{token}.append_nodes"),
         format!("sessionbus.v1.session.{token}.close"),
         format!("sessionbus.v1.session.{token}.start_turn"),
+        format!("sessionbus.v1.session.{token}.cancel_turn"),
         format!("sessionbus.v1.session.{token}.apply_tool_state"),
         format!("sessionbus.v1.session.{token}.set_tool_membership"),
         format!("sessionbus.v1.session.{token}.trace"),
@@ -258,6 +259,7 @@ async fn the_dashboard_reads_as_the_dashboard_user_and_no_request_to_it_changes_
         format!("sessionbus.v1.index.root.{token}"),
         format!("$KV.SESSIONBUS_TOOLS.{token}"),
         format!("sessionbus.v1.events.{token}.graph"),
+        format!("sessionbus.v1.live.{token}"),
         format!("$JS.API.STREAM.CREATE.{STATE_STREAM}"),
         format!("$JS.API.STREAM.PURGE.{STATE_STREAM}"),
         format!("$JS.API.CONSUMER.CREATE.{STATE_STREAM}"),

@@ -2240,9 +2240,11 @@ async fn dashboard_watches_and_reads_through_the_bus_but_never_writes() {
         "sessionbus.v1.session.s1.close",
         "sessionbus.v1.session.s1.append_nodes",
         "sessionbus.v1.session.s1.start_turn",
+        "sessionbus.v1.session.s1.cancel_turn",
         "sessionbus.v1.session.s1.apply_tool_state",
         "sessionbus.v1.session.s1.set_tool_membership",
         "sessionbus.v1.session.s1.trace",
+        "sessionbus.v1.live.s1",
         "$JS.API.DIRECT.GET.SESSIONBUS_STATE.sessionbus.v1.state.s1.meta",
     ];
     subjects.extend(DIRECT_SUBJECTS);

@@ -20,8 +20,8 @@ use crate::{
     AppendSessionNodesRequest, AppendSessionNodesResult, CancelReply, EchoExecutor, ErrorKind, PluginError,
     PluginMessage, ProtocolEvent, SessionAppendNode, SessionCreateRequest, SessionHost, SessionListQuery,
     SessionRelation, SessionSnapshot, SessionStartPoint, SessionStatus, SessionSummary, SessionTurnRequest,
-    ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnListQuery,
-    TurnOutcome, TurnOutput, TurnStatus, TurnStop, TurnSummary,
+    ToolManifest, ToolState, TraceContext, TraceEvent, TurnContext, TurnExecutor, TurnFinish, TurnInput, TurnLease,
+    TurnListQuery, TurnOutcome, TurnOutput, TurnStatus, TurnStop, TurnSummary,
 };
 
 /// A host under test that can also hand out views bound to one session.
@@ -935,6 +935,44 @@ pub async fn history_lists_turns_in_order_across_pages(factory: &dyn HostFactory
     assert_unknown_session(within(host.list_turns(&unknown, &TurnListQuery::default())).await, &unknown);
 }
 
+/// The first page of a session's turns says who holds its lease: free before a turn,
+/// held for the running turn by a named holder, free again once it committed, closed
+/// after close; later pages do not carry it.
+pub async fn history_shows_the_lease(factory: &dyn HostFactory) {
+    let gate = GatedExecutor::new();
+    let host = factory.host(gate.clone()).await;
+    let id = create_root(host.as_ref()).await;
+    let lease = |query: TurnListQuery| {
+        let host = Arc::clone(&host);
+        let id = id.clone();
+        async move { within(host.list_turns(&id, &query)).await.expect("a page of turns").lease }
+    };
+    assert_eq!(lease(TurnListQuery::first(1)).await, Some(TurnLease::Free), "no turn yet");
+    gate.release();
+    within(host.start_turn(turn(&id, "t1", "one"))).await.expect("turn");
+    let running = tokio::spawn({
+        let host = Arc::clone(&host);
+        let request = turn(&id, "t2", "two");
+        async move { host.start_turn(request).await }
+    });
+    gate.wait_started(2).await;
+    match lease(TurnListQuery::first(1)).await {
+        Some(TurnLease::Held { turn_id, holder, .. }) => {
+            assert_eq!(turn_id, "t2");
+            assert!(!holder.is_empty(), "the holder is named");
+        }
+        other => panic!("the running turn holds the lease: {other:?}"),
+    }
+    let first = within(host.list_turns(&id, &TurnListQuery::first(1))).await.expect("a page");
+    let rest = TurnListQuery { limit: 1, after: first.next_after };
+    assert_eq!(lease(rest).await, None, "a later page does not carry the lease");
+    gate.release();
+    within(running).await.expect("join").expect("turn");
+    assert_eq!(lease(TurnListQuery::first(1)).await, Some(TurnLease::Free), "released at commit");
+    within(host.close_session(&id)).await.expect("close");
+    assert_eq!(lease(TurnListQuery::first(1)).await, Some(TurnLease::Closed));
+}
+
 /// A session's tool history lists each generation once, oldest first, with its members
 /// and who joined and left. An unknown session is `UnknownSession`.
 pub async fn history_shows_each_tool_generation(factory: &dyn HostFactory) {
@@ -1070,6 +1108,7 @@ macro_rules! conformance_tests {
             registry_lists_roots_in_creation_order,
             registry_shows_a_running_turn,
             history_lists_turns_in_order_across_pages,
+            history_shows_the_lease,
             history_shows_each_tool_generation,
             cancel_stops_a_running_turn_once
         }

@@ -171,6 +171,30 @@ pub struct TurnListPage {
     /// The cursor of the next page; `None` when this page is the last.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_after: Option<String>,
+    /// The session's lease as the page was read: on the first page (no `after`) only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<TurnLease>,
+}
+
+/// A session's lease: who may run a turn now.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TurnLease {
+    /// No turn runs.
+    Free,
+    /// `turn_id` runs on `holder` (a JetStream host's lease holder: the worker id).
+    Held {
+        /// The running turn.
+        turn_id: String,
+        /// Who runs it.
+        holder: String,
+        /// When the lease was last taken or renewed (unix milliseconds, by the store's
+        /// clock); `None` when the host keeps no such time (the in-memory host).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        renewed_at_ms: Option<u64>,
+    },
+    /// The session is closed.
+    Closed,
 }
 
 /// One generation of a session's tool state and what changed in it.

@@ -46,7 +46,7 @@ pub use graph::{
 };
 pub use history::{
     DEFAULT_TURN_PAGE, MAX_TOOL_GENERATIONS, MAX_TURN_PAGE, SessionHistoryService, ToolGeneration, ToolHistory,
-    TurnListPage, TurnListQuery, TurnStatus, TurnSummary, member_names, outcome_name, tool_generations,
+    TurnLease, TurnListPage, TurnListQuery, TurnStatus, TurnSummary, member_names, outcome_name, tool_generations,
 };
 pub use registry::{
     DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, SessionListPage, SessionListQuery, SessionRegistryService, SessionStatus,

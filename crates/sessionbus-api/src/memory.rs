@@ -13,8 +13,8 @@ use crate::{
     SessionHandle, SessionHistoryService, SessionLifecycleService, SessionListPage, SessionListQuery, SessionNode,
     SessionRegistryService, SessionRelation, SessionSnapshot, SessionStartPoint, SessionStateService, SessionStatus,
     SessionSummary, SessionTurnRequest, ToolHistory, ToolState, TraceContext, TraceEvent, TraceRecord, TraceSink,
-    TurnCancelService, TurnContext, TurnExecutor, TurnInput, TurnListPage, TurnListQuery, TurnOutput, TurnSummary,
-    assign_node_ids, check_verbatim_nodes, claim_trace_context, clock, default_policy, ids, merge_ledger,
+    TurnCancelService, TurnContext, TurnExecutor, TurnInput, TurnLease, TurnListPage, TurnListQuery, TurnOutput,
+    TurnSummary, assign_node_ids, check_verbatim_nodes, claim_trace_context, clock, default_policy, ids, merge_ledger,
     run_until_cancelled, set_membership_with_retry,
 };
 
@@ -55,7 +55,21 @@ impl Session {
             turn_running: self.running_turn.is_some(),
         }
     }
+
+    /// The lease as the history shows it; this host renews no lease, so it has no time.
+    fn lease(&self) -> TurnLease {
+        match &self.running_turn {
+            _ if self.closed => TurnLease::Closed,
+            Some(turn_id) => {
+                TurnLease::Held { turn_id: turn_id.clone(), holder: MEMORY_LEASE_HOLDER.into(), renewed_at_ms: None }
+            }
+            None => TurnLease::Free,
+        }
+    }
 }
+
+/// The lease holder the in-memory host names (it is its own, only worker).
+const MEMORY_LEASE_HOLDER: &str = "in-memory";
 
 #[derive(Default)]
 struct State {
@@ -557,8 +571,10 @@ impl SessionHistoryService for InMemoryHost {
         let after = query.after_sequence()?;
         let limit = query.effective_limit();
         let state = self.lock();
-        let mut entries = session(&state, session_id)?.ledger.range(after.saturating_add(1)..);
-        let mut page = TurnListPage::default();
+        let session = session(&state, session_id)?;
+        let mut entries = session.ledger.range(after.saturating_add(1)..);
+        let mut page =
+            TurnListPage { lease: query.after.is_none().then(|| session.lease()), ..TurnListPage::default() };
         for (seq, summary) in entries.by_ref().take(limit) {
             page.turns.push(summary.clone());
             page.next_after = Some(seq.to_string());

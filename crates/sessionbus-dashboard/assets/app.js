@@ -9,6 +9,7 @@ const main = document.getElementById("main");
 const PAGE = 5000; // nodes per graph request (the server's most)
 const TURN_PAGE = 200; // turns per history request (the bus's most)
 const TURN_PAGES = 5; // history requests a session page makes at most
+const LIVE_CHARS = 100000; // streamed characters a session page shows of one turn at most
 let config = { jaeger_url: null };
 let leaving = []; // what the current page must stop (event sources, timers) when left
 
@@ -43,6 +44,11 @@ function svg(tag, attrs) {
 
 function short(id) {
   return id && id.length > 12 ? id.slice(0, 8) + "…" : id || "";
+}
+
+/** "1 node", "3 nodes". */
+function plural(n, noun) {
+  return n + " " + noun + (n === 1 ? "" : "s");
 }
 
 function ago(ms) {
@@ -221,12 +227,15 @@ function sessionPage(id) {
   const toolNote = el("p", { id: "tool-note", class: "muted" });
   const graphBox = el("div", { id: "graph", "data-complete": "false" });
   const graphNote = el("p", { id: "graph-note", class: "muted" });
+  const liveBox = el("div", { id: "live-output", "data-state": "idle" });
+  const liveNote = el("p", { id: "live-note", class: "muted" }, "No turn has streamed since this page opened.");
   main.replaceChildren(
     el("h2", {}, "Session ", el("span", { class: "id" }, id)),
     el("div", { class: "panels" },
       el("div", { class: "panel" }, el("h3", {}, "Summary"), summary),
       el("div", { class: "panel" }, el("h3", {}, "Lease"), lease),
       el("div", { class: "panel" }, el("h3", {}, "Tools"), toolsNow)),
+    el("h3", {}, "Live output"), liveNote, liveBox,
     el("h3", {}, "Turns"),
     el("table", { id: "turns" },
       el("thead", {}, el("tr", {}, ...["turn", "status", "duration", "outcome", "tokens", "worker", "output", "trace"].map((h) => el("th", {}, h)))),
@@ -242,18 +251,31 @@ function sessionPage(id) {
     dl.replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v === null || v === undefined ? "—" : String(v))]));
   }
 
-  // Lease: the last lease event, and its age by this page's clock.
+  // Lease: as the turns read on open found it, then each lease event. The renewal's
+  // age is counted from the record's own time (unix ms) when it has one, else from
+  // when this page got it.
   let leaseState = null;
-  let leaseSeen = null;
+  let leaseAt = null;
   const holders = new Map(); // turn id -> worker
   function drawLease() {
-    if (!leaseState) { fill(lease, [["state", "no lease event since this page opened"]]); return; }
+    if (!leaseState) { fill(lease, [["state", "reading…"]]); return; }
     const pairs = [["state", leaseState.state]];
     if (leaseState.state === "held") {
-      pairs.push(["holder", leaseState.holder], ["turn", leaseState.turn_id], ["last renewal", ago(performance.now() - leaseSeen)]);
+      pairs.push(["holder", leaseState.holder], ["turn", leaseState.turn_id], ["last renewal", ago(Math.max(0, Date.now() - leaseAt))]);
     }
     fill(lease, pairs);
     lease.dataset.state = leaseState.state;
+    lease.dataset.holder = leaseState.state === "held" ? leaseState.holder || "" : "";
+  }
+  function setLease(v) {
+    leaseState = v;
+    leaseAt = v.renewed_at_ms === null || v.renewed_at_ms === undefined ? Date.now() : v.renewed_at_ms;
+    if (v.state === "held" && v.turn_id) {
+      holders.set(v.turn_id, v.holder);
+      const entry = turns.get(v.turn_id);
+      if (entry) entry.row.children[5].textContent = v.holder || "";
+    }
+    drawLease();
   }
   drawLease();
   every(500, drawLease);
@@ -288,6 +310,49 @@ function sessionPage(id) {
       el("td", { class: "id" }, t.turn_id), el("td", { class: "status-" + t.status }, t.status),
       el("td", {}, duration), el("td", {}, t.outcome || (t.error ? "error: " + t.error : "")),
       el("td", {}, t.tokens), el("td", { class: "id" }, worker), el("td", {}, t.output || ""), el("td", {}, trace));
+  }
+
+  // Live output: the running turn's stream (text deltas appended in order, a line per
+  // tool start and end), as text. A new turn (or a rerun, from seq 1) starts it afresh;
+  // when the turn ends the stream stays, marked with how it ended, until the next one.
+  let liveTurn = null;
+  let liveSeq = 0;
+  let liveChars = 0;
+  let liveText = null; // the span deltas are appended to; a tool line starts a new one
+  const ended = new Set(); // turns whose ledger says they ended: late live events are dropped
+  function drawLive(e) {
+    if (ended.has(e.turn_id)) return;
+    if (liveTurn !== e.turn_id || e.seq <= liveSeq) {
+      liveTurn = e.turn_id; liveSeq = 0; liveChars = 0; liveText = null;
+      liveBox.replaceChildren();
+      liveBox.dataset.turn = e.turn_id;
+      liveBox.dataset.state = "streaming";
+      liveNote.textContent = "Turn " + e.turn_id + " is running; its output as it streams:";
+    }
+    if (e.seq > liveSeq + 1) liveBox.append(el("div", { class: "live-line live-lost" }, "… " + plural(e.seq - liveSeq - 1, "live event") + " not received"));
+    liveSeq = e.seq;
+    const v = e.view;
+    if (v.type === "text") {
+      if (liveChars >= LIVE_CHARS) return;
+      const text = v.text.slice(0, LIVE_CHARS - liveChars);
+      liveChars += text.length;
+      if (!liveText) { liveText = textSpan("live-text", ""); liveBox.append(liveText); }
+      liveText.append(document.createTextNode(text));
+      if (liveChars >= LIVE_CHARS) liveBox.append(el("div", { class: "live-line" }, "… cut at " + LIVE_CHARS + " characters"));
+      return;
+    }
+    liveText = null;
+    let line = "error: " + v.text;
+    if (v.type === "tool_start") line = "▶ tool " + v.name + " started";
+    else if (v.type === "tool_end") line = "■ tool " + v.name + " ended" + (v.duration_ms === null || v.duration_ms === undefined ? "" : " (" + v.duration_ms + " ms)");
+    liveBox.append(el("div", { class: "live-line live-" + v.type }, line));
+  }
+  function liveTurnStatus(t) {
+    if (t.status === "running") { ended.delete(t.turn_id); return; }
+    ended.add(t.turn_id);
+    if (liveTurn !== t.turn_id) return;
+    liveBox.dataset.state = t.status;
+    liveNote.textContent = "Turn " + t.turn_id + " " + t.status + "; what it streamed (its final output is in the turns table):";
   }
 
   // Tools: the state now, then every generation, newest first: the history read on
@@ -337,6 +402,8 @@ function sessionPage(id) {
     for (let page = 0; page < TURN_PAGES; page++) {
       const url = "/api/sessions/" + encodeURIComponent(id) + "/turns?limit=" + TURN_PAGE + (after ? "&after=" + encodeURIComponent(after) : "");
       const body = await getJson(url);
+      // The lease as the first page read it, unless an event already said newer.
+      if (body.lease && !leaseState) setLease(body.lease);
       past.push(...body.turns);
       after = body.next_after;
       if (!after) break;
@@ -355,6 +422,10 @@ function sessionPage(id) {
   let fetched = 0;
   let headMs = 0;
   const pending = []; // graph events that arrive while the pages load, drawn after them
+  let drawnOnOpen = "";
+  function drawGraphNote() {
+    graphNote.textContent = plural(graph.nodes.size, "node") + (drawnOnOpen ? " (on open: " + drawnOnOpen + ")" : "");
+  }
   async function loadGraph() {
     const head = await getJson("/api/sessions/" + encodeURIComponent(id));
     fill(summary, [["turns", head.turn_index], ["tokens", head.tokens], ["graph nodes", head.graph_size], ["tool generation", head.tool_state_generation]]);
@@ -375,7 +446,8 @@ function sessionPage(id) {
     graph.markLeaf(leaf);
     loading = false;
     const ms = performance.now() - started;
-    graphNote.textContent = graph.nodes.size + " nodes, drawn in " + ms.toFixed(0) + " ms";
+    drawnOnOpen = plural(graph.nodes.size, "node") + " drawn in " + ms.toFixed(0) + " ms";
+    drawGraphNote();
     graphBox.dataset.complete = "true";
     graphBox.dataset.drawnMs = ms.toFixed(1);
     graphBox.dataset.count = graph.nodes.size;
@@ -387,17 +459,14 @@ function sessionPage(id) {
   liveEvents(id, (event) => {
     const v = event.view;
     if (event.kind === "lease") {
-      leaseState = v; leaseSeen = performance.now();
-      if (v.state === "held" && v.turn_id) {
-        holders.set(v.turn_id, v.holder);
-        const entry = turns.get(v.turn_id);
-        if (entry) entry.row.children[5].textContent = v.holder || "";
-      }
-      drawLease();
+      setLease(v);
+    } else if (event.kind === "live") {
+      drawLive(event);
     } else if (event.kind === "turn") {
       drawTurn(v);
+      liveTurnStatus(v);
     } else if (event.kind === "graph") {
-      if (loading) pending.push(v.nodes); else graph.append(v.nodes);
+      if (loading) pending.push(v.nodes); else { graph.append(v.nodes); drawGraphNote(); }
       if (v.leaf) { leaf = v.leaf; if (!loading) graph.markLeaf(v.leaf); }
     } else if (event.kind === "tools") {
       drawTools(v.generation, v.members);

@@ -181,7 +181,7 @@ async fn tools(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Re
 }
 
 /// One page of the session's turns (`?limit=&after=`), oldest first, through the bus's
-/// `turns` op: `{turns, next_after}`.
+/// `turns` op: `{turns, next_after, lease}` (the lease on the first page only).
 async fn turns(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
@@ -190,7 +190,7 @@ async fn turns(
     match state.bus.list_turns(&id, &query).await {
         Ok(page) => {
             let turns: Vec<Value> = page.turns.iter().map(views::history_turn_view).collect();
-            Json(json!({ "turns": turns, "next_after": page.next_after })).into_response()
+            Json(json!({ "turns": turns, "next_after": page.next_after, "lease": page.lease })).into_response()
         }
         Err(err) => bus_error(&err),
     }
@@ -218,22 +218,37 @@ struct EventsQuery {
 }
 
 /// Server-sent events: one `message` per session event the page draws (see
-/// [`views::event_view`]), from the events subjects, live.
+/// [`views::event_view`]), from the events subjects, live; for one session, its running
+/// turn's live output too ([`views::live_view`], from `live.<sid>`). Each subscription
+/// is bounded: a page that falls behind loses events rather than growing the server.
 async fn events(State(state): State<Arc<AppState>>, Query(query): Query<EventsQuery>) -> Response {
-    let subscribed = match &query.session {
-        Some(id) => state.bus.events(id).await,
-        None => state.bus.events_all().await,
+    let Some(id) = query.session else {
+        return match state.bus.events_all().await {
+            Ok(stream) => sse(session_events(stream)),
+            Err(err) => bus_error(&err),
+        };
+    };
+    let subscribed = match state.bus.events(&id).await {
+        Ok(events) => state.bus.live_output(&id).await.map(|live| (events, live)),
+        Err(err) => Err(err),
     };
     match subscribed {
-        Ok(stream) => {
-            Sse::new(sse(stream)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
+        Ok((events, live)) => {
+            let live = live.filter_map(move |output| {
+                let view = views::live_view(&id, &output);
+                async move { view }
+            });
+            sse(futures::stream::select(session_events(events), live))
         }
         Err(err) => bus_error(&err),
     }
 }
 
-fn sse(stream: sessionbus_nats::EventStream) -> impl Stream<Item = Result<Event, Infallible>> {
-    stream.filter_map(|event| async move {
-        views::event_view(&event).map(|view| Ok(Event::default().data(view.to_string())))
-    })
+fn session_events(stream: sessionbus_nats::EventStream) -> impl Stream<Item = Value> {
+    stream.filter_map(|event| async move { views::event_view(&event) })
+}
+
+fn sse(views: impl Stream<Item = Value> + Send + 'static) -> Response {
+    let events = views.map(|view| Ok::<_, Infallible>(Event::default().data(view.to_string())));
+    Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))).into_response()
 }

@@ -9,10 +9,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sessionbus_api::{SessionGraph, SessionNode, SessionNodeBody, TokenUsage, ToolState, TurnSummary, member_names};
 use sessionbus_nats::wire::GraphPage;
-use sessionbus_nats::{EventKind, SessionEvent};
+use sessionbus_nats::{EventKind, LiveOutput, SessionEvent};
 
 /// The most characters of a node's text the page is sent.
 pub const NODE_TEXT_LIMIT: usize = 240;
+
+/// The most characters of one live event's text (a delta, an error) the page is sent.
+pub const LIVE_TEXT_LIMIT: usize = 4096;
 
 /// One graph node as the page draws it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -173,13 +176,19 @@ pub fn meta_view(session_id: &str, meta: &Value) -> Value {
     })
 }
 
-/// A lease record's view: `free`, `closed`, or `held` with the holder and turn.
+/// A lease record's view: `free`, `closed`, or `held` with the holder, the turn, and
+/// when it was taken or renewed by the record's own clock (`expires_at_ms - ttl_ms`, the
+/// holder's clock; `null` for records of older workers, which have no `ttl_ms`). The
+/// same shape as the `lease` of the `turns` op's first page (`TurnLease`).
 pub fn lease_view(lease: &Value) -> Value {
+    let ttl_ms = lease["ttl_ms"].as_u64().filter(|ttl| *ttl > 0);
+    let renewed_at_ms = lease["expires_at_ms"].as_u64().zip(ttl_ms).and_then(|(expires, ttl)| expires.checked_sub(ttl));
     json!({
         "state": lease["state"].as_str().unwrap_or("free"),
         "holder": lease["holder"].as_str(),
         "turn_id": lease["turn_id"].as_str(),
-        "ttl_ms": lease["ttl_ms"].as_u64(),
+        "ttl_ms": ttl_ms,
+        "renewed_at_ms": renewed_at_ms,
     })
 }
 
@@ -244,6 +253,28 @@ pub fn event_view(event: &SessionEvent) -> Option<Value> {
         EventKind::Trace | EventKind::Cancel { .. } => return None,
     };
     Some(json!({ "session_id": event.session_id, "kind": kind, "sequence": event.sequence, "view": view }))
+}
+
+/// What the page is pushed for one live event of a running turn (decision 0018): a text
+/// delta (`assistant_prose_delta`, or a plain `text_delta`), a tool's start or end (its
+/// name, and the end's duration), or an executor error; `None` for every other event
+/// (reasoning, usage, a model request starting, ...), which the page does not draw.
+/// Tool arguments and outputs are not sent.
+pub fn live_view(session_id: &str, output: &LiveOutput) -> Option<Value> {
+    let event = &output.live.event;
+    let cut = |text: &str| text.chars().take(LIVE_TEXT_LIMIT).collect::<String>();
+    let view = match event["type"].as_str()? {
+        "assistant_prose_delta" | "text_delta" => json!({ "type": "text", "text": cut(event["text"].as_str()?) }),
+        "tool_call_started" => json!({ "type": "tool_start", "name": cut(event["name"].as_str()?) }),
+        "tool_call_completed" => json!({
+            "type": "tool_end", "name": cut(event["name"].as_str()?), "duration_ms": event["duration_ms"].as_u64(),
+        }),
+        "error" => json!({ "type": "error", "text": cut(event["message"].as_str()?) }),
+        _ => return None,
+    };
+    Some(json!({
+        "session_id": session_id, "kind": "live", "turn_id": output.turn_id, "seq": output.live.seq, "view": view,
+    }))
 }
 
 #[cfg(test)]
@@ -367,10 +398,50 @@ mod tests {
     }
 
     #[test]
+    fn live_output_is_sent_as_deltas_and_tool_lines_without_arguments_or_outputs() {
+        let long = "x".repeat(LIVE_TEXT_LIMIT + 10);
+        let table = [
+            (
+                json!({"id": "a", "correlation_id": "c", "type": "assistant_prose_delta", "text": "<b>hi</b>"}),
+                Some(json!({"type": "text", "text": "<b>hi</b>"})),
+            ),
+            (
+                json!({"type": "text_delta", "text": long}),
+                Some(json!({"type": "text", "text": "x".repeat(LIVE_TEXT_LIMIT)})),
+            ),
+            (
+                json!({"type": "tool_call_started", "name": "search", "args": {"secret": "k"}}),
+                Some(json!({"type": "tool_start", "name": "search"})),
+            ),
+            (
+                json!({"type": "tool_call_completed", "name": "search", "args": {}, "output": "o", "duration_ms": 7}),
+                Some(json!({"type": "tool_end", "name": "search", "duration_ms": 7})),
+            ),
+            (json!({"type": "error", "message": "boom"}), Some(json!({"type": "error", "text": "boom"}))),
+            (json!({"type": "reasoning_delta", "text": "thinking"}), None),
+            (json!({"type": "assistant_prose_delta", "text": 3}), None),
+            (json!({"waiting_ms": 10}), None),
+        ];
+        for (event, expected) in table {
+            let output =
+                LiveOutput { turn_id: "t1".into(), live: sessionbus_nats::LiveEvent { seq: 4, event: event.clone() } };
+            let view = live_view("s1", &output);
+            let expected = expected
+                .map(|view| json!({"session_id": "s1", "kind": "live", "turn_id": "t1", "seq": 4, "view": view}));
+            assert_eq!(view, expected, "{event}");
+        }
+    }
+
+    #[test]
     fn leases_and_metas_keep_only_what_is_drawn() {
-        let lease =
-            lease_view(&json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "ttl_ms": 30000}));
-        assert_eq!(lease, json!({"state": "held", "holder": "w1", "turn_id": "t", "ttl_ms": 30000}));
+        let held = json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r",
+                          "expires_at_ms": 1_000_030_000u64, "ttl_ms": 30000});
+        assert_eq!(
+            lease_view(&held),
+            json!({"state": "held", "holder": "w1", "turn_id": "t", "ttl_ms": 30000, "renewed_at_ms": 1_000_000_000u64})
+        );
+        let older = json!({"state": "held", "holder": "w1", "turn_id": "t", "run_id": "r", "expires_at_ms": 5});
+        assert_eq!(lease_view(&older)["renewed_at_ms"], Value::Null, "no ttl_ms: no time");
         assert_eq!(lease_view(&json!({"state": "free"}))["holder"], Value::Null);
         let meta = json!({"handle": {"session_id": "s", "parent_session_id": "p", "policy": {"api_key": "sk"}},
                           "closed": false, "turn_index": 2, "created_at": "t0",

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sessionbus_api::{
     AppendSessionNodesRequest, SessionCreateRequest, SessionGraphService as _, SessionLifecycleService as _,
-    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnListQuery,
+    SessionNode, SessionStartPoint, SessionStateService as _, SessionTurnRequest, TurnInput, TurnLease, TurnListQuery,
 };
 use support::{Browser, Bus, WAIT, note};
 
@@ -122,6 +122,7 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
         )
         .await;
     assert_eq!(browser.eval("return document.getElementById('lease').dataset.state").await, json!("held"));
+    assert_eq!(browser.eval("return document.getElementById('lease').dataset.holder").await, json!(worker_id));
     browser.screenshot("session-turn-running").await;
     turn.await.expect("join").expect("the turn completes");
     browser
@@ -137,6 +138,128 @@ async fn a_running_turn_shows_as_running_on_its_worker_then_as_completed() {
     let row = browser.eval("return document.querySelector('tr[data-turn=\"turn-1\"]').innerText").await;
     assert!(row.as_str().unwrap_or_default().contains(&worker_id), "the completed turn names its worker: {row}");
     browser.screenshot("session").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turns_streamed_output_shows_as_text_while_it_runs_then_as_completed() {
+    // The slow executor streams its reply's words over the first half of its delay,
+    // then runs a `wait` tool over the second.
+    let bus = Bus::start(1, &["--executor", "slow", "--turn-delay-ms", "8000"]).await;
+    let session = bus.session_with(&["before the turn"]).await;
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser.wait_until("return document.getElementById('graph').dataset.complete === 'true'", WAIT, "the graph").await;
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the free lease, on open")
+        .await;
+
+    let input = "streamed <script>window.__pwned='live'</script> and <img src=x onerror=window.__pwned='img'> done";
+    let reply = sessionbus_api::EchoExecutor::reply_to(input);
+    let client = bus.client.clone();
+    let turn_session = session.clone();
+    let turn = tokio::spawn(async move {
+        let request = SessionTurnRequest::for_turn(&turn_session, "turn-1", TurnInput::text(input)).expect("turn");
+        client.start_turn(request).await
+    });
+    let status = "return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status";
+    let first_word =
+        "return (document.querySelector('#live-output .live-text')?.textContent || '').startsWith('echo: ')";
+    browser.wait_until(first_word, WAIT, "the first streamed delta").await;
+    let partial = browser.eval("return document.querySelector('#live-output .live-text').textContent").await;
+    assert_ne!(partial, json!(reply), "the first words are shown before the last is streamed");
+    assert_eq!(browser.eval(status).await, json!("running"), "streamed while the turn runs");
+    let whole = format!("return document.querySelector('#live-output .live-text')?.textContent === {}", json!(reply));
+    browser.wait_until(&whole, WAIT, "every streamed delta, in order").await;
+    browser
+        .wait_until(
+            "return document.querySelector('#live-output .live-tool_start')?.textContent === '▶ tool wait started'",
+            WAIT,
+            "the tool start",
+        )
+        .await;
+    assert_eq!(browser.eval(status).await, json!("running"), "the whole stream was shown before the turn completed");
+    assert_eq!(browser.eval("return document.getElementById('live-output').dataset.state").await, json!("streaming"));
+    assert_eq!(
+        browser.eval("return document.querySelectorAll('#live-output *:not(span):not(div)').length").await,
+        json!(0),
+        "the streamed markup is text, not elements"
+    );
+    assert_eq!(browser.eval("return window.__pwned === undefined").await, Value::Bool(true), "nothing ran");
+    browser.screenshot("session-live-output").await;
+
+    turn.await.expect("join").expect("the turn completes");
+    browser.wait_until(&format!("{status} === 'completed'"), WAIT, "the completed turn").await;
+    browser
+        .wait_until(
+            "return document.getElementById('live-output').dataset.state === 'completed'",
+            WAIT,
+            "the stream marked completed",
+        )
+        .await;
+    let note = browser.eval("return document.getElementById('live-note').textContent").await;
+    assert!(note.as_str().unwrap_or_default().contains("turn-1 completed"), "{note}");
+    assert_eq!(
+        browser.eval("return document.querySelector('#live-output .live-text').textContent").await,
+        json!(reply)
+    );
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_opened_while_a_turn_runs_shows_its_holder_and_the_renewal_age_from_the_lease_record() {
+    // Renewed every 10 s: no lease event reaches the page in the seconds it is open.
+    let bus = Bus::start(1, &["--executor", "slow", "--turn-delay-ms", "8000", "--lease-ttl-secs", "60"]).await;
+    let worker_id = bus.workers[0].id().to_owned();
+    let session = bus.session_with(&["before the turn"]).await;
+    let client = bus.client.clone();
+    let turn_session = session.clone();
+    let turn = tokio::spawn(async move {
+        let request = SessionTurnRequest::for_turn(&turn_session, "turn-1", TurnInput::text("hello")).expect("turn");
+        client.start_turn(request).await
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let page = bus.client.list_turns(&session, &TurnListQuery::first(1)).await.expect("turns");
+        if let Some(TurnLease::Held { holder, .. }) = page.lease {
+            assert_eq!(holder, worker_id, "the bus names the worker");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the turn never took the lease");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/session/{session}", bus.url)).await;
+    browser
+        .wait_until(
+            &format!("return document.getElementById('lease').dataset.holder === '{worker_id}'"),
+            WAIT,
+            "the lease holder, on open",
+        )
+        .await;
+    let pairs: Vec<String> = serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#lease dt, #lease dd')).map(e => e.textContent)")
+            .await,
+    )
+    .expect("the lease panel");
+    assert_eq!(&pairs[..6], ["state", "held", "holder", worker_id.as_str(), "turn", "turn-1"], "{pairs:?}");
+    let age = pairs[7].strip_suffix(" s ago").and_then(|s| s.parse::<f64>().ok());
+    assert!(
+        age.is_some_and(|age| age >= 1.5),
+        "the renewal's age counts from the record's time, taken 2 s before the page opened: {pairs:?}"
+    );
+    assert_eq!(
+        browser.eval("return document.querySelector('tr[data-turn=\"turn-1\"]')?.dataset.status").await,
+        json!("running")
+    );
+    browser.screenshot("session-lease-on-open").await;
+    turn.await.expect("join").expect("the turn completes");
+    browser
+        .wait_until("return document.getElementById('lease').dataset.state === 'free'", WAIT, "the freed lease")
+        .await;
     browser.close().await;
 }
 
@@ -225,6 +348,11 @@ async fn node_text_with_markup_is_shown_as_text_and_runs_nothing() {
         .expect("append");
     browser.wait_until("return document.querySelectorAll('#graph .node').length === 3", WAIT, "the live node").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let note = browser.eval("return document.getElementById('graph-note').textContent").await;
+    assert!(
+        note.as_str().unwrap_or_default().starts_with("3 nodes (on open: 2 nodes drawn in "),
+        "counts the live node: {note}"
+    );
     let texts = browser
         .eval("return Array.from(document.querySelectorAll('#graph .node .text')).map(t => t.textContent)")
         .await;
@@ -429,4 +557,136 @@ async fn a_turns_trace_link_opens_the_trace_its_ledger_recorded_in_jaeger() {
     assert_ne!(past_trace, live_trace);
     browser.screenshot("session-trace-links").await;
     browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_browser_leaves_nothing_in_its_temp_dir_and_its_driver_exits_by_itself() {
+    let browser = Browser::start().await;
+    browser.open("about:blank").await;
+    let tmp = browser.tmp_dir().to_owned();
+    let written: Vec<String> = std::fs::read_dir(&tmp)
+        .expect("the browser's temp dir")
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(
+        written.iter().any(|name| name.starts_with("org.chromium.") || name.starts_with("scoped_dir")),
+        "chromium keeps its profile in the browser's own temp dir: {written:?}"
+    );
+    assert!(browser.close().await, "chromedriver exits when asked, before anything is killed");
+    assert!(!tmp.exists(), "{} is removed", tmp.display());
+}
+
+/// The session ids of the sessions page's rows, once `rows` are drawn.
+async fn listed_sessions(browser: &Browser, rows: usize, what: &str) -> Vec<String> {
+    browser
+        .wait_until(&format!("return document.querySelectorAll('#sessions-body tr').length === {rows}"), WAIT, what)
+        .await;
+    serde_json::from_value(
+        browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).map(r => r.dataset.session)")
+            .await,
+    )
+    .expect("ids")
+}
+
+/// Runs `click` (a script that clicks a link or button of the sessions page) and waits
+/// until the page drew its table anew.
+async fn click_to_new_page(browser: &Browser, click: &str) {
+    browser.eval(&format!("document.getElementById('sessions').dataset.old = 'yes'; {click}; return true")).await;
+    browser
+        .wait_until(
+            "const t = document.getElementById('sessions'); return t !== null && t.dataset.old === undefined",
+            WAIT,
+            "the page drawn anew",
+        )
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_page_pages_in_creation_order_and_filters_by_status() {
+    const SESSIONS: usize = 53;
+    const PAGE: usize = 50;
+    let bus = Bus::start(1, &[]).await;
+    let mut created = Vec::new();
+    for _ in 0..SESSIONS {
+        created.push(bus.session_with(&[]).await);
+    }
+    let closed = [created[3].clone(), created[51].clone()];
+    for id in &closed {
+        bus.client.close_session(id).await.expect("close");
+    }
+    let browser = Browser::start().await;
+    open_live(&browser, &format!("{}#/sessions", bus.url)).await;
+    assert_eq!(listed_sessions(&browser, PAGE, "the first page").await, created[..PAGE], "the oldest first");
+    browser.eval("window.__sameDocument = 'yes'; return true").await;
+    click_to_new_page(&browser, "document.getElementById('sessions-next').click()").await;
+    assert_eq!(listed_sessions(&browser, SESSIONS - PAGE, "the next page").await, created[PAGE..], "the rest");
+    assert_eq!(
+        browser.eval("return document.getElementById('sessions-next').hidden").await,
+        json!(true),
+        "the last page"
+    );
+
+    let filter = |status: &str| {
+        format!(
+            "document.getElementById('filter-status').value = '{status}'; document.getElementById('filter-apply').click()"
+        )
+    };
+    click_to_new_page(&browser, &filter("closed")).await;
+    assert_eq!(
+        browser.eval("return location.hash").await,
+        json!("#/sessions?status=closed"),
+        "the filter in the address"
+    );
+    // A filtered page reads a bounded part of the registry: follow `next` to the end.
+    let mut shown = Vec::new();
+    loop {
+        browser
+            .wait_until(
+                "return document.getElementById('sessions-note').textContent !== '' || \
+                 document.querySelectorAll('#sessions-body tr').length > 0",
+                WAIT,
+                "a filtered page",
+            )
+            .await;
+        let rows = browser.eval("return document.querySelectorAll('#sessions-body tr').length").await;
+        shown.extend(listed_sessions(&browser, rows.as_u64().expect("a count") as usize, "a filtered page").await);
+        let states = browser
+            .eval("return Array.from(document.querySelectorAll('#sessions-body tr')).every(r => r.dataset.status === 'closed')")
+            .await;
+        assert_eq!(states, Value::Bool(true), "only closed sessions are listed");
+        if browser.eval("return document.getElementById('sessions-next').hidden").await == Value::Bool(true) {
+            break;
+        }
+        click_to_new_page(&browser, "document.getElementById('sessions-next').click()").await;
+    }
+    assert_eq!(shown, closed, "every closed session, in creation order");
+
+    click_to_new_page(&browser, &filter("open")).await;
+    let open = listed_sessions(&browser, PAGE, "the first page of open sessions").await;
+    let expected: Vec<String> = created.iter().filter(|id| !closed.contains(id)).take(PAGE).cloned().collect();
+    assert_eq!(open, expected, "open sessions only, oldest first");
+    assert_eq!(browser.eval("return window.__sameDocument").await, json!("yes"), "paged and filtered without a reload");
+    browser.screenshot("sessions-filtered").await;
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_dropped_without_close_stops_its_chromium_and_leaves_nothing_in_its_temp_dir() {
+    let browser = Browser::start().await;
+    browser.open("about:blank").await;
+    let tmp = browser.tmp_dir().to_owned();
+    let using_tmp = || {
+        let needle = tmp.to_string_lossy().into_owned();
+        std::fs::read_dir("/proc")
+            .expect("/proc")
+            .filter_map(|entry| std::fs::read(entry.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&needle))
+            .count()
+    };
+    assert!(using_tmp() > 0, "chromium runs with its profile in the browser's temp dir");
+    // What a test that panicked before `close` does.
+    drop(browser);
+    assert_eq!(using_tmp(), 0, "no chromium process is left running");
+    assert!(!tmp.exists(), "{} is removed", tmp.display());
 }

@@ -201,6 +201,19 @@ impl BusClient {
         self.subscribe_events(None).await
     }
 
+    /// The live output of one session's running turns (`<prefix>.live.<sid>`, decision
+    /// 0018), from now on: nothing of it is stored, so nothing earlier can be read.
+    pub async fn live_output(&self, session_id: &str) -> Result<crate::live_output::LiveStream, PluginError> {
+        let subject = self.inner.config.subjects.live(&session_token(session_id)?);
+        let subscriber = self
+            .inner
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|err| PluginError::Unavailable(format!("could not subscribe to {subject}: {err}")))?;
+        Ok(crate::live_output::LiveStream::new(subscriber))
+    }
+
     async fn subscribe_events(&self, token: Option<&str>) -> Result<crate::events::EventStream, PluginError> {
         let subjects = self.inner.config.subjects.clone();
         let subject = subjects.events(token);

@@ -111,14 +111,19 @@ async fn history_reads_are_single_message_reads_and_create_no_consumer() {
     let page = host.list_turns(&session, &TurnListQuery::first(5)).await.expect("a page");
     assert_eq!(page.turns.len(), 5);
     let page_reads = drain(&mut sniffer, Duration::from_millis(500)).await;
+    let next = TurnListQuery { limit: 5, after: page.next_after.clone() };
+    assert_eq!(host.list_turns(&session, &next).await.expect("a second page").turns.len(), 5);
+    let next_reads = drain(&mut sniffer, Duration::from_millis(500)).await;
     let history = host.tool_history(&session).await.expect("history");
     assert_eq!(history.generations.len(), 1);
     let history_reads = drain(&mut sniffer, Duration::from_millis(500)).await;
-    for (subject, _) in page_reads.iter().chain(&history_reads) {
+    for (subject, _) in page_reads.iter().chain(&next_reads).chain(&history_reads) {
         assert!(subject.starts_with("$JS.API.STREAM.MSG.GET."), "not a single-message read: {subject}");
     }
-    // The session's meta, five records, and one read that says a page follows.
-    assert_eq!(page_reads.len(), 7, "{page_reads:?}");
+    // The session's meta, its lease (the first page only), five records, and one read
+    // that says a page follows.
+    assert_eq!(page_reads.len(), 8, "{page_reads:?}");
+    assert_eq!(next_reads.len(), 7, "{next_reads:?}");
     // The meta, the one revision, and the read that finds no more.
     assert_eq!(history_reads.len(), 3, "{history_reads:?}");
 }

@@ -17,8 +17,8 @@ use crate::connect::{CliError, ConnectionArgs};
 pub enum ExecutorKind {
     /// Deterministic: echoes the input as the assistant's reply.
     Echo,
-    /// Like echo, after sleeping `--turn-delay-ms` (for trying out long turns and failures).
-    /// Its live output says when it starts waiting.
+    /// Like echo, after `--turn-delay-ms` (for trying out long turns and failures). Its
+    /// live output streams the reply's words over the first half, then a `wait` tool.
     Slow,
     /// Real lash turns (`--provider`, `--script`); needs a binary built with the
     /// `lash` feature.
@@ -88,13 +88,32 @@ impl Default for WorkerArgs {
 
 struct SlowExecutor(Duration);
 
+impl SlowExecutor {
+    /// The live output of a run, as lash's events: the echo reply's words as text deltas
+    /// over the first half of the wait, then a `wait` tool over the rest.
+    async fn stream(&self, context: &TurnContext) {
+        let reply = EchoExecutor::reply_to(&context.turn.input.joined_text());
+        let words: Vec<&str> = reply.split_inclusive(' ').collect();
+        let step = self.0.div_f64(2.0 * (words.len() + 1) as f64);
+        let waited = self.0.saturating_sub(step.mul_f64(words.len() as f64));
+        for word in words {
+            tokio::time::sleep(step).await;
+            context.live(serde_json::json!({ "type": "assistant_prose_delta", "text": word }));
+        }
+        context.live(serde_json::json!({ "type": "tool_call_started", "name": "wait", "args": {} }));
+        tokio::time::sleep(waited).await;
+        context.live(
+            serde_json::json!({ "type": "tool_call_completed", "name": "wait", "duration_ms": waited.as_millis() }),
+        );
+    }
+}
+
 #[async_trait::async_trait]
 impl TurnExecutor for SlowExecutor {
     /// Stops early when the turn is cancelled, with the user's message committed.
     async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
-        context.live(serde_json::json!({ "waiting_ms": self.0.as_millis() }));
         tokio::select! {
-            () = tokio::time::sleep(self.0) => EchoExecutor.run(context).await,
+            () = self.stream(&context) => EchoExecutor.run(context).await,
             () = context.cancellation().cancelled() => Ok(TurnOutput {
                 nodes: vec![SessionAppendNode::message("User", context.turn.input.joined_text())],
                 ..TurnOutput::cancelled()

@@ -4,7 +4,8 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -91,10 +92,16 @@ pub fn note(text: &str) -> SessionAppendNode {
     SessionAppendNode::Plugin { plugin_type: "note".into(), body: json!({ "text": text }), caused_by: None }
 }
 
-/// Headless chromium under chromedriver.
+/// How long [`Browser::close`] waits for chromedriver to exit once asked to.
+const DRIVER_EXIT: Duration = Duration::from_secs(5);
+
+/// Headless chromium under chromedriver, both with a temp dir of their own (`TMPDIR`:
+/// chromium's profile and its singleton socket go there), removed when it ends.
 pub struct Browser {
     pub client: Client,
     driver: Child,
+    port: u16,
+    tmp: Option<tempfile::TempDir>,
 }
 
 /// The chromedriver binary (`CHROMEDRIVER`, else `chromedriver` on PATH; scripts/test
@@ -107,8 +114,10 @@ impl Browser {
     /// Starts chromedriver on a free port and opens a headless chromium session.
     pub async fn start() -> Self {
         let port = free_port().expect("a free port");
+        let tmp = tempfile::Builder::new().prefix("sessionbus-browser-").tempdir().expect("a temp dir");
         let driver = Command::new(chromedriver())
             .arg(format!("--port={port}"))
+            .env("TMPDIR", tmp.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -139,7 +148,12 @@ impl Browser {
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         };
-        Self { client, driver }
+        Self { client, driver, port, tmp: Some(tmp) }
+    }
+
+    /// The temp dir chromedriver and chromium write to.
+    pub fn tmp_dir(&self) -> &Path {
+        self.tmp.as_ref().map(|tmp| tmp.path()).expect("open until closed")
     }
 
     /// Opens `url`.
@@ -177,18 +191,54 @@ impl Browser {
         path
     }
 
-    /// Ends the browser session and chromedriver.
-    pub async fn close(mut self) {
+    /// Ends the browser session (chromium deletes its profile), stops chromedriver
+    /// ([`Browser::stop_driver`]) and removes the temp dir. Returns whether chromedriver
+    /// exited by itself.
+    pub async fn close(mut self) -> bool {
         let _ = self.client.clone().close().await;
+        let exited = tokio::task::block_in_place(|| self.stop_driver());
+        self.remove_tmp();
+        exited
+    }
+
+    /// Asks chromedriver to shut down (it quits the chromium of any session still
+    /// open) and waits for it to exit, killing it only past [`DRIVER_EXIT`]. Blocking:
+    /// [`Drop`] calls it too. Returns whether it exited by itself.
+    fn stop_driver(&mut self) -> bool {
+        if !matches!(self.driver.try_wait(), Ok(None)) {
+            return true;
+        }
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+            let _ = stream.write_all(b"GET /shutdown HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        }
+        let deadline = Instant::now() + DRIVER_EXIT;
+        while Instant::now() < deadline {
+            if matches!(self.driver.try_wait(), Ok(Some(_))) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        false
+    }
+
+    fn remove_tmp(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let path = tmp.path().to_owned();
+            if let Err(err) = tmp.close() {
+                eprintln!("could not remove the browser's temp dir {}: {err}", path.display());
+            }
+        }
     }
 }
 
 impl Drop for Browser {
+    /// A test that panicked before [`Browser::close`]: stop chromedriver and its
+    /// chromium all the same, then remove the temp dir.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        self.stop_driver();
+        self.remove_tmp();
     }
 }
 

@@ -1,21 +1,24 @@
 //! A session's history from what JetStream already stores, with no consumer: its turns
 //! are the last records of its ledger subjects (`state.<sid>.turn.>`), read in stream
 //! order from the cursor one leader read at a time (`next by subject`); its tool
-//! history is the revisions the KV bucket keeps of its key, read the same way.
+//! history is the revisions the KV bucket keeps of its key, read the same way. The first
+//! page of turns also says who holds the lease (its last message, and when it was stored).
 
 use sessionbus_api::{
-    MAX_TOOL_GENERATIONS, PluginError, ToolHistory, ToolState, TurnListPage, TurnListQuery, TurnSummary, clock,
+    MAX_TOOL_GENERATIONS, PluginError, ToolHistory, ToolState, TurnLease, TurnListPage, TurnListQuery, TurnSummary,
+    clock,
 };
 
 use super::JetStreamHost;
 use super::api::{JsErrorExt as _, StoredMessage};
 use super::layout::{STATE_STREAM, TOOLS_STREAM};
-use super::records::{LedgerRecord, decode};
+use super::records::{LeaseRecord, LedgerRecord, decode};
 use crate::subjects::session_token;
 
 impl JetStreamHost {
     /// One page of the session's turns, in the order their ledger records were last
-    /// written; `limit + 1` leader reads at most (the last says whether a page follows).
+    /// written; `limit + 1` leader reads at most (the last says whether a page follows),
+    /// and on the first page one more, of the lease.
     pub(super) async fn turns_page(
         &self,
         session_id: &str,
@@ -36,7 +39,11 @@ impl JetStreamHost {
                     .map_err(|e| e.into_plugin("reading a turn ledger"))
             }
         };
-        let mut page = TurnListPage::default();
+        let lease = match query.after {
+            None => Some(self.read_lease(&token).await?),
+            Some(_) => None,
+        };
+        let mut page = TurnListPage { lease, ..TurnListPage::default() };
         let mut next = after.saturating_add(1);
         while page.turns.len() < query.effective_limit() {
             let Some(message) = read(next).await? else { return Ok(page) };
@@ -75,6 +82,23 @@ impl JetStreamHost {
     }
 
     /// `UnknownSession` unless the session's meta is stored.
+    /// The session's lease: its last message (none yet: free), held with the time the
+    /// server stored it, which is when it was last taken or renewed.
+    async fn read_lease(&self, token: &str) -> Result<TurnLease, PluginError> {
+        let subject = self.inner.config.subjects.lease(token);
+        let stored = self.inner.api.last(STATE_STREAM, &subject).await.map_err(|e| e.into_plugin("reading a lease"))?;
+        let Some(message) = stored else { return Ok(TurnLease::Free) };
+        Ok(match decode::<LeaseRecord>("lease", &message.payload)? {
+            LeaseRecord::Free => TurnLease::Free,
+            LeaseRecord::Closed => TurnLease::Closed,
+            LeaseRecord::Held { turn_id, holder, .. } => TurnLease::Held {
+                turn_id,
+                holder,
+                renewed_at_ms: u64::try_from(message.stored_at_unix_nanos / 1_000_000).ok(),
+            },
+        })
+    }
+
     async fn require_session(&self, token: &str, session_id: &str) -> Result<(), PluginError> {
         let meta = self
             .inner
