@@ -1073,12 +1073,16 @@ pub async fn cancel_stops_a_running_turn_once(factory: &dyn HostFactory) {
 
 /// Expands to one `#[tokio::test]` per conformance check, each calling the check with
 /// `$factory` (an expression evaluating to a [`HostFactory`]); `sequentially $factory`
-/// expands to one future running every check in turn.
+/// expands to one future running every check in turn; `count` to the number of checks.
 #[macro_export]
 macro_rules! conformance_tests {
     // One expression (an async block) that runs every check in turn on `$factory`.
     (sequentially $factory:expr) => {
         $crate::conformance_tests! { @list @sequential $factory }
+    };
+    // How many checks there are.
+    (count) => {
+        $crate::conformance_tests! { @list @count () }
     };
     (@list @$mode:ident $factory:expr) => {
         $crate::conformance_tests! { @$mode $factory;
@@ -1118,6 +1122,9 @@ macro_rules! conformance_tests {
             let factory = $factory;
             $($crate::conformance::$check(&factory).await;)*
         }
+    };
+    (@count $factory:expr; $($check:ident),* $(,)?) => {
+        [$(stringify!($check)),*].len()
     };
     (@checks $factory:expr; $($check:ident),* $(,)?) => {
         $(
