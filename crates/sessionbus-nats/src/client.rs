@@ -205,24 +205,21 @@ impl BusClient {
     /// 0018), from now on: nothing of it is stored, so nothing earlier can be read.
     pub async fn live_output(&self, session_id: &str) -> Result<crate::live_output::LiveStream, PluginError> {
         let subject = self.inner.config.subjects.live(&session_token(session_id)?);
-        let subscriber = self
-            .inner
+        Ok(crate::live_output::LiveStream::new(self.subscribe(subject).await?))
+    }
+
+    /// A plain subscription to `subject`, its failure said as `Unavailable`.
+    async fn subscribe(&self, subject: String) -> Result<async_nats::Subscriber, PluginError> {
+        self.inner
             .client
             .subscribe(subject.clone())
             .await
-            .map_err(|err| PluginError::Unavailable(format!("could not subscribe to {subject}: {err}")))?;
-        Ok(crate::live_output::LiveStream::new(subscriber))
+            .map_err(|err| PluginError::Unavailable(format!("could not subscribe to {subject}: {err}")))
     }
 
     async fn subscribe_events(&self, token: Option<&str>) -> Result<crate::events::EventStream, PluginError> {
         let subjects = self.inner.config.subjects.clone();
-        let subject = subjects.events(token);
-        let subscriber = self
-            .inner
-            .client
-            .subscribe(subject.clone())
-            .await
-            .map_err(|err| PluginError::Unavailable(format!("could not subscribe to {subject}: {err}")))?;
+        let subscriber = self.subscribe(subjects.events(token)).await?;
         Ok(crate::events::EventStream::new(subjects, subscriber))
     }
 
