@@ -401,6 +401,7 @@ fn bench_runs_every_measurement_with_tiny_counts() {
         "shared_tool_catalog (unchanged).worker_to_server_cpu_ratio",
         "emit_trace_event.worker_to_server_cpu_ratio",
         "start_turn.worker_to_server_cpu_ratio",
+        "trace_burst.throughput_ratio",
         "snapshot_large.second_to_first_ratio",
         "append_history.history_ratio",
         "worker_memory.memory_ratio",

@@ -5,6 +5,7 @@
 //! the raw reference it is compared with, and one loop measures them all. Before them,
 //! the floor (a raw echo); after them, how costs grow with history and sessions.
 
+mod burst;
 mod cpu;
 mod fixture;
 mod growth;
@@ -148,8 +149,8 @@ async fn bench(
         .await
         .map_err(|e| format!("raw stream: {e}"))?;
 
-    // setup, floor, the scenarios, history (two rows), memory.
-    let bar = output::progress(2 + SCENARIOS.len() as u64 + 3, "setup");
+    // setup, floor, the scenarios, the trace burst, history (two rows), memory.
+    let bar = output::progress(2 + SCENARIOS.len() as u64 + 4, "setup");
     let fixture = Fixture::prepare(client, raw, &setup, &subjects, args.in_flight).await?;
     bar.inc(1);
     let n = args.iterations.max(20);
@@ -171,6 +172,10 @@ async fn bench(
         rows.extend(scenario.run(&fixture, shape, &meters).await?);
         bar.inc(1);
     }
+
+    bar.set_message("trace burst");
+    rows.push(burst::trace_burst(&fixture, (shape.calls / 3).max(1), 5).await?);
+    bar.inc(1);
 
     bar.set_message("history");
     rows.extend(growth::history(&fixture.client, &setup, args.history, n / 2).await?);
