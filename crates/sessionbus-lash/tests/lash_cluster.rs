@@ -169,12 +169,7 @@ async fn lash_reference(session_id: &str) -> (Vec<Value>, Vec<Value>, Value) {
     let records = Arc::new(Records::default());
     let core =
         lash_bus::in_memory_lash(provider).trace_sink(records.clone()).build().expect("lash's in-memory runtime");
-    let session = core
-        .session(session_id)
-        .store(Arc::new(lash_core::InMemorySessionStore::new()))
-        .open()
-        .await
-        .expect("open in lash");
+    let session = lash_bus::open_in_memory(&core, session_id).await;
     let mut turns = Vec::new();
     let mut state = Value::Null;
     for (turn_id, text) in TURNS {

@@ -3,7 +3,6 @@
 //! in order before the final reply. Real nats-server, two workers whose executors run
 //! lash turns with the scripted provider and the demo tools.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
@@ -20,7 +19,7 @@ use sessionbus_testkit::subscribe_confirmed;
 
 mod lash_bus;
 
-use lash_bus::{in_memory_lash, lash_bus, lash_bus_with, new_session, script};
+use lash_bus::{in_memory_lash, lash_bus, lash_bus_with, new_session, open_in_memory, script};
 
 /// The holders of `session_id`'s lease records (as `watch` received them) that held it
 /// for `turn_id`.
@@ -52,12 +51,7 @@ impl lash_core::TurnActivitySink for CancelAtToolStart {
 /// `script`) is cancelled inside its first tool.
 async fn lash_graph_cancelled_in_a_tool(script_name: &str, session_id: &str, text: &str) -> Vec<Value> {
     let core = in_memory_lash(ScriptedProvider::new(script(script_name))).build().expect("lash's in-memory runtime");
-    let session = core
-        .session(session_id)
-        .store(Arc::new(lash_core::InMemorySessionStore::new()))
-        .open()
-        .await
-        .expect("open in lash");
+    let session = open_in_memory(&core, session_id).await;
     let cancel = lash::CancellationToken::new();
     let result = session
         .turn(lash::TurnInput::text(text))

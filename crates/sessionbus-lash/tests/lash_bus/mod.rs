@@ -42,6 +42,11 @@ pub fn in_memory_lash(provider: ScriptedProvider) -> lash::LashCoreBuilder {
         .process_env_store(Arc::new(lash_core::InMemoryProcessExecutionEnvStore::default()))
 }
 
+/// `session_id` opened in `core` on a fresh in-memory session store.
+pub async fn open_in_memory(core: &lash::LashCore, session_id: &str) -> lash::LashSession {
+    core.session(session_id).store(Arc::new(lash_core::InMemorySessionStore::new())).open().await.expect("open in lash")
+}
+
 /// A server, workers and a client (and a plain connection for raw reads).
 pub struct LashBus {
     pub client: BusClient,

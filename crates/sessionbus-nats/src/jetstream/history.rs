@@ -26,7 +26,16 @@ impl JetStreamHost {
     ) -> Result<TurnListPage, PluginError> {
         let token = session_token(session_id)?;
         let after = query.after_sequence()?;
-        self.require_session(&token, session_id).await?;
+        // The first page's lease is read together with the meta, not after it.
+        let first_page = query.after.is_none();
+        let (exists, lease) = tokio::join!(self.require_session(&token, session_id), async {
+            match first_page {
+                true => self.read_lease(&token).await.map(Some),
+                false => Ok(None),
+            }
+        });
+        exists?;
+        let lease = lease?;
         let subjects = &self.inner.config.subjects;
         let filter = subjects.turns(&token);
         let read = |from: u64| {
@@ -38,10 +47,6 @@ impl JetStreamHost {
                     .await
                     .map_err(|e| e.into_plugin("reading a turn ledger"))
             }
-        };
-        let lease = match query.after {
-            None => Some(self.read_lease(&token).await?),
-            Some(_) => None,
         };
         let mut page = TurnListPage { lease, ..TurnListPage::default() };
         let mut next = after.saturating_add(1);
@@ -81,7 +86,6 @@ impl JetStreamHost {
         Ok(ToolHistory::from_revisions(revisions))
     }
 
-    /// `UnknownSession` unless the session's meta is stored.
     /// The session's lease: its last message (none yet: free), held with the time the
     /// server stored it, which is when it was last taken or renewed.
     async fn read_lease(&self, token: &str) -> Result<TurnLease, PluginError> {
@@ -99,6 +103,7 @@ impl JetStreamHost {
         })
     }
 
+    /// `UnknownSession` unless the session's meta is stored.
     async fn require_session(&self, token: &str, session_id: &str) -> Result<(), PluginError> {
         let meta = self
             .inner
