@@ -103,8 +103,8 @@ pub fn one_message(text: String) -> AppendSessionNodesRequest {
     AppendSessionNodesRequest { nodes: vec![SessionAppendNode::message("User", text)], requires_ancestor_node_id: None }
 }
 
-/// `PluginError` to a message naming what failed.
-pub fn failed(what: &str) -> impl Fn(sessionbus_api::PluginError) -> String + '_ {
+/// An error (a `PluginError`, a NATS client error) to a message naming what failed.
+pub fn failed<E: std::fmt::Display>(what: &str) -> impl Fn(E) -> String + '_ {
     move |e| format!("{what}: {e}")
 }
 

@@ -6,6 +6,7 @@
 //! the floor (a raw echo); after them, how costs grow with history and sessions.
 
 mod burst;
+mod copy_seed;
 mod cpu;
 mod fixture;
 mod growth;
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// duplicate window, 600 s by default) has gone.
     #[arg(long, value_name = "SECONDS", default_value_t = 0, requires = "scale")]
     pub settle_secs: u64,
+    /// With `--scale`: how the sessions beyond the first 1,000 are seeded (the first
+    /// 1,000 always go through a JetStream host).
+    #[arg(long, value_enum, default_value_t = scale::SeedMode::Copy, requires = "scale")]
+    pub seed: scale::SeedMode,
     /// Also write the JSON results to `<DIR>/bench-<r1|r3>-<UTC time>.json` (one file per
     /// run, never overwritten).
     #[arg(long, value_name = "DIR")]
@@ -79,7 +84,7 @@ pub struct BenchArgs {
 pub async fn run(connection: &ConnectionArgs, args: BenchArgs) -> Result<(), CliError> {
     if let Some(sessions) = args.scale {
         let settle = Duration::from_secs(args.settle_secs);
-        return scale::run(connection, sessions, args.iterations, settle, args.json).await;
+        return scale::run(connection, sessions, args.iterations, settle, args.seed, args.json).await;
     }
     // The servers are stopped, and their stores deleted, before the report is printed.
     let result = if args.cluster {

@@ -1,7 +1,8 @@
 //! `bench --scale N`: the bus holding N sessions, most of them idle, as an agent fleet
-//! keeps them (manual; not in CI). Seeding goes straight through a JetStream host in
-//! this process; every measured call goes through the bus to a worker process with
-//! default settings. Each op's p50 with N sessions stored is compared with the same op
+//! keeps them (manual; not in CI). The first 1,000 sessions are seeded straight through a
+//! JetStream host in this process, the rest (by default) as copies of the first one's
+//! stored messages ([`super::copy_seed`], decision 0025); every measured call goes
+//! through the bus to a worker process with default settings. Each op's p50 with N sessions stored is compared with the same op
 //! when 10 were, in the same run, for sessions picked uniformly at random (cold) and
 //! for a small hot set.
 
@@ -20,6 +21,7 @@ use sessionbus_nats::jetstream::describe_session;
 use sessionbus_nats::worker::{ServiceQuery, service_answers};
 use sessionbus_nats::{BusClient, BusClientConfig, JetStreamHost, JetStreamHostConfig, Subjects};
 
+use super::copy_seed::Template;
 use super::fixture::{failed, one_message, tools};
 use super::measure::{Samples, sequential};
 use crate::commands::setup::{LayoutArgs, setup_layout};
@@ -94,8 +96,23 @@ fn uniform(n: usize) -> usize {
     (uuid::Uuid::new_v4().as_u128() % n.max(1) as u128) as usize
 }
 
+/// How the sessions beyond the first 1,000 are seeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SeedMode {
+    /// As copies of the first session's stored messages, pipelined (decision 0025).
+    #[default]
+    Copy,
+    /// Through the JetStream host, as the first 1,000 are: two atomic batches per
+    /// session, a few hundred sessions per second on one node.
+    Host,
+}
+
 /// Creates sessions `range` with a tool state, three nodes and one turn.
-async fn seed(host: &JetStreamHost, range: std::ops::Range<usize>, bar: &indicatif::ProgressBar) -> Result<(), String> {
+pub(super) async fn seed(
+    host: &JetStreamHost,
+    range: std::ops::Range<usize>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), String> {
     let one = |i: usize| async move {
         let session = session_id(i);
         host.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
@@ -105,6 +122,25 @@ async fn seed(host: &JetStreamHost, range: std::ops::Range<usize>, bar: &indicat
         }
         let turn = SessionTurnRequest::for_turn(&session, "seed", TurnInput::text("hello")).map_err(failed("turn"))?;
         host.start_turn(turn).await.map_err(failed("turn"))?;
+        bar.inc(1);
+        Ok::<_, String>(())
+    };
+    let mut writes = futures::stream::iter(range).map(one).buffer_unordered(SEED_IN_FLIGHT);
+    while let Some(written) = writes.next().await {
+        written?;
+    }
+    Ok(())
+}
+
+/// Writes sessions `range` as copies of `template`, `SEED_IN_FLIGHT` sessions at a time.
+async fn seed_copies(
+    js: &async_nats::jetstream::Context,
+    template: &Template,
+    range: std::ops::Range<usize>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), String> {
+    let one = |i: usize| async move {
+        template.copy_as(js, &session_id(i)).await?;
         bar.inc(1);
         Ok::<_, String>(())
     };
@@ -179,11 +215,13 @@ pub async fn run(
     sessions: usize,
     calls: usize,
     settle: Duration,
+    seed_mode: SeedMode,
     json_out: bool,
 ) -> Result<(), CliError> {
     let server = NatsServer::start()?;
-    let report =
-        measure(connection, &server, sessions.max(FEW + HOT), calls.max(20), settle).await.map_err(CliError::Other)?;
+    let report = measure(connection, &server, sessions.max(FEW + HOT), calls.max(20), settle, seed_mode)
+        .await
+        .map_err(CliError::Other)?;
     drop(server);
     if json_out {
         println!("{report}");
@@ -199,6 +237,7 @@ async fn measure(
     sessions: usize,
     calls: usize,
     settle: Duration,
+    seed_mode: SeedMode,
 ) -> Result<Value, String> {
     let url = server.url();
     let connect = |name: &'static str| {
@@ -224,6 +263,8 @@ async fn measure(
 
     let bar = output::progress(sessions as u64, "seeding");
     seed(&seeder, 0..FEW, &bar).await?;
+    let js = async_nats::jetstream::new(setup_client.clone());
+    let template = Template::capture(&js, &session_id(0)).await?;
     bar.set_message("at 10");
     let at_few = p50s(&client, calls, || uniform(FEW)).await?;
     let (server_mib_few, disk_few) = (rss_mib(server.pid()), disk_bytes(server.data_dir()));
@@ -233,7 +274,10 @@ async fn measure(
     let base = REGISTRY_BASE.min(sessions);
     seed(&seeder, FEW..base, &bar).await?;
     let (page_base, show_base) = registry_ms(&client, &setup_client, &subjects).await?;
-    seed(&seeder, base..sessions, &bar).await?;
+    match seed_mode {
+        SeedMode::Copy => seed_copies(&js, &template, base..sessions, &bar).await?,
+        SeedMode::Host => seed(&seeder, base..sessions, &bar).await?,
+    }
     let seed_s = seeding.elapsed().as_secs_f64();
     bar.set_message("measuring");
     let before_cold = cache_stats(&setup_client).await?;
@@ -264,6 +308,8 @@ async fn measure(
     Ok(json!({
         "sessions": sessions,
         "calls_per_op": calls,
+        "seeded_by": if seed_mode == SeedMode::Copy { "copies beyond the first 1,000" } else { "host" },
+        "messages_per_copy": template.len(),
         "seed_seconds": seed_s,
         "seed_sessions_per_second": grown / seed_s.max(1e-9),
         "ops": ops,
