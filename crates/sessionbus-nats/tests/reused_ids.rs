@@ -77,6 +77,11 @@ async fn a_request_id_reused_with_another_body_is_refused_and_writes_nothing() {
         (Op::AppendNodes, message("first"), message("second")),
         (Op::ApplyToolState, tools("bash"), tools("grep")),
         (Op::Trace, event("first"), event("second")),
+        (
+            Op::Trace,
+            json!({ "records": [event("first"), event("first-b")] }),
+            json!({ "records": [event("second"), event("second-b")] }),
+        ),
     ];
     for (op, first, other) in cases {
         let id = common::new_id();

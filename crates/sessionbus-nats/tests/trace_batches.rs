@@ -308,3 +308,73 @@ async fn a_turns_records_are_stored_in_emit_order_by_the_workers_sink() {
     let expected: Vec<(u64, u64)> = (0..300).map(|i| (0, i)).collect();
     assert_eq!(records, expected, "the turn's records, once each, in emit order");
 }
+
+/// JetStream's answers about `stream` sent to any inbox (every connection's), until
+/// `quiet` passes without one.
+async fn jetstream_answers(watched: &mut async_nats::Subscriber, stream: &str, quiet: Duration) -> Vec<Value> {
+    let mut answers = Vec::new();
+    while let Ok(Some(message)) = tokio::time::timeout(quiet, watched.next()).await {
+        if let Ok(answer) = serde_json::from_slice::<Value>(&message.payload)
+            && answer["stream"] == stream
+        {
+            answers.push(answer);
+        }
+    }
+    answers
+}
+
+/// Emits `records` records of `session` with one call.
+async fn emit_batch(bus: &BusClient, session: &str, emitter: usize, records: usize) {
+    bus.emit_trace_events((0..records).map(|i| record(session, emitter, i)).collect()).await.expect("emit a batch");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_trace_records_is_stored_with_one_jetstream_answer_not_one_per_record() {
+    let server = common::server();
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
+    let bus = common::client_on(&server).await;
+    let watcher = server.client().await.expect("connect");
+    let session = common::create_root(&bus).await;
+    let mut requests = watch_trace_requests(&watcher, &session).await;
+    let mut inboxes = sessionbus_testkit::subscribe_confirmed(&watcher, "_INBOX.>").await.expect("watch every inbox");
+
+    emit_batch(&bus, &session, 0, 100).await;
+    let per_request = records_per_request(&mut requests, 100).await;
+    let answers = jetstream_answers(&mut inboxes, TRACE_STREAM, Duration::from_millis(300)).await;
+    assert!(per_request.len() < 10, "the client batched the records: {per_request:?}");
+    // A request of one record is one plain publish; of more, one fast batch.
+    let answered: Vec<usize> =
+        answers.iter().map(|answer| answer["count"].as_u64().map_or(1, |count| count as usize)).collect();
+    assert_eq!(answered, per_request, "each trace request was stored with one answer: {answers:?}");
+    let expected: Vec<(u64, u64)> = (0..100).map(|i| (0, i)).collect();
+    assert_eq!(stored(&watcher, &session).await, expected, "every record, in emit order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_are_stored_one_by_one_on_a_trace_stream_set_up_before_fast_batches() {
+    let server = common::server();
+    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
+    let bus = common::client_on(&server).await;
+    let watcher = server.client().await.expect("connect");
+    let session = common::create_root(&bus).await;
+    // The trace stream as an older `sessionbus setup` made it.
+    let js = async_nats::jetstream::new(watcher.clone());
+    let mut config = js.get_stream(TRACE_STREAM).await.expect("stream").info().await.expect("info").config.clone();
+    assert!(config.allow_batch_publish, "setup lets the trace stream take fast batches");
+    config.allow_batch_publish = false;
+    js.update_stream(config).await.expect("turn fast batches off");
+    let mut requests = watch_trace_requests(&watcher, &session).await;
+    let mut inboxes = sessionbus_testkit::subscribe_confirmed(&watcher, "_INBOX.>").await.expect("watch every inbox");
+
+    emit_batch(&bus, &session, 0, 10).await;
+    emit_batch(&bus, &session, 1, 10).await;
+    let per_request = records_per_request(&mut requests, 20).await;
+    let answers = jetstream_answers(&mut inboxes, TRACE_STREAM, Duration::from_millis(300)).await;
+    let refused = answers.iter().filter(|answer| answer["error"]["err_code"] == 10205).count();
+    let acks = answers.iter().filter(|answer| answer["seq"].as_u64().is_some_and(|seq| seq > 0)).count();
+    let first_batch = per_request.iter().find(|records| **records > 1).expect("the client batched some records");
+    assert_eq!(refused, *first_batch, "the first fast batch was refused, message by message");
+    assert_eq!(acks, 20, "then every record was published and acked on its own, and no fast batch was tried again");
+    let expected: Vec<(u64, u64)> = (0..2).flat_map(|emitter| (0..10).map(move |i| (emitter, i))).collect();
+    assert_eq!(stored(&watcher, &session).await, expected, "every record once, in emit order");
+}

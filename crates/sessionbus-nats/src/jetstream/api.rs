@@ -29,6 +29,7 @@ use bytes::Bytes;
 use sessionbus_api::PluginError;
 use sessionbus_api::sync::Backoff;
 
+use super::fast_batch;
 use super::msg_get::{self, Get, REQUEST_DIGEST};
 
 /// `Nats-Expected-Last-Subject-Sequence-Subject`: the subject (may be a wildcard) whose
@@ -71,6 +72,9 @@ pub(crate) enum JsErrorKind {
     },
     /// The message id was already used by a write for a request with another body.
     ReusedRequestId,
+    /// 10205 / 10211: the stream does not take fast batches (set up before they were
+    /// used), or too many are in flight; publish the messages one by one instead.
+    BatchRefused,
     /// Any other failure (its source says which).
     Other,
 }
@@ -92,6 +96,7 @@ impl std::fmt::Display for JsErrorKind {
             JsErrorKind::TimedOut => write!(f, "timed out"),
             JsErrorKind::TooLarge { size, limit } => write!(f, "a message of {size} bytes (the limit is {limit})"),
             JsErrorKind::ReusedRequestId => write!(f, "a message id reused for another request body"),
+            JsErrorKind::BatchRefused => write!(f, "the stream refused a fast batch"),
             JsErrorKind::Other => write!(f, "JetStream request failed"),
         }
     }
@@ -378,22 +383,7 @@ impl JetStreamApi {
     /// the leader is up. Resending is safe: on a replicated stream the message id wins
     /// over the condition (a duplicate ack with the first sequence).
     pub(crate) async fn publish(&self, write: &Write) -> Result<Ack, JsError> {
-        let electing = std::sync::atomic::AtomicBool::new(false);
-        let ack = self
-            .retrying(|| async {
-                let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
-                    tokio::time::timeout(RESEND_EVERY, self.publish_once(write))
-                        .await
-                        .unwrap_or_else(|elapsed| Err(JsError::with_source(JsErrorKind::TimedOut, elapsed)))
-                } else {
-                    self.publish_once(write).await
-                };
-                if matches!(&result, Err(err) if err.is_transient()) {
-                    electing.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                result
-            })
-            .await?;
+        let ack = self.resending(|| self.publish_once(write)).await?;
         // A duplicate: the id was stored before. A retry of the same request is answered
         // like the first call; the same id for another body is refused.
         if ack.duplicate && write.digest.is_some() {
@@ -405,6 +395,31 @@ impl JetStreamApi {
         Ok(ack)
     }
 
+    /// Runs `attempt` until it succeeds, retrying transient failures; once one has
+    /// failed transiently (a leader election), each further attempt waits at most
+    /// [`RESEND_EVERY`] for its answer (see [`JetStreamApi::publish`]).
+    async fn resending<T, F, Fut>(&self, attempt: F) -> Result<T, JsError>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T, JsError>>,
+    {
+        let electing = std::sync::atomic::AtomicBool::new(false);
+        self.retrying(|| async {
+            let result = if electing.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::timeout(RESEND_EVERY, attempt())
+                    .await
+                    .unwrap_or_else(|elapsed| Err(JsError::with_source(JsErrorKind::TimedOut, elapsed)))
+            } else {
+                attempt().await
+            };
+            if matches!(&result, Err(err) if err.is_transient()) {
+                electing.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            result
+        })
+        .await
+    }
+
     /// Publishes `writes` pipelined: all are sent at once, in order, and their acks
     /// awaited together; each is retried like [`JetStreamApi::publish`] (same message
     /// id, so a retry stores it once). The first error when any failed (the others may
@@ -414,6 +429,72 @@ impl JetStreamApi {
         // first poll; started in order, they leave in order.
         let acks = crate::trace_batch::join_started_in_order(writes.iter().map(|write| self.publish(write))).await;
         acks.into_iter().find_map(Result::err).map_or(Ok(()), Err)
+    }
+
+    /// Publishes `writes` (on one stream that allows fast batches) as one fast batch and
+    /// waits for the server's single answer that all are stored; a failed batch is sent
+    /// again as a new one, as [`JetStreamApi::publish`] resends (message ids keep each
+    /// write stored once). `BatchRefused` when the stream takes no fast batch now.
+    pub(crate) async fn publish_fast_batch(&self, writes: &[Write]) -> Result<(), JsError> {
+        match writes {
+            [] => Ok(()),
+            [write] => self.publish(write).await.map(drop),
+            writes => {
+                let resent =
+                    self.resending(|| traced("fast batch", &writes[0].subject, self.fast_batch_once(writes))).await?;
+                // A resend: its first write, published alone, is a duplicate whose stored
+                // body `publish` compares (the same id for another body is refused).
+                if resent { self.publish(&writes[0]).await.map(drop) } else { Ok(()) }
+            }
+        }
+    }
+
+    /// One attempt of [`JetStreamApi::publish_fast_batch`]: its answers come on an inbox
+    /// of its own, subscribed before the first message leaves (same connection, so the
+    /// server has the subscription first).
+    /// True when every write was a duplicate of a stored one.
+    async fn fast_batch_once(&self, writes: &[Write]) -> Result<bool, JsError> {
+        let batch_id = uuid::Uuid::new_v4().simple().to_string();
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(format!("{inbox}.>"))
+            .await
+            .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
+        for (index, write) in writes.iter().enumerate() {
+            let message = write.message().outbound_message(write.subject.clone());
+            let reply = fast_batch::reply_subject(&inbox, &batch_id, index + 1, writes.len());
+            self.client
+                .publish_with_reply_and_headers(
+                    message.subject,
+                    reply,
+                    message.headers.unwrap_or_default(),
+                    message.payload,
+                )
+                .await
+                .map_err(|err| JsError::with_source(JsErrorKind::Other, err))?;
+        }
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        loop {
+            let answer = match tokio::time::timeout_at(deadline, futures::StreamExt::next(&mut answers)).await {
+                Ok(Some(answer)) => answer,
+                Ok(None) => return Err(JsError::with_source(JsErrorKind::Other, "the answer inbox closed")),
+                Err(_) => return Err(JsError::new(JsErrorKind::TimedOut)),
+            };
+            match fast_batch::read_answer(&answer.payload, &batch_id, writes.len()) {
+                fast_batch::Answer::Progress => {}
+                fast_batch::Answer::Committed { resent } => return Ok(resent),
+                fast_batch::Answer::Failed(err) => {
+                    return Err(match err.kind() {
+                        JsErrorKind::TooLarge { .. } => {
+                            let largest = writes.iter().max_by_key(|write| write.payload.len()).unwrap_or(&writes[0]);
+                            JsError::new(self.sized(err.kind(), largest))
+                        }
+                        _ => err,
+                    });
+                }
+            }
+        }
     }
 
     /// Publishes `writes` as one atomic batch: all stored or none. No retry: a failed

@@ -111,6 +111,7 @@ pub async fn ensure_layout(
             max_age: config.trace_max_age,
             duplicate_window: Duration::from_secs(120),
             allow_direct: true,
+            allow_batch_publish: true,
             republish: republish(subjects.republish_trace()),
             ..Default::default()
         })

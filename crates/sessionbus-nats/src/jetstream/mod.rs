@@ -18,6 +18,7 @@ mod api;
 mod batch_read;
 mod cancels;
 mod exporter;
+mod fast_batch;
 mod history;
 mod layout;
 mod lease_watch;
@@ -145,6 +146,9 @@ struct Inner {
     running: Arc<cancels::RunningTurns>,
     /// The task watching cancel requests; ends with the host.
     cancel_watch: tokio::task::AbortHandle,
+    /// When the trace stream last refused a fast batch: for a while after, trace records
+    /// are published one by one without asking again.
+    fast_batch_refused: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 impl Drop for Inner {
@@ -202,6 +206,7 @@ impl JetStreamHost {
                 max_payload,
                 running,
                 cancel_watch,
+                fast_batch_refused: std::sync::Mutex::new(None),
                 holder: config.lease_holder.clone(),
                 executor,
                 config,
