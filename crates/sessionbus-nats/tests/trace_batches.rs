@@ -101,13 +101,20 @@ async fn records_per_request(watched: &mut async_nats::Subscriber, total: usize)
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn records_of_one_session_are_stored_in_emit_order_under_concurrent_emits() {
+/// A server, a JetStream worker, a bus client, a second connection to watch with, and a
+/// new session.
+async fn started() -> (sessionbus_testkit::NatsServer, sessionbus_nats::Worker, BusClient, async_nats::Client, String) {
     let server = common::server();
-    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
+    let worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let bus = common::client_on(&server).await;
     let watcher = server.client().await.expect("connect");
     let session = common::create_root(&bus).await;
+    (server, worker, bus, watcher, session)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_of_one_session_are_stored_in_emit_order_under_concurrent_emits() {
+    let (_server, _worker, bus, watcher, session) = started().await;
     let mut requests = watch_trace_requests(&watcher, &session).await;
 
     // Emitters 0..8 each emit 40 records one after another (each awaited); emitter 8
@@ -330,11 +337,7 @@ async fn emit_batch(bus: &BusClient, session: &str, emitter: usize, records: usi
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_trace_records_is_stored_with_one_jetstream_answer_not_one_per_record() {
-    let server = common::server();
-    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
-    let bus = common::client_on(&server).await;
-    let watcher = server.client().await.expect("connect");
-    let session = common::create_root(&bus).await;
+    let (_server, _worker, bus, watcher, session) = started().await;
     let mut requests = watch_trace_requests(&watcher, &session).await;
     let mut inboxes = sessionbus_testkit::subscribe_confirmed(&watcher, "_INBOX.>").await.expect("watch every inbox");
 
@@ -352,11 +355,7 @@ async fn a_batch_of_trace_records_is_stored_with_one_jetstream_answer_not_one_pe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_stored_one_by_one_on_a_trace_stream_set_up_before_fast_batches() {
-    let server = common::server();
-    let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
-    let bus = common::client_on(&server).await;
-    let watcher = server.client().await.expect("connect");
-    let session = common::create_root(&bus).await;
+    let (_server, _worker, bus, watcher, session) = started().await;
     // The trace stream as an older `sessionbus setup` made it.
     let js = async_nats::jetstream::new(watcher.clone());
     let mut config = js.get_stream(TRACE_STREAM).await.expect("stream").info().await.expect("info").config.clone();

@@ -107,23 +107,20 @@ pub enum SeedMode {
     Host,
 }
 
-/// Creates sessions `range` with a tool state, three nodes and one turn.
-pub(super) async fn seed(
-    host: &JetStreamHost,
-    range: std::ops::Range<usize>,
-    bar: &indicatif::ProgressBar,
-) -> Result<(), String> {
-    let one = |i: usize| async move {
-        let session = session_id(i);
-        host.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
-        host.apply_tool_state(&session, tools(4)).await.map_err(failed("tools"))?;
-        for node in 0..3 {
-            host.append_session_nodes(&session, one_message(format!("node {node}"))).await.map_err(failed("append"))?;
+/// Runs `write` for every session number in `range`, [`SEED_IN_FLIGHT`] at a time,
+/// counting each written session on `bar`.
+async fn seed_each<F, Fut>(range: std::ops::Range<usize>, bar: &indicatif::ProgressBar, write: F) -> Result<(), String>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let one = |i: usize| {
+        let written = write(i);
+        async move {
+            written.await?;
+            bar.inc(1);
+            Ok::<_, String>(())
         }
-        let turn = SessionTurnRequest::for_turn(&session, "seed", TurnInput::text("hello")).map_err(failed("turn"))?;
-        host.start_turn(turn).await.map_err(failed("turn"))?;
-        bar.inc(1);
-        Ok::<_, String>(())
     };
     let mut writes = futures::stream::iter(range).map(one).buffer_unordered(SEED_IN_FLIGHT);
     while let Some(written) = writes.next().await {
@@ -132,23 +129,34 @@ pub(super) async fn seed(
     Ok(())
 }
 
-/// Writes sessions `range` as copies of `template`, `SEED_IN_FLIGHT` sessions at a time.
+/// Creates sessions `range` with a tool state, three nodes and one turn.
+pub(super) async fn seed(
+    host: &JetStreamHost,
+    range: std::ops::Range<usize>,
+    bar: &indicatif::ProgressBar,
+) -> Result<(), String> {
+    seed_each(range, bar, |i: usize| async move {
+        let session = session_id(i);
+        host.create_session(SessionCreateRequest::root(Some(session.clone()))).await.map_err(failed("create"))?;
+        host.apply_tool_state(&session, tools(4)).await.map_err(failed("tools"))?;
+        for node in 0..3 {
+            host.append_session_nodes(&session, one_message(format!("node {node}"))).await.map_err(failed("append"))?;
+        }
+        let turn = SessionTurnRequest::for_turn(&session, "seed", TurnInput::text("hello")).map_err(failed("turn"))?;
+        host.start_turn(turn).await.map_err(failed("turn"))?;
+        Ok(())
+    })
+    .await
+}
+
+/// Writes sessions `range` as copies of `template`.
 async fn seed_copies(
     js: &async_nats::jetstream::Context,
     template: &Template,
     range: std::ops::Range<usize>,
     bar: &indicatif::ProgressBar,
 ) -> Result<(), String> {
-    let one = |i: usize| async move {
-        template.copy_as(js, &session_id(i)).await?;
-        bar.inc(1);
-        Ok::<_, String>(())
-    };
-    let mut writes = futures::stream::iter(range).map(one).buffer_unordered(SEED_IN_FLIGHT);
-    while let Some(written) = writes.next().await {
-        written?;
-    }
-    Ok(())
+    seed_each(range, bar, |i: usize| async move { template.copy_as(js, &session_id(i)).await }).await
 }
 
 /// The p50 of `calls` calls of each op, on sessions `pick` chooses.
