@@ -454,30 +454,39 @@ impl JetStreamHost {
         };
         let view_lock = self.inner.views.get(token);
         let mut view = view_lock.lock().await;
-        for _ in 0..DECISION_ROUNDS {
-            // The meta as the leader has it now, and its sequence: the commit is
-            // conditioned on it, so a write to the meta since (another turn's commit
-            // read before this lease was taken, a close) is never overwritten.
-            let (meta_seq, mut meta) = decoded::<MetaRecord>(
-                "meta",
-                self.inner
-                    .api
-                    .last(STATE_STREAM, &subjects.meta(token))
-                    .await
-                    .map_err(|e| e.into_plugin("reading a meta"))?,
-            )?
-            .ok_or_else(|| {
-                PluginError::Session(format!("the meta of a session with a running turn `{turn_id}` is missing"))
-            })?;
+        for round in 0..DECISION_ROUNDS {
+            // The commit is conditioned on the meta's and the graph's sequences, so a
+            // write to either since (another turn's commit read before this lease was
+            // taken, a close, an append) is never overwritten. The first round takes
+            // them from the session's view, which the turn's snapshot brought up to date
+            // under this lease; a write since refuses the batch, and every later round
+            // reads them from the leader.
+            let cached_meta = view.meta.clone().filter(|_| round == 0 && view.loaded);
+            let from_view = cached_meta.is_some();
+            let (meta_seq, mut meta) = match cached_meta {
+                Some(cached) => cached,
+                None => decoded::<MetaRecord>(
+                    "meta",
+                    self.inner
+                        .api
+                        .last(STATE_STREAM, &subjects.meta(token))
+                        .await
+                        .map_err(|e| e.into_plugin("reading a meta"))?,
+                )?
+                .ok_or_else(|| {
+                    PluginError::Session(format!("the meta of a session with a running turn `{turn_id}` is missing"))
+                })?,
+            };
             meta.turn_index += 1;
             meta.token_usage.add(&output.token_usage);
             apply_meta_changes(&mut meta, &output.changes, tool_state_generation);
-            if let Some(last) = self
-                .inner
-                .api
-                .last(STATE_STREAM, &subjects.graph(token))
-                .await
-                .map_err(|e| e.into_plugin("reading a graph"))?
+            if !from_view
+                && let Some(last) = self
+                    .inner
+                    .api
+                    .last(STATE_STREAM, &subjects.graph(token))
+                    .await
+                    .map_err(|e| e.into_plugin("reading a graph"))?
             {
                 self.catch_up_graph(token, &mut view, last).await?;
             }
