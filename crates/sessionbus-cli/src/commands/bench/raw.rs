@@ -32,7 +32,15 @@ impl Raw {
             }
         });
         let raw = Self { client, echo_subject };
-        raw.echo(Bytes::from_static(b"{}")).await?;
+        // On a cluster the responder's interest reaches the client's node over a route a
+        // moment later ("no responders" until then): the first echo is retried for a while.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while let Err(error) = raw.echo(Bytes::from_static(b"{}")).await {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(error);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         Ok(raw)
     }
 
