@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use sessionbus_api::{AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _};
 use sessionbus_api::{SessionStateService as _, TurnInput};
 use sessionbus_testkit::subscribe_confirmed;
@@ -16,12 +15,10 @@ use sessionbus_testkit::subscribe_confirmed;
 /// The JetStream API requests `sniffer` receives until it has been quiet for 500 ms,
 /// counted by subject with the stream name cut off.
 async fn requests(sniffer: &mut async_nats::Subscriber) -> BTreeMap<String, usize> {
-    let mut seen = BTreeMap::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), sniffer.next()).await {
-        let kind = message.subject.rsplit_once('.').map_or(message.subject.as_str(), |(kind, _)| kind);
-        *seen.entry(kind.to_owned()).or_insert(0) += 1;
-    }
-    seen
+    common::count_until_quiet(sniffer, |message| {
+        message.subject.rsplit_once('.').map_or(message.subject.as_str(), |(kind, _)| kind).to_owned()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use sessionbus_api::{
     AppendSessionNodesRequest, EchoExecutor, PluginError, SessionAppendNode, SessionGraphService as _,
     SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnContext, TurnExecutor, TurnInput,
@@ -19,16 +18,14 @@ use sessionbus_testkit::subscribe_confirmed;
 use tokio::sync::Notify;
 
 /// The leader reads (`STREAM.MSG.GET`) `sniffer` sees until it has been quiet for
-/// 500 ms, by the subject each asked for.
+/// 500 ms, by the last token of the subject each asked for.
 async fn leader_reads(sniffer: &mut async_nats::Subscriber) -> BTreeMap<String, usize> {
-    let mut reads = BTreeMap::new();
-    while let Ok(Some(message)) = tokio::time::timeout(Duration::from_millis(500), sniffer.next()).await {
+    common::count_until_quiet(sniffer, |message| {
         let request: serde_json::Value = serde_json::from_slice(&message.payload).expect("a JSON read request");
         let subject = request["last_by_subj"].as_str().or(request["next_by_subj"].as_str()).unwrap_or("?");
-        let kind = subject.rsplit('.').next().unwrap_or(subject).to_owned();
-        *reads.entry(kind).or_insert(0) += 1;
-    }
-    reads
+        subject.rsplit('.').next().unwrap_or(subject).to_owned()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

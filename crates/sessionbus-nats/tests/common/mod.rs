@@ -125,6 +125,21 @@ impl<H: Bindable> SessionHistoryService for Kept<H> {
     }
 }
 
+/// The messages `sniffer` receives until it has been quiet for 500 ms, counted by what
+/// `key` says each one is.
+pub async fn count_until_quiet(
+    sniffer: &mut async_nats::Subscriber,
+    key: impl Fn(&async_nats::Message) -> String,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    while let Ok(Some(message)) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), futures::StreamExt::next(sniffer)).await
+    {
+        *counts.entry(key(&message)).or_insert(0) += 1;
+    }
+    counts
+}
+
 pub fn server() -> NatsServer {
     NatsServer::start().expect("start nats-server")
 }
