@@ -449,10 +449,10 @@ impl JetStreamApi {
         }
     }
 
-    /// One attempt of [`JetStreamApi::publish_fast_batch`]: its answers come on an inbox
-    /// of its own, subscribed before the first message leaves (same connection, so the
-    /// server has the subscription first).
-    /// True when every write was a duplicate of a stored one.
+    /// One attempt of [`JetStreamApi::publish_fast_batch`]; `true` when every write was a
+    /// duplicate of a stored one. Its answers come on an inbox of its own, subscribed
+    /// before the first message leaves (same connection, so the server has the
+    /// subscription first).
     async fn fast_batch_once(&self, writes: &[Write]) -> Result<bool, JsError> {
         let batch_id = uuid::Uuid::new_v4().simple().to_string();
         let inbox = self.client.new_inbox();
