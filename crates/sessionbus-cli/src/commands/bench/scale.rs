@@ -201,6 +201,35 @@ async fn settled_rss_mib(server: &NatsServer, settle: Duration) -> Option<f64> {
     Some(rss_mib(server.pid()))
 }
 
+/// What a process has read so far, from `/proc/<pid>/io`: through `read()` and the like
+/// (`rchar`, page cache included) and from storage (`read_bytes`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct ReadBytes {
+    through_read: u64,
+    from_disk: u64,
+}
+
+impl ReadBytes {
+    /// Reads `pid`'s counters; zero where `/proc` does not say.
+    fn of(pid: Option<u32>) -> Self {
+        pid.and_then(|pid| std::fs::read_to_string(format!("/proc/{pid}/io")).ok())
+            .map_or_else(Self::default, |text| Self::parse(&text))
+    }
+
+    fn parse(text: &str) -> Self {
+        let field =
+            |name: &str| text.lines().find_map(|line| line.strip_prefix(name)?.trim().parse().ok()).unwrap_or_default();
+        Self { through_read: field("rchar:"), from_disk: field("read_bytes:") }
+    }
+
+    fn since(self, before: Self) -> Self {
+        Self {
+            through_read: self.through_read.saturating_sub(before.through_read),
+            from_disk: self.from_disk.saturating_sub(before.from_disk),
+        }
+    }
+}
+
 fn rss_mib(pid: Option<u32>) -> f64 {
     pid.and_then(sessionbus_launch::rss_kib).unwrap_or(0) as f64 / 1024.0
 }
@@ -289,7 +318,9 @@ async fn measure(
     let seed_s = seeding.elapsed().as_secs_f64();
     bar.set_message("measuring");
     let before_cold = cache_stats(&setup_client).await?;
+    let read_before_cold = ReadBytes::of(server.pid());
     let cold = p50s(&client, calls, || uniform(sessions)).await?;
+    let cold_reads = ReadBytes::of(server.pid()).since(read_before_cold);
     let after_cold = cache_stats(&setup_client).await?;
     let hot_set: Vec<usize> = (0..HOT).map(|_| uniform(sessions)).collect();
     p50s(&client, HOT, || hot_set[uniform(HOT)]).await?;
@@ -331,6 +362,8 @@ async fn measure(
             "rss_bytes_per_session_settled":
                 server_mib_settled.map(|settled| (settled - server_mib_few) * 1024.0 * 1024.0 / grown),
             "disk_bytes": disk, "disk_bytes_per_session": (disk.saturating_sub(disk_few)) as f64 / grown,
+            "cold_phase_read_bytes": cold_reads.through_read, "cold_phase_read_bytes_from_disk": cold_reads.from_disk,
+            "read_bytes_per_cold_call": cold_reads.through_read as f64 / (calls * Op::ALL.len()) as f64,
         },
         "worker_rss_mib": worker_mib,
         "worker_cache": {
@@ -420,6 +453,16 @@ fn print(report: &Value) {
         format!("{:.0} B/session", server["disk_bytes_per_session"].as_f64().unwrap_or(0.0)),
     ]);
     others.add_row(vec![
+        "nats-server reads in the cold phase (page cache included; from disk)".to_owned(),
+        "-".to_owned(),
+        format!(
+            "{:.2} GB; {:.1} MB",
+            server["cold_phase_read_bytes"].as_f64().unwrap_or(0.0) / 1e9,
+            server["cold_phase_read_bytes_from_disk"].as_f64().unwrap_or(0.0) / 1e6
+        ),
+        format!("{:.0} B/call", server["read_bytes_per_cold_call"].as_f64().unwrap_or(0.0)),
+    ]);
+    others.add_row(vec![
         "worker RSS (MiB, default settings)".to_owned(),
         "-".to_owned(),
         ms(&report["worker_rss_mib"]),
@@ -436,4 +479,27 @@ fn print(report: &Value) {
         ]);
     }
     println!("{others}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_bytes_come_from_the_rchar_and_read_bytes_lines_of_proc_io() {
+        let io = "rchar: 9363269048\nwchar: 12\nsyscr: 5\nsyscw: 6\nread_bytes: 34430976\nwrite_bytes: 7\n";
+        let read = ReadBytes::parse(io);
+        assert_eq!(read, ReadBytes { through_read: 9_363_269_048, from_disk: 34_430_976 });
+        let later = ReadBytes { through_read: 9_363_269_148, from_disk: 34_430_976 };
+        assert_eq!(later.since(read), ReadBytes { through_read: 100, from_disk: 0 });
+        assert_eq!(ReadBytes::parse("garbage"), ReadBytes::default());
+    }
+
+    #[test]
+    fn this_process_reading_a_file_shows_in_its_counters() {
+        let before = ReadBytes::of(Some(std::process::id()));
+        let text = std::fs::read_to_string("/proc/self/status").expect("/proc is readable on Linux");
+        let after = ReadBytes::of(Some(std::process::id()));
+        assert!(after.since(before).through_read >= text.len() as u64, "{before:?} -> {after:?}");
+    }
 }
