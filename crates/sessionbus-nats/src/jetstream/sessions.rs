@@ -17,11 +17,11 @@ use super::layout::{STATE_STREAM, TRACE_STREAM};
 use super::records::{GraphRecord, LeaseRecord, MetaRecord, chunk_nodes, decode, encode};
 use super::view::SessionView;
 use crate::request_context::current_request_id;
+use crate::subjects::session_token;
 use sessionbus_api::sync::lock;
 
 /// How long trace records skip fast batches after the trace stream refused one.
 const FAST_BATCH_PAUSE: std::time::Duration = std::time::Duration::from_secs(60);
-use crate::subjects::session_token;
 
 /// How many times an append re-reads and retries after losing a race.
 const APPEND_ATTEMPTS: usize = 200;
@@ -525,22 +525,21 @@ impl JetStreamHost {
     /// then, and for [`FAST_BATCH_PAUSE`] after, they go pipelined (sent in order, one
     /// ack each, awaited together).
     pub(super) async fn store_traces(&self, writes: &[Write]) -> Result<(), PluginError> {
-        let refused = || lock(&self.inner.fast_batch_refused).is_some_and(|at| at.elapsed() < FAST_BATCH_PAUSE);
-        if refused() {
-            return self.inner.api.publish_pipelined(writes).await.map_err(js("storing trace records"));
-        }
-        match self.inner.api.publish_fast_batch(writes).await {
-            Err(err) if err.kind() == JsErrorKind::BatchRefused => {
-                *lock(&self.inner.fast_batch_refused) = Some(std::time::Instant::now());
-                tracing::warn!(
-                    "the {TRACE_STREAM} stream refused a fast batch ({err}); trace records go one by one for the \
-                     next {} s. If this repeats, run `sessionbus setup` once: it lets the stream take fast batches",
-                    FAST_BATCH_PAUSE.as_secs()
-                );
-                self.inner.api.publish_pipelined(writes).await
+        let paused = lock(&self.inner.fast_batch_refused).is_some_and(|at| at.elapsed() < FAST_BATCH_PAUSE);
+        if !paused {
+            match self.inner.api.publish_fast_batch(writes).await {
+                Err(err) if err.kind() == JsErrorKind::BatchRefused => {
+                    *lock(&self.inner.fast_batch_refused) = Some(std::time::Instant::now());
+                    tracing::warn!(
+                        "the {TRACE_STREAM} stream refused a fast batch ({err}); trace records go one by one for \
+                         the next {} s. If this repeats, run `sessionbus setup` once: it lets the stream take fast \
+                         batches",
+                        FAST_BATCH_PAUSE.as_secs()
+                    );
+                }
+                stored => return stored.map_err(js("storing trace records")),
             }
-            stored => stored,
         }
-        .map_err(js("storing trace records"))
+        self.inner.api.publish_pipelined(writes).await.map_err(js("storing trace records"))
     }
 }
