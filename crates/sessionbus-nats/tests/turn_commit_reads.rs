@@ -1,7 +1,8 @@
-//! A turn's commit is conditioned on the meta and graph its snapshot read (the session's
-//! view, current under the turn's lease), so it reads neither again before committing;
-//! a write that lands while the turn runs refuses that first batch, and the commit then
-//! reads the leader and keeps the write.
+//! A turn decides, takes its lease and commits on the worker's view of the session,
+//! whose meta, lease and graph its own writes keep current (decision 0027): a warm turn
+//! reads only its ledger and cancel request from the leader. A write from elsewhere
+//! refuses the write conditioned on the stale view, and the turn re-reads and keeps it;
+//! a refusal is answered only on a view the leader confirms current.
 
 mod common;
 
@@ -29,7 +30,7 @@ async fn leader_reads(sniffer: &mut async_nats::Subscriber) -> BTreeMap<String, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_turn_commits_on_what_its_snapshot_read_without_reading_meta_and_graph_again() {
+async fn a_warm_turn_reads_only_its_ledger_and_cancel_request_from_the_leader() {
     let server = common::server();
     let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let bus = common::client_on(&server).await;
@@ -41,22 +42,90 @@ async fn a_turn_commits_on_what_its_snapshot_read_without_reading_meta_and_graph
 
     bus.start_turn(turn("measured")).await.expect("the second turn");
     let reads = leader_reads(&mut sniffer).await;
-    // Before the lease: meta, lease and ledger. Under it, the snapshot: the session's
-    // last sequence, then meta, lease and graph (the lease and ledger writes moved it).
-    assert_eq!(reads.get("meta"), Some(&2), "{reads:?}");
-    assert_eq!(reads.get("graph"), Some(&1), "{reads:?}");
-    assert_eq!(reads.values().sum::<usize>(), 8, "{reads:?}");
+    // The worker's view of the session is current after the first turn's commit, and
+    // the lease and ledger writes keep it so: the meta, lease and graph come from it.
+    // The turn's own ledger and cancel request are not in the view.
+    assert_eq!(reads.get("measured"), Some(&2), "the ledger and the cancel request: {reads:?}");
+    assert_eq!(reads.values().sum::<usize>(), 2, "{reads:?}");
 }
 
-/// Says it started, then waits to be released before it echoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_started_on_a_stale_view_sees_what_another_host_wrote_since() {
+    let server = common::server();
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::clone(&seen) };
+    let host = common::jetstream_host_on(&server, Arc::new(executor)).await;
+    let other = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
+    let session = common::create_root(&host).await;
+    release.notify_one();
+    host.start_turn(SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("one")).expect("a turn"))
+        .await
+        .expect("the first turn, which leaves the host's view current");
+    let append = AppendSessionNodesRequest {
+        nodes: vec![SessionAppendNode::message("User", "written by another host")],
+        requires_ancestor_node_id: None,
+    };
+    other.append_session_nodes(&session, append).await.expect("an append from another host");
+
+    release.notify_one();
+    host.start_turn(SessionTurnRequest::for_turn(&session, "t2", TurnInput::text("two")).expect("a turn"))
+        .await
+        .expect("the second turn");
+    let seen = seen.lock().expect("lock").clone();
+    assert!(
+        seen.last().is_some_and(|nodes| nodes.iter().any(|text| text.contains("written by another host"))),
+        "the second turn's snapshot holds the other host's append: {seen:?}"
+    );
+    let snapshot = host.snapshot_session(&session).await.expect("snapshot");
+    let nodes = &snapshot.session_graph.nodes;
+    for pair in nodes.windows(2) {
+        assert_eq!(pair[1].parent_node_id.as_deref(), Some(pair[0].node_id.as_str()), "one chain: {nodes:?}");
+    }
+    assert_eq!(snapshot.turn_index, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_is_not_refused_for_a_turn_that_ended_after_this_host_last_looked() {
+    let server = common::server();
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::default() };
+    let runner = common::jetstream_host_on(&server, Arc::new(executor)).await;
+    let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
+    let session = common::create_root(&host).await;
+    let running = tokio::spawn({
+        let (runner, session) = (runner.clone(), session.clone());
+        async move {
+            runner
+                .start_turn(SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("one")).expect("a turn"))
+                .await
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the first turn starts");
+    // This host's view now holds the first turn's lease, alive.
+    host.snapshot_session(&session).await.expect("snapshot while the first turn runs");
+    release.notify_one();
+    running.await.expect("the first turn's task").expect("the first turn commits");
+
+    host.start_turn(SessionTurnRequest::for_turn(&session, "t2", TurnInput::text("two")).expect("a turn"))
+        .await
+        .expect("the second turn runs: the first one's lease is free");
+    assert_eq!(host.snapshot_session(&session).await.expect("snapshot").turn_index, 2);
+}
+
+/// Says it started, keeps the text of the nodes its snapshot holds, then waits to be
+/// released before it echoes.
 struct Gated {
     started: Arc<Notify>,
     release: Arc<Notify>,
+    seen: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
 }
 
 #[async_trait::async_trait]
 impl TurnExecutor for Gated {
     async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
+        let nodes = context.snapshot.session_graph.nodes.iter().map(|node| format!("{node:?}")).collect();
+        self.seen.lock().expect("lock").push(nodes);
         self.started.notify_one();
         self.release.notified().await;
         EchoExecutor.run(context).await
@@ -67,7 +136,7 @@ impl TurnExecutor for Gated {
 async fn an_append_that_lands_while_a_turn_runs_is_kept_and_the_turn_commits_after_it() {
     let server = common::server();
     let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release) };
+    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::default() };
     let _worker = common::serve_jetstream(&server, Arc::new(executor)).await;
     let bus = common::client_on(&server).await;
     let session = common::create_root(&bus).await;

@@ -64,6 +64,23 @@ pub(crate) fn build_nodes(
     (stored, parent)
 }
 
+/// The snapshot `view` holds of `session_id` (unknown when it holds no meta).
+fn snapshot_of(view: &SessionView, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+    let Some((_, meta)) = &view.meta else { return Err(PluginError::unknown_session(session_id)) };
+    let mut snapshot = SessionSnapshot::new(session_id, meta.handle.policy.clone());
+    snapshot.agent_frames = meta.agent_frames.clone();
+    snapshot.current_agent_frame_id = meta.current_agent_frame_id.clone();
+    snapshot.turn_index = meta.turn_index;
+    snapshot.token_usage = meta.token_usage;
+    snapshot.tool_state_generation = meta.tool_state_generation;
+    if let Some(options) = &meta.protocol_turn_options {
+        snapshot.protocol_turn_options = options.clone();
+    }
+    snapshot.extra = meta.snapshot_extra(session_id);
+    snapshot.session_graph = view.graph();
+    Ok(snapshot)
+}
+
 impl JetStreamHost {
     fn payload_limit(&self) -> usize {
         self.max_payload().saturating_sub(HEADER_ROOM)
@@ -81,7 +98,7 @@ impl JetStreamHost {
     }
 
     /// The sequence of the last write to any subject of the session (0 when none).
-    async fn session_seq(&self, token: &str) -> Result<u64, PluginError> {
+    pub(super) async fn session_seq(&self, token: &str) -> Result<u64, PluginError> {
         let subject = self.inner.config.subjects.state_session(token);
         let last = self.inner.api.last(STATE_STREAM, &subject).await.map_err(js("reading a session"))?;
         Ok(last.map_or(0, |m| m.seq))
@@ -93,7 +110,12 @@ impl JetStreamHost {
     /// at once, and when any of them is newer than the session sequence read before
     /// (a write landed between the reads, so one may predate it and another not), the
     /// session sequence is read again and so are they.
-    async fn refresh_from(&self, token: &str, view: &mut SessionView, session_seq: u64) -> Result<(), PluginError> {
+    pub(super) async fn refresh_from(
+        &self,
+        token: &str,
+        view: &mut SessionView,
+        session_seq: u64,
+    ) -> Result<(), PluginError> {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
         let (meta_subject, lease_subject, graph_subject) =
@@ -199,19 +221,24 @@ impl JetStreamHost {
         if !view.loaded || view.session_seq != session_seq {
             self.refresh_from(&token, &mut view, session_seq).await?;
         }
-        let Some((_, meta)) = &view.meta else { return Err(PluginError::unknown_session(session_id)) };
-        let mut snapshot = SessionSnapshot::new(session_id, meta.handle.policy.clone());
-        snapshot.agent_frames = meta.agent_frames.clone();
-        snapshot.current_agent_frame_id = meta.current_agent_frame_id.clone();
-        snapshot.turn_index = meta.turn_index;
-        snapshot.token_usage = meta.token_usage;
-        snapshot.tool_state_generation = meta.tool_state_generation;
-        if let Some(options) = &meta.protocol_turn_options {
-            snapshot.protocol_turn_options = options.clone();
+        snapshot_of(&view, session_id)
+    }
+
+    /// The snapshot of a session whose view this host knew current at `seq` (a turn's,
+    /// right after its lease and ledger writes): answered from the view with no read
+    /// while the view is loaded at `seq` or later, else as [`Self::snapshot`]. The view
+    /// only advances through leader reads and writes conditioned on it, so it is the
+    /// session as of some point at or after `seq`.
+    pub(super) async fn snapshot_at_least(&self, session_id: &str, seq: u64) -> Result<SessionSnapshot, PluginError> {
+        let token = session_token(session_id)?;
+        {
+            let view_lock = self.inner.views.get(&token);
+            let view = view_lock.lock().await;
+            if view.loaded && view.session_seq >= seq {
+                return snapshot_of(&view, session_id);
+            }
         }
-        snapshot.extra = meta.snapshot_extra(session_id);
-        snapshot.session_graph = view.graph();
-        Ok(snapshot)
+        self.snapshot(session_id).await
     }
 
     /// `append_session_nodes`.

@@ -1,15 +1,21 @@
 //! Turns: at most one running turn per session across the cluster, through the lease.
 //!
-//! - start: the lease is written conditioned on the lease sequence read, then the
-//!   ledger's `running` record conditioned on the ledger sequence read;
-//! - while the executor runs, the lease is renewed with the same condition; a renewal
-//!   that fails means another worker took the turn over: the run stops, uncommitted;
+//! - start: decided on the worker's view of the session (its meta and lease) and the
+//!   turn's ledger read from the leader. The lease is written only if nothing was
+//!   written to the session since the view's sequence (`<sid>.>`), then the ledger's
+//!   `running` record only if nothing was since the lease, which keeps the view current
+//!   for the turn's snapshot. A stale view makes the lease write fail and the view be
+//!   read again; a refusal (unknown, closed, another turn runs) writes nothing, so it is
+//!   answered only on a view the leader confirms current (decision 0027);
+//! - while the executor runs, the lease is renewed, conditioned on its own last
+//!   sequence; a renewal that fails means another worker took the turn over: the run
+//!   stops, uncommitted;
 //! - commit: one atomic batch releases the lease (conditioned on the sequence held),
 //!   appends the turn's graph record (conditioned on the graph), writes the ledger's
-//!   `completed` record and the new meta (conditioned on the meta it was computed from,
-//!   read after the lease was taken). All visible or none; a fenced worker's commit is
-//!   refused as a whole, and no other write to the meta (a racing commit, a close) is
-//!   ever overwritten.
+//!   `completed` record and the new meta (conditioned on the meta it was computed from:
+//!   the view's, current under the lease). All visible or none; a fenced worker's commit
+//!   is refused as a whole, and no other write to the meta (a racing commit, a close) is
+//!   ever overwritten. The view is current at the batch afterwards.
 //! - a retry of a running turn id attaches (waits for the ledger); of a completed one
 //!   returns the stored result; a turn whose lease expired is taken over.
 
@@ -33,6 +39,7 @@ use super::trace_sink::HostTraceSink;
 use super::turn_protocol::{
     AfterFailedCommit, CommitRefusal, Observed, StartDecision, decide_after_failed_commit, decide_start,
 };
+use super::view::SessionView;
 use crate::request_context::RequestContext;
 use crate::subjects::{session_token, turn_token};
 
@@ -54,6 +61,8 @@ pub(super) struct TurnState {
 impl TurnState {
     pub(super) fn observed(&self) -> Observed<'_> {
         Observed {
+            // A cancel never takes the lease, so no write is conditioned on this.
+            session_seq: 0,
             session_exists: self.session_exists,
             lease: self.lease.as_ref().map(|(seq, record)| (*seq, record)),
             lease_alive: self.lease_alive,
@@ -119,6 +128,35 @@ impl JetStreamHost {
         Ok(TurnState { session_exists, lease, lease_alive, ledger: decoded("ledger", ledger.map_err(read)?)? })
     }
 
+    /// The turn's ledger, read from the leader after `view` was current (so never older
+    /// than it); a view not loaded is read first, with the ledger read alongside its
+    /// meta, lease and graph once the session's sequence is known.
+    async fn ledger_on_view(
+        &self,
+        token: &str,
+        turn_subject: &str,
+        view: &mut SessionView,
+    ) -> Result<Option<(u64, LedgerRecord)>, PluginError> {
+        let read_ledger = || async {
+            let ledger = self
+                .inner
+                .api
+                .last(STATE_STREAM, turn_subject)
+                .await
+                .map_err(|err| err.into_plugin("reading a turn's ledger"))?;
+            decoded("ledger", ledger)
+        };
+        if view.loaded {
+            return read_ledger().await;
+        }
+        let session_seq = self.session_seq(token).await?;
+        let (refreshed, ledger) = tokio::join!(self.refresh_from(token, view, session_seq), read_ledger());
+        refreshed?;
+        // A write that raced the refresh moved the view past the sequence the ledger
+        // was read after: read the ledger again.
+        if view.session_seq == session_seq { ledger } else { read_ledger().await }
+    }
+
     async fn drive_turn(&self, turn: SessionTurnInput) -> Result<AssembledTurn, PluginError> {
         let session_id = turn.session_id.clone();
         let turn_id = turn.turn_id.clone();
@@ -127,39 +165,77 @@ impl JetStreamHost {
         let turn_subject = self.inner.config.subjects.turn(&token, &turn_key);
         let mut attached: Option<async_nats::Subscriber> = None;
         let mut lost_races = 0;
+        let view_lock = self.inner.views.get(&token);
         while lost_races < DECISION_ROUNDS {
-            let state = self.read_turn_state(&token, &turn_subject).await?;
-            match decide_start(&state.observed(), &turn_id, &turn.input) {
-                StartDecision::UnknownSession => return Err(PluginError::unknown_session(&session_id)),
+            // The session's meta and lease come from its view, the turn's ledger from the
+            // leader (read after the view was current, so never older than it). A lease
+            // taken on a stale view is refused by its condition; a refusal, which writes
+            // nothing, is answered only on a view the leader confirms current.
+            let mut view = view_lock.lock().await;
+            let confirmed = !view.loaded;
+            let ledger = self.ledger_on_view(&token, &turn_subject, &mut view).await?;
+            let lease_alive = match &view.lease {
+                Some((seq, LeaseRecord::Held { ttl_ms, .. })) => self.lease_alive(&token, *seq, *ttl_ms),
+                _ => false,
+            };
+            let observed = Observed {
+                session_seq: view.session_seq,
+                session_exists: view.exists(),
+                lease: view.lease.as_ref().map(|(seq, record)| (*seq, record)),
+                lease_alive,
+                ledger: ledger.as_ref().map(|(seq, record)| (*seq, record)),
+            };
+            let refusal = match decide_start(&observed, &turn_id, &turn.input) {
                 StartDecision::OtherInput => return Err(other_input(&turn_id)),
                 StartDecision::ReturnStored { result, graph_request_id } => {
-                    return self.stored_result(&token, result, graph_request_id).await;
+                    let (result, graph_request_id) = (result.clone(), graph_request_id.to_owned());
+                    drop(view);
+                    return self.stored_result(&token, &result, &graph_request_id).await;
                 }
-                StartDecision::SessionClosed => return Err(PluginError::session_closed(&session_id)),
-                StartDecision::AnotherTurnRuns => {
-                    return Err(PluginError::Conflict(format!("session `{session_id}` already has a running turn")));
+                StartDecision::Wait => {
+                    // The lease is renewed while the turn runs: read it afresh next round.
+                    view.loaded = false;
+                    drop(view);
+                    self.wait_for_ledger(&token, &turn_key, &mut attached).await?;
+                    continue;
                 }
-                StartDecision::Wait => self.wait_for_ledger(&token, &turn_key, &mut attached).await?,
-                StartDecision::Take { lease_seq, ledger_seq } => {
-                    if let Some(held) = self.acquire(&token, &turn_subject, &turn, lease_seq, ledger_seq).await? {
+                StartDecision::Take { session_seq } => {
+                    if let Some(held) = self.acquire(&token, &turn_subject, &turn, session_seq, &mut view).await? {
+                        drop(view);
                         return self.run_and_commit(&token, (&turn_key, &turn_subject), turn, held).await;
                     }
                     lost_races += 1;
+                    continue;
+                }
+                StartDecision::UnknownSession => PluginError::unknown_session(&session_id),
+                StartDecision::SessionClosed => PluginError::session_closed(&session_id),
+                StartDecision::AnotherTurnRuns => {
+                    PluginError::Conflict(format!("session `{session_id}` already has a running turn"))
+                }
+            };
+            if !confirmed {
+                let current = self.session_seq(&token).await?;
+                if current != view.session_seq {
+                    view.loaded = false;
+                    continue;
                 }
             }
+            return Err(refusal);
         }
         Err(PluginError::Conflict(format!("turn `{turn_id}` kept losing races for the session's lease; retry later")))
     }
 
-    /// Takes the lease and marks the turn running, as one batch. `None` when another
-    /// writer got there first (the caller re-reads and decides again).
+    /// Takes the lease if nothing was written to the session since `session_seq`, then
+    /// marks the turn running if nothing was written since the lease; both land on the
+    /// session `view` holds, which they keep current. `None` when another writer got
+    /// there first (the view is marked stale, and the caller decides again).
     async fn acquire(
         &self,
         token: &str,
         turn_subject: &str,
         turn: &SessionTurnInput,
-        lease_seq: u64,
-        ledger_seq: u64,
+        session_seq: u64,
+        view: &mut SessionView,
     ) -> Result<Option<HeldLease>, PluginError> {
         let run_id = uuid::Uuid::new_v4().to_string();
         let subjects = &self.inner.config.subjects;
@@ -180,8 +256,10 @@ impl JetStreamHost {
         // Two conditional writes, not a batch (an atomic batch costs several ms on the
         // server; only the commit needs one). The lease comes first: a crash between the
         // two leaves a lease that expires, and a retry of this turn waits for it.
+        let session = subjects.state_session(token);
         let lease_write = Write::latest(subjects.lease(token), encode(&lease)?, format!("{run_id}/0"))
-            .if_last_sequence(lease_seq, None);
+            .if_last_sequence(session_seq, Some(session.clone()));
+        view.loaded = false;
         let lease_seq = match self.inner.api.publish(&lease_write).await {
             Ok(ack) => ack.sequence,
             Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::InFlight) => {
@@ -191,9 +269,16 @@ impl JetStreamHost {
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
         let ledger_write = Write::latest(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
-            .if_last_sequence(ledger_seq, None);
+            .if_last_sequence(lease_seq, Some(session));
         match self.inner.api.publish(&ledger_write).await {
-            Ok(ack) => Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.sequence })),
+            Ok(ack) => {
+                // Nothing else was written to the session from the view's sequence to
+                // the ledger's: the view is current there, with this lease.
+                view.lease = Some((lease_seq, lease));
+                view.session_seq = ack.sequence;
+                view.loaded = true;
+                Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.sequence }))
+            }
             Err(err) => {
                 // The ledger moved under us: give the lease back and decide again.
                 let free = Write::latest(subjects.lease(token), encode(&LeaseRecord::Free)?, format!("{run_id}/r"))
@@ -266,8 +351,10 @@ impl JetStreamHost {
         // Registered before the stored cancel request is read: a cancel stored after the
         // read reaches the run through its event. The two reads go out together.
         let running = self.inner.running.register(&turn.session_id, &turn_id);
-        let (snapshot, cancelled) =
-            tokio::join!(self.snapshot(&turn.session_id), self.cancel_requested(token, turn_key));
+        let (snapshot, cancelled) = tokio::join!(
+            self.snapshot_at_least(&turn.session_id, held.ledger_seq),
+            self.cancel_requested(token, turn_key)
+        );
         let (mut snapshot, cancelled) = match snapshot.and_then(|snapshot| Ok((snapshot, cancelled?))) {
             Ok(read) => read,
             Err(err) => {
@@ -545,8 +632,14 @@ impl JetStreamHost {
             }
             match self.inner.api.publish_batch(&writes).await {
                 Ok(ack) => {
+                    // The batch's four writes are stored at consecutive sequences, each
+                    // conditioned on the sequence of its subject the view holds (or the
+                    // leader gave this round): the view is current at the batch's last.
+                    view.lease = Some((ack.sequence - 3, LeaseRecord::Free));
                     view.apply_graph(ack.sequence - 2, record);
-                    view.loaded = false;
+                    view.meta = Some((ack.sequence, meta));
+                    view.session_seq = ack.sequence;
+                    view.loaded = true;
                     return Ok(result);
                 }
                 Err(err) => {
