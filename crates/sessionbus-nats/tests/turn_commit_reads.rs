@@ -1,8 +1,8 @@
-//! A turn decides, takes its lease and commits on the worker's view of the session,
-//! whose meta, lease and graph its own writes keep current (decision 0027): a warm turn
-//! reads only its ledger and cancel request from the leader. A write from elsewhere
-//! refuses the write conditioned on the stale view, and the turn re-reads and keeps it;
-//! a refusal is answered only on a view the leader confirms current.
+//! A turn decides, and commits, on the worker's view of the session, and takes its
+//! snapshot from it once the leader shows that nothing but the turn's lease and ledger
+//! was written since (decision 0027). A write from elsewhere makes the turn read the
+//! session again and keep it; a refusal is answered only on a view the leader confirms
+//! current.
 
 mod common;
 
@@ -30,7 +30,7 @@ async fn leader_reads(sniffer: &mut async_nats::Subscriber) -> BTreeMap<String, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_warm_turn_reads_only_its_ledger_and_cancel_request_from_the_leader() {
+async fn a_warm_turn_reads_its_ledger_its_cancel_request_and_two_proofs_that_its_view_is_current() {
     let server = common::server();
     let _worker = common::serve_jetstream(&server, Arc::new(EchoExecutor)).await;
     let bus = common::client_on(&server).await;
@@ -42,11 +42,13 @@ async fn a_warm_turn_reads_only_its_ledger_and_cancel_request_from_the_leader() 
 
     bus.start_turn(turn("measured")).await.expect("the second turn");
     let reads = leader_reads(&mut sniffer).await;
-    // The worker's view of the session is current after the first turn's commit, and
-    // the lease and ledger writes keep it so: the meta, lease and graph come from it.
-    // The turn's own ledger and cancel request are not in the view.
+    // The worker's view of the session is current after the first turn's commit: the
+    // decision takes the meta and lease from it, and the snapshot the view once the
+    // session's next two writes after it (`<sid>.>`) are shown to be the turn's lease
+    // and ledger. The turn's own ledger and cancel request are not in the view.
     assert_eq!(reads.get("measured"), Some(&2), "the ledger and the cancel request: {reads:?}");
-    assert_eq!(reads.values().sum::<usize>(), 2, "{reads:?}");
+    assert_eq!(reads.get(">"), Some(&2), "the writes after the view's sequence and after the lease: {reads:?}");
+    assert_eq!(reads.values().sum::<usize>(), 4, "{reads:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -65,7 +65,7 @@ pub(crate) fn build_nodes(
 }
 
 /// The snapshot `view` holds of `session_id` (unknown when it holds no meta).
-fn snapshot_of(view: &SessionView, session_id: &str) -> Result<SessionSnapshot, PluginError> {
+pub(super) fn snapshot_of(view: &SessionView, session_id: &str) -> Result<SessionSnapshot, PluginError> {
     let Some((_, meta)) = &view.meta else { return Err(PluginError::unknown_session(session_id)) };
     let mut snapshot = SessionSnapshot::new(session_id, meta.handle.policy.clone());
     snapshot.agent_frames = meta.agent_frames.clone();
@@ -222,23 +222,6 @@ impl JetStreamHost {
             self.refresh_from(&token, &mut view, session_seq).await?;
         }
         snapshot_of(&view, session_id)
-    }
-
-    /// The snapshot of a session whose view this host knew current at `seq` (a turn's,
-    /// right after its lease and ledger writes): answered from the view with no read
-    /// while the view is loaded at `seq` or later, else as [`Self::snapshot`]. The view
-    /// only advances through leader reads and writes conditioned on it, so it is the
-    /// session as of some point at or after `seq`.
-    pub(super) async fn snapshot_at_least(&self, session_id: &str, seq: u64) -> Result<SessionSnapshot, PluginError> {
-        let token = session_token(session_id)?;
-        {
-            let view_lock = self.inner.views.get(&token);
-            let view = view_lock.lock().await;
-            if view.loaded && view.session_seq >= seq {
-                return snapshot_of(&view, session_id);
-            }
-        }
-        self.snapshot(session_id).await
     }
 
     /// `append_session_nodes`.

@@ -1,17 +1,14 @@
 //! The turn protocol's decisions, as pure functions over what a worker knows of a
-//! session (its view, current at a sequence) and the records read from the stream
-//! leader. `turns.rs` reads, asks, and carries the decision out; every case is a
-//! row of the table tests below.
+//! session (its view, or records read from the stream leader) and the turn's ledger.
+//! `turns.rs` reads, asks, and carries the decision out; every case is a row of the
+//! table tests below.
 
 use sessionbus_api::{AssembledTurn, TurnInput, TurnOutcome};
 
 use super::records::{LeaseRecord, LedgerRecord};
 
-/// What `start_turn` knows about a session and one of its turns.
+/// What `start_turn` read about a session and one of its turns.
 pub(super) struct Observed<'a> {
-    /// The session's last sequence (any of its subjects) that the meta and lease are
-    /// current at; the lease is taken only if nothing was written to the session since.
-    pub(super) session_seq: u64,
     /// Whether the session's meta exists.
     pub(super) session_exists: bool,
     /// The session's lease and its sequence.
@@ -38,9 +35,9 @@ pub(super) enum StartDecision<'a> {
     AnotherTurnRuns,
     /// This turn runs (or is being started) under a live lease: wait for its ledger.
     Wait,
-    /// Take the lease, conditioned on the session's last sequence being `session_seq`
-    /// (0: never written), then record the turn running, conditioned on the lease's.
-    Take { session_seq: u64 },
+    /// Take the lease (conditioned on `lease_seq`) and record the turn running
+    /// (conditioned on `ledger_seq`); 0 means never written.
+    Take { lease_seq: u64, ledger_seq: u64 },
 }
 
 /// Decides a `start_turn` of `turn_id` with `input`.
@@ -48,6 +45,7 @@ pub(super) fn decide_start<'a>(observed: &Observed<'a>, turn_id: &str, input: &T
     if !observed.session_exists {
         return StartDecision::UnknownSession;
     }
+    let ledger_seq = observed.ledger.map_or(0, |(seq, _)| seq);
     let live_holder = match observed.lease {
         Some((_, LeaseRecord::Held { turn_id, run_id, .. })) if observed.lease_alive => {
             Some((turn_id.as_str(), run_id.as_str()))
@@ -70,7 +68,8 @@ pub(super) fn decide_start<'a>(observed: &Observed<'a>, turn_id: &str, input: &T
         // is starting it.
         (_, Some((running, _))) if running == turn_id => StartDecision::Wait,
         (_, Some(_)) => StartDecision::AnotherTurnRuns,
-        (_, None) => StartDecision::Take { session_seq: observed.session_seq },
+        (Some((lease_seq, _)), None) => StartDecision::Take { lease_seq, ledger_seq },
+        (None, None) => StartDecision::Take { lease_seq: 0, ledger_seq },
     }
 }
 
@@ -289,7 +288,6 @@ mod tests {
         for (ledger_name, ledger) in ledgers(&input("hello"), &stored) {
             for (lease_name, lease, alive) in leases() {
                 let observed = Observed {
-                    session_seq: 11,
                     session_exists: true,
                     lease: lease.as_ref().map(|l| (7, l)),
                     lease_alive: alive,
@@ -312,8 +310,9 @@ mod tests {
                 expected(ledger_name, lease_name),
                 "ledger {ledger_name}, lease {lease_name}: {decision:?}"
             );
-            if let StartDecision::Take { session_seq } = decision {
-                assert_eq!(session_seq, 11, "conditioned on the session as observed");
+            if let StartDecision::Take { lease_seq, ledger_seq } = decision {
+                assert_eq!(lease_seq, if observed.lease.is_some() { 7 } else { 0 }, "conditioned on the lease read");
+                assert_eq!(ledger_seq, if observed.ledger.is_some() { 3 } else { 0 }, "conditioned on the ledger read");
             }
         });
         assert_eq!(rows, 42);
@@ -324,7 +323,6 @@ mod tests {
         let mine = input("hello");
         for (_, lease, alive) in leases() {
             let observed = Observed {
-                session_seq: 1,
                 session_exists: false,
                 lease: lease.as_ref().map(|l| (1, l)),
                 lease_alive: alive,
@@ -346,13 +344,7 @@ mod tests {
             turn_commit_hash: None,
             worker: None,
         };
-        let observed = Observed {
-            session_seq: 3,
-            session_exists: true,
-            lease: None,
-            lease_alive: false,
-            ledger: Some((3, &ledger)),
-        };
+        let observed = Observed { session_exists: true, lease: None, lease_alive: false, ledger: Some((3, &ledger)) };
         assert_eq!(
             decide_start(&observed, ME, &mine),
             StartDecision::ReturnStored { result: &stored, graph_request_id: "r1" }
@@ -395,7 +387,7 @@ mod tests {
             }
         });
         assert_eq!(rows, 42);
-        let nothing = Observed { session_seq: 0, session_exists: false, lease: None, lease_alive: false, ledger: None };
+        let nothing = Observed { session_exists: false, lease: None, lease_alive: false, ledger: None };
         assert_eq!(decide_cancel(&nothing, ME), CancelDecision::UnknownSession);
     }
 

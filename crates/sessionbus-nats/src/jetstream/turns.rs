@@ -1,12 +1,13 @@
 //! Turns: at most one running turn per session across the cluster, through the lease.
 //!
 //! - start: decided on the worker's view of the session (its meta and lease) and the
-//!   turn's ledger read from the leader. The lease is written only if nothing was
-//!   written to the session since the view's sequence (`<sid>.>`), then the ledger's
-//!   `running` record only if nothing was since the lease, which keeps the view current
-//!   for the turn's snapshot. A stale view makes the lease write fail and the view be
-//!   read again; a refusal (unknown, closed, another turn runs) writes nothing, so it is
-//!   answered only on a view the leader confirms current (decision 0027);
+//!   turn's ledger read from the leader. The lease is written conditioned on the lease
+//!   sequence the decision saw, then the ledger's `running` record on the ledger
+//!   sequence read: a stale view makes the lease write fail and the view be read again.
+//!   A refusal (unknown, closed, another turn runs) writes nothing, so it is answered
+//!   only on a view the leader confirms current. The turn's snapshot comes from the
+//!   view when the leader shows that the session's next two writes after the view's
+//!   sequence were this turn's lease and ledger (decision 0027);
 //! - while the executor runs, the lease is renewed, conditioned on its own last
 //!   sequence; a renewal that fails means another worker took the turn over: the run
 //!   stops, uncommitted;
@@ -34,7 +35,7 @@ use super::api::{JsError, JsErrorExt as _, JsErrorKind, StoredMessage, Write};
 use super::layout::STATE_STREAM;
 use super::live::{LiveOutput, LiveTargets};
 use super::records::{GraphRecord, LeaseRecord, LedgerRecord, MetaRecord, decode, encode};
-use super::sessions::build_nodes;
+use super::sessions::{build_nodes, snapshot_of};
 use super::trace_sink::HostTraceSink;
 use super::turn_protocol::{
     AfterFailedCommit, CommitRefusal, Observed, StartDecision, decide_after_failed_commit, decide_start,
@@ -61,8 +62,6 @@ pub(super) struct TurnState {
 impl TurnState {
     pub(super) fn observed(&self) -> Observed<'_> {
         Observed {
-            // A cancel never takes the lease, so no write is conditioned on this.
-            session_seq: 0,
             session_exists: self.session_exists,
             lease: self.lease.as_ref().map(|(seq, record)| (*seq, record)),
             lease_alive: self.lease_alive,
@@ -79,6 +78,18 @@ struct HeldLease {
     traceparent: Option<String>,
     lease_seq: u64,
     ledger_seq: u64,
+    /// The session's sequence the view the lease was taken on was current at.
+    view_seq: u64,
+    /// The lease record as written.
+    lease: LeaseRecord,
+}
+
+/// What a lease is taken on: the lease's and the ledger's sequences the decision saw,
+/// and the session's sequence its view was current at.
+struct Conditions {
+    lease_seq: u64,
+    ledger_seq: u64,
+    view_seq: u64,
 }
 
 fn decoded<T: serde::de::DeserializeOwned>(
@@ -168,9 +179,10 @@ impl JetStreamHost {
         let view_lock = self.inner.views.get(&token);
         while lost_races < DECISION_ROUNDS {
             // The session's meta and lease come from its view, the turn's ledger from the
-            // leader (read after the view was current, so never older than it). A lease
-            // taken on a stale view is refused by its condition; a refusal, which writes
-            // nothing, is answered only on a view the leader confirms current.
+            // leader (read after the view was current, so never older than it). The lease
+            // write is conditioned on the view's lease, which every write that closes the
+            // session or runs a turn moves; a refusal, which writes nothing, is answered
+            // only on a view the leader confirms current.
             let mut view = view_lock.lock().await;
             let confirmed = !view.loaded;
             let ledger = self.ledger_on_view(&token, &turn_subject, &mut view).await?;
@@ -179,7 +191,6 @@ impl JetStreamHost {
                 _ => false,
             };
             let observed = Observed {
-                session_seq: view.session_seq,
                 session_exists: view.exists(),
                 lease: view.lease.as_ref().map(|(seq, record)| (*seq, record)),
                 lease_alive,
@@ -199,11 +210,14 @@ impl JetStreamHost {
                     self.wait_for_ledger(&token, &turn_key, &mut attached).await?;
                     continue;
                 }
-                StartDecision::Take { session_seq } => {
-                    if let Some(held) = self.acquire(&token, &turn_subject, &turn, session_seq, &mut view).await? {
+                StartDecision::Take { lease_seq, ledger_seq } => {
+                    let conditions = Conditions { lease_seq, ledger_seq, view_seq: view.session_seq };
+                    if let Some(held) = self.acquire(&token, &turn_subject, &turn, conditions).await? {
                         drop(view);
                         return self.run_and_commit(&token, (&turn_key, &turn_subject), turn, held).await;
                     }
+                    // The view was stale, or a write raced the decision.
+                    view.loaded = false;
                     lost_races += 1;
                     continue;
                 }
@@ -225,18 +239,17 @@ impl JetStreamHost {
         Err(PluginError::Conflict(format!("turn `{turn_id}` kept losing races for the session's lease; retry later")))
     }
 
-    /// Takes the lease if nothing was written to the session since `session_seq`, then
-    /// marks the turn running if nothing was written since the lease; both land on the
-    /// session `view` holds, which they keep current. `None` when another writer got
-    /// there first (the view is marked stale, and the caller decides again).
+    /// Takes the lease (conditioned on the lease's sequence the decision saw) and marks
+    /// the turn running (conditioned on the ledger's), as two writes. `None` when another
+    /// writer got there first (the caller reads again and decides again).
     async fn acquire(
         &self,
         token: &str,
         turn_subject: &str,
         turn: &SessionTurnInput,
-        session_seq: u64,
-        view: &mut SessionView,
+        conditions: Conditions,
     ) -> Result<Option<HeldLease>, PluginError> {
+        let Conditions { lease_seq, ledger_seq, view_seq } = conditions;
         let run_id = uuid::Uuid::new_v4().to_string();
         let subjects = &self.inner.config.subjects;
         let lease = LeaseRecord::Held {
@@ -256,10 +269,8 @@ impl JetStreamHost {
         // Two conditional writes, not a batch (an atomic batch costs several ms on the
         // server; only the commit needs one). The lease comes first: a crash between the
         // two leaves a lease that expires, and a retry of this turn waits for it.
-        let session = subjects.state_session(token);
         let lease_write = Write::latest(subjects.lease(token), encode(&lease)?, format!("{run_id}/0"))
-            .if_last_sequence(session_seq, Some(session.clone()));
-        view.loaded = false;
+            .if_last_sequence(lease_seq, None);
         let lease_seq = match self.inner.api.publish(&lease_write).await {
             Ok(ack) => ack.sequence,
             Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::InFlight) => {
@@ -269,15 +280,10 @@ impl JetStreamHost {
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
         let ledger_write = Write::latest(turn_subject.to_owned(), encode(&running)?, format!("{run_id}/1"))
-            .if_last_sequence(lease_seq, Some(session));
+            .if_last_sequence(ledger_seq, None);
         match self.inner.api.publish(&ledger_write).await {
             Ok(ack) => {
-                // Nothing else was written to the session from the view's sequence to
-                // the ledger's: the view is current there, with this lease.
-                view.lease = Some((lease_seq, lease));
-                view.session_seq = ack.sequence;
-                view.loaded = true;
-                Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.sequence }))
+                Ok(Some(HeldLease { run_id, traceparent, lease_seq, ledger_seq: ack.sequence, view_seq, lease }))
             }
             Err(err) => {
                 // The ledger moved under us: give the lease back and decide again.
@@ -291,6 +297,36 @@ impl JetStreamHost {
                 }
             }
         }
+    }
+
+    /// The turn's snapshot as of its ledger write. It comes from the view, with the
+    /// turn's lease, when the leader shows that the session's next writes after the
+    /// view's sequence were this turn's lease and ledger and nothing else; otherwise it
+    /// is read as `snapshot_session` reads it.
+    async fn snapshot_under_lease(
+        &self,
+        token: &str,
+        session_id: &str,
+        held: &HeldLease,
+    ) -> Result<SessionSnapshot, PluginError> {
+        let view_lock = self.inner.views.get(token);
+        let mut view = view_lock.lock().await;
+        if view.loaded && view.session_seq == held.view_seq {
+            let session = self.inner.config.subjects.state_session(token);
+            let api = &self.inner.api;
+            let (after_view, after_lease) = tokio::join!(
+                api.next(STATE_STREAM, &session, held.view_seq + 1),
+                api.next(STATE_STREAM, &session, held.lease_seq + 1)
+            );
+            let seq_of = |read: Result<Option<StoredMessage>, JsError>| read.ok().flatten().map(|m| m.seq);
+            if seq_of(after_view) == Some(held.lease_seq) && seq_of(after_lease) == Some(held.ledger_seq) {
+                view.lease = Some((held.lease_seq, held.lease.clone()));
+                view.session_seq = held.ledger_seq;
+                return snapshot_of(&view, session_id);
+            }
+        }
+        drop(view);
+        self.snapshot(session_id).await
     }
 
     /// Waits until the turn's ledger may have changed (an event, or a poll interval).
@@ -352,7 +388,7 @@ impl JetStreamHost {
         // read reaches the run through its event. The two reads go out together.
         let running = self.inner.running.register(&turn.session_id, &turn_id);
         let (snapshot, cancelled) = tokio::join!(
-            self.snapshot_at_least(&turn.session_id, held.ledger_seq),
+            self.snapshot_under_lease(token, &turn.session_id, &held),
             self.cancel_requested(token, turn_key)
         );
         let (mut snapshot, cancelled) = match snapshot.and_then(|snapshot| Ok((snapshot, cancelled?))) {
@@ -698,7 +734,7 @@ fn apply_meta_changes(meta: &mut MetaRecord, changes: &SessionChanges, tool_stat
 
 /// A turn's verbatim nodes and the leaf after them, when they fit the graph `view` holds.
 fn verbatim_nodes(
-    view: &super::view::SessionView,
+    view: &SessionView,
     changes: &SessionChanges,
 ) -> Result<(Vec<sessionbus_api::SessionNode>, Option<String>), VerbatimRefusal> {
     let leaf = changes.leaf_node_id.clone().or_else(|| changes.verbatim_nodes.last().map(|n| n.node_id.clone()));
