@@ -446,7 +446,7 @@ impl JetStreamHost {
         let mut view = view_lock.lock().await;
         for _ in 0..APPEND_ATTEMPTS {
             self.refresh(&token, &mut view).await?;
-            let Some((meta_seq, meta)) = view.meta.clone() else { return Ok(()) };
+            let Some((_, meta)) = view.meta.clone() else { return Ok(()) };
             let lease_seq = match &view.lease {
                 Some((_, LeaseRecord::Closed)) => return Ok(()),
                 Some((seq, LeaseRecord::Held { turn_id, ttl_ms, .. })) if self.lease_alive(&token, *seq, *ttl_ms) => {
@@ -461,9 +461,11 @@ impl JetStreamHost {
             let writes = [
                 Write::latest(subjects.lease(&token), encode(&LeaseRecord::Closed)?, format!("{request_id}/0"))
                     .if_last_sequence(lease_seq, None),
-                // Conditioned on the meta read: a turn committed since is never overwritten.
+                // Conditioned on the whole session as read: a turn committed since is never
+                // overwritten, and on a replicated stream an append sent while this batch
+                // is in flight is held back until it is stored (decision 0028).
                 Write::latest(subjects.meta(&token), encode(&closed)?, format!("{request_id}/1"))
-                    .if_last_sequence(meta_seq, None),
+                    .if_last_sequence(view.session_seq, Some(subjects.state_session(&token))),
             ];
             match self.inner.api.publish_batch(&writes).await {
                 Ok(_) => {

@@ -578,41 +578,25 @@ impl JetStreamHost {
         let view_lock = self.inner.views.get(token);
         let mut view = view_lock.lock().await;
         for round in 0..DECISION_ROUNDS {
-            // The commit is conditioned on the meta's and the graph's sequences, so a
-            // write to either since (another turn's commit read before this lease was
-            // taken, a close, an append) is never overwritten. The first round takes
-            // them from the session's view, which the turn's snapshot brought up to date
-            // under this lease; a write since refuses the batch, and every later round
-            // reads them from the leader.
-            let cached_meta = view.meta.clone().filter(|_| round == 0 && view.loaded);
-            let from_view = cached_meta.is_some();
-            let (meta_seq, mut meta) = match cached_meta {
-                Some(cached) => cached,
-                None => decoded::<MetaRecord>(
-                    "meta",
-                    self.inner
-                        .api
-                        .last(STATE_STREAM, &subjects.meta(token))
-                        .await
-                        .map_err(|e| e.into_plugin("reading a meta"))?,
-                )?
-                .ok_or_else(|| {
-                    PluginError::Session(format!("the meta of a session with a running turn `{turn_id}` is missing"))
-                })?,
+            // The commit is conditioned on the view: the graph's and the meta's
+            // sequences, so a write to either since (another turn's commit read before
+            // this lease was taken, a close, an append) is never overwritten, and the
+            // ledger's write on the whole session at the view's sequence, which a
+            // replicated stream also holds an append back on while this batch is in
+            // flight (decision 0028). The first round takes the view as the turn's
+            // snapshot left it, unless the lease was renewed since; a write since refuses
+            // the batch, and every later round reads the leader.
+            if round > 0 || !view.loaded || held.lease_seq > view.session_seq {
+                self.refresh(token, &mut view).await?;
+            }
+            let Some((meta_seq, mut meta)) = view.meta.clone() else {
+                return Err(PluginError::Session(format!(
+                    "the meta of a session with a running turn `{turn_id}` is missing"
+                )));
             };
             meta.turn_index += 1;
             meta.token_usage.add(&output.token_usage);
             apply_meta_changes(&mut meta, &output.changes, tool_state_generation);
-            if !from_view
-                && let Some(last) = self
-                    .inner
-                    .api
-                    .last(STATE_STREAM, &subjects.graph(token))
-                    .await
-                    .map_err(|e| e.into_plugin("reading a graph"))?
-            {
-                self.catch_up_graph(token, &mut view, last).await?;
-            }
             let (nodes, leaf) = if output.changes.verbatim_nodes.is_empty() {
                 build_nodes(&view, output.nodes.clone(), &held.run_id, view.leaf.clone(), view.current_agent_frame())
             } else {
@@ -659,7 +643,7 @@ impl JetStreamHost {
                 Write::new(subjects.graph(token), encode(&record)?, format!("{}/c1", held.run_id))
                     .if_last_sequence(view.graph_seq, None),
                 Write::latest(turn_subject.to_owned(), encode(&completed)?, format!("{}/c2", held.run_id))
-                    .if_last_sequence(held.ledger_seq, None),
+                    .if_last_sequence(view.session_seq, Some(subjects.state_session(token))),
                 Write::latest(subjects.meta(token), encode(&meta)?, format!("{}/c3", held.run_id))
                     .if_last_sequence(meta_seq, None),
             ];
