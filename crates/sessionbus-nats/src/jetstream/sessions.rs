@@ -116,6 +116,16 @@ impl JetStreamHost {
         view: &mut SessionView,
         session_seq: u64,
     ) -> Result<(), PluginError> {
+        let refreshed = self.read_view(token, view, session_seq).await;
+        if refreshed.is_err() {
+            // Reads that failed half-way may have left parts of the view newer than the rest.
+            view.loaded = false;
+        }
+        refreshed
+    }
+
+    /// [`Self::refresh_from`]'s reads.
+    async fn read_view(&self, token: &str, view: &mut SessionView, session_seq: u64) -> Result<(), PluginError> {
         let subjects = &self.inner.config.subjects;
         let api = &self.inner.api;
         let (meta_subject, lease_subject, graph_subject) =
