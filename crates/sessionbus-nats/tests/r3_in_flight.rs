@@ -18,29 +18,13 @@ use futures::StreamExt as _;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, PluginError, SessionAppendNode,
     SessionGraphService as _, SessionLifecycleService as _, SessionSnapshot, SessionStateService as _,
-    SessionTurnRequest, TurnContext, TurnExecutor, TurnInput, TurnOutput,
+    SessionTurnRequest, TurnExecutor, TurnInput,
 };
 use sessionbus_nats::jetstream::{JetStreamHost, JetStreamHostConfig, LayoutConfig};
 use sessionbus_nats::subjects::session_token;
 use sessionbus_testkit::{NatsCluster, subscribe_confirmed};
-use tokio::sync::Notify;
 
 const ROUNDS: usize = 12;
-
-/// Says it started, then waits to be released before it echoes.
-struct Gated {
-    started: Arc<Notify>,
-    release: Arc<Notify>,
-}
-
-#[async_trait::async_trait]
-impl TurnExecutor for Gated {
-    async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
-        self.started.notify_one();
-        self.release.notified().await;
-        EchoExecutor.run(context).await
-    }
-}
 
 async fn host_on(cluster: &NatsCluster, node: usize, executor: Arc<dyn TurnExecutor>) -> JetStreamHost {
     let client = cluster.client_to(node).await.expect("connect");
@@ -94,9 +78,8 @@ async fn append_when_a_batch_reaches(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_append_sent_while_a_turn_commits_on_r3_lands_after_it_on_one_chain() {
     let cluster = NatsCluster::start().await.expect("a 3-node cluster");
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let runner =
-        host_on(&cluster, 0, Arc::new(Gated { started: Arc::clone(&started), release: Arc::clone(&release) })).await;
+    let gate = common::Gated::default();
+    let runner = host_on(&cluster, 0, Arc::new(gate.clone())).await;
     let appender = host_on(&cluster, 1, Arc::new(EchoExecutor)).await;
     let reader = host_on(&cluster, 2, Arc::new(EchoExecutor)).await;
     let subjects = JetStreamHostConfig::default().subjects;
@@ -110,12 +93,12 @@ async fn an_append_sent_while_a_turn_commits_on_r3_lands_after_it_on_one_chain()
                     .await
             }
         });
-        tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the turn starts");
+        tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the turn starts");
         // The appender's view is current just before the commit.
         appender.snapshot_session(&session).await.expect("the appender's view");
         let lease = subjects.lease(&session_token(&session).expect("token"));
         let append = append_when_a_batch_reaches(&cluster, lease, appender.clone(), session.clone(), "racing").await;
-        release.notify_one();
+        gate.release.notify_one();
         turn.await.expect("the turn's task").expect("the turn commits");
         let appended = append.await.expect("the append's task").expect("the append is acknowledged");
         assert!(matches!(appended, AppendSessionNodesResult::Appended { .. }), "round {round}: {appended:?}");

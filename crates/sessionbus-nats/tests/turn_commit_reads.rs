@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sessionbus_api::{
-    AppendSessionNodesRequest, EchoExecutor, PluginError, SessionAppendNode, SessionGraphService as _,
-    SessionLifecycleService as _, SessionStateService as _, SessionTurnRequest, TurnContext, TurnExecutor, TurnInput,
-    TurnOutput,
+    AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _, SessionLifecycleService as _,
+    SessionStateService as _, SessionTurnRequest, TurnInput,
 };
 use sessionbus_testkit::subscribe_confirmed;
-use tokio::sync::Notify;
 
 /// The leader reads (`STREAM.MSG.GET`) `sniffer` sees until it has been quiet for
 /// 500 ms, by the last token of the subject each asked for.
@@ -54,13 +52,11 @@ async fn a_warm_turn_reads_its_ledger_its_cancel_request_and_two_proofs_that_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_started_on_a_stale_view_sees_what_another_host_wrote_since() {
     let server = common::server();
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::clone(&seen) };
-    let host = common::jetstream_host_on(&server, Arc::new(executor)).await;
+    let gate = common::Gated::default();
+    let host = common::jetstream_host_on(&server, Arc::new(gate.clone())).await;
     let other = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
     let session = common::create_root(&host).await;
-    release.notify_one();
+    gate.release.notify_one();
     host.start_turn(SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("one")).expect("a turn"))
         .await
         .expect("the first turn, which leaves the host's view current");
@@ -70,11 +66,11 @@ async fn a_turn_started_on_a_stale_view_sees_what_another_host_wrote_since() {
     };
     other.append_session_nodes(&session, append).await.expect("an append from another host");
 
-    release.notify_one();
+    gate.release.notify_one();
     host.start_turn(SessionTurnRequest::for_turn(&session, "t2", TurnInput::text("two")).expect("a turn"))
         .await
         .expect("the second turn");
-    let seen = seen.lock().expect("lock").clone();
+    let seen = gate.seen.lock().expect("lock").clone();
     assert!(
         seen.last().is_some_and(|nodes| nodes.iter().any(|text| text.contains("written by another host"))),
         "the second turn's snapshot holds the other host's append: {seen:?}"
@@ -90,9 +86,8 @@ async fn a_turn_started_on_a_stale_view_sees_what_another_host_wrote_since() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_turn_is_not_refused_for_a_turn_that_ended_after_this_host_last_looked() {
     let server = common::server();
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::default() };
-    let runner = common::jetstream_host_on(&server, Arc::new(executor)).await;
+    let gate = common::Gated::default();
+    let runner = common::jetstream_host_on(&server, Arc::new(gate.clone())).await;
     let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
     let session = common::create_root(&host).await;
     let running = tokio::spawn({
@@ -103,10 +98,10 @@ async fn a_turn_is_not_refused_for_a_turn_that_ended_after_this_host_last_looked
                 .await
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the first turn starts");
+    tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the first turn starts");
     // This host's view now holds the first turn's lease, alive.
     host.snapshot_session(&session).await.expect("snapshot while the first turn runs");
-    release.notify_one();
+    gate.release.notify_one();
     running.await.expect("the first turn's task").expect("the first turn commits");
 
     host.start_turn(SessionTurnRequest::for_turn(&session, "t2", TurnInput::text("two")).expect("a turn"))
@@ -115,31 +110,11 @@ async fn a_turn_is_not_refused_for_a_turn_that_ended_after_this_host_last_looked
     assert_eq!(host.snapshot_session(&session).await.expect("snapshot").turn_index, 2);
 }
 
-/// Says it started, keeps the text of the nodes its snapshot holds, then waits to be
-/// released before it echoes.
-struct Gated {
-    started: Arc<Notify>,
-    release: Arc<Notify>,
-    seen: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
-}
-
-#[async_trait::async_trait]
-impl TurnExecutor for Gated {
-    async fn run(&self, context: TurnContext) -> Result<TurnOutput, PluginError> {
-        let nodes = context.snapshot.session_graph.nodes.iter().map(|node| format!("{node:?}")).collect();
-        self.seen.lock().expect("lock").push(nodes);
-        self.started.notify_one();
-        self.release.notified().await;
-        EchoExecutor.run(context).await
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_append_that_lands_while_a_turn_runs_is_kept_and_the_turn_commits_after_it() {
     let server = common::server();
-    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-    let executor = Gated { started: Arc::clone(&started), release: Arc::clone(&release), seen: Arc::default() };
-    let _worker = common::serve_jetstream(&server, Arc::new(executor)).await;
+    let gate = common::Gated::default();
+    let _worker = common::serve_jetstream(&server, Arc::new(gate.clone())).await;
     let bus = common::client_on(&server).await;
     let session = common::create_root(&bus).await;
 
@@ -148,7 +123,7 @@ async fn an_append_that_lands_while_a_turn_runs_is_kept_and_the_turn_commits_aft
         let bus = bus.clone();
         async move { bus.start_turn(turn).await }
     });
-    tokio::time::timeout(Duration::from_secs(10), started.notified()).await.expect("the turn starts");
+    tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the turn starts");
     // Another host (a second worker) appends while the turn runs: the turn's worker
     // does not see it in its view.
     let other = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
@@ -157,7 +132,7 @@ async fn an_append_that_lands_while_a_turn_runs_is_kept_and_the_turn_commits_aft
         requires_ancestor_node_id: None,
     };
     other.append_session_nodes(&session, append).await.expect("an append while the turn runs");
-    release.notify_one();
+    gate.release.notify_one();
     running.await.expect("the turn's task").expect("the turn commits");
 
     let snapshot = bus.snapshot_session(&session).await.expect("snapshot");

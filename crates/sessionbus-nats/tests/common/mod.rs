@@ -245,3 +245,23 @@ pub async fn twenty_thousand_node_session(host: &(impl SessionLifecycleService +
     }
     session
 }
+
+/// A turn executor that says it started, keeps the text of the nodes its snapshot
+/// holds, then waits to be released before it echoes. Clones share their gates.
+#[derive(Clone, Default)]
+pub struct Gated {
+    pub started: Arc<tokio::sync::Notify>,
+    pub release: Arc<tokio::sync::Notify>,
+    pub seen: Arc<std::sync::Mutex<Vec<Vec<String>>>>,
+}
+
+#[async_trait::async_trait]
+impl TurnExecutor for Gated {
+    async fn run(&self, context: sessionbus_api::TurnContext) -> Result<sessionbus_api::TurnOutput, PluginError> {
+        let nodes = context.snapshot.session_graph.nodes.iter().map(|node| format!("{node:?}")).collect();
+        self.seen.lock().expect("lock").push(nodes);
+        self.started.notify_one();
+        self.release.notified().await;
+        sessionbus_api::EchoExecutor.run(context).await
+    }
+}
