@@ -58,3 +58,23 @@ async fn a_commit_whose_ack_was_lost_is_answered_as_committed_once() {
     assert_eq!(snapshot.session_graph.nodes.len(), 2, "the turn's nodes, once");
     assert_eq!(result.state.turn_index, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_write_whose_ack_was_lost_starts_the_turn_without_waiting_out_its_own_lease() {
+    let server = common::server();
+    let proxy = AckDropper::start(server.port()).await.expect("proxy");
+    let host = host_behind(&server, &proxy, Duration::from_millis(10)).await;
+    let session = common::create_root(&host).await;
+    // The lease write is its run's first message (`<run>/0`); its resend meets it stored.
+    proxy.drop_reply_to(|publish| {
+        publish.subject.ends_with(".lease") && publish.header("Nats-Msg-Id").is_some_and(|id| id.ends_with("/0"))
+    });
+    let turn = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("hello")).expect("turn");
+    let started = std::time::Instant::now();
+    host.start_turn(turn).await.expect("the turn runs");
+    let took = started.elapsed();
+    assert_eq!(proxy.dropped().len(), 1, "the lease write's ack was dropped");
+    // The resend comes after the 1 s call timeout; waiting out the lease takes its 5 s TTL.
+    assert!(took < Duration::from_secs(4), "the turn waited {took:?}, as if its own lease were another caller's");
+    assert_eq!(host.snapshot_session(&session).await.expect("snapshot").turn_index, 1);
+}

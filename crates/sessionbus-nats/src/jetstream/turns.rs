@@ -273,9 +273,13 @@ impl JetStreamHost {
             .if_last_sequence(lease_seq, None);
         let lease_seq = match self.inner.api.publish(&lease_write).await {
             Ok(ack) => ack.sequence,
-            Err(err) if matches!(err.kind(), JsErrorKind::WrongLastSequence | JsErrorKind::InFlight) => {
-                return Ok(None);
-            }
+            // A resend whose first attempt was stored (its ack lost) meets its own write
+            // on a single-replica stream: the lease is this run's, not a lost race.
+            Err(err) if err.kind() == JsErrorKind::WrongLastSequence => match self.stored_as_last(&lease_write).await {
+                Some(seq) => seq,
+                None => return Ok(None),
+            },
+            Err(err) if err.kind() == JsErrorKind::InFlight => return Ok(None),
             Err(err) if err.is_transient() => return Ok(None),
             Err(err) => return Err(err.into_plugin("taking a session's turn lease")),
         };
