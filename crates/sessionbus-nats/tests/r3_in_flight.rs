@@ -12,13 +12,11 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt as _;
 use sessionbus_api::{
     AppendSessionNodesRequest, AppendSessionNodesResult, EchoExecutor, PluginError, SessionAppendNode,
-    SessionGraphService as _, SessionLifecycleService as _, SessionSnapshot, SessionStateService as _,
-    SessionTurnRequest, TurnExecutor, TurnInput,
+    SessionGraphService as _, SessionLifecycleService as _, SessionSnapshot, SessionStateService as _, TurnExecutor,
 };
 use sessionbus_nats::jetstream::{JetStreamHost, JetStreamHostConfig, LayoutConfig};
 use sessionbus_nats::subjects::session_token;
@@ -85,15 +83,7 @@ async fn an_append_sent_while_a_turn_commits_on_r3_lands_after_it_on_one_chain()
     let subjects = JetStreamHostConfig::default().subjects;
     for round in 0..ROUNDS {
         let session = common::create_root(&runner).await;
-        let turn = tokio::spawn({
-            let (runner, session) = (runner.clone(), session.clone());
-            async move {
-                runner
-                    .start_turn(SessionTurnRequest::for_turn(&session, "t", TurnInput::text("q")).expect("turn"))
-                    .await
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the turn starts");
+        let turn = common::start_gated_turn(&runner, &gate, &session, "t").await;
         // The appender's view is current just before the commit.
         appender.snapshot_session(&session).await.expect("the appender's view");
         let lease = subjects.lease(&session_token(&session).expect("token"));

@@ -8,7 +8,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sessionbus_api::{
     AppendSessionNodesRequest, EchoExecutor, SessionAppendNode, SessionGraphService as _, SessionLifecycleService as _,
@@ -90,15 +89,7 @@ async fn a_turn_is_not_refused_for_a_turn_that_ended_after_this_host_last_looked
     let runner = common::jetstream_host_on(&server, Arc::new(gate.clone())).await;
     let host = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;
     let session = common::create_root(&host).await;
-    let running = tokio::spawn({
-        let (runner, session) = (runner.clone(), session.clone());
-        async move {
-            runner
-                .start_turn(SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("one")).expect("a turn"))
-                .await
-        }
-    });
-    tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the first turn starts");
+    let running = common::start_gated_turn(&runner, &gate, &session, "t1").await;
     // This host's view now holds the first turn's lease, alive.
     host.snapshot_session(&session).await.expect("snapshot while the first turn runs");
     gate.release.notify_one();
@@ -118,12 +109,7 @@ async fn an_append_that_lands_while_a_turn_runs_is_kept_and_the_turn_commits_aft
     let bus = common::client_on(&server).await;
     let session = common::create_root(&bus).await;
 
-    let turn = SessionTurnRequest::for_turn(&session, "t1", TurnInput::text("question")).expect("a turn");
-    let running = tokio::spawn({
-        let bus = bus.clone();
-        async move { bus.start_turn(turn).await }
-    });
-    tokio::time::timeout(Duration::from_secs(10), gate.started.notified()).await.expect("the turn starts");
+    let running = common::start_gated_turn(&bus, &gate, &session, "question").await;
     // Another host (a second worker) appends while the turn runs: the turn's worker
     // does not see it in its view.
     let other = common::jetstream_host_on(&server, Arc::new(EchoExecutor)).await;

@@ -132,11 +132,16 @@ impl JetStreamHost {
         let read = |err: JsError| err.into_plugin("reading a turn's state");
         let session_exists = meta.map_err(read)?.is_some();
         let lease: Option<(u64, LeaseRecord)> = decoded("lease", lease.map_err(read)?)?;
-        let lease_alive = match &lease {
+        let lease_alive = self.held_and_alive(token, lease.as_ref());
+        Ok(TurnState { session_exists, lease, lease_alive, ledger: decoded("ledger", ledger.map_err(read)?)? })
+    }
+
+    /// Whether `lease` is held and alive, as this host judges it.
+    fn held_and_alive(&self, token: &str, lease: Option<&(u64, LeaseRecord)>) -> bool {
+        match lease {
             Some((seq, LeaseRecord::Held { ttl_ms, .. })) => self.lease_alive(token, *seq, *ttl_ms),
             _ => false,
-        };
-        Ok(TurnState { session_exists, lease, lease_alive, ledger: decoded("ledger", ledger.map_err(read)?)? })
+        }
     }
 
     /// The turn's ledger, read from the leader after `view` was current (so never older
@@ -186,10 +191,7 @@ impl JetStreamHost {
             let mut view = view_lock.lock().await;
             let confirmed = !view.loaded;
             let ledger = self.ledger_on_view(&token, &turn_subject, &mut view).await?;
-            let lease_alive = match &view.lease {
-                Some((seq, LeaseRecord::Held { ttl_ms, .. })) => self.lease_alive(&token, *seq, *ttl_ms),
-                _ => false,
-            };
+            let lease_alive = self.held_and_alive(&token, view.lease.as_ref());
             let observed = Observed {
                 session_exists: view.exists(),
                 lease: view.lease.as_ref().map(|(seq, record)| (*seq, record)),

@@ -265,3 +265,18 @@ impl TurnExecutor for Gated {
         sessionbus_api::EchoExecutor.run(context).await
     }
 }
+
+/// Starts a turn of `session` through `host` in a task of its own, and waits until the
+/// gated executor says it runs. The handle gives the turn's outcome once released.
+pub async fn start_gated_turn<H: SessionLifecycleService + Clone + 'static>(
+    host: &H,
+    gate: &Gated,
+    session: &str,
+    turn_id: &str,
+) -> tokio::task::JoinHandle<Result<AssembledTurn, PluginError>> {
+    let turn = SessionTurnRequest::for_turn(session, turn_id, sessionbus_api::TurnInput::text(turn_id)).expect("turn");
+    let host = host.clone();
+    let running = tokio::spawn(async move { host.start_turn(turn).await });
+    tokio::time::timeout(std::time::Duration::from_secs(10), gate.started.notified()).await.expect("the turn starts");
+    running
+}
